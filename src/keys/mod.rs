@@ -1,0 +1,47 @@
+//! Signing keys: algorithms, key ids, import and export, public JWKs.
+//!
+//! A [`SigningKey`] is one private key with its [`Algorithm`] and its
+//! [`Kid`]. It is parsed once and then signs many tokens. Its
+//! [`PublicJwk`] is what the JWKS publishes: public members only.
+//!
+//! Keys are checked when they are made or imported, never at request time:
+//! RSA keys of at least 2048 bits with an odd exponent above 1, EC keys on
+//! the curve their algorithm names, Ed25519 (not Ed448) for EdDSA, and
+//! private halves that match their public halves.
+//!
+//! # Example
+//!
+//! ```
+//! use tower_jwt_signer::keys::{Algorithm, KeyError, SigningKey};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Generate, persist as a private JWK, load back with the same kid.
+//! let key = SigningKey::generate(Algorithm::ES256)?;
+//! let stored = key.to_private_jwk()?;
+//! let loaded = SigningKey::from_jwk(&stored, None)?;
+//! assert_eq!(loaded.kid(), key.kid());
+//!
+//! // The public JWK is what backends see.
+//! let public = serde_json::to_string(key.public_jwk())?;
+//! assert!(!public.contains("\"d\""));
+//!
+//! // Import refuses keys that do not fit, with a typed error.
+//! let err = SigningKey::from_jwk(&stored, Some(Algorithm::ES384)).unwrap_err();
+//! assert!(matches!(err, KeyError::AlgorithmMismatch { .. }));
+//! # Ok(())
+//! # }
+//! ```
+
+mod algorithm;
+mod error;
+mod jwk;
+mod kid;
+mod signer;
+mod signing_key;
+
+pub use algorithm::{Algorithm, EcCurve, KeyKind, UnknownAlgorithm};
+pub use error::{KeyError, SignError};
+pub use jwk::PublicJwk;
+pub use kid::{InvalidKid, Kid, MAX_KID_LEN};
+pub use signer::{JwsSigner, JwsSignerExt};
+pub use signing_key::SigningKey;

@@ -1,0 +1,69 @@
+//! Tower middleware that signs every forwarded request with a short-lived
+//! JWT, and a JWKS endpoint that publishes the public keys.
+//!
+//! A gateway in front of many APIs proves to each backend who is calling
+//! without sharing a secret with any of them: it signs a short-lived token
+//! with an asymmetric private key that never leaves the process, and
+//! publishes only the public keys as a JWK Set at
+//! [`JWKS_PATH`] (`/.well-known/otoroshi/security/jwks.json`, as the
+//! Otoroshi gateway does). Every backend verifies tokens on its own, picking
+//! the key by the token's `kid`.
+//!
+//! The pieces:
+//!
+//! * [`SigningKey`]: a private key with its [`Algorithm`] and [`Kid`]
+//!   (generate, import PKCS#8 or JWK, export for persistence). Any
+//!   [`JwsSigner`] (an HSM, a KMS) can stand in for it.
+//! * [`KeyRegistry`]: the shared set of keys (next, active, retiring), read
+//!   as lock-free snapshots and rotated atomically.
+//! * [`JwksService`]: the tower service that serves the registry's public
+//!   keys with `Cache-Control` and `ETag`.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, KeyRegistry};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // One registry, shared by everything that signs or publishes.
+//! let registry = KeyRegistry::generate(Algorithm::ES256)?;
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .route_service(JWKS_PATH, JwksService::new(registry.clone()));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?;
+//! # tokio::spawn(async move { axum::serve(listener, app).await });
+//! # let _ = addr;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Security
+//!
+//! * Only asymmetric algorithms exist ([`Algorithm`]); `none` and HMAC do
+//!   not parse. RSA keys are at least 2048 bits.
+//! * Published JWKs are built from the public key and hold only public
+//!   members; `Debug` never prints key material.
+//! * Tokens carry exactly `alg`, `typ` and `kid` in their header; the
+//!   algorithm comes from the key.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+
+mod b64;
+pub mod clock;
+pub mod jwks;
+pub mod keys;
+pub mod registry;
+
+#[doc(inline)]
+pub use clock::Clock;
+#[doc(inline)]
+pub use jwks::{JWKS_PATH, JwksService};
+#[doc(inline)]
+pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
+#[doc(inline)]
+pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
