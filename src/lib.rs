@@ -58,6 +58,7 @@ pub mod clock;
 pub mod jwks;
 pub mod keys;
 pub mod registry;
+pub mod rotation;
 pub mod store;
 
 #[doc(inline)]
@@ -68,5 +69,7 @@ pub use jwks::{JWKS_PATH, JwksService};
 pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
 #[doc(inline)]
 pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
+#[doc(inline)]
+pub use rotation::{KeyRotator, RotationPolicy};
 #[doc(inline)]
 pub use store::{DirKeyStore, KeyStore};
