@@ -101,10 +101,9 @@ fn every_algorithm_round_trips_with_its_kid_state_and_times() {
         .iter()
         .find(|k| k.key().algorithm() == Algorithm::ES256)
         .unwrap();
-    let file: Value = serde_json::from_slice(
-        &std::fs::read(store.key_path(es256.kid()).unwrap()).unwrap(),
-    )
-    .unwrap();
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(store.key_path(es256.kid()).unwrap()).unwrap())
+            .unwrap();
     assert_eq!(file["version"], 1);
     assert_eq!(file["kid"], es256.kid().as_str());
     assert_eq!(file["state"], "active");
@@ -115,11 +114,13 @@ fn every_algorithm_round_trips_with_its_kid_state_and_times() {
     assert_eq!(file["private_jwk"]["alg"], "ES256");
     assert!(file["private_jwk"]["d"].is_string());
     // No temporary file is left behind.
-    assert!(
-        std::fs::read_dir(&dir)
+    assert!(std::fs::read_dir(&dir).unwrap().all(|e| {
+        e.unwrap()
+            .file_name()
+            .to_str()
             .unwrap()
-            .all(|e| e.unwrap().file_name().to_str().unwrap().ends_with(".key.json"))
-    );
+            .ends_with(".key.json")
+    }));
 }
 
 #[test]
@@ -384,7 +385,11 @@ fn loose_permissions_are_refused_by_default_and_can_be_downgraded_to_a_warning()
     assert!(matches!(err, StoreError::LoosePermissions { .. }), "{err}");
     assert_eq!(err.path(), Some(dir.as_path()));
     assert!(err.to_string().contains("chmod 700"), "{err}");
-    assert_eq!(mode(&dir), 0o777, "the store does not fix permissions itself");
+    assert_eq!(
+        mode(&dir),
+        0o777,
+        "the store does not fix permissions itself"
+    );
     assert_eq!(dir_picture(&dir), before);
     // Readable by others is fine (kids are public), writable is not.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -476,10 +481,7 @@ fn kids_the_directory_cannot_name_are_refused_and_nothing_is_published() {
             .with_kid(Kid::new(kid).unwrap());
         let err = registry.add_next(key).unwrap_err();
         assert!(
-            matches!(
-                err,
-                RegistryError::Store(StoreError::UnsupportedKid { .. })
-            ),
+            matches!(err, RegistryError::Store(StoreError::UnsupportedKid { .. })),
             "{err}"
         );
     }
@@ -638,7 +640,10 @@ fn a_failed_write_publishes_nothing_and_rolls_back_what_was_written() {
     let saves_so_far = store.saves.lock().unwrap().len();
     *store.fail_save_number.lock().unwrap() = Some(saves_so_far + 1);
     let err = registry.rotate(Duration::from_secs(60)).unwrap_err();
-    assert!(matches!(err, RegistryError::Store(StoreError::Other(_))), "{err}");
+    assert!(
+        matches!(err, RegistryError::Store(StoreError::Other(_))),
+        "{err}"
+    );
     assert!(err.to_string().contains("disk full"));
     assert_eq!(registry.current().version(), before.version());
     assert_eq!(registry.current().jwks_bytes(), before.jwks_bytes());

@@ -5,7 +5,7 @@ mod lifecycle_util;
 
 use std::time::Duration;
 
-use lifecycle_util::{published_kids, sign, verify_with_jwks, verifiable};
+use lifecycle_util::{published_kids, sign, verifiable, verify_with_jwks};
 use tower_jwt_signer::store::DirKeyStore;
 use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState};
 

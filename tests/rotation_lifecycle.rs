@@ -111,10 +111,7 @@ async fn several_periods_keep_both_invariants() {
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 let snapshot = changes.borrow_and_update().clone();
-                observed
-                    .lock()
-                    .unwrap()
-                    .observe(&snapshot, clock.now());
+                observed.lock().unwrap().observe(&snapshot, clock.now());
             }
         })
     };
@@ -149,9 +146,9 @@ async fn several_periods_keep_both_invariants() {
             // (2) Every live token verifies against the JWKS of now.
             for issued in &observed.tokens {
                 if issued.exp + LEEWAY > secs(now) {
-                    verify_with_jwks(&issued.token, snapshot.jwks_bytes()).unwrap_or_else(
-                        |err| panic!("a live token stopped verifying at {}: {err}", secs(now)),
-                    );
+                    verify_with_jwks(&issued.token, snapshot.jwks_bytes()).unwrap_or_else(|err| {
+                        panic!("a live token stopped verifying at {}: {err}", secs(now))
+                    });
                 }
             }
             verify_with_jwks(&token, snapshot.jwks_bytes()).unwrap();
@@ -434,9 +431,10 @@ async fn at_start_the_rotator_catches_up_without_skipping_prepublish() {
     // Active for ten periods (the process was down), a retiring key long
     // expired, one retiring without an end.
     let long_ago = now - PERIOD * 10;
-    let active = StoredKey::new(fresh(), KeyState::Active, long_ago).with_activated_at(Some(long_ago));
-    let expired = StoredKey::new(fresh(), KeyState::Retiring, long_ago)
-        .with_retires_at(Some(now - PERIOD));
+    let active =
+        StoredKey::new(fresh(), KeyState::Active, long_ago).with_activated_at(Some(long_ago));
+    let expired =
+        StoredKey::new(fresh(), KeyState::Retiring, long_ago).with_retires_at(Some(now - PERIOD));
     let open = StoredKey::new(fresh(), KeyState::Retiring, long_ago);
     for key in [&active, &expired, &open] {
         store.save(key).unwrap();

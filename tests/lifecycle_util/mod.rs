@@ -22,7 +22,10 @@ pub fn sign(snapshot: &KeySnapshot, iat: u64, ttl: u64) -> (String, String) {
     input.push('.');
     input.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()));
     let signature = JwsSigner::sign(active.signer().as_ref(), input.as_bytes()).unwrap();
-    (format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)), kid)
+    (
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)),
+        kid,
+    )
 }
 
 /// The kids in JWKS bytes.
@@ -48,7 +51,9 @@ pub fn verify_with_jwks(token: &str, jwks: &[u8]) -> Result<Value, String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
     let kid = header.kid.ok_or("no kid")?;
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(jwks).map_err(|e| e.to_string())?;
-    let jwk = set.find(&kid).ok_or_else(|| format!("kid {kid} is not published"))?;
+    let jwk = set
+        .find(&kid)
+        .ok_or_else(|| format!("kid {kid} is not published"))?;
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
     let alg = jwk
         .common
