@@ -67,3 +67,8 @@ pub use jwks::{JWKS_PATH, JwksService};
 pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
 #[doc(inline)]
 pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
