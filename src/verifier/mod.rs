@@ -25,7 +25,9 @@
 //!    type and curve and the key's own `alg` when it has one: **the key
 //!    decides the algorithm**, the token only names it.
 //! 5. The signature (RSA signatures exactly as long as the modulus, ECDSA
-//!    exactly `r || s` with `0 < r, s < n`, Ed25519 64 bytes).
+//!    exactly `r || s` with `0 < r, s < n`, Ed25519 64 bytes). ECDSA
+//!    signatures are malleable, as RFC 7518 allows: `(r, n - s)` verifies
+//!    too, so never use the token's bytes as a replay-cache key (use `jti`).
 //! 6. The claims: a JSON object without duplicate members; `exp` (required
 //!    by default) and `nbf` with a leeway (30 s by default); `iss` and `aud`
 //!    when configured; any other required claims.
