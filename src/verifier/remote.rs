@@ -43,7 +43,9 @@ pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
 ///
 /// * **Fetching:** `GET` with a timeout (5 s), a size limit (1 MiB),
 ///   redirects not followed, only `200 OK` accepted (`304` when
-///   revalidating). Plain `http` URLs only.
+///   revalidating). `http` URLs; `https` too with the `rustls` feature
+///   (Mozilla's root store by default, or
+///   [`RemoteJwksBuilder::tls_config`]).
 /// * **Caching:** for `Cache-Control: max-age`, clamped to 60 s..24 h
 ///   (5 min without the header; `no-cache`/`no-store` count as the
 ///   minimum); once stale, the next request starts a refresh in the
@@ -90,9 +92,15 @@ pub struct RemoteJwks {
     inner: Arc<Remote>,
 }
 
+/// Plain HTTP, or HTTP and HTTPS with the `rustls` feature.
+#[cfg(not(feature = "rustls"))]
+type Connector = HttpConnector;
+#[cfg(feature = "rustls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 struct Remote {
     uri: Uri,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
     config: Config,
     cache: ArcSwap<Cache>,
     control: Mutex<Control>,
@@ -177,6 +185,8 @@ impl RemoteJwks {
     /// A builder for the timeout, size limit, cache bounds and cooldown.
     pub fn builder(url: impl AsRef<str>) -> RemoteJwksBuilder {
         RemoteJwksBuilder {
+            #[cfg(feature = "rustls")]
+            tls: None,
             url: url.as_ref().to_owned(),
             config: Config {
                 timeout: DEFAULT_FETCH_TIMEOUT,
@@ -521,6 +531,8 @@ impl fmt::Debug for RemoteJwks {
 pub struct RemoteJwksBuilder {
     url: String,
     config: Config,
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl RemoteJwksBuilder {
@@ -566,12 +578,23 @@ impl RemoteJwksBuilder {
         self
     }
 
+    /// The TLS settings for `https` URLs (default: rustls with aws-lc-rs,
+    /// its safe default protocol versions, and Mozilla's root store from
+    /// `webpki-roots`). Use it to trust a private CA.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(Arc::new(config));
+        self
+    }
+
     /// Checks the settings and builds the client. No request is made.
     ///
     /// # Errors
     ///
-    /// [`RemoteJwksError`] when the URL is not an absolute `http` URL, or a
-    /// setting is out of range (zero timeout or size, min TTL above max).
+    /// [`RemoteJwksError`] when the URL is not an absolute `http` URL (or
+    /// `https` with the `rustls` feature), or a setting is out of range
+    /// (zero timeout or size, min TTL above max).
     pub fn build(self) -> Result<RemoteJwks, RemoteJwksError> {
         let uri: Uri = self
             .url
@@ -579,6 +602,8 @@ impl RemoteJwksBuilder {
             .map_err(|_| RemoteJwksError::InvalidUrl(short(&self.url)))?;
         match uri.scheme_str() {
             Some("http") => {}
+            #[cfg(feature = "rustls")]
+            Some("https") => {}
             Some(other) => return Err(RemoteJwksError::UnsupportedScheme(short(other))),
             None => return Err(RemoteJwksError::InvalidUrl(short(&self.url))),
         }
@@ -603,6 +628,19 @@ impl RemoteJwksBuilder {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
         connector.set_nodelay(true);
+        #[cfg(feature = "rustls")]
+        let connector = {
+            let tls = match self.tls {
+                Some(tls) => Arc::unwrap_or_clone(tls),
+                None => default_tls_config()?,
+            };
+            connector.enforce_http(false);
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector)
+        };
         let client = Client::builder(TokioExecutor::new()).build(connector);
         let now = Instant::now();
         Ok(RemoteJwks {
@@ -623,6 +661,19 @@ impl RemoteJwksBuilder {
     }
 }
 
+/// rustls with aws-lc-rs, safe default protocol versions and Mozilla's
+/// roots; independent of any process-wide default provider.
+#[cfg(feature = "rustls")]
+fn default_tls_config() -> Result<rustls::ClientConfig, RemoteJwksError> {
+    use hyper_rustls::ConfigBuilderExt as _;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| RemoteJwksError::InvalidSetting("no TLS protocol version available"))?
+        .with_webpki_roots()
+        .with_no_client_auth())
+}
+
 fn short(text: &str) -> String {
     text.chars().take(200).collect()
 }
@@ -633,7 +684,8 @@ fn short(text: &str) -> String {
 pub enum RemoteJwksError {
     /// The URL does not parse or is not absolute.
     InvalidUrl(String),
-    /// The URL's scheme is not `http`.
+    /// The URL's scheme is not `http` (or `https` with the `rustls`
+    /// feature).
     UnsupportedScheme(String),
     /// A setting is out of range.
     InvalidSetting(&'static str),
@@ -650,7 +702,8 @@ impl fmt::Display for RemoteJwksError {
             }
             RemoteJwksError::UnsupportedScheme(scheme) => write!(
                 f,
-                "unsupported JWKS URL scheme {scheme:?}: only http is supported"
+                "unsupported JWKS URL scheme {scheme:?}: http is supported, and https with the \
+                 rustls feature"
             ),
             RemoteJwksError::InvalidSetting(reason) => write!(f, "invalid setting: {reason}"),
         }
@@ -754,8 +807,15 @@ mod tests {
     #[test]
     fn builder_checks_url_and_settings() {
         assert!(RemoteJwks::new("http://127.0.0.1:1/jwks.json").is_ok());
+        #[cfg(not(feature = "rustls"))]
         assert!(matches!(
             RemoteJwks::new("https://example.com/jwks.json"),
+            Err(RemoteJwksError::UnsupportedScheme(_))
+        ));
+        #[cfg(feature = "rustls")]
+        assert!(RemoteJwks::new("https://example.com/jwks.json").is_ok());
+        assert!(matches!(
+            RemoteJwks::new("ftp://example.com/jwks.json"),
             Err(RemoteJwksError::UnsupportedScheme(_))
         ));
         assert!(matches!(
