@@ -424,3 +424,30 @@ async fn bad_keys_are_skipped_and_bad_sets_refused() {
     assert!(matches!(err, VerifyError::KeysUnavailable(_)), "{err}");
     assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn an_empty_set_is_keys_unavailable_and_is_refetched_on_demand() {
+    let registry = KeyRegistry::empty();
+    let server = JwksServer::start(Mode::Jwks(JwksService::new(registry.clone()))).await;
+    let remote = RemoteJwks::new(server.url()).unwrap();
+    remote.prefetch().await.unwrap();
+    assert!(remote.current().unwrap().is_empty());
+    let backend = Backend::start(Verifier::new(remote.clone())).await;
+    let key = es256();
+    let token = compact(&key, &claims());
+
+    // The empty set is refreshed once for the unknown kid, then 503.
+    let reply = get_bearer(backend.addr, &token).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(server.hits(), 2);
+    let reply = get_bearer(backend.addr, &token).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(server.hits(), 2, "cooldown");
+
+    // The gateway gets a key: after the cooldown the backend learns it.
+    registry.add_next(key.clone()).unwrap();
+    advance(COOLDOWN + Duration::from_secs(1)).await;
+    let reply = get_bearer(backend.addr, &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(server.hits(), 3);
+}

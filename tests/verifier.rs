@@ -425,3 +425,25 @@ async fn a_local_registry_is_followed_across_rotations() {
     registry.remove(first.kid()).unwrap();
     assert_eq!(verifier.verify(&old).await, Err(VerifyError::UnknownKid));
 }
+
+#[tokio::test]
+async fn a_source_without_usable_keys_answers_503_not_401() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let token = compact(&key, &claims());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = JwtVerifierLayer::new(Verifier::new(KeyRegistry::empty()))
+        .layer_service(echo(calls.clone()));
+    let response = service.oneshot(request(Some(&token))).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+    assert!(matches!(
+        response.extensions().get::<VerifyError>(),
+        Some(VerifyError::KeysUnavailable(_))
+    ));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // Bad input is still judged first: a malformed token stays a 401.
+    let service = JwtVerifierLayer::new(Verifier::new(KeyRegistry::empty()))
+        .layer_service(echo(calls.clone()));
+    let response = service.oneshot(request(Some("a.b"))).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}

@@ -39,7 +39,7 @@
 //! | no token (or another scheme) | 401 | `Bearer` |
 //! | malformed request: the token header, cookie or parameter repeated, a non-ASCII header, a scheme without a token | 400 | `Bearer error="invalid_request", error_description="..."` |
 //! | any bad token | 401 | `Bearer error="invalid_token", error_description="..."` |
-//! | no keys available yet (remote set never fetched, or too old) | 503 | none |
+//! | no keys available: the remote set never fetched or too old, or no usable key in the source | 503 | none |
 //!
 //! Bodies are empty: the service needs only `ResBody: Default`, which
 //! axum's `Body`, `http_body_util::Full`/`Empty` and boxed bodies all

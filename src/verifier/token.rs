@@ -294,16 +294,17 @@ impl Verifier {
             Err(err) => return Attempt::Done(Err(err)),
         };
         match &self.keys.kind {
-            SourceKind::Static(set) => Attempt::Done(self.finish(&parsed, set)),
+            SourceKind::Static(set) => Attempt::Done(self.settle(&parsed, set)),
             SourceKind::Registry { registry, cache } => {
                 let set = KeySource::registry_set(registry, cache);
-                Attempt::Done(self.finish(&parsed, &set))
+                Attempt::Done(self.settle(&parsed, &set))
             }
             SourceKind::Remote(remote) => match remote.keys_now() {
                 Keys::Ready(set) => match self.finish(&parsed, &set) {
                     Err(VerifyError::UnknownKid) if parsed.kid_may_be_published() => {
                         match remote.refresh_for_unknown_kid() {
                             Some(fetch) => Attempt::Pending(self.after_fetch(fetch, token)),
+                            None if set.is_empty() => Attempt::Done(Err(no_usable_key())),
                             None => Attempt::Done(Err(VerifyError::UnknownKid)),
                         }
                     }
@@ -332,7 +333,7 @@ impl Verifier {
             };
             let parsed = this.parse(&token)?;
             match remote.usable_set() {
-                Ok(set) => this.finish(&parsed, &set),
+                Ok(set) => this.settle(&parsed, &set),
                 Err(reason) => Err(VerifyError::KeysUnavailable(reason.to_string())),
             }
         })
@@ -427,6 +428,15 @@ impl Verifier {
         }
         b64::decode(parsed.payload_b64)
             .map_err(|_| VerifyError::Malformed("the payload is not strict base64url"))
+    }
+
+    /// [`finish`](Self::finish) for a key source: an empty set means no
+    /// keys are available (503), not a bad token.
+    fn settle(&self, parsed: &Parsed<'_>, keys: &JwkSet) -> Result<VerifiedClaims, VerifyError> {
+        if keys.is_empty() {
+            return Err(no_usable_key());
+        }
+        self.finish(parsed, keys)
     }
 
     /// Key selection, signature, claims.
@@ -529,6 +539,10 @@ impl Parsed<'_> {
             .as_ref()
             .is_none_or(|kid| !kid.is_empty() && kid.len() <= MAX_VERIFY_KID_LEN)
     }
+}
+
+fn no_usable_key() -> VerifyError {
+    VerifyError::KeysUnavailable("the key set holds no usable key".to_owned())
 }
 
 fn select<'s>(keys: &'s JwkSet, kid: Option<&str>) -> Result<&'s VerifyingKey, VerifyError> {
@@ -643,8 +657,9 @@ pub enum VerifyError {
     /// A registered claim has the wrong type (`exp`, `nbf`, `iat` must be
     /// numbers).
     InvalidClaim(&'static str),
-    /// No keys are available yet (the remote JWK Set has never been fetched,
-    /// or the last good one is too old); the reason says why.
+    /// No keys are available (the remote JWK Set has never been fetched,
+    /// the last good one is too old, or the key source holds no usable
+    /// key); the reason says why.
     KeysUnavailable(String),
 }
 
