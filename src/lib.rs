@@ -58,6 +58,7 @@ pub mod clock;
 pub mod jwks;
 pub mod keys;
 pub mod registry;
+pub mod verifier;
 
 #[doc(inline)]
 pub use clock::Clock;
@@ -67,6 +68,8 @@ pub use jwks::{JWKS_PATH, JwksService};
 pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
 #[doc(inline)]
 pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
+#[doc(inline)]
+pub use verifier::{JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]
