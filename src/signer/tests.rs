@@ -1,0 +1,1 @@
+//! Unit tests: the layer driven with `service_fn` and `oneshot`.
