@@ -22,8 +22,10 @@ use tower_jwt_signer::{
 async fn send(
     layer: &JwtSignerLayer,
     request: Request<()>,
-) -> (http::Response<tower_jwt_signer::signer::ResponseBody<http_body_util::Full<bytes::Bytes>>>, Seen)
-{
+) -> (
+    http::Response<tower_jwt_signer::signer::ResponseBody<http_body_util::Full<bytes::Bytes>>>,
+    Seen,
+) {
     let seen = Seen::default();
     let service = layer.layer(recording(&seen));
     let response = tokio::time::timeout(Duration::from_secs(10), service.oneshot(request))
@@ -67,11 +69,8 @@ async fn every_algorithm_signs_a_token_that_verifies_against_the_jwks() {
         assert_eq!(claims["nbf"].as_u64(), Some(iat), "{alg}");
         assert_eq!(claims["exp"].as_u64(), Some(iat + 60), "{alg}");
         let jti = claims["jti"].as_str().unwrap();
-        let jti_bytes = base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            jti,
-        )
-        .unwrap();
+        let jti_bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jti).unwrap();
         assert_eq!(jti_bytes.len(), 16, "{alg}");
 
         // The check is real: a token for another registry's key fails.
@@ -142,7 +141,9 @@ async fn paused_tokio_time_moves_the_dates() {
 #[tokio::test]
 async fn a_rotation_switches_the_kid_and_the_header() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry.clone()).token_type("at+jwt").unwrap();
+    let layer = JwtSignerLayer::new(registry.clone())
+        .token_type("at+jwt")
+        .unwrap();
     let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
     let before = verify(&bearer(&seen.only().headers), &registry).unwrap();
 
@@ -247,11 +248,12 @@ async fn custom_header_without_scheme_and_custom_scheme() {
     assert!(values[0].is_sensitive());
     verify(values[0].to_str().unwrap(), &registry).unwrap();
 
-    let layer = JwtSignerLayer::new(registry.clone())
-        .scheme("JWT")
-        .unwrap();
+    let layer = JwtSignerLayer::new(registry.clone()).scheme("JWT").unwrap();
     let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
-    let value = seen.only().headers["authorization"].to_str().unwrap().to_owned();
+    let value = seen.only().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let token = value.strip_prefix("JWT ").expect("custom scheme");
     verify(token, &registry).unwrap();
 }
@@ -263,7 +265,10 @@ async fn no_active_key_answers_503_and_forwards_nothing() {
     let (response, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(seen.count(), 0);
-    assert_eq!(json_body(response.into_body()).await["error"], "no_signing_key");
+    assert_eq!(
+        json_body(response.into_body()).await["error"],
+        "no_signing_key"
+    );
 
     // A registry whose active key was retired.
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
@@ -306,7 +311,10 @@ async fn a_signing_failure_answers_500_and_forwards_nothing() {
     assert_eq!(seen.count(), 0);
     let body = json_body(response.into_body()).await;
     assert_eq!(body["error"], "signing_failed");
-    assert!(!body.to_string().contains("HSM"), "no internals in the body");
+    assert!(
+        !body.to_string().contains("HSM"),
+        "no internals in the body"
+    );
 }
 
 #[tokio::test]
@@ -335,7 +343,10 @@ async fn the_claims_closure_can_refuse_with_401_403_or_500() {
         assert_eq!(body["error"], error, "{case}");
         match reason {
             Some(reason) => assert_eq!(body["reason"], reason),
-            None => assert!(!body.to_string().contains("10.0.0.7"), "500 reasons stay in the log"),
+            None => assert!(
+                !body.to_string().contains("10.0.0.7"),
+                "500 reasons stay in the log"
+            ),
         }
     }
     let (response, _) = send(&layer, Request::get("/").body(()).unwrap()).await;
@@ -418,7 +429,10 @@ async fn precedence_request_over_template_over_static_and_dates_stay_ours() {
     };
 
     let c = claims(base).await;
-    assert_eq!((c["sub"].as_str(), c["tenant"].as_str()), (Some("static-sub"), Some("static")));
+    assert_eq!(
+        (c["sub"].as_str(), c["tenant"].as_str()),
+        (Some("static-sub"), Some("static"))
+    );
     let c = claims(with_templates).await;
     assert_eq!(
         (c["sub"].as_str(), c["tenant"].as_str()),
@@ -466,7 +480,10 @@ async fn template_values_stay_data() {
         "/p?q=%22%2C%22exp%22%3A%22x%22%7D%0D%0AX-Injected%3A%201%5C&exp=%22later%22&n=42",
     )
     .header("x-evil", HeaderValue::from_str(&evil_header).unwrap())
-    .header("x-user", HeaderValue::from_bytes(unicode.as_bytes()).unwrap())
+    .header(
+        "x-user",
+        HeaderValue::from_bytes(unicode.as_bytes()).unwrap(),
+    )
     .body(())
     .unwrap();
     let (response, seen) = send(&layer, request).await;
@@ -484,9 +501,19 @@ async fn template_values_stay_data() {
     let claims = verify(&bearer(&parts.headers), &registry).unwrap().claims;
     assert_eq!(
         keys(&claims),
-        ["exp", "exp_attempt", "h", "iat", "jti", "n", "nbf", "q", "sub"]
-            .map(String::from)
-            .into()
+        [
+            "exp",
+            "exp_attempt",
+            "h",
+            "iat",
+            "jti",
+            "n",
+            "nbf",
+            "q",
+            "sub"
+        ]
+        .map(String::from)
+        .into()
     );
     assert_eq!(claims["h"], evil_header);
     assert_eq!(
@@ -499,7 +526,14 @@ async fn template_values_stay_data() {
     assert!(claims["exp"].is_u64());
 
     // A number template never takes a crafted value.
-    for n in ["1%2C%22exp%22%3A%22x%22", "1%7D", "NaN", "%201", "1e999", "true"] {
+    for n in [
+        "1%2C%22exp%22%3A%22x%22",
+        "1%7D",
+        "NaN",
+        "%201",
+        "1e999",
+        "true",
+    ] {
         let uri = format!("/?n={n}");
         let request = Request::get(uri.as_str())
             .header("x-evil", "a")
@@ -509,7 +543,10 @@ async fn template_values_stay_data() {
         let (response, seen) = send(&layer, request).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{n}");
         assert_eq!(seen.count(), 0);
-        assert_eq!(json_body(response.into_body()).await["error"], "claim_unavailable");
+        assert_eq!(
+            json_body(response.into_body()).await["error"],
+            "claim_unavailable"
+        );
     }
 }
 
@@ -526,12 +563,25 @@ async fn a_missing_template_value_without_default_is_refused() {
     assert_eq!(seen.count(), 0);
     let body = json_body(response.into_body()).await;
     assert_eq!(body["error"], "claim_unavailable");
-    assert!(body["reason"].as_str().unwrap().contains("req.headers.x-tenant"));
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("req.headers.x-tenant")
+    );
 
-    let request = Request::get("/").header("x-tenant", "acme").body(()).unwrap();
+    let request = Request::get("/")
+        .header("x-tenant", "acme")
+        .body(())
+        .unwrap();
     let (_, seen) = send(&layer, request).await;
-    let claims = verify(&bearer(&seen.only().headers), &registry).unwrap().claims;
-    assert_eq!((claims["tenant"].as_str(), claims["region"].as_str()), (Some("acme"), Some("eu")));
+    let claims = verify(&bearer(&seen.only().headers), &registry)
+        .unwrap()
+        .claims;
+    assert_eq!(
+        (claims["tenant"].as_str(), claims["region"].as_str()),
+        (Some("acme"), Some("eu"))
+    );
 }
 
 #[tokio::test]
@@ -545,13 +595,17 @@ async fn static_registered_claims_and_audience_lists() {
         .claim("scope", json!({"read": true, "ids": [1, 2]}))
         .unwrap();
     let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
-    let claims = verify(&bearer(&seen.only().headers), &registry).unwrap().claims;
+    let claims = verify(&bearer(&seen.only().headers), &registry)
+        .unwrap()
+        .claims;
     assert_eq!(claims["iss"], "https://gw.example");
     assert_eq!(claims["aud"], json!(["a", "b"]));
     assert_eq!(claims["scope"], json!({"read": true, "ids": [1, 2]}));
     let layer = layer.audience("single").unwrap();
     let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
-    let claims = verify(&bearer(&seen.only().headers), &registry).unwrap().claims;
+    let claims = verify(&bearer(&seen.only().headers), &registry)
+        .unwrap()
+        .claims;
     assert_eq!(claims["aud"], "single");
 }
 

@@ -205,7 +205,10 @@ impl fmt::Debug for Config {
                     .map(|t| (&t.name, t.template.as_str()))
                     .collect::<Vec<_>>(),
             )
-            .field("request_claims", &self.request_claims.as_ref().map(|_| "<fn>"))
+            .field(
+                "request_claims",
+                &self.request_claims.as_ref().map(|_| "<fn>"),
+            )
             .finish()
     }
 }

@@ -279,10 +279,10 @@ impl Shared {
     /// The encoded header of `active`'s key: cached, rebuilt only when the
     /// active key changes.
     fn header_for(&self, active: &PublishedKey) -> Arc<EncodedHeader> {
-        if let Some(cached) = self.header.load().as_ref() {
-            if std::ptr::addr_eq(Arc::as_ptr(&cached.signer), Arc::as_ptr(active.signer())) {
-                return Arc::clone(cached);
-            }
+        if let Some(cached) = self.header.load().as_ref()
+            && std::ptr::addr_eq(Arc::as_ptr(&cached.signer), Arc::as_ptr(active.signer()))
+        {
+            return Arc::clone(cached);
         }
         let header = JoseHeader {
             alg: active.algorithm().as_str(),
@@ -329,7 +329,10 @@ impl Failure {
     fn from_rejection(rejection: super::ClaimsRejection) -> Self {
         let status = rejection.status();
         if status.is_server_error() {
-            tracing::error!(reason = rejection.reason(), "request refused: the claims closure failed");
+            tracing::error!(
+                reason = rejection.reason(),
+                "request refused: the claims closure failed"
+            );
             return Failure {
                 status,
                 error: "claims_failed",

@@ -472,12 +472,14 @@ mod tests {
     }
 
     fn request() -> Request<()> {
-        Request::post("http://api.example:8443/orders/42?tenant=acme&flag=true&n=-1.5e3&tenant=second")
-            .header("x-user", "alice")
-            .header("x-multi", "a")
-            .header("x-multi", "b")
-            .body(())
-            .unwrap()
+        Request::post(
+            "http://api.example:8443/orders/42?tenant=acme&flag=true&n=-1.5e3&tenant=second",
+        )
+        .header("x-user", "alice")
+        .header("x-multi", "a")
+        .header("x-multi", "b")
+        .body(())
+        .unwrap()
     }
 
     #[test]
@@ -488,8 +490,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            value,
-            "POST api.example:8443/orders/42 by alice for acme",
+            value, "POST api.example:8443/orders/42 by alice for acme",
             "first query value wins"
         );
         assert_eq!(render("${req.headers.x-multi}", request()).unwrap(), "a, b");
@@ -503,7 +504,10 @@ mod tests {
 
     #[test]
     fn host_falls_back_to_the_host_header() {
-        let request = Request::get("/x").header("host", "gw.local").body(()).unwrap();
+        let request = Request::get("/x")
+            .header("host", "gw.local")
+            .body(())
+            .unwrap();
         assert_eq!(render("${req.host}", request).unwrap(), "gw.local");
         let request = Request::get("/x").body(()).unwrap();
         assert_eq!(

@@ -110,7 +110,9 @@ fn verify_es512(parts: &[&str], jwk: &Value) -> Result<(), String> {
     let group = EcGroup::from_curve_name(Nid::SECP521R1).unwrap();
     let key = EcKey::from_public_key_affine_coordinates(&group, &coordinate("x"), &coordinate("y"))
         .map_err(|e| e.to_string())?;
-    let signature = URL_SAFE_NO_PAD.decode(parts[2]).map_err(|e| e.to_string())?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .map_err(|e| e.to_string())?;
     if signature.len() != 132 {
         return Err(format!("ES512 signature of {} bytes", signature.len()));
     }
