@@ -184,3 +184,38 @@ where
     let bytes = body.collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {bytes:?}"))
 }
+
+/// A plain HTTP/1 client for tests.
+pub(crate) fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// Sends `request` (bounded to 10 s) and collects the answer.
+pub(crate) async fn fetch(request: Request<Full<Bytes>>) -> (http::response::Parts, Bytes) {
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client().request(request),
+    )
+    .await
+    .expect("answered in time")
+    .expect("request sent");
+    let (parts, body) = response.into_parts();
+    let bytes = tokio::time::timeout(std::time::Duration::from_secs(10), body.collect())
+        .await
+        .expect("body in time")
+        .expect("body read")
+        .to_bytes();
+    (parts, bytes)
+}
+
+/// Aborts a spawned server when dropped, so a failing test cleans up too.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
