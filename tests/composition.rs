@@ -18,7 +18,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tower_jwt_signer::signer::ExistingToken;
@@ -175,4 +175,55 @@ async fn order_inside_a_service_builder() {
     let headers = seen.only().headers;
     assert!(headers[AUTHORIZATION].is_sensitive());
     verify(&bearer(&headers), &registry).unwrap();
+}
+
+#[tokio::test]
+async fn a_proxy_returning_hyper_incoming_bodies_needs_no_mapping() {
+    // Upstream: answers with the token it received.
+    let (upstream_listener, upstream_addr) = listener().await;
+    let _upstream = AbortOnDrop(tokio::spawn(async move {
+        let app = Router::new().fallback(|headers: HeaderMap| async move {
+            headers[AUTHORIZATION].to_str().unwrap().to_owned()
+        });
+        axum::serve(upstream_listener, app).await.unwrap();
+    }));
+    // Proxy: the inner service returns the upstream's `Response<Incoming>`
+    // as it is; the signer's `ResponseBody<Incoming>` goes straight to
+    // hyper's server.
+    let client = common::signer::client();
+    let inner = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let client = client.clone();
+        async move {
+            let uri = format!("http://{upstream_addr}{}", request.uri().path());
+            let mut forwarded = Request::get(uri).body(Full::<Bytes>::default()).unwrap();
+            *forwarded.headers_mut() = request.headers().clone();
+            forwarded.headers_mut().remove(http::header::HOST);
+            client.request(forwarded).await
+        }
+    });
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let service = JwtSignerLayer::new(registry.clone())
+        .existing_token(ExistingToken::Reject)
+        .layer(inner);
+    let (listener, addr) = listener().await;
+    let _proxy = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }));
+    let (parts, body) = fetch(get_request(format!("http://{addr}/x"), None)).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    let value = std::str::from_utf8(&body).unwrap();
+    verify(value.strip_prefix("Bearer ").unwrap(), &registry).unwrap();
+
+    let (parts, body) = fetch(get_request(format!("http://{addr}/x"), Some("Bearer c"))).await;
+    assert_eq!(parts.status, StatusCode::BAD_REQUEST);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "token_present");
 }

@@ -17,7 +17,7 @@
 //! use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let registry = KeyRegistry::generate(Algorithm::ES256)?;
 //! let signer = JwtSignerLayer::new(registry.clone())
 //!     .issuer("https://gateway.example")?
