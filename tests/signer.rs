@@ -44,22 +44,53 @@ async fn every_algorithm_signs_a_token_that_verifies_against_the_jwks() {
     for alg in Algorithm::ALL {
         let registry = KeyRegistry::generate(alg).unwrap();
         let kid = registry.current().active().unwrap().kid().clone();
-        let layer = JwtSignerLayer::new(registry.clone());
-        let (response, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
-        assert_eq!(response.status(), StatusCode::OK, "{alg}");
-        let parts = seen.only();
-        assert!(parts.headers["authorization"].is_sensitive(), "{alg}");
-        let token = bearer(&parts.headers);
-        let verified = verify(&token, &registry).unwrap_or_else(|e| panic!("{alg}: {e}"));
+        // The inner service is the backend: it verifies the token it
+        // receives against the published JWKS and answers with what it
+        // verified, or 401.
+        let backend_registry = registry.clone();
+        let backend = tower::service_fn(move |request: Request<()>| {
+            let registry = backend_registry.clone();
+            async move {
+                let value = &request.headers()["authorization"];
+                let (status, body) = match verify(&bearer(request.headers()), &registry) {
+                    Ok(verified) => (
+                        StatusCode::OK,
+                        json!({
+                            "sensitive": value.is_sensitive(),
+                            "header": verified.header,
+                            "claims": verified.claims,
+                        }),
+                    ),
+                    Err(err) => (StatusCode::UNAUTHORIZED, json!({"error": err})),
+                };
+                let mut response = http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(body.to_string()),
+                ));
+                *response.status_mut() = status;
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let service = JwtSignerLayer::new(registry.clone()).layer(backend);
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            service.oneshot(Request::get("/").body(()).unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let status = response.status();
+        let body = json_body(response.into_body()).await;
+        assert_eq!(status, StatusCode::OK, "{alg}: {body}");
+        assert_eq!(body["sensitive"], true, "{alg}");
 
         // Header: exactly alg, typ, kid.
         assert_eq!(
-            verified.header,
+            body["header"],
             json!({"alg": alg.as_str(), "typ": "JWT", "kid": kid.as_str()}),
             "{alg}"
         );
         // Claims: integer dates, 60 s lifetime, a 128-bit jti.
-        let claims = &verified.claims;
+        let claims = &body["claims"];
         assert_eq!(
             keys(claims),
             ["exp", "iat", "jti", "nbf"].map(String::from).into(),
@@ -72,10 +103,34 @@ async fn every_algorithm_signs_a_token_that_verifies_against_the_jwks() {
         let jti_bytes =
             base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jti).unwrap();
         assert_eq!(jti_bytes.len(), 16, "{alg}");
+    }
+}
 
-        // The check is real: a token for another registry's key fails.
+#[tokio::test]
+async fn the_verifier_in_these_tests_refuses_foreign_and_tampered_tokens() {
+    // The check the tests rely on is real: another key, or a changed
+    // payload, does not verify.
+    for alg in [
+        Algorithm::ES256,
+        Algorithm::ES512,
+        Algorithm::EdDSA,
+        Algorithm::PS256,
+    ] {
+        let registry = KeyRegistry::generate(alg).unwrap();
+        let layer = JwtSignerLayer::new(registry.clone());
+        let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
+        let token = bearer(&seen.only().headers);
+        verify(&token, &registry).unwrap();
         let other = KeyRegistry::generate(alg).unwrap();
         assert!(verify(&token, &other).is_err(), "{alg}");
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let mut claims = segment(&parts[1]);
+        claims["sub"] = json!("mallory");
+        parts[1] = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            claims.to_string(),
+        );
+        assert!(verify(&parts.join("."), &registry).is_err(), "{alg}");
     }
 }
 

@@ -519,12 +519,12 @@ impl JwtSignerLayer {
     }
 }
 
-fn check_claim_name(name: &str, typed_allowed_elsewhere: bool) -> Result<(), SignerConfigError> {
+fn check_claim_name(name: &str, refuse_typed: bool) -> Result<(), SignerConfigError> {
     if name.is_empty() {
         return Err(SignerConfigError::InvalidClaimName(String::new()));
     }
-    let reserved = COMPUTED_CLAIMS.contains(&name)
-        || (typed_allowed_elsewhere && TYPED_CLAIMS.contains(&name));
+    let reserved =
+        COMPUTED_CLAIMS.contains(&name) || (refuse_typed && TYPED_CLAIMS.contains(&name));
     if reserved {
         return Err(SignerConfigError::ReservedClaim(ReservedClaim::new(name)));
     }
