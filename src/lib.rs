@@ -58,6 +58,7 @@ pub mod clock;
 pub mod jwks;
 pub mod keys;
 pub mod registry;
+pub mod signer;
 pub mod verifier;
 
 #[doc(inline)]
@@ -68,6 +69,10 @@ pub use jwks::{JWKS_PATH, JwksService};
 pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
 #[doc(inline)]
 pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
+#[doc(inline)]
+pub use signer::{
+    ClaimsRejection, ExistingToken, JwtSigner, JwtSignerLayer, RequestClaims, SignerConfigError,
+};
 #[doc(inline)]
 pub use verifier::{JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 

@@ -3,4 +3,5 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod jose;
+pub mod signer;
 pub mod verifier;
