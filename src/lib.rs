@@ -58,6 +58,8 @@ pub mod clock;
 pub mod jwks;
 pub mod keys;
 pub mod registry;
+pub mod signer;
+pub mod verifier;
 pub mod rotation;
 pub mod store;
 
@@ -70,6 +72,17 @@ pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
 #[doc(inline)]
 pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
 #[doc(inline)]
+pub use signer::{
+    ClaimsRejection, ExistingToken, JwtSigner, JwtSignerLayer, RequestClaims, SignerConfigError,
+};
+#[doc(inline)]
+pub use verifier::{JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
+#[doc(inline)]
 pub use rotation::{KeyRotator, RotationPolicy};
 #[doc(inline)]
 pub use store::{DirKeyStore, KeyStore};
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -39,7 +39,9 @@ fn jsonwebtoken_verifies_our_tokens_with_our_published_jwk() {
     let claims = json!({"sub": "alice", "iss": "gateway", "exp": 4_000_000_000u64});
     let mut checked = Vec::new();
     for alg in Algorithm::ALL {
-        let Some(their_alg) = theirs(alg) else { continue };
+        let Some(their_alg) = theirs(alg) else {
+            continue;
+        };
         let key = SigningKey::generate(alg).unwrap();
         let registry = KeyRegistry::new(key.clone());
         // Take the JWK from the published set, as a backend would.

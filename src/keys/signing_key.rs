@@ -202,17 +202,19 @@ impl SigningKey {
             },
         };
         if let (Some(requested), Some(jwk_alg)) = (algorithm, jwk_alg)
-            && requested != jwk_alg {
-                return Err(KeyError::AlgorithmMismatch {
-                    jwk_alg: jwk_alg.to_string(),
-                    requested: Some(requested),
-                });
-            }
+            && requested != jwk_alg
+        {
+            return Err(KeyError::AlgorithmMismatch {
+                jwk_alg: jwk_alg.to_string(),
+                requested: Some(requested),
+            });
+        }
         let kid = str_member(map, "kid")?.map(Kid::new).transpose()?;
         if let Some(key_use) = str_member(map, "use")?
-            && key_use != "sig" {
-                return Err(jwk_malformed("\"use\" is not \"sig\""));
-            }
+            && key_use != "sig"
+        {
+            return Err(jwk_malformed("\"use\" is not \"sig\""));
+        }
         let crv = str_member(map, "crv")?;
         let algorithm = match (algorithm.or(jwk_alg), kty, crv) {
             (Some(alg), _, _) => alg,

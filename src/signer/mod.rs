@@ -1,0 +1,290 @@
+//! Middleware that signs every forwarded request with a short-lived JWT.
+//!
+//! [`JwtSignerLayer`] wraps any `Service<http::Request<B>>` in a
+//! [`JwtSigner`]. For each request it takes one snapshot of the
+//! [`KeyRegistry`](crate::KeyRegistry), signs a fresh token with the active
+//! key, writes it into the request (by default `Authorization: Bearer
+//! <jwt>`, marked sensitive) and calls the inner service. Backends verify
+//! the token with the public keys the [`JwksService`](crate::JwksService)
+//! publishes. This is the Otoroshi gateway's "JWT Signer" plugin as tower
+//! middleware.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let registry = KeyRegistry::generate(Algorithm::ES256)?;
+//! let signer = JwtSignerLayer::new(registry.clone())
+//!     .issuer("https://gateway.example")?
+//!     .audience("orders-api")?
+//!     .template_claim("tenant", "${req.headers.x-tenant:public}")?;
+//!
+//! let backend = service_fn(|request: Request<String>| async move {
+//!     // The backend receives a signed token; it would verify it against
+//!     // the JWKS.
+//!     let value = request.headers()["authorization"].to_str()?.to_owned();
+//!     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Response::new(value))
+//! });
+//! let service = ServiceBuilder::new().layer(signer).service(backend);
+//!
+//! let response = service
+//!     .oneshot(Request::get("/orders").body(String::new())?)
+//!     .await?;
+//! let (_, body) = response.into_parts();
+//! # use http_body_util::BodyExt;
+//! let value = String::from_utf8(body.collect().await?.to_bytes().to_vec())?;
+//! assert!(value.starts_with("Bearer ey"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The token
+//!
+//! The JWT header is exactly `{"alg","typ","kid"}`: the algorithm and kid of
+//! the active key (never anything taken from the request) and `typ` (`JWT`
+//! by default, see [`JwtSignerLayer::token_type`]). It is encoded once per
+//! key, not per request.
+//!
+//! | claim | value |
+//! |---|---|
+//! | `iat` | now, from the registry's [`Clock`](crate::Clock), an integer |
+//! | `nbf` | `iat`, or `iat` minus [`not_before_backdate`](JwtSignerLayer::not_before_backdate) |
+//! | `exp` | `iat` + [`ttl`](JwtSignerLayer::ttl) (60 s by default) |
+//! | `jti` | 128 random bits, base64url |
+//! | `iss`, `sub`, `aud` | when set: [`issuer`](JwtSignerLayer::issuer), [`subject`](JwtSignerLayer::subject), [`audience`](JwtSignerLayer::audience) / [`audiences`](JwtSignerLayer::audiences), a template, or the per-request closure |
+//! | anything else | [static claims](JwtSignerLayer::claim), [templates](JwtSignerLayer::template_claim), [per-request claims](JwtSignerLayer::request_claims) |
+//!
+//! `iat`, `nbf`, `exp` and `jti` always come from the signer: no source can
+//! set them, so they are always JSON integers (or, for `jti`, a random
+//! string).
+//!
+//! ## Precedence
+//!
+//! When several sources set the same claim, the first of these wins:
+//!
+//! 1. the per-request closure ([`JwtSignerLayer::request_claims`]);
+//! 2. templates ([`JwtSignerLayer::template_claim`]);
+//! 3. static claims ([`JwtSignerLayer::claim`], `issuer`, `subject`,
+//!    `audience`);
+//! 4. the signer's defaults (`iat`, `nbf`, `exp`, `jti`), which the other
+//!    sources cannot override: setting them is refused at configuration
+//!    time, or by [`RequestClaims::claim`].
+//!
+//! A claim name appears once in a token.
+//!
+//! # Templates
+//!
+//! A template claim is a string with `${...}` expressions, compiled once
+//! when it is configured and rendered from each request:
+//!
+//! | expression | value |
+//! |---|---|
+//! | `${req.headers.NAME}` | the header's value; several lines are joined with `", "` (RFC 9110); bytes that are not UTF-8 become U+FFFD |
+//! | `${req.query.NAME}` | the first query parameter with that name, percent-decoded (`+` is a space) |
+//! | `${req.path}` | the URI path as received (still percent-encoded) |
+//! | `${req.method}` | the method |
+//! | `${req.host}` | the URI authority, else the `Host` header |
+//!
+//! Each takes an optional default after a colon:
+//! `${req.headers.x-tenant:public}` (the default runs to the closing brace
+//! and cannot hold a `}`). Literal text around expressions is kept; `$${`
+//! writes a literal `${`.
+//!
+//! Every value is a JSON string, unless the whole template is exactly one
+//! expression prefixed with `number:` or `boolean:`:
+//! `${number:req.headers.x-priority:0}` renders a JSON number (strict JSON
+//! syntax: no spaces, no `+`, finite) and `${boolean:req.query.debug:false}`
+//! a JSON boolean (`true` or `false`). Defaults of typed expressions are
+//! checked at configuration time.
+//!
+//! Request values are data. They are escaped as JSON string content, so
+//! quotes, backslashes, control characters (a `%0D%0A` in the query),
+//! unicode or very long values can never add a claim, change another
+//! claim, or add a header. A request that lacks a value an expression
+//! needs (no such header and no default), or whose value is not a number or
+//! boolean where one is required, is answered `400` with a JSON body and is
+//! not forwarded.
+//!
+//! # Existing tokens
+//!
+//! When the request already carries the target header (once or several
+//! times), [`ExistingToken`] decides: [`Replace`](ExistingToken::Replace)
+//! (default: every value removed, exactly one written, ours),
+//! [`Keep`](ExistingToken::Keep) (forwarded untouched, nothing signed) or
+//! [`Reject`](ExistingToken::Reject) (`400`).
+//!
+//! # Answers the signer gives itself
+//!
+//! A request is never forwarded unsigned. In these cases the inner service
+//! is not called; the client gets a small JSON body
+//! `{"error":"...","reason":"..."}` (with `Cache-Control: no-store`) and a
+//! `tracing` event records why:
+//!
+//! | case | status | `error` |
+//! |---|---|---|
+//! | [`ExistingToken::Reject`] and the header is present | 400 | `token_present` |
+//! | a template needs a value the request lacks, or of the wrong type | 400 | `claim_unavailable` |
+//! | the claims closure returns [`ClaimsRejection::unauthorized`] / [`forbidden`](ClaimsRejection::forbidden) | 401 / 403 | `unauthorized` / `forbidden` |
+//! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` |
+//! | the registry has no active key | 503 | `no_signing_key` |
+//! | signing fails (the key backend, the random source) | 500 | `signing_failed` |
+//!
+//! # Response body
+//!
+//! The response body is [`ResponseBody<B>`]: the inner service's body `B`
+//! untouched, or the signer's JSON body. It implements `http_body::Body`
+//! whenever `B: Body<Data = Bytes>`, so it works as it is with axum's
+//! `Body` (in `Router::layer`), with hyper's `Incoming` (a reverse proxy
+//! returning upstream responses), with `Full<Bytes>` and boxed bodies. No
+//! bound is put on `B` itself.
+//!
+//! # Security
+//!
+//! * Clocks: `nbf` equals `iat` unless backdated; backends whose clock runs
+//!   behind the gateway's need a small leeway, or set
+//!   [`not_before_backdate`](JwtSignerLayer::not_before_backdate).
+//! * Lifetime: keep the ttl short (60 s by default, at most a day); a
+//!   retiring key must stay published for the ttl plus the verifiers'
+//!   leeway.
+//! * Signing runs on the calling task. ECDSA and EdDSA take tens of
+//!   microseconds; RSA takes about 250 µs per token on one core.
+
+mod body;
+mod claims;
+mod future;
+mod layer;
+mod service;
+mod template;
+
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderName;
+
+pub use body::ResponseBody;
+pub use claims::{ClaimsRejection, RequestClaims, ReservedClaim};
+pub use future::ResponseFuture;
+pub use layer::{ExistingToken, JwtSignerLayer};
+pub use service::JwtSigner;
+pub use template::TemplateError;
+
+/// The default token lifetime: 60 seconds.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// The longest token lifetime [`JwtSignerLayer::ttl`] accepts: one day.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest `nbf` backdate [`JwtSignerLayer::not_before_backdate`]
+/// accepts: one hour.
+pub const MAX_BACKDATE: Duration = Duration::from_secs(60 * 60);
+
+/// Why a [`JwtSignerLayer`] setting was refused. Nothing changed when it is
+/// returned.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SignerConfigError {
+    /// Not a valid HTTP header name.
+    InvalidHeaderName(String),
+    /// A hop-by-hop or framing header, which proxies drop or which would
+    /// break the request.
+    ReservedHeaderName(HeaderName),
+    /// The scheme is empty, too long, or holds characters other than RFC
+    /// 9110 `token` characters (a space, CR or LF, for example).
+    InvalidScheme(String),
+    /// The `typ` is empty, too long, or holds characters a media type
+    /// cannot.
+    InvalidTokenType(String),
+    /// The ttl is not whole seconds from 1 s to [`MAX_TTL`].
+    InvalidTtl(Duration),
+    /// The backdate is not whole seconds up to [`MAX_BACKDATE`].
+    InvalidBackdate(Duration),
+    /// An empty `iss`, `sub` or `aud` (or an empty audience list).
+    EmptyClaim(&'static str),
+    /// An empty claim name.
+    InvalidClaimName(String),
+    /// A registered claim name given to a setter that cannot take it.
+    ReservedClaim(ReservedClaim),
+    /// A claim template that does not parse.
+    Template {
+        /// The claim.
+        claim: String,
+        /// Why.
+        source: TemplateError,
+    },
+    /// A `number:` or `boolean:` template for `iss`, `sub` or `aud`, which
+    /// are strings.
+    TemplateType {
+        /// The claim.
+        claim: String,
+        /// The template.
+        template: String,
+    },
+    /// Not one of `replace`, `keep`, `reject`.
+    InvalidPolicy(String),
+}
+
+impl fmt::Display for SignerConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignerConfigError::InvalidHeaderName(name) => {
+                write!(f, "invalid header name {name:?}")
+            }
+            SignerConfigError::ReservedHeaderName(name) => write!(
+                f,
+                "the token cannot go in the {name} header: it is a hop-by-hop or framing header"
+            ),
+            SignerConfigError::InvalidScheme(scheme) => write!(
+                f,
+                "invalid scheme {scheme:?}: use 1 to 64 token characters (letters, digits, !#$%&'*+-.^_`|~), or no scheme"
+            ),
+            SignerConfigError::InvalidTokenType(typ) => write!(
+                f,
+                "invalid token type {typ:?}: use 1 to 64 characters of A-Z a-z 0-9 !#$&-^_.+/"
+            ),
+            SignerConfigError::InvalidTtl(ttl) => write!(
+                f,
+                "invalid token lifetime {ttl:?}: use whole seconds from 1 s to {} s",
+                MAX_TTL.as_secs()
+            ),
+            SignerConfigError::InvalidBackdate(backdate) => write!(
+                f,
+                "invalid nbf backdate {backdate:?}: use whole seconds up to {} s",
+                MAX_BACKDATE.as_secs()
+            ),
+            SignerConfigError::EmptyClaim(name) => write!(f, "the `{name}` claim cannot be empty"),
+            SignerConfigError::InvalidClaimName(name) => {
+                write!(f, "invalid claim name {name:?}")
+            }
+            SignerConfigError::ReservedClaim(err) => err.fmt(f),
+            SignerConfigError::Template { claim, source } => {
+                write!(f, "invalid template for claim {claim:?}: {source}")
+            }
+            SignerConfigError::TemplateType { claim, template } => write!(
+                f,
+                "the template {template:?} for `{claim}` is not a string template; `{claim}` is a string"
+            ),
+            SignerConfigError::InvalidPolicy(policy) => write!(
+                f,
+                "unknown existing-token policy {policy:?}: use replace, keep or reject"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SignerConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SignerConfigError::ReservedClaim(err) => Some(err),
+            SignerConfigError::Template { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! Unit tests: configuration checks and the layer's own answers, driven
+//! with `service_fn` and `oneshot`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, ServiceExt, service_fn};
+
+use super::*;
+use crate::{Algorithm, KeyRegistry};
+
+fn layer() -> JwtSignerLayer {
+    JwtSignerLayer::new(KeyRegistry::generate(Algorithm::ES256).unwrap())
+}
+
+#[test]
+fn bad_settings_are_refused_with_typed_errors() {
+    use SignerConfigError as E;
+    let err = |result: Result<JwtSignerLayer, E>| result.unwrap_err();
+    assert!(matches!(
+        err(layer().header_name("bad name")),
+        E::InvalidHeaderName(_)
+    ));
+    assert!(matches!(
+        err(layer().header_name("x-a\r\nx-b")),
+        E::InvalidHeaderName(_)
+    ));
+    assert!(matches!(
+        err(layer().header_name("")),
+        E::InvalidHeaderName(_)
+    ));
+    for reserved in [
+        "Connection",
+        "keep-alive",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+        "Proxy-Authorization",
+    ] {
+        assert!(
+            matches!(err(layer().header_name(reserved)), E::ReservedHeaderName(_)),
+            "{reserved}"
+        );
+    }
+    for scheme in [
+        "",
+        "Bearer x",
+        "Bearer\r\nX-Evil: 1",
+        "Bea\"rer",
+        "Bé",
+        &"a".repeat(65),
+    ] {
+        assert!(
+            matches!(err(layer().scheme(scheme)), E::InvalidScheme(_)),
+            "{scheme:?}"
+        );
+    }
+    for typ in ["", "a b", "a\"b", "jwt\n"] {
+        assert!(
+            matches!(err(layer().token_type(typ)), E::InvalidTokenType(_)),
+            "{typ:?}"
+        );
+    }
+    assert!(matches!(err(layer().ttl(Duration::ZERO)), E::InvalidTtl(_)));
+    assert!(matches!(
+        err(layer().ttl(Duration::from_millis(1500))),
+        E::InvalidTtl(_)
+    ));
+    assert!(matches!(
+        err(layer().ttl(MAX_TTL + Duration::from_secs(1))),
+        E::InvalidTtl(_)
+    ));
+    assert!(layer().ttl(MAX_TTL).is_ok());
+    assert!(matches!(
+        err(layer().not_before_backdate(Duration::from_millis(10))),
+        E::InvalidBackdate(_)
+    ));
+    assert!(matches!(
+        err(layer().not_before_backdate(MAX_BACKDATE + Duration::from_secs(1))),
+        E::InvalidBackdate(_)
+    ));
+    assert!(matches!(err(layer().issuer("")), E::EmptyClaim("iss")));
+    assert!(matches!(err(layer().subject("")), E::EmptyClaim("sub")));
+    assert!(matches!(err(layer().audience("")), E::EmptyClaim("aud")));
+    assert!(matches!(
+        err(layer().audiences(Vec::<String>::new())),
+        E::EmptyClaim("aud")
+    ));
+    assert!(matches!(
+        err(layer().audiences(["a", ""])),
+        E::EmptyClaim("aud")
+    ));
+    for name in ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"] {
+        assert!(
+            matches!(err(layer().claim(name, 1)), E::ReservedClaim(_)),
+            "{name}"
+        );
+    }
+    for name in ["iat", "nbf", "exp", "jti"] {
+        assert!(
+            matches!(
+                err(layer().template_claim(name, "${req.path}")),
+                E::ReservedClaim(_)
+            ),
+            "{name}"
+        );
+    }
+    assert!(matches!(err(layer().claim("", 1)), E::InvalidClaimName(_)));
+    assert!(matches!(
+        err(layer().template_claim("", "x")),
+        E::InvalidClaimName(_)
+    ));
+    assert!(matches!(
+        err(layer().template_claim("t", "${req.nope}")),
+        E::Template {
+            source: TemplateError::UnknownExpression { .. },
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(layer().template_claim("sub", "${number:req.query.n}")),
+        E::TemplateType { .. }
+    ));
+    assert!(matches!(
+        "sometimes".parse::<ExistingToken>(),
+        Err(E::InvalidPolicy(_))
+    ));
+
+    // Messages say what to do.
+    let message = err(layer().ttl(Duration::ZERO)).to_string();
+    assert!(message.contains("whole seconds"), "{message}");
+    let message = err(layer().claim("exp", 1)).to_string();
+    assert!(message.contains("computed by the signer"), "{message}");
+}
+
+#[test]
+fn good_settings_are_accepted() {
+    let layer = layer()
+        .header_name("X-JWT-Token")
+        .unwrap()
+        .scheme("JWT")
+        .unwrap()
+        .token_type("at+jwt")
+        .unwrap()
+        .ttl(Duration::from_secs(30))
+        .unwrap()
+        .not_before_backdate(Duration::from_secs(5))
+        .unwrap()
+        .template_claim("sub", "${req.headers.x-user:anonymous}")
+        .unwrap()
+        .template_claim("n", "${number:req.query.n:1}")
+        .unwrap()
+        .existing_token(ExistingToken::Reject);
+    let debug = format!("{layer:?}");
+    assert!(
+        debug.contains("x-jwt-token") && debug.contains("at+jwt"),
+        "{debug}"
+    );
+}
+
+#[tokio::test]
+async fn configuring_a_clone_leaves_the_original_alone() {
+    let original = layer();
+    let service = original.layer(service_fn(|request: Request<()>| async move {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
+            request
+                .headers()
+                .get("x-token")
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+        ))))
+    }));
+    let _changed = original.clone().header_name("x-token").unwrap();
+    // The service built before still writes Authorization.
+    let response = service
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty());
+}
+
+#[tokio::test]
+async fn the_signers_own_answers_have_a_json_body() {
+    let service =
+        JwtSignerLayer::new(KeyRegistry::empty()).layer(service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+        }));
+    let response = service
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body = response.into_body();
+    assert!(body.is_signer_response());
+    let len = body.size_hint().exact().unwrap();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    assert_eq!(bytes.len() as u64, len);
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["error"], "no_signing_key");
+    assert_eq!(json["reason"], "no active signing key");
+}
+
+#[tokio::test]
+async fn the_inner_body_and_error_pass_through() {
+    let service = layer().layer(service_fn(|request: Request<()>| async move {
+        if request.uri().path() == "/fail" {
+            return Err("inner failure");
+        }
+        Ok(Response::new(Full::new(Bytes::from_static(b"inner"))))
+    }));
+    let response = service
+        .clone()
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    assert!(!response.body().is_signer_response());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&bytes[..], b"inner");
+    let err = service
+        .oneshot(Request::get("/fail").body(()).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err, "inner failure");
+}
+
+#[test]
+fn service_accessors() {
+    let mut signer = JwtSigner::new(7u8, KeyRegistry::empty());
+    assert_eq!(*signer.get_ref(), 7);
+    *signer.get_mut() = 8;
+    assert_eq!(signer.clone().into_inner(), 8);
+    let _layer: JwtSignerLayer = JwtSigner::<()>::layer(KeyRegistry::empty());
+    assert!(format!("{signer:?}").contains("JwtSigner"));
+}

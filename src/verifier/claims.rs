@@ -1,0 +1,165 @@
+//! The verified claims a request carries after verification.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::keys::Algorithm;
+
+/// The claims of a token that passed verification, with the `kid` and `alg`
+/// it was verified with.
+///
+/// [`JwtVerifier`](super::JwtVerifier) puts one in the request extensions
+/// before it calls the inner service. Cloning is cheap (the claims are
+/// shared).
+///
+/// `Debug` lists the claim names only, not their values.
+///
+/// # Example
+///
+/// ```
+/// use http::Request;
+/// use serde::Deserialize;
+/// use tower_jwt_signer::verifier::VerifiedClaims;
+///
+/// #[derive(Deserialize)]
+/// struct Caller {
+///     sub: String,
+///     iss: String,
+/// }
+///
+/// fn handler(request: &Request<()>) -> Option<String> {
+///     let claims = request.extensions().get::<VerifiedClaims>()?;
+///     let caller: Caller = claims.deserialize().ok()?;
+///     Some(format!("{} via {} (kid {:?})", caller.sub, caller.iss, claims.kid()))
+/// }
+/// # let _ = handler;
+/// ```
+#[derive(Clone)]
+pub struct VerifiedClaims {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    claims: Map<String, Value>,
+    kid: Option<String>,
+    alg: Algorithm,
+}
+
+impl VerifiedClaims {
+    pub(crate) fn new(claims: Map<String, Value>, kid: Option<String>, alg: Algorithm) -> Self {
+        VerifiedClaims {
+            inner: Arc::new(Inner { claims, kid, alg }),
+        }
+    }
+
+    /// One claim by name.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.inner.claims.get(name)
+    }
+
+    /// Every claim.
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.inner.claims
+    }
+
+    /// The claims deserialised into the caller's own type.
+    ///
+    /// # Errors
+    ///
+    /// The `serde_json` error when the claims do not fit `T`.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&Value::Object(self.inner.claims.clone()))
+    }
+
+    /// The `kid` of the token's header (absent when the key set held a
+    /// single key and the token named none).
+    pub fn kid(&self) -> Option<&str> {
+        self.inner.kid.as_deref()
+    }
+
+    /// The algorithm the signature was verified with.
+    pub fn alg(&self) -> Algorithm {
+        self.inner.alg
+    }
+
+    /// The `sub` claim, when it is a string.
+    pub fn subject(&self) -> Option<&str> {
+        self.get("sub").and_then(Value::as_str)
+    }
+
+    /// The `iss` claim, when it is a string.
+    pub fn issuer(&self) -> Option<&str> {
+        self.get("iss").and_then(Value::as_str)
+    }
+}
+
+impl PartialEq for VerifiedClaims {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.claims == other.inner.claims
+            && self.inner.kid == other.inner.kid
+            && self.inner.alg == other.inner.alg
+    }
+}
+
+impl Eq for VerifiedClaims {}
+
+impl fmt::Debug for VerifiedClaims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedClaims")
+            .field("names", &self.inner.claims.keys().collect::<Vec<_>>())
+            .field("kid", &self.inner.kid)
+            .field("alg", &self.inner.alg)
+            .finish()
+    }
+}
+
+impl serde::Serialize for VerifiedClaims {
+    /// Serialises as `{"claims": {...}, "kid": ..., "alg": ...}`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("claims", &self.inner.claims)?;
+        map.serialize_entry("kid", &self.inner.kid)?;
+        map.serialize_entry("alg", &self.inner.alg)?;
+        map.end()
+    }
+}
+
+#[cfg(feature = "axum")]
+mod extract {
+    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+    use axum::http::StatusCode;
+    use axum::http::request::Parts;
+
+    use super::VerifiedClaims;
+
+    /// Takes the claims that [`JwtVerifier`](crate::verifier::JwtVerifier)
+    /// put in the request. Without them (the layer is not applied to this
+    /// route) the request is answered 500: that is a server
+    /// misconfiguration, never the caller's fault. Use
+    /// `Option<VerifiedClaims>` where the layer is optional.
+    impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
+        type Rejection = (StatusCode, &'static str);
+
+        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+            parts.extensions.get::<VerifiedClaims>().cloned().ok_or((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no verified claims: is JwtVerifierLayer applied to this route?",
+            ))
+        }
+    }
+
+    impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedClaims {
+        type Rejection = std::convert::Infallible;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _: &S,
+        ) -> Result<Option<Self>, Self::Rejection> {
+            Ok(parts.extensions.get::<VerifiedClaims>().cloned())
+        }
+    }
+}

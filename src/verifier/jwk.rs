@@ -1,0 +1,785 @@
+//! Public JWKs and JWK Sets (RFC 7517), parsed once for verification.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::ecdsa::EcdsaSig;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{Id, PKey, Public};
+use openssl::rsa::{Padding, Rsa};
+use openssl::sign::{RsaPssSaltlen, Verifier as OsslVerifier};
+use serde_json::{Map, Value};
+
+use crate::b64;
+use crate::keys::{Algorithm, EcCurve, KeyKind, PublicJwk};
+
+/// The longest `kid` a verifying key may have, in bytes. Keys with a longer
+/// kid are skipped; tokens with a longer kid are refused without a lookup.
+pub const MAX_VERIFY_KID_LEN: usize = 256;
+
+/// The smallest RSA modulus accepted for verification, in bits.
+const MIN_RSA_BITS: i32 = 2048;
+/// The largest RSA modulus accepted, in bits (OpenSSL's own limit).
+const MAX_RSA_BITS: i32 = 16_384;
+
+/// JWK members that only private or symmetric keys have. A set that holds
+/// any of them is refused whole: a server that publishes them has leaked a
+/// secret, and nothing it serves can be trusted.
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// A set of public keys ready to verify signatures.
+///
+/// Every key is parsed once, when the set is built; verification reuses the
+/// parsed OpenSSL key. Keys that cannot be used are left out one by one and
+/// listed by [`skipped`](Self::skipped); a set that holds private members
+/// (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`, `k`) or two keys with the same
+/// `kid` is refused whole.
+///
+/// A key is used only if all of these hold:
+///
+/// * `kty` is `RSA`, `EC` or `OKP`; `use`, when present, is `sig`;
+///   `key_ops`, when present, contains `verify`;
+/// * `alg`, when present, is one of the ten [`Algorithm`]s and fits the key;
+/// * RSA: `n` and `e` are strict base64url, the modulus has 2048 to 16384
+///   bits, the exponent is odd and above 1, and the modulus does not carry
+///   the ROCA fingerprint (CVE-2017-15361);
+/// * EC: `crv` is P-256, P-384 or P-521, `x` and `y` have exactly the
+///   curve's length and the point is on the curve;
+/// * OKP: `crv` is `Ed25519` and `x` has 32 bytes;
+/// * `kid`, when present, is a string of 1 to [`MAX_VERIFY_KID_LEN`] bytes.
+///
+/// # Example
+///
+/// ```
+/// use tower_jwt_signer::verifier::JwkSet;
+/// use tower_jwt_signer::{Algorithm, KeyRegistry};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = KeyRegistry::generate(Algorithm::ES256)?;
+/// let set = JwkSet::parse(registry.current().jwks_bytes())?;
+/// assert_eq!(set.len(), 1);
+///
+/// // A set with a private member is refused whole.
+/// let leaked = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"a"}]}"#;
+/// assert!(JwkSet::parse(leaked.as_bytes()).is_err());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct JwkSet {
+    keys: Vec<Arc<VerifyingKey>>,
+    skipped: Vec<SkippedKey>,
+}
+
+impl JwkSet {
+    /// Parses a JWK Set document (`{"keys": [...]}`).
+    ///
+    /// # Errors
+    ///
+    /// [`JwkSetError`] when the document is not a JSON object with a `keys`
+    /// array, when a key holds a private member, or when two keys share a
+    /// kid. Keys that merely cannot be used are skipped, not errors.
+    pub fn parse(json: &[u8]) -> Result<Self, JwkSetError> {
+        let value: Value =
+            serde_json::from_slice(json).map_err(|err| JwkSetError::NotJson(err.to_string()))?;
+        Self::from_value(&value)
+    }
+
+    /// Builds a set from a JWK Set already parsed as JSON; see
+    /// [`parse`](Self::parse).
+    ///
+    /// # Errors
+    ///
+    /// As [`parse`](Self::parse).
+    pub fn from_value(value: &Value) -> Result<Self, JwkSetError> {
+        let Value::Object(set) = value else {
+            return Err(JwkSetError::NotASet("the document is not a JSON object"));
+        };
+        let Some(entries) = set.get("keys") else {
+            return Err(JwkSetError::NotASet("the \"keys\" member is missing"));
+        };
+        let Value::Array(entries) = entries else {
+            return Err(JwkSetError::NotASet("the \"keys\" member is not an array"));
+        };
+        // Whole-set checks first: private members and duplicate kids.
+        let mut kids = HashSet::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let Value::Object(jwk) = entry else { continue };
+            if let Some(member) = PRIVATE_MEMBERS.iter().find(|m| jwk.contains_key(**m)) {
+                return Err(JwkSetError::PrivateMember { index, member });
+            }
+            if let Some(Value::String(kid)) = jwk.get("kid")
+                && !kids.insert(kid.as_str())
+            {
+                return Err(JwkSetError::DuplicateKid(printable(kid)));
+            }
+        }
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut skipped = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let kid = entry.get("kid").and_then(Value::as_str).map(printable);
+            let result = match entry {
+                Value::Object(jwk) => VerifyingKey::from_map(jwk),
+                _ => Err("the entry is not a JSON object".to_owned()),
+            };
+            match result {
+                Ok(key) => keys.push(Arc::new(key)),
+                Err(reason) => skipped.push(SkippedKey { index, kid, reason }),
+            }
+        }
+        Ok(JwkSet { keys, skipped })
+    }
+
+    /// Builds a set from our own public JWKs (for example a
+    /// [`KeySnapshot`](crate::KeySnapshot)'s keys).
+    pub fn from_public_jwks<'a>(jwks: impl IntoIterator<Item = &'a PublicJwk>) -> Self {
+        let mut keys = Vec::new();
+        let mut skipped = Vec::new();
+        for (index, jwk) in jwks.into_iter().enumerate() {
+            let map = match jwk.to_value() {
+                Value::Object(map) => map,
+                _ => continue,
+            };
+            match VerifyingKey::from_map(&map) {
+                Ok(key) => keys.push(Arc::new(key)),
+                Err(reason) => skipped.push(SkippedKey {
+                    index,
+                    kid: Some(jwk.kid().to_string()),
+                    reason,
+                }),
+            }
+        }
+        JwkSet { keys, skipped }
+    }
+
+    /// The number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set holds no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The usable keys, in the order of the document.
+    pub fn keys(&self) -> &[Arc<VerifyingKey>] {
+        &self.keys
+    }
+
+    /// The usable key with this kid.
+    pub fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
+        self.keys.iter().find(|k| k.kid() == Some(kid))
+    }
+
+    /// The entries that were left out, with the reason.
+    pub fn skipped(&self) -> &[SkippedKey] {
+        &self.skipped
+    }
+}
+
+impl fmt::Debug for JwkSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwkSet")
+            .field("keys", &self.keys)
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}
+
+/// A JWK Set entry that was left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedKey {
+    index: usize,
+    kid: Option<String>,
+    reason: String,
+}
+
+impl SkippedKey {
+    /// The position of the entry in the `keys` array.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The entry's kid, if it had one (escaped and truncated for display).
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Why the entry cannot be used.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for SkippedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kid {
+            Some(kid) => write!(f, "key #{} (kid {kid}): {}", self.index, self.reason),
+            None => write!(f, "key #{} (no kid): {}", self.index, self.reason),
+        }
+    }
+}
+
+/// Why a JWK Set was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwkSetError {
+    /// The document is not JSON.
+    NotJson(String),
+    /// The document is JSON but not a JWK Set.
+    NotASet(&'static str),
+    /// A key holds a private or symmetric member: the publisher leaked a
+    /// secret, so nothing in the set is trusted.
+    PrivateMember {
+        /// The position of the key in the `keys` array.
+        index: usize,
+        /// The member found (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth` or `k`).
+        member: &'static str,
+    },
+    /// Two keys share a kid, so a token's kid cannot pick one key.
+    DuplicateKid(String),
+}
+
+impl fmt::Display for JwkSetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwkSetError::NotJson(err) => write!(f, "the JWK Set is not JSON: {err}"),
+            JwkSetError::NotASet(reason) => write!(f, "not a JWK Set: {reason}"),
+            JwkSetError::PrivateMember { index, member } => write!(
+                f,
+                "JWK Set refused: key #{index} holds the private member \"{member}\""
+            ),
+            JwkSetError::DuplicateKid(kid) => {
+                write!(f, "JWK Set refused: several keys have the kid {kid}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for JwkSetError {}
+
+/// One public key, parsed once, that verifies JWS signatures.
+///
+/// Obtained from a [`JwkSet`]. `Debug` shows the kid, the key type and the
+/// algorithm.
+pub struct VerifyingKey {
+    kid: Option<Arc<str>>,
+    alg: Option<Algorithm>,
+    material: Material,
+}
+
+enum Material {
+    Rsa {
+        pkey: PKey<Public>,
+        /// The modulus length in bytes: every signature has exactly this
+        /// length.
+        len: usize,
+    },
+    Ec {
+        curve: EcCurve,
+        key: EcKey<Public>,
+        order: BigNum,
+    },
+    Ed25519 {
+        pkey: PKey<Public>,
+    },
+}
+
+/// Why a signature did not verify (kept apart from the token errors so that
+/// the reason can be tested; the verifier reports all of them alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SignatureError {
+    /// The key does not fit the algorithm.
+    KeyMismatch,
+    /// The signature has the wrong length or out-of-range values.
+    Malformed,
+    /// The signature does not match.
+    Invalid,
+}
+
+impl VerifyingKey {
+    /// The key id, if the JWK had one.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The JWK's `alg`, if it had one.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.alg
+    }
+
+    /// The key type (`"RSA"`, `"EC"` or `"OKP"`).
+    pub fn key_type(&self) -> &'static str {
+        match self.material {
+            Material::Rsa { .. } => "RSA",
+            Material::Ec { .. } => "EC",
+            Material::Ed25519 { .. } => "OKP",
+        }
+    }
+
+    /// Whether this key may verify a signature made with `alg`: the key
+    /// type and curve fit, and the JWK's `alg`, when present, is exactly
+    /// `alg`.
+    pub fn fits(&self, alg: Algorithm) -> bool {
+        if self.alg.is_some_and(|own| own != alg) {
+            return false;
+        }
+        match (&self.material, alg.key_kind()) {
+            (Material::Rsa { .. }, KeyKind::Rsa) => true,
+            (Material::Ec { curve, .. }, KeyKind::Ec(wanted)) => *curve == wanted,
+            (Material::Ed25519 { .. }, KeyKind::Ed25519) => true,
+            _ => false,
+        }
+    }
+
+    /// Verifies a raw JWS signature (RFC 7518 encoding: ECDSA as `r || s`).
+    pub(crate) fn verify(
+        &self,
+        alg: Algorithm,
+        signing_input: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        if !self.fits(alg) {
+            return Err(SignatureError::KeyMismatch);
+        }
+        let ok = match &self.material {
+            Material::Rsa { pkey, len } => {
+                if signature.len() != *len {
+                    return Err(SignatureError::Malformed);
+                }
+                verify_rsa(pkey, alg, signing_input, signature)
+            }
+            Material::Ec { curve, key, order } => {
+                verify_ecdsa(*curve, key, order, alg, signing_input, signature)?
+            }
+            Material::Ed25519 { pkey } => {
+                if signature.len() != 64 {
+                    return Err(SignatureError::Malformed);
+                }
+                OsslVerifier::new_without_digest(pkey)
+                    .and_then(|mut v| v.verify_oneshot(signature, signing_input))
+                    .unwrap_or(false)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(SignatureError::Invalid)
+        }
+    }
+
+    fn from_map(jwk: &Map<String, Value>) -> Result<Self, String> {
+        let kid = match jwk.get("kid") {
+            None => None,
+            Some(Value::String(kid)) if kid.is_empty() => return Err("the kid is empty".into()),
+            Some(Value::String(kid)) if kid.len() > MAX_VERIFY_KID_LEN => {
+                return Err(format!(
+                    "the kid is {} bytes long, at most {MAX_VERIFY_KID_LEN} are accepted",
+                    kid.len()
+                ));
+            }
+            Some(Value::String(kid)) => Some(Arc::<str>::from(kid.as_str())),
+            Some(_) => return Err("the kid is not a string".into()),
+        };
+        match jwk.get("use") {
+            None => {}
+            Some(Value::String(u)) if u == "sig" => {}
+            Some(Value::String(u)) => {
+                return Err(format!("\"use\" is {}, not \"sig\"", printable(u.as_str())));
+            }
+            Some(_) => return Err("\"use\" is not a string".into()),
+        }
+        match jwk.get("key_ops") {
+            None => {}
+            Some(Value::Array(ops)) if ops.iter().any(|op| op == "verify") => {}
+            Some(Value::Array(_)) => {
+                return Err("\"key_ops\" does not contain \"verify\"".into());
+            }
+            Some(_) => return Err("\"key_ops\" is not an array".into()),
+        }
+        let alg = match jwk.get("alg") {
+            None => None,
+            Some(Value::String(name)) => match name.parse::<Algorithm>() {
+                Ok(alg) => Some(alg),
+                Err(_) => {
+                    return Err(format!(
+                        "\"alg\" {} is not an asymmetric algorithm this verifier accepts",
+                        printable(name.as_str())
+                    ));
+                }
+            },
+            Some(_) => return Err("\"alg\" is not a string".into()),
+        };
+        let kty = match jwk.get("kty") {
+            Some(Value::String(kty)) => kty.as_str(),
+            Some(_) => return Err("\"kty\" is not a string".into()),
+            None => return Err("\"kty\" is missing".into()),
+        };
+        let material = match kty {
+            "RSA" => rsa_material(jwk)?,
+            "EC" => ec_material(jwk)?,
+            "OKP" => okp_material(jwk)?,
+            "oct" => return Err("a symmetric key (oct) cannot verify asymmetric tokens".into()),
+            other => return Err(format!("unsupported kty {}", printable(other))),
+        };
+        let key = VerifyingKey { kid, alg, material };
+        if let Some(alg) = alg
+            && !key.fits(alg)
+        {
+            return Err(format!(
+                "\"alg\" {alg} does not fit a {kty} key of this kind"
+            ));
+        }
+        Ok(key)
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("VerifyingKey");
+        s.field("kid", &self.kid)
+            .field("kty", &self.key_type())
+            .field("alg", &self.alg);
+        match &self.material {
+            Material::Rsa { len, .. } => s.field("bits", &(len * 8)),
+            Material::Ec { curve, .. } => s.field("crv", curve),
+            Material::Ed25519 { .. } => s.field("crv", &"Ed25519"),
+        };
+        s.finish()
+    }
+}
+
+fn digest(alg: Algorithm) -> MessageDigest {
+    match alg {
+        Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256 => MessageDigest::sha256(),
+        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => MessageDigest::sha384(),
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::ES512 => MessageDigest::sha512(),
+        Algorithm::EdDSA => MessageDigest::null(),
+    }
+}
+
+fn verify_rsa(pkey: &PKey<Public>, alg: Algorithm, input: &[u8], signature: &[u8]) -> bool {
+    let md = digest(alg);
+    let run = || -> Result<bool, openssl::error::ErrorStack> {
+        let mut verifier = OsslVerifier::new(md, pkey)?;
+        if matches!(alg, Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) {
+            // RFC 7518 section 3.5: MGF1 with the same hash, salt as long
+            // as the hash.
+            verifier.set_rsa_padding(Padding::PKCS1_PSS)?;
+            verifier.set_rsa_mgf1_md(md)?;
+            verifier.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
+        } else {
+            verifier.set_rsa_padding(Padding::PKCS1)?;
+        }
+        verifier.update(input)?;
+        verifier.verify(signature)
+    };
+    run().unwrap_or(false)
+}
+
+fn verify_ecdsa(
+    curve: EcCurve,
+    key: &EcKey<Public>,
+    order: &BigNum,
+    alg: Algorithm,
+    input: &[u8],
+    signature: &[u8],
+) -> Result<bool, SignatureError> {
+    let len = curve.coordinate_len();
+    if signature.len() != 2 * len {
+        return Err(SignatureError::Malformed);
+    }
+    let (r, s) = signature.split_at(len);
+    let r = BigNum::from_slice(r).map_err(|_| SignatureError::Malformed)?;
+    let s = BigNum::from_slice(s).map_err(|_| SignatureError::Malformed)?;
+    // 0 < r, s < n (SEC 1 section 4.1.4 step 1); OpenSSL checks this too,
+    // but the check costs nothing and does not depend on its version.
+    for value in [&r, &s] {
+        if value.num_bits() == 0 || value >= order {
+            return Err(SignatureError::Malformed);
+        }
+    }
+    let sig = EcdsaSig::from_private_components(r, s).map_err(|_| SignatureError::Malformed)?;
+    let hash = openssl::hash::hash(digest(alg), input).map_err(|_| SignatureError::Malformed)?;
+    Ok(sig.verify(&hash, key).unwrap_or(false))
+}
+
+fn member_bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
+    match jwk.get(name) {
+        Some(Value::String(text)) => {
+            b64::decode(text).map_err(|_| format!("\"{name}\" is not strict base64url"))
+        }
+        Some(_) => Err(format!("\"{name}\" is not a string")),
+        None => Err(format!("\"{name}\" is missing")),
+    }
+}
+
+fn rsa_material(jwk: &Map<String, Value>) -> Result<Material, String> {
+    let n = member_bytes(jwk, "n")?;
+    let e = member_bytes(jwk, "e")?;
+    let n = BigNum::from_slice(&n).map_err(|_| "\"n\" is not a number".to_owned())?;
+    let e = BigNum::from_slice(&e).map_err(|_| "\"e\" is not a number".to_owned())?;
+    let bits = n.num_bits();
+    if bits < MIN_RSA_BITS {
+        return Err(format!(
+            "an RSA modulus of {bits} bits is too small (at least {MIN_RSA_BITS})"
+        ));
+    }
+    if bits > MAX_RSA_BITS {
+        return Err(format!(
+            "an RSA modulus of {bits} bits is too large (at most {MAX_RSA_BITS})"
+        ));
+    }
+    if !n.is_bit_set(0) {
+        return Err("the RSA modulus is even".into());
+    }
+    if e.num_bits() <= 1 || !e.is_bit_set(0) || e.num_bits() > 64 || e >= n {
+        return Err("the RSA public exponent is 1, even, or out of range".into());
+    }
+    if has_roca_fingerprint(&n) {
+        return Err(
+            "the RSA modulus has the ROCA fingerprint (CVE-2017-15361): the key can be factored"
+                .into(),
+        );
+    }
+    let len = usize::try_from(bits).unwrap_or(0).div_ceil(8);
+    let rsa = Rsa::from_public_components(n, e).map_err(|_| "invalid RSA key".to_owned())?;
+    let pkey = PKey::from_rsa(rsa).map_err(|_| "invalid RSA key".to_owned())?;
+    Ok(Material::Rsa { pkey, len })
+}
+
+fn ec_material(jwk: &Map<String, Value>) -> Result<Material, String> {
+    let curve = match jwk.get("crv") {
+        Some(Value::String(crv)) => EcCurve::from_name(crv)
+            .ok_or_else(|| format!("unsupported EC curve {}", printable(crv.as_str())))?,
+        Some(_) => return Err("\"crv\" is not a string".into()),
+        None => return Err("\"crv\" is missing".into()),
+    };
+    let len = curve.coordinate_len();
+    let x = member_bytes(jwk, "x")?;
+    let y = member_bytes(jwk, "y")?;
+    if x.len() != len || y.len() != len {
+        return Err(format!(
+            "{curve} coordinates must be exactly {len} bytes each"
+        ));
+    }
+    let invalid = || format!("the point is not on {curve}");
+    let group = EcGroup::from_curve_name(curve.nid()).map_err(|_| invalid())?;
+    let x = BigNum::from_slice(&x).map_err(|_| invalid())?;
+    let y = BigNum::from_slice(&y).map_err(|_| invalid())?;
+    // Checks that the coordinates are in range and the point is on the
+    // curve (and not the point at infinity).
+    let key = EcKey::from_public_key_affine_coordinates(&group, &x, &y).map_err(|_| invalid())?;
+    key.check_key().map_err(|_| invalid())?;
+    let mut order = BigNum::new().map_err(|_| invalid())?;
+    let mut ctx = BigNumContext::new().map_err(|_| invalid())?;
+    group.order(&mut order, &mut ctx).map_err(|_| invalid())?;
+    Ok(Material::Ec { curve, key, order })
+}
+
+fn okp_material(jwk: &Map<String, Value>) -> Result<Material, String> {
+    match jwk.get("crv") {
+        Some(Value::String(crv)) if crv == "Ed25519" => {}
+        Some(Value::String(crv)) => {
+            return Err(format!(
+                "unsupported OKP curve {} (only Ed25519)",
+                printable(crv.as_str())
+            ));
+        }
+        Some(_) => return Err("\"crv\" is not a string".into()),
+        None => return Err("\"crv\" is missing".into()),
+    }
+    let x = member_bytes(jwk, "x")?;
+    if x.len() != 32 {
+        return Err("an Ed25519 \"x\" must be 32 bytes".into());
+    }
+    let pkey = PKey::public_key_from_raw_bytes(&x, Id::ED25519)
+        .map_err(|_| "invalid Ed25519 public key".to_owned())?;
+    Ok(Material::Ed25519 { pkey })
+}
+
+/// The small primes of the ROCA fingerprint test (Nemec et al., "The Return
+/// of Coppersmith's Attack", CCS 2017): a modulus from the flawed generator
+/// is, modulo each of them, a power of 65537.
+const ROCA_PRIMES: [u32; 38] = [
+    3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97,
+    101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+];
+
+/// Whether `n` modulo every prime above lies in the subgroup generated by
+/// 65537. A random modulus passes all 38 tests with a probability far below
+/// 2^-60; every modulus from the flawed generator passes them.
+fn has_roca_fingerprint(n: &openssl::bn::BigNumRef) -> bool {
+    ROCA_PRIMES.iter().all(|&p| {
+        let Ok(residue) = n.mod_word(p) else {
+            return false;
+        };
+        let p = u64::from(p);
+        let generator = 65_537 % p;
+        let mut power = 1u64;
+        loop {
+            if power == residue {
+                return true;
+            }
+            power = power * generator % p;
+            if power == 1 {
+                return false;
+            }
+        }
+    })
+}
+
+/// A value from a JWK Set, quoted and truncated for logs and errors.
+fn printable(text: &str) -> String {
+    let short: String = text.chars().take(64).collect();
+    format!("{short:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SigningKey;
+
+    fn set_of(keys: &[Value]) -> Result<JwkSet, JwkSetError> {
+        JwkSet::from_value(&serde_json::json!({ "keys": keys }))
+    }
+
+    #[test]
+    fn our_keys_parse_and_fit_only_their_algorithm() {
+        for alg in Algorithm::ALL {
+            let key = SigningKey::generate(alg).unwrap();
+            let set = set_of(&[key.public_jwk().to_value()]).unwrap();
+            assert_eq!(set.len(), 1, "{alg}");
+            let parsed = set.get(key.kid()).unwrap();
+            for other in Algorithm::ALL {
+                assert_eq!(parsed.fits(other), other == alg, "{alg} vs {other}");
+            }
+            let input = b"header.payload";
+            let signature = key.sign(input).unwrap();
+            assert_eq!(parsed.verify(alg, input, &signature), Ok(()));
+            assert_eq!(
+                parsed.verify(alg, b"header.payloaD", &signature),
+                Err(SignatureError::Invalid)
+            );
+        }
+    }
+
+    #[test]
+    fn rsa_without_alg_fits_every_rsa_algorithm() {
+        let key = SigningKey::generate(Algorithm::PS256).unwrap();
+        let mut jwk = key.public_jwk().to_value();
+        jwk.as_object_mut().unwrap().remove("alg");
+        let set = set_of(&[jwk]).unwrap();
+        let parsed = &set.keys()[0];
+        for alg in Algorithm::ALL {
+            assert_eq!(parsed.fits(alg), alg.is_rsa(), "{alg}");
+        }
+    }
+
+    #[test]
+    fn private_members_and_duplicate_kids_refuse_the_whole_set() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let public = key.public_jwk().to_value();
+        let private: Value = serde_json::from_str(&key.to_private_jwk().unwrap()).unwrap();
+        assert!(matches!(
+            set_of(&[public.clone(), private]),
+            Err(JwkSetError::PrivateMember {
+                index: 1,
+                member: "d"
+            })
+        ));
+        assert!(matches!(
+            set_of(&[public.clone(), public]),
+            Err(JwkSetError::DuplicateKid(_))
+        ));
+        assert!(matches!(JwkSet::parse(b"[]"), Err(JwkSetError::NotASet(_))));
+        assert!(matches!(
+            JwkSet::parse(b"{\"keys\":{}}"),
+            Err(JwkSetError::NotASet(_))
+        ));
+        assert!(matches!(
+            JwkSet::parse(b"nope"),
+            Err(JwkSetError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn bad_keys_are_skipped_one_by_one() {
+        let good = SigningKey::generate(Algorithm::ES256).unwrap();
+        let mut wrong_use = SigningKey::generate(Algorithm::ES256)
+            .unwrap()
+            .public_jwk()
+            .to_value();
+        wrong_use["use"] = "enc".into();
+        let mut short_x = SigningKey::generate(Algorithm::ES256)
+            .unwrap()
+            .public_jwk()
+            .to_value();
+        short_x["x"] = b64::encode([1u8; 31]).into();
+        let set = set_of(&[
+            serde_json::json!(42),
+            wrong_use,
+            good.public_jwk().to_value(),
+            serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "tiny"}),
+            short_x,
+            serde_json::json!({"kty": "EC", "crv": "P-256", "alg": "HS256", "x": "", "y": ""}),
+            serde_json::json!({"kty": "OKP", "crv": "Ed448", "x": ""}),
+        ])
+        .unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(set.get(good.kid()).is_some());
+        let skipped: Vec<usize> = set.skipped().iter().map(SkippedKey::index).collect();
+        assert_eq!(skipped, vec![0, 1, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn ecdsa_signature_shape_is_strict() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let set = set_of(&[key.public_jwk().to_value()]).unwrap();
+        let parsed = &set.keys()[0];
+        let input = b"a.b";
+        let good = key.sign(input).unwrap();
+        assert_eq!(good.len(), 64);
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(
+            parsed.verify(Algorithm::ES256, input, &long),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            parsed.verify(Algorithm::ES256, input, &good[..63]),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            parsed.verify(Algorithm::ES256, input, &[0u8; 64]),
+            Err(SignatureError::Malformed)
+        );
+        let mut s_is_order = good[..32].to_vec();
+        s_is_order.extend(hex_order_p256().iter().copied());
+        assert_eq!(
+            parsed.verify(Algorithm::ES256, input, &s_is_order),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    fn hex_order_p256() -> Vec<u8> {
+        let group = EcGroup::from_curve_name(EcCurve::P256.nid()).unwrap();
+        let mut order = BigNum::new().unwrap();
+        group
+            .order(&mut order, &mut BigNumContext::new().unwrap())
+            .unwrap();
+        order.to_vec()
+    }
+
+    #[test]
+    fn random_rsa_moduli_do_not_look_like_roca() {
+        for _ in 0..4 {
+            let rsa = Rsa::generate(2048).unwrap();
+            assert!(!has_roca_fingerprint(rsa.n()));
+        }
+    }
+}

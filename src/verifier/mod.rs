@@ -1,0 +1,111 @@
+//! The backend side: verify the gateway's tokens.
+//!
+//! [`JwtVerifierLayer`] wraps a backend service. It takes the token from the
+//! request (`Authorization: Bearer` by default; see [`TokenSource`]),
+//! verifies it with a [`Verifier`], puts the [`VerifiedClaims`] in the
+//! request extensions and calls the inner service. A request whose token is
+//! missing or bad never reaches the inner service.
+//!
+//! The keys come from a [`KeySource`]: a [`KeyRegistry`](crate::KeyRegistry)
+//! in the same process, a [`RemoteJwks`] (the gateway's JWKS URL, cached),
+//! or a fixed [`JwkSet`]. Each public key is parsed once per set, never per
+//! request.
+//!
+//! # What is checked
+//!
+//! 1. The size (8 KiB by default), before any parsing.
+//! 2. The shape: exactly three strict base64url parts; the header a JSON
+//!    object without duplicate members.
+//! 3. The header: `alg` must name one of the allowed [`Algorithm`]s
+//!    (`none`, `HS*` and unknown names never are); `crit` is refused; `jku`,
+//!    `x5u`, `jwk` and `x5c` are ignored: nothing is ever fetched from or
+//!    trusted in a token; `typ` when configured.
+//! 4. The key: the one whose `kid` is the token's (a `kid` is required when
+//!    the set holds more than one key). The token's `alg` must fit that key's
+//!    type and curve and the key's own `alg` when it has one: **the key
+//!    decides the algorithm**, the token only names it.
+//! 5. The signature (RSA signatures exactly as long as the modulus, ECDSA
+//!    exactly `r || s` with `0 < r, s < n`, Ed25519 64 bytes). ECDSA
+//!    signatures are malleable, as RFC 7518 allows: `(r, n - s)` verifies
+//!    too, so never use the token's bytes as a replay-cache key (use `jti`).
+//! 6. The claims: a JSON object without duplicate members; `exp` (required
+//!    by default) and `nbf` with a leeway (30 s by default); `iss` and `aud`
+//!    when configured; any other required claims.
+//!
+//! # Responses
+//!
+//! | reason | status | `WWW-Authenticate` |
+//! |---|---|---|
+//! | no token (or another scheme) | 401 | `Bearer` |
+//! | malformed request: the token header, cookie or parameter repeated, a non-ASCII header, a scheme without a token | 400 | `Bearer error="invalid_request", error_description="..."` |
+//! | any bad token | 401 | `Bearer error="invalid_token", error_description="..."` |
+//! | no keys available: the remote set never fetched or too old, or no usable key in the source | 503 | none |
+//!
+//! Bodies are empty: the service needs only `ResBody: Default`, which
+//! axum's `Body`, `http_body_util::Full`/`Empty` and boxed bodies all
+//! implement. The [`VerifyError`] is in the response extensions for an
+//! outer layer that wants to render a body. The description is a fixed text
+//! that never quotes the request. Each refusal is logged at `debug` level
+//! with its reason; token contents are never logged.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier};
+//! use tower_jwt_signer::{Algorithm, KeyRegistry};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = KeyRegistry::generate(Algorithm::ES256)?;
+//! // In a backend: Verifier::new(RemoteJwks::new("http://gateway/.well-known/...")?)
+//! let verifier = Verifier::new(registry.clone()).with_issuer("gateway");
+//!
+//! let backend = ServiceBuilder::new()
+//!     .layer(JwtVerifierLayer::new(verifier))
+//!     .service(service_fn(|request: Request<Full<Bytes>>| async move {
+//!         let claims = request.extensions().get::<VerifiedClaims>().unwrap();
+//!         let body = format!("hello {}", claims.subject().unwrap_or("?"));
+//!         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+//!     }));
+//!
+//! // No token: 401, and the handler is not called.
+//! let response = backend
+//!     .clone()
+//!     .oneshot(Request::new(Full::default()))
+//!     .await?;
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(response.headers()["www-authenticate"], "Bearer");
+//! # Ok(())
+//! # }
+//! ```
+
+mod claims;
+mod future;
+mod jwk;
+mod layer;
+mod remote;
+mod service;
+mod source;
+mod token;
+
+pub use claims::VerifiedClaims;
+pub use future::ResponseFuture;
+pub use jwk::{JwkSet, JwkSetError, MAX_VERIFY_KID_LEN, SkippedKey, VerifyingKey};
+pub use layer::JwtVerifierLayer;
+pub use remote::{
+    DEFAULT_CACHE_TTL, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_CACHE_TTL, DEFAULT_MAX_JWKS_LEN,
+    DEFAULT_MAX_STALE, DEFAULT_MIN_CACHE_TTL, DEFAULT_REFRESH_COOLDOWN, FetchError, RemoteJwks,
+    RemoteJwksBuilder, RemoteJwksError,
+};
+pub use service::JwtVerifier;
+pub use source::TokenSource;
+pub use token::{
+    DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, KeySource, Verifier, VerifierConfigError, VerifyError,
+};
+
+#[cfg(doc)]
+use crate::keys::Algorithm;

@@ -1,0 +1,842 @@
+//! A JWK Set fetched over HTTP and cached.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Empty, LengthLimitError, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+
+use super::jwk::{JwkSet, JwkSetError};
+
+/// The default request timeout (connect, headers and body together).
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default response size limit (1 MiB).
+pub const DEFAULT_MAX_JWKS_LEN: usize = 1024 * 1024;
+/// The default shortest cache lifetime, whatever `Cache-Control` says.
+pub const DEFAULT_MIN_CACHE_TTL: Duration = Duration::from_secs(60);
+/// The default longest cache lifetime, whatever `Cache-Control` says.
+pub const DEFAULT_MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The cache lifetime when the response has no `max-age`.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
+/// The default cooldown between refreshes for unknown kids, and between
+/// retries after a failed fetch.
+pub const DEFAULT_REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
+/// How long the last good set is used while fetches fail, by default.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A remote JWK Set (for example a gateway's
+/// [`JWKS_PATH`](crate::JWKS_PATH)), fetched with a hyper client and cached.
+///
+/// Cloning is cheap; clones share the cache. Readers take the cached set
+/// from an atomic snapshot: a request never waits for a lock, and no lock
+/// is held across an `.await`.
+///
+/// * **Fetching:** `GET` with a timeout (5 s), a size limit (1 MiB),
+///   redirects not followed, only `200 OK` accepted (`304` when
+///   revalidating). `http` URLs; `https` too with the `rustls` feature
+///   (Mozilla's root store by default, or
+///   [`RemoteJwksBuilder::tls_config`]).
+/// * **Caching:** for `Cache-Control: max-age`, clamped to 60 s..24 h
+///   (5 min without the header; `no-cache`/`no-store` count as the
+///   minimum); once stale, the next request starts a refresh in the
+///   background, with `If-None-Match` when the server sent an `ETag`, and
+///   keeps using the cached set meanwhile. A `304` keeps the set and
+///   restarts its lifetime.
+/// * **Unknown kid:** a token whose `kid` is not in the set triggers one
+///   refresh, and waits for it. Such refreshes are rate limited by a
+///   cooldown (30 s) and shared: concurrent callers wait for the same fetch,
+///   so a flood of unknown kids makes at most one fetch per cooldown.
+/// * **Failures:** a failed fetch is logged (`warn`) and the last good set
+///   stays in use for up to 24 h after its last successful fetch; no fetch
+///   is retried before the cooldown has passed. Before the first successful
+///   fetch (or once the last good set is too old) verification fails with
+///   [`VerifyError::KeysUnavailable`](super::VerifyError::KeysUnavailable),
+///   which the middleware answers with 503.
+/// * **Bad keys:** keys that cannot be used are skipped one by one and
+///   logged; a set with private members or duplicate kids is refused whole
+///   (see [`JwkSet`]).
+///
+/// Cache times follow `tokio::time::Instant`, so tests with paused time can
+/// age the cache.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_jwt_signer::verifier::RemoteJwks;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let jwks = RemoteJwks::builder("http://127.0.0.1:8080/.well-known/otoroshi/security/jwks.json")
+///     .timeout(Duration::from_secs(2))
+///     .refresh_cooldown(Duration::from_secs(10))
+///     .build()?;
+/// // At start-up, fail fast if the gateway cannot be reached:
+/// // jwks.prefetch().await?;
+/// # let _ = jwks;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RemoteJwks {
+    inner: Arc<Remote>,
+}
+
+/// Plain HTTP, or HTTP and HTTPS with the `rustls` feature.
+#[cfg(not(feature = "rustls"))]
+type Connector = HttpConnector;
+#[cfg(feature = "rustls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+struct Remote {
+    uri: Uri,
+    client: Client<Connector, Empty<Bytes>>,
+    config: Config,
+    cache: ArcSwap<Cache>,
+    control: Mutex<Control>,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    timeout: Duration,
+    max_len: usize,
+    min_ttl: Duration,
+    max_ttl: Duration,
+    default_ttl: Duration,
+    cooldown: Duration,
+    max_stale: Duration,
+}
+
+/// What readers see. Replaced whole after each fetch; only the fetch task
+/// writes it, and only one fetch runs at a time.
+struct Cache {
+    set: Option<Arc<JwkSet>>,
+    etag: Option<HeaderValue>,
+    fresh_until: Instant,
+    usable_until: Instant,
+    last_error: Option<Arc<str>>,
+}
+
+/// Which fetch may start. Locked briefly, never across an `.await`.
+#[derive(Default)]
+struct Control {
+    inflight: Option<SharedFetch>,
+    retry_after: Option<Instant>,
+    unknown_kid_after: Option<Instant>,
+}
+
+/// A fetch that several callers can wait for.
+pub(crate) type SharedFetch = Shared<BoxFuture<'static, Result<(), FetchError>>>;
+
+/// What [`RemoteJwks::keys_now`] found.
+pub(crate) enum Keys {
+    /// A usable set.
+    Ready(Arc<JwkSet>),
+    /// No usable set; this fetch may bring one.
+    Wait(SharedFetch),
+    /// No usable set and no fetch allowed now.
+    Unavailable(Arc<str>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// No usable set.
+    NoKeys,
+    /// The set is past its cache lifetime.
+    Expired,
+    /// A token named a kid the set does not have.
+    UnknownKid,
+    /// `prefetch`: always fetch (or join the running fetch).
+    Forced,
+}
+
+enum Fetched {
+    Fresh {
+        set: JwkSet,
+        etag: Option<HeaderValue>,
+        ttl: Duration,
+    },
+    NotModified {
+        etag: Option<HeaderValue>,
+        ttl: Duration,
+    },
+}
+
+impl RemoteJwks {
+    /// A remote set at `url` with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// [`RemoteJwksError`] when the URL is not an absolute `http` URL.
+    pub fn new(url: impl AsRef<str>) -> Result<Self, RemoteJwksError> {
+        Self::builder(url).build()
+    }
+
+    /// A builder for the timeout, size limit, cache bounds and cooldown.
+    pub fn builder(url: impl AsRef<str>) -> RemoteJwksBuilder {
+        RemoteJwksBuilder {
+            #[cfg(feature = "rustls")]
+            tls: None,
+            url: url.as_ref().to_owned(),
+            config: Config {
+                timeout: DEFAULT_FETCH_TIMEOUT,
+                max_len: DEFAULT_MAX_JWKS_LEN,
+                min_ttl: DEFAULT_MIN_CACHE_TTL,
+                max_ttl: DEFAULT_MAX_CACHE_TTL,
+                default_ttl: DEFAULT_CACHE_TTL,
+                cooldown: DEFAULT_REFRESH_COOLDOWN,
+                max_stale: DEFAULT_MAX_STALE,
+            },
+        }
+    }
+
+    /// The URL of the set.
+    pub fn url(&self) -> &Uri {
+        &self.inner.uri
+    }
+
+    /// Fetches the set now (or waits for the fetch already running), so
+    /// that a service can fail fast at start-up.
+    ///
+    /// # Errors
+    ///
+    /// The [`FetchError`] of the fetch. The last good set, if any, stays in
+    /// use.
+    pub async fn prefetch(&self) -> Result<(), FetchError> {
+        match self.start_fetch(Instant::now(), Trigger::Forced) {
+            Some(fetch) => fetch.await,
+            None => Err(FetchError::NoRuntime),
+        }
+    }
+
+    /// The last good set, even if stale; `None` before the first successful
+    /// fetch.
+    pub fn current(&self) -> Option<Arc<JwkSet>> {
+        self.inner.cache.load().set.clone()
+    }
+
+    /// The error of the last fetch, if it failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.inner
+            .cache
+            .load()
+            .last_error
+            .as_deref()
+            .map(str::to_owned)
+    }
+
+    /// The set to verify with now, starting a fetch when there is none or
+    /// it is stale.
+    pub(crate) fn keys_now(&self) -> Keys {
+        let now = Instant::now();
+        let cache = self.inner.cache.load();
+        if let Some(set) = cache.usable(now) {
+            if now >= cache.fresh_until {
+                // Refresh in the background; keep verifying meanwhile.
+                drop(self.start_fetch(now, Trigger::Expired));
+            }
+            return Keys::Ready(set);
+        }
+        match self.start_fetch(now, Trigger::NoKeys) {
+            Some(fetch) => Keys::Wait(fetch),
+            None => {
+                // A fetch may have finished in between.
+                let cache = self.inner.cache.load();
+                match cache.usable(now) {
+                    Some(set) => Keys::Ready(set),
+                    None => Keys::Unavailable(self.unavailable_reason(&cache, now)),
+                }
+            }
+        }
+    }
+
+    /// A refresh for an unknown kid, if the cooldown allows one (or one is
+    /// already running).
+    pub(crate) fn refresh_for_unknown_kid(&self) -> Option<SharedFetch> {
+        self.start_fetch(Instant::now(), Trigger::UnknownKid)
+    }
+
+    /// The usable set after a fetch, or why there is none.
+    pub(crate) fn usable_set(&self) -> Result<Arc<JwkSet>, Arc<str>> {
+        let now = Instant::now();
+        let cache = self.inner.cache.load();
+        cache
+            .usable(now)
+            .ok_or_else(|| self.unavailable_reason(&cache, now))
+    }
+
+    fn unavailable_reason(&self, cache: &Cache, now: Instant) -> Arc<str> {
+        let url = &self.inner.uri;
+        let text = match (&cache.set, &cache.last_error) {
+            (Some(_), Some(err)) if now >= cache.usable_until => format!(
+                "the last good JWKS from {url} is too old and the latest fetch failed: {err}"
+            ),
+            (Some(_), None) if now >= cache.usable_until => {
+                format!("the last good JWKS from {url} is too old")
+            }
+            (_, Some(err)) => format!("the JWKS at {url} could not be fetched: {err}"),
+            _ => format!("the JWKS at {url} has not been fetched yet"),
+        };
+        Arc::from(text)
+    }
+
+    /// Starts a fetch if `trigger` allows one now, or joins the running one.
+    fn start_fetch(&self, now: Instant, trigger: Trigger) -> Option<SharedFetch> {
+        let remote = &self.inner;
+        let mut control = remote
+            .control
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(fetch) = &control.inflight {
+            return Some(fetch.clone());
+        }
+        if trigger != Trigger::Forced && control.retry_after.is_some_and(|at| now < at) {
+            return None;
+        }
+        match trigger {
+            Trigger::Forced => {}
+            Trigger::NoKeys => {
+                if remote.cache.load().usable(now).is_some() {
+                    return None;
+                }
+            }
+            Trigger::Expired => {
+                if now < remote.cache.load().fresh_until {
+                    return None;
+                }
+            }
+            Trigger::UnknownKid => {
+                if control.unknown_kid_after.is_some_and(|at| now < at) {
+                    return None;
+                }
+                control.unknown_kid_after = Some(now + remote.config.cooldown);
+            }
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(url = %remote.uri, "cannot fetch the JWKS outside a tokio runtime");
+            return None;
+        };
+        tracing::debug!(url = %remote.uri, ?trigger, "fetching the JWKS");
+        // The fetch runs in its own task, so it completes (and updates the
+        // cache) even when every caller that waits for it goes away.
+        let task = runtime.spawn(fetch_task(Arc::clone(remote)));
+        let fetch: BoxFuture<'static, Result<(), FetchError>> = Box::pin(async move {
+            match task.await {
+                Ok(result) => result,
+                Err(err) => Err(FetchError::Aborted(err.to_string())),
+            }
+        });
+        let fetch = fetch.shared();
+        control.inflight = Some(fetch.clone());
+        Some(fetch)
+    }
+}
+
+impl Cache {
+    fn usable(&self, now: Instant) -> Option<Arc<JwkSet>> {
+        match &self.set {
+            Some(set) if now < self.usable_until => Some(Arc::clone(set)),
+            _ => None,
+        }
+    }
+}
+
+/// Fetches once, updates the cache, and lets the next fetch start.
+async fn fetch_task(remote: Arc<Remote>) -> Result<(), FetchError> {
+    let result = fetch_once(&remote).await;
+    let now = Instant::now();
+    let old = remote.cache.load_full();
+    let outcome = match result {
+        Ok(Fetched::Fresh { set, etag, ttl }) => {
+            for skipped in set.skipped() {
+                tracing::warn!(url = %remote.uri, "JWKS key skipped: {skipped}");
+            }
+            tracing::debug!(url = %remote.uri, keys = set.len(), ttl = ?ttl, "JWKS fetched");
+            remote.cache.store(Arc::new(Cache {
+                set: Some(Arc::new(set)),
+                etag,
+                fresh_until: now + ttl,
+                usable_until: now + remote.config.max_stale,
+                last_error: None,
+            }));
+            Ok(())
+        }
+        Ok(Fetched::NotModified { etag, ttl }) => {
+            tracing::debug!(url = %remote.uri, ttl = ?ttl, "JWKS not modified");
+            remote.cache.store(Arc::new(Cache {
+                set: old.set.clone(),
+                etag: etag.or_else(|| old.etag.clone()),
+                fresh_until: now + ttl,
+                usable_until: now + remote.config.max_stale,
+                last_error: None,
+            }));
+            Ok(())
+        }
+        Err(err) => {
+            tracing::warn!(
+                url = %remote.uri,
+                error = %err,
+                has_last_good_set = old.set.is_some(),
+                "JWKS fetch failed; keeping the last good set"
+            );
+            remote.cache.store(Arc::new(Cache {
+                set: old.set.clone(),
+                etag: old.etag.clone(),
+                fresh_until: old.fresh_until,
+                usable_until: old.usable_until,
+                last_error: Some(Arc::from(err.to_string())),
+            }));
+            Err(err)
+        }
+    };
+    let mut control = remote
+        .control
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    control.inflight = None;
+    control.retry_after = outcome.is_err().then(|| now + remote.config.cooldown);
+    outcome
+}
+
+async fn fetch_once(remote: &Remote) -> Result<Fetched, FetchError> {
+    let config = &remote.config;
+    let revalidate = {
+        let cache = remote.cache.load();
+        cache.set.as_ref().and(cache.etag.clone())
+    };
+    let mut request = Request::get(remote.uri.clone()).header(
+        header::ACCEPT,
+        HeaderValue::from_static("application/jwk-set+json, application/json"),
+    );
+    if let Some(etag) = &revalidate {
+        request = request.header(header::IF_NONE_MATCH, etag);
+    }
+    let request = request
+        .body(Empty::new())
+        .map_err(|err| FetchError::Http(err.to_string()))?;
+    let work = async {
+        let response = remote
+            .client
+            .request(request)
+            .await
+            .map_err(|err| FetchError::Http(error_chain(&err)))?;
+        let status = response.status();
+        let etag = response.headers().get(header::ETAG).cloned();
+        let ttl = cache_ttl(response.headers(), config);
+        if status == StatusCode::NOT_MODIFIED && revalidate.is_some() {
+            return Ok(Fetched::NotModified { etag, ttl });
+        }
+        if status.is_redirection() {
+            return Err(FetchError::Redirect(status.as_u16()));
+        }
+        if status != StatusCode::OK {
+            return Err(FetchError::Status(status.as_u16()));
+        }
+        let declared = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > config.max_len as u64) {
+            return Err(FetchError::TooLarge {
+                limit: config.max_len,
+            });
+        }
+        let body = Limited::new(response.into_body(), config.max_len)
+            .collect()
+            .await
+            .map_err(|err| {
+                if err.downcast_ref::<LengthLimitError>().is_some() {
+                    FetchError::TooLarge {
+                        limit: config.max_len,
+                    }
+                } else {
+                    FetchError::Http(error_chain(&*err))
+                }
+            })?
+            .to_bytes();
+        let set = JwkSet::parse(&body).map_err(FetchError::InvalidSet)?;
+        Ok(Fetched::Fresh { set, etag, ttl })
+    };
+    tokio::time::timeout(config.timeout, work)
+        .await
+        .map_err(|_| FetchError::Timeout(config.timeout))?
+}
+
+/// The cache lifetime a response asks for, clamped to the configured range.
+fn cache_ttl(headers: &HeaderMap, config: &Config) -> Duration {
+    let mut max_age = None;
+    let mut no_cache = false;
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        for directive in value.split(',') {
+            let (name, argument) = match directive.split_once('=') {
+                Some((name, argument)) => (name.trim(), Some(argument.trim().trim_matches('"'))),
+                None => (directive.trim(), None),
+            };
+            if name.eq_ignore_ascii_case("max-age") {
+                if let Some(seconds) = argument.and_then(|a| a.parse::<u64>().ok()) {
+                    max_age = Some(Duration::from_secs(seconds));
+                }
+            } else if name.eq_ignore_ascii_case("no-cache") || name.eq_ignore_ascii_case("no-store")
+            {
+                no_cache = true;
+            }
+        }
+    }
+    let ttl = if no_cache {
+        Duration::ZERO
+    } else {
+        max_age.unwrap_or(config.default_ttl)
+    };
+    ttl.clamp(config.min_ttl, config.max_ttl)
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cache = self.inner.cache.load();
+        f.debug_struct("RemoteJwks")
+            .field("url", &self.inner.uri)
+            .field("config", &self.inner.config)
+            .field("keys", &cache.set.as_ref().map(|s| s.len()))
+            .field("last_error", &cache.last_error)
+            .finish()
+    }
+}
+
+/// Builds a [`RemoteJwks`]; see its docs for the defaults.
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct RemoteJwksBuilder {
+    url: String,
+    config: Config,
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl RemoteJwksBuilder {
+    /// The time limit of one fetch: connecting, the response headers and the
+    /// body together (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// The largest response body accepted, in bytes (default 1 MiB).
+    pub fn max_response_len(mut self, max: usize) -> Self {
+        self.config.max_len = max;
+        self
+    }
+
+    /// The range `Cache-Control: max-age` is clamped to (default 60 s to
+    /// 24 h).
+    pub fn cache_ttl_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.config.min_ttl = min;
+        self.config.max_ttl = max;
+        self
+    }
+
+    /// The cache lifetime when the response has no `max-age` (default
+    /// 5 min; clamped to the bounds).
+    pub fn default_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl = ttl;
+        self
+    }
+
+    /// The cooldown between refreshes for unknown kids, and between retries
+    /// after a failed fetch (default 30 s).
+    pub fn refresh_cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.cooldown = cooldown;
+        self
+    }
+
+    /// How long after its last successful fetch the last good set is still
+    /// used while fetches fail (default 24 h).
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.config.max_stale = max_stale;
+        self
+    }
+
+    /// The TLS settings for `https` URLs (default: rustls with aws-lc-rs,
+    /// its safe default protocol versions, and Mozilla's root store from
+    /// `webpki-roots`). Use it to trust a private CA.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(Arc::new(config));
+        self
+    }
+
+    /// Checks the settings and builds the client. No request is made.
+    ///
+    /// # Errors
+    ///
+    /// [`RemoteJwksError`] when the URL is not an absolute `http` URL (or
+    /// `https` with the `rustls` feature), or a setting is out of range
+    /// (zero timeout or size, min TTL above max).
+    pub fn build(self) -> Result<RemoteJwks, RemoteJwksError> {
+        let uri: Uri = self
+            .url
+            .parse()
+            .map_err(|_| RemoteJwksError::InvalidUrl(short(&self.url)))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            #[cfg(feature = "rustls")]
+            Some("https") => {}
+            Some(other) => return Err(RemoteJwksError::UnsupportedScheme(short(other))),
+            None => return Err(RemoteJwksError::InvalidUrl(short(&self.url))),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(RemoteJwksError::InvalidUrl(short(&self.url)));
+        }
+        let mut config = self.config;
+        if config.timeout.is_zero() {
+            return Err(RemoteJwksError::InvalidSetting("the timeout is zero"));
+        }
+        if config.max_len == 0 {
+            return Err(RemoteJwksError::InvalidSetting(
+                "the response size limit is zero",
+            ));
+        }
+        if config.min_ttl > config.max_ttl {
+            return Err(RemoteJwksError::InvalidSetting(
+                "the minimum cache TTL is above the maximum",
+            ));
+        }
+        config.default_ttl = config.default_ttl.clamp(config.min_ttl, config.max_ttl);
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeout));
+        connector.set_nodelay(true);
+        #[cfg(feature = "rustls")]
+        let connector = {
+            let tls = match self.tls {
+                Some(tls) => Arc::unwrap_or_clone(tls),
+                None => default_tls_config()?,
+            };
+            connector.enforce_http(false);
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector)
+        };
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let now = Instant::now();
+        Ok(RemoteJwks {
+            inner: Arc::new(Remote {
+                uri,
+                client,
+                config,
+                cache: ArcSwap::from_pointee(Cache {
+                    set: None,
+                    etag: None,
+                    fresh_until: now,
+                    usable_until: now,
+                    last_error: None,
+                }),
+                control: Mutex::new(Control::default()),
+            }),
+        })
+    }
+}
+
+/// rustls with aws-lc-rs, safe default protocol versions and Mozilla's
+/// roots; independent of any process-wide default provider.
+#[cfg(feature = "rustls")]
+fn default_tls_config() -> Result<rustls::ClientConfig, RemoteJwksError> {
+    use hyper_rustls::ConfigBuilderExt as _;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| RemoteJwksError::InvalidSetting("no TLS protocol version available"))?
+        .with_webpki_roots()
+        .with_no_client_auth())
+}
+
+fn short(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+/// Why a [`RemoteJwks`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteJwksError {
+    /// The URL does not parse or is not absolute.
+    InvalidUrl(String),
+    /// The URL's scheme is not `http` (or `https` with the `rustls`
+    /// feature).
+    UnsupportedScheme(String),
+    /// A setting is out of range.
+    InvalidSetting(&'static str),
+}
+
+impl fmt::Display for RemoteJwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteJwksError::InvalidUrl(url) => {
+                write!(
+                    f,
+                    "invalid JWKS URL {url:?}: expected http://host[:port]/path"
+                )
+            }
+            RemoteJwksError::UnsupportedScheme(scheme) => write!(
+                f,
+                "unsupported JWKS URL scheme {scheme:?}: http is supported, and https with the \
+                 rustls feature"
+            ),
+            RemoteJwksError::InvalidSetting(reason) => write!(f, "invalid setting: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for RemoteJwksError {}
+
+/// Why a fetch of the remote JWK Set failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No complete answer within the timeout.
+    Timeout(Duration),
+    /// Connecting or talking HTTP failed.
+    Http(String),
+    /// The server answered with a redirect, which is not followed.
+    Redirect(u16),
+    /// The server answered with a status other than 200.
+    Status(u16),
+    /// The body is larger than the limit.
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body is not an acceptable JWK Set.
+    InvalidSet(JwkSetError),
+    /// The fetch task ended without an answer (the runtime shut down).
+    Aborted(String),
+    /// No tokio runtime to run the fetch on.
+    NoRuntime,
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FetchError::Timeout(limit) => write!(f, "no answer within {limit:?}"),
+            FetchError::Http(err) => write!(f, "HTTP error: {err}"),
+            FetchError::Redirect(status) => {
+                write!(
+                    f,
+                    "the server redirected ({status}); redirects are not followed"
+                )
+            }
+            FetchError::Status(status) => write!(f, "the server answered {status}, not 200"),
+            FetchError::TooLarge { limit } => {
+                write!(f, "the response is larger than {limit} bytes")
+            }
+            FetchError::InvalidSet(err) => err.fmt(f),
+            FetchError::Aborted(err) => write!(f, "the fetch was aborted: {err}"),
+            FetchError::NoRuntime => f.write_str("no tokio runtime to fetch on"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FetchError::InvalidSet(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            timeout: DEFAULT_FETCH_TIMEOUT,
+            max_len: DEFAULT_MAX_JWKS_LEN,
+            min_ttl: DEFAULT_MIN_CACHE_TTL,
+            max_ttl: DEFAULT_MAX_CACHE_TTL,
+            default_ttl: DEFAULT_CACHE_TTL,
+            cooldown: DEFAULT_REFRESH_COOLDOWN,
+            max_stale: DEFAULT_MAX_STALE,
+        }
+    }
+
+    fn ttl(values: &[&str]) -> Duration {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::CACHE_CONTROL, value.parse().unwrap());
+        }
+        cache_ttl(&headers, &config())
+    }
+
+    #[test]
+    fn cache_control_is_honoured_and_clamped() {
+        assert_eq!(ttl(&[]), Duration::from_secs(300));
+        assert_eq!(ttl(&["public, max-age=600"]), Duration::from_secs(600));
+        assert_eq!(ttl(&["Max-Age=\"120\""]), Duration::from_secs(120));
+        assert_eq!(ttl(&["max-age=1"]), Duration::from_secs(60));
+        assert_eq!(ttl(&["max-age=999999999"]), Duration::from_secs(86_400));
+        assert_eq!(ttl(&["no-store"]), Duration::from_secs(60));
+        assert_eq!(ttl(&["max-age=abc"]), Duration::from_secs(300));
+        assert_eq!(ttl(&["public", "max-age=900"]), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn builder_checks_url_and_settings() {
+        assert!(RemoteJwks::new("http://127.0.0.1:1/jwks.json").is_ok());
+        #[cfg(not(feature = "rustls"))]
+        assert!(matches!(
+            RemoteJwks::new("https://example.com/jwks.json"),
+            Err(RemoteJwksError::UnsupportedScheme(_))
+        ));
+        #[cfg(feature = "rustls")]
+        assert!(RemoteJwks::new("https://example.com/jwks.json").is_ok());
+        assert!(matches!(
+            RemoteJwks::new("ftp://example.com/jwks.json"),
+            Err(RemoteJwksError::UnsupportedScheme(_))
+        ));
+        assert!(matches!(
+            RemoteJwks::new("/jwks.json"),
+            Err(RemoteJwksError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            RemoteJwks::new("not a url"),
+            Err(RemoteJwksError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            RemoteJwks::builder("http://h/")
+                .timeout(Duration::ZERO)
+                .build(),
+            Err(RemoteJwksError::InvalidSetting(_))
+        ));
+        assert!(matches!(
+            RemoteJwks::builder("http://h/")
+                .cache_ttl_bounds(Duration::from_secs(10), Duration::from_secs(1))
+                .build(),
+            Err(RemoteJwksError::InvalidSetting(_))
+        ));
+    }
+}
