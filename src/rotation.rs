@@ -382,8 +382,8 @@ impl fmt::Display for RotationConfigError {
             ),
             RotationConfigError::RetainTooShort { retain, minimum } => write!(
                 f,
-                "retain ({retain:?}) is shorter than the token lifetime plus leeway and the followers' poll interval \
-                 ({minimum:?}): tokens signed just before a rotation would stop verifying while still valid"
+                "retain ({retain:?}) is shorter than its minimum, {minimum:?} (token lifetime + leeway + \
+                 followers' poll interval): tokens signed just before a rotation would stop verifying while still valid"
             ),
         }
     }

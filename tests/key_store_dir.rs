@@ -288,7 +288,7 @@ fn a_key_of_the_wrong_algorithm_stops_start_up() {
                 }
             ))
         },
-        "EdDSA key, but this key store is for ES256 keys",
+        "its key is for EdDSA, but this key store is for ES256 keys",
     );
 }
 

@@ -330,7 +330,7 @@ impl fmt::Display for StoreError {
                 expected,
             } => write!(
                 f,
-                "{}: holds a {found} key, but this key store is for {expected} keys",
+                "{}: its key is for {found}, but this key store is for {expected} keys",
                 path.display()
             ),
             StoreError::LoosePermissions { path, mode, reason } => write!(
