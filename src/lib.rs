@@ -58,10 +58,10 @@ pub mod clock;
 pub mod jwks;
 pub mod keys;
 pub mod registry;
-pub mod signer;
-pub mod verifier;
 pub mod rotation;
+pub mod signer;
 pub mod store;
+pub mod verifier;
 
 #[doc(inline)]
 pub use clock::Clock;
@@ -72,15 +72,15 @@ pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
 #[doc(inline)]
 pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
 #[doc(inline)]
+pub use rotation::{KeyRotator, RotationPolicy};
+#[doc(inline)]
 pub use signer::{
     ClaimsRejection, ExistingToken, JwtSigner, JwtSignerLayer, RequestClaims, SignerConfigError,
 };
 #[doc(inline)]
-pub use verifier::{JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
-#[doc(inline)]
-pub use rotation::{KeyRotator, RotationPolicy};
-#[doc(inline)]
 pub use store::{DirKeyStore, KeyStore};
+#[doc(inline)]
+pub use verifier::{JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 
 // The README's examples compile as doctests.
 #[cfg(doctest)]

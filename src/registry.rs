@@ -14,6 +14,12 @@
 //! * **retiring**: no longer signs, published until a given time so that
 //!   tokens it signed keep verifying.
 //!
+//! A registry built on a [`KeyStore`]
+//! ([`KeyRegistryBuilder::store`]) loads its keys at start-up and writes
+//! every change through the store before publishing it; see the
+//! [`store`](crate::store) module. The [`rotation`](crate::rotation) module
+//! rotates keys on a schedule.
+//!
 //! # Example
 //!
 //! ```
@@ -630,7 +636,9 @@ impl KeyRegistry {
     }
 
     /// Drops every retiring key whose time has passed (by the registry's
-    /// clock). Returns the kids removed.
+    /// clock). Returns the kids removed. With a store, a failure to write
+    /// keeps the keys and returns nothing:
+    /// [`try_prune_expired`](Self::try_prune_expired) reports it.
     pub fn prune_expired(&self) -> Vec<Kid> {
         let now = self.inner.clock.now();
         let current = self.current();
