@@ -10,8 +10,10 @@
 //! Every path answers 200 with `{"claims": {...}, "kid": ..., "alg": ...}`
 //! for a valid `Authorization: Bearer` token; 401 (with `WWW-Authenticate`)
 //! for a missing or bad one, 400 for a malformed request, 503 while the
-//! JWKS has never been fetched. Put the signing proxy in front of it
-//! (`--upstream http://127.0.0.1:9000`) and it is the whole chain.
+//! JWKS has never been fetched. When the JWKS cannot be fetched at start-up
+//! (the gateway is not up yet), the backend starts anyway and retries in the
+//! background until the first fetch succeeds. Put the signing proxy in front
+//! of it (`--upstream http://127.0.0.1:9000`) and it is the whole chain.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -75,6 +77,27 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+/// Retries the first fetch after 1 s, 2 s, 4 s ... (at most 30 s apart)
+/// until one succeeds (or a request's own fetch did).
+async fn fetch_until_first_success(jwks: RemoteJwks) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(delay).await;
+        if jwks.current().is_some() {
+            return;
+        }
+        match jwks.prefetch().await {
+            Ok(()) => {
+                let keys = jwks.current().map_or(0, |set| set.len());
+                eprintln!("fetched {} ({keys} key(s))", jwks.url());
+                return;
+            }
+            Err(err) => eprintln!("warning: cannot fetch {} yet ({err})", jwks.url()),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 async fn claims(Extension(claims): Extension<VerifiedClaims>) -> Json<VerifiedClaims> {
     Json(claims)
 }
@@ -103,10 +126,17 @@ async fn main() -> ExitCode {
             let keys = jwks.current().map_or(0, |set| set.len());
             eprintln!("fetched {} ({keys} key(s))", args.jwks_url);
         }
-        Err(err) => eprintln!(
-            "warning: cannot fetch {} yet ({err}); answering 503 until it can",
-            args.jwks_url
-        ),
+        Err(err) => {
+            eprintln!(
+                "warning: cannot fetch {} yet ({err}); answering 503 until it can",
+                args.jwks_url
+            );
+            // After a failed fetch, requests wait out RemoteJwks's cooldown
+            // (30 s) before trying again. A gateway that starts after its
+            // backend should not cost that long: retry in the background,
+            // soon at first, then less often.
+            tokio::spawn(fetch_until_first_success(jwks.clone()));
+        }
     }
 
     let mut verifier = Verifier::new(jwks);
