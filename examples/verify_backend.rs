@@ -77,27 +77,6 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// Retries the first fetch after 1 s, 2 s, 4 s ... (at most 30 s apart)
-/// until one succeeds (or a request's own fetch did).
-async fn fetch_until_first_success(jwks: RemoteJwks) {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        tokio::time::sleep(delay).await;
-        if jwks.current().is_some() {
-            return;
-        }
-        match jwks.prefetch().await {
-            Ok(()) => {
-                let keys = jwks.current().map_or(0, |set| set.len());
-                eprintln!("fetched {} ({keys} key(s))", jwks.url());
-                return;
-            }
-            Err(err) => eprintln!("warning: cannot fetch {} yet ({err})", jwks.url()),
-        }
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
-}
-
 async fn claims(Extension(claims): Extension<VerifiedClaims>) -> Json<VerifiedClaims> {
     Json(claims)
 }
@@ -131,11 +110,9 @@ async fn main() -> ExitCode {
                 "warning: cannot fetch {} yet ({err}); answering 503 until it can",
                 args.jwks_url
             );
-            // After a failed fetch, requests wait out RemoteJwks's cooldown
-            // (30 s) before trying again. A gateway that starts after its
-            // backend should not cost that long: retry in the background,
-            // soon at first, then less often.
-            tokio::spawn(fetch_until_first_success(jwks.clone()));
+            // Until a set is fetched, RemoteJwks retries on demand after
+            // 1 s, 2 s, 4 s ... (at most its cooldown apart), so a gateway
+            // that starts after its backend is picked up within seconds.
         }
     }
 
