@@ -1,6 +1,7 @@
 //! The whole round trip on loopback: a gateway that signs and forwards
-//! every request and publishes its JWKS, and a backend that verifies each
-//! token with that JWKS, fetched over HTTP.
+//! every request (`JwtSignerLayer`) and publishes its JWKS (`JwksService`),
+//! and a backend that verifies each token (`JwtVerifierLayer`) with that
+//! JWKS, fetched over HTTP and cached (`RemoteJwks`).
 //!
 //! ```text
 //! cargo run --example quickstart              # gateway on :8080, backend on :9000
@@ -13,22 +14,21 @@ mod support;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::response::IntoResponse as _;
-use http::StatusCode;
+use axum::{Extension, Json, Router};
+use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
-use josekit::jwk::{Jwk, JwkSet};
-use josekit::jws::JwsVerifier;
 use serde_json::{Value, json};
 use support::{Args, Forwarder, Upstream};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
+use tower_jwt_signer::verifier::{
+    JwtVerifierLayer, RemoteJwks, RemoteJwksError, VerifiedClaims, Verifier, VerifyError,
+};
 use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
 
 const HELP: &str = "\
@@ -112,156 +112,67 @@ pub(crate) fn gateway(registry: KeyRegistry, backend: SocketAddr) -> Router {
         .fallback_service(forward)
 }
 
-/// The backend's copy of the gateway's JWKS, refetched when a token names
-/// an unknown kid.
-#[derive(Clone)]
-pub(crate) struct Backend {
-    jwks_url: String,
-    cache: Arc<Mutex<Option<JwkSet>>>,
+/// The backend: `JwtVerifierLayer` over a `RemoteJwks` pointed at the
+/// gateway's JWKS URL (fetched on the first request, refetched when a token
+/// names an unknown kid). It requires the gateway's issuer and audience and
+/// checks `exp` and `nbf` with the default 30 s leeway; the algorithm comes
+/// from the published key, never from the token. A verified request gets
+/// JSON with the token, its header and the claims; a refused one gets the
+/// layer's status and `WWW-Authenticate` challenge, with the reason as JSON.
+pub(crate) fn backend(jwks_url: &str) -> Result<Router, RemoteJwksError> {
+    let jwks = RemoteJwks::new(jwks_url)?;
+    let verifier = Verifier::new(jwks)
+        .with_issuer(ISSUER)
+        .with_audience(AUDIENCE);
+    Ok(Router::new()
+        .fallback(answer)
+        .layer(JwtVerifierLayer::new(verifier))
+        .layer(axum::middleware::map_response(explain_refusal)))
 }
 
-/// The backend: verifies the token of every request and answers with what
-/// it verified.
-pub(crate) fn backend(jwks_url: String) -> Router {
-    let state = Backend {
-        jwks_url,
-        cache: Arc::default(),
-    };
-    Router::new().fallback(answer).with_state(state)
-}
-
-async fn answer(State(backend): State<Backend>, request: Request) -> axum::response::Response {
-    let token = request
-        .headers()
+/// Only reached with a verified token: answers with what was verified.
+async fn answer(Extension(claims): Extension<VerifiedClaims>, headers: HeaderMap) -> Json<Value> {
+    // The layer took the token from here and verified it.
+    let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let outcome = match token {
-        None => Err("no Bearer token".to_owned()),
-        Some(token) => backend
-            .verify(&token)
-            .await
-            .map(|(header, claims)| (token, header, claims)),
-    };
-    let (status, body) = match outcome {
-        Ok((token, header, claims)) => (
-            StatusCode::OK,
-            json!({"verified": true, "token": token, "header": header, "claims": claims}),
-        ),
-        Err(reason) => (
-            StatusCode::UNAUTHORIZED,
-            json!({"verified": false, "error": reason}),
-        ),
-    };
-    (status, axum::Json(body)).into_response()
+        .and_then(|value| value.split_once(' '))
+        .map_or("", |(_scheme, token)| token.trim_start());
+    Json(json!({
+        "verified": true,
+        "token": token,
+        "header": decoded_header(token),
+        "claims": claims.claims(),
+        "kid": claims.kid(),
+        "alg": claims.alg(),
+    }))
 }
 
-impl Backend {
-    /// Verifies `token` with the key its kid names in the gateway's JWKS;
-    /// the algorithm comes from the published key, never from the token.
-    /// Checks `iss`, `aud`, `exp` and `nbf` (30 s leeway).
-    async fn verify(&self, token: &str) -> Result<(Value, Value), String> {
-        let header = josekit::jwt::decode_header(token).map_err(|e| e.to_string())?;
-        let kid = header
-            .claim("kid")
-            .and_then(Value::as_str)
-            .ok_or("the token has no kid")?
-            .to_owned();
-        let jwk = match self.cached_key(&kid) {
-            Some(jwk) => jwk,
-            None => {
-                self.refresh().await?;
-                self.cached_key(&kid)
-                    .ok_or_else(|| format!("kid {kid:?} is not in the JWKS"))?
-            }
-        };
-        let alg: Algorithm = jwk
-            .algorithm()
-            .ok_or("the published key has no alg")?
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        if header.claim("alg").and_then(Value::as_str) != Some(alg.as_str()) {
-            return Err(format!("the token's alg is not the key's ({alg})"));
-        }
-        let verifier = verifier(alg, &jwk).map_err(|e| e.to_string())?;
-        let (payload, header) = josekit::jwt::decode_with_verifier(token, verifier.as_ref())
-            .map_err(|e| format!("signature: {e}"))?;
-        let claims = Value::Object(payload.claims_set().clone());
-        check_claims(&claims)?;
-        let header: Value = serde_json::from_str(&header.to_string()).map_err(|e| e.to_string())?;
-        Ok((header, claims))
-    }
-
-    fn cached_key(&self, kid: &str) -> Option<Jwk> {
-        let cache = self.cache.lock().expect("not poisoned");
-        cache.as_ref()?.get(kid).first().map(|jwk| (*jwk).clone())
-    }
-
-    async fn refresh(&self) -> Result<(), String> {
-        let url: http::Uri = self.jwks_url.parse().map_err(|e| format!("{e}"))?;
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<Full<bytes::Bytes>>();
-        let response = tokio::time::timeout(Duration::from_secs(5), client.get(url))
-            .await
-            .map_err(|_| "the JWKS fetch timed out".to_owned())?
-            .map_err(|e| format!("fetching the JWKS: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("the JWKS answered {}", response.status()));
-        }
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let set = JwkSet::from_bytes(&bytes).map_err(|e| format!("the JWKS: {e}"))?;
-        *self.cache.lock().expect("not poisoned") = Some(set);
-        Ok(())
-    }
+/// The JSON header of a compact JWS (for display).
+fn decoded_header(token: &str) -> Value {
+    use base64::Engine as _;
+    token
+        .split('.')
+        .next()
+        .and_then(|part| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null)
 }
 
-fn verifier(alg: Algorithm, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, josekit::JoseError> {
-    use josekit::jws;
-    Ok(match alg {
-        Algorithm::RS256 => Box::new(jws::RS256.verifier_from_jwk(jwk)?),
-        Algorithm::RS384 => Box::new(jws::RS384.verifier_from_jwk(jwk)?),
-        Algorithm::RS512 => Box::new(jws::RS512.verifier_from_jwk(jwk)?),
-        Algorithm::PS256 => Box::new(jws::PS256.verifier_from_jwk(jwk)?),
-        Algorithm::PS384 => Box::new(jws::PS384.verifier_from_jwk(jwk)?),
-        Algorithm::PS512 => Box::new(jws::PS512.verifier_from_jwk(jwk)?),
-        Algorithm::ES256 => Box::new(jws::ES256.verifier_from_jwk(jwk)?),
-        Algorithm::ES384 => Box::new(jws::ES384.verifier_from_jwk(jwk)?),
-        Algorithm::ES512 => Box::new(jws::ES512.verifier_from_jwk(jwk)?),
-        Algorithm::EdDSA => Box::new(jws::EdDSA.verifier_from_jwk(jwk)?),
-    })
-}
-
-fn check_claims(claims: &Value) -> Result<(), String> {
-    const LEEWAY: u64 = 30;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs();
-    let date = |name: &str| {
-        claims[name]
-            .as_u64()
-            .ok_or_else(|| format!("{name} is not an integer"))
+/// The verifier's refusals have empty bodies and carry the `VerifyError` in
+/// the response extensions: give the reason as JSON, keeping the status and
+/// the `WWW-Authenticate` challenge.
+async fn explain_refusal(response: axum::response::Response) -> axum::response::Response {
+    let Some(err) = response.extensions().get::<VerifyError>().cloned() else {
+        return response;
     };
-    if date("exp")? + LEEWAY < now {
-        return Err("the token has expired".into());
-    }
-    if date("nbf")? > now + LEEWAY {
-        return Err("the token is not valid yet".into());
-    }
-    if claims["iss"] != ISSUER {
-        return Err("wrong issuer".into());
-    }
-    if claims["aud"] != AUDIENCE {
-        return Err("wrong audience".into());
-    }
-    Ok(())
+    let (parts, _) = response.into_parts();
+    let body = json!({"verified": false, "error": err.to_string()});
+    (parts, Json(body)).into_response()
 }
 
 /// Starts the backend on `backend` and the gateway on `gateway`; the
@@ -270,12 +181,12 @@ pub(crate) fn start(
     registry: KeyRegistry,
     gateway_listener: TcpListener,
     backend_listener: TcpListener,
-    jwks_url: String,
-) -> std::io::Result<Servers> {
+    jwks_url: &str,
+) -> Result<Servers, Box<dyn std::error::Error>> {
     let gateway_addr = gateway_listener.local_addr()?;
     let backend_addr = backend_listener.local_addr()?;
     let gateway_app = gateway(registry, backend_addr);
-    let backend_app = backend(jwks_url);
+    let backend_app = backend(jwks_url)?;
     let tasks = vec![
         tokio::spawn(async move {
             if let Err(err) = axum::serve(backend_listener, backend_app).await {
@@ -304,6 +215,8 @@ pub(crate) fn jwks_url(gateway: SocketAddr) -> String {
 #[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) status: StatusCode,
+    /// The backend's `WWW-Authenticate` challenge, when it refused.
+    pub(crate) challenge: Option<String>,
     pub(crate) body: Value,
 }
 
@@ -327,6 +240,11 @@ pub(crate) async fn request_once(gateway: SocketAddr) -> Result<Outcome, String>
         .map_err(|_| "the gateway did not answer in time".to_owned())?
         .map_err(|e| format!("the gateway: {e}"))?;
     let status = response.status();
+    let challenge = response
+        .headers()
+        .get(http::header::WWW_AUTHENTICATE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let bytes = response
         .into_body()
         .collect()
@@ -335,7 +253,11 @@ pub(crate) async fn request_once(gateway: SocketAddr) -> Result<Outcome, String>
         .to_bytes();
     let body = serde_json::from_slice(&bytes)
         .map_err(|_| format!("{status}: {}", String::from_utf8_lossy(&bytes)))?;
-    Ok(Outcome { status, body })
+    Ok(Outcome {
+        status,
+        challenge,
+        body,
+    })
 }
 
 /// `--once`: free ports, one request, print the result; true only if the
@@ -345,7 +267,7 @@ pub(crate) async fn once(alg: Algorithm) -> Result<bool, Box<dyn std::error::Err
     let gateway_listener = TcpListener::bind("127.0.0.1:0").await?;
     let backend_listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = jwks_url(gateway_listener.local_addr()?);
-    let servers = start(registry, gateway_listener, backend_listener, url)?;
+    let servers = start(registry, gateway_listener, backend_listener, &url)?;
     let outcome = request_once(servers.gateway).await?;
     drop(servers);
     if outcome.verified() {
@@ -356,8 +278,13 @@ pub(crate) async fn once(alg: Algorithm) -> Result<bool, Box<dyn std::error::Err
         println!("header:\n{:#}\n", outcome.body["header"]);
         println!("verified claims:\n{:#}", outcome.body["claims"]);
     } else {
+        let challenge = outcome
+            .challenge
+            .as_deref()
+            .map(|challenge| format!(", WWW-Authenticate: {challenge}"))
+            .unwrap_or_default();
         eprintln!(
-            "the backend did not verify the token ({}):\n{:#}",
+            "the backend did not verify the token ({}{challenge}):\n{:#}",
             outcome.status, outcome.body
         );
     }
@@ -369,7 +296,7 @@ async fn run_until_stopped(alg: Algorithm) -> Result<(), Box<dyn std::error::Err
     let gateway_listener = TcpListener::bind("127.0.0.1:8080").await?;
     let backend_listener = TcpListener::bind("127.0.0.1:9000").await?;
     let url = jwks_url(gateway_listener.local_addr()?);
-    let servers = start(registry, gateway_listener, backend_listener, url.clone())?;
+    let servers = start(registry, gateway_listener, backend_listener, &url)?;
     println!(
         "gateway on http://{} ({alg}), backend on http://{}\n",
         servers.gateway, servers.backend

@@ -10,8 +10,10 @@
 //! Every path answers 200 with `{"claims": {...}, "kid": ..., "alg": ...}`
 //! for a valid `Authorization: Bearer` token; 401 (with `WWW-Authenticate`)
 //! for a missing or bad one, 400 for a malformed request, 503 while the
-//! JWKS has never been fetched. Put the signing proxy in front of it
-//! (`--upstream http://127.0.0.1:9000`) and it is the whole chain.
+//! JWKS has never been fetched. When the JWKS cannot be fetched at start-up
+//! (the gateway is not up yet), the backend starts anyway and retries in the
+//! background until the first fetch succeeds. Put the signing proxy in front
+//! of it (`--upstream http://127.0.0.1:9000`) and it is the whole chain.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -103,10 +105,15 @@ async fn main() -> ExitCode {
             let keys = jwks.current().map_or(0, |set| set.len());
             eprintln!("fetched {} ({keys} key(s))", args.jwks_url);
         }
-        Err(err) => eprintln!(
-            "warning: cannot fetch {} yet ({err}); answering 503 until it can",
-            args.jwks_url
-        ),
+        Err(err) => {
+            eprintln!(
+                "warning: cannot fetch {} yet ({err}); answering 503 until it can",
+                args.jwks_url
+            );
+            // Until a set is fetched, RemoteJwks retries on demand after
+            // 1 s, 2 s, 4 s ... (at most its cooldown apart), so a gateway
+            // that starts after its backend is picked up within seconds.
+        }
     }
 
     let mut verifier = Verifier::new(jwks);

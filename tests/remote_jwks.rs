@@ -44,18 +44,32 @@ async fn before_the_first_good_fetch_requests_get_503_then_recover() {
     assert_eq!(server.hits(), 1);
     assert!(remote.last_error().unwrap().contains("500"));
 
-    // Within the cooldown no new fetch is tried: still 503, at once.
+    // Before the retry delay no new fetch is tried: still 503, at once.
     let reply = get_bearer(backend.addr, &token).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(server.hits(), 1);
 
-    // The server recovers; after the cooldown the next request fetches.
+    // With no set at all, retries back off from 1 s, doubling: the fetches
+    // come after 1 s, then 2 s more, then 4 s more.
+    let mut hits = 1;
+    for wait in [1, 2, 4] {
+        advance(Duration::from_millis(wait * 1000 - 500)).await;
+        get_bearer(backend.addr, &token).await;
+        assert_eq!(server.hits(), hits, "too early after {wait} s");
+        advance(Duration::from_millis(600)).await;
+        let reply = get_bearer(backend.addr, &token).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        hits += 1;
+        assert_eq!(server.hits(), hits, "retried after {wait} s");
+    }
+
+    // The server recovers; the next retry fetches the set.
     server.set_mode(Mode::Jwks(JwksService::new(registry)));
-    advance(COOLDOWN + Duration::from_secs(1)).await;
+    advance(Duration::from_secs(9)).await;
     let reply = get_bearer(backend.addr, &token).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["claims"]["sub"], "alice");
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.hits(), hits + 1);
     assert_eq!(
         backend.calls(),
         1,

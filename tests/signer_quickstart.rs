@@ -1,6 +1,6 @@
 //! The quickstart example, driven in-process over real sockets on
-//! 127.0.0.1: the gateway signs, the backend verifies with the JWKS it
-//! fetches over HTTP.
+//! 127.0.0.1: the gateway signs, the backend verifies with
+//! `JwtVerifierLayer` and a `RemoteJwks` fetched from the gateway.
 
 #[allow(dead_code)]
 #[path = "../examples/quickstart.rs"]
@@ -8,8 +8,10 @@ mod quickstart;
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use quickstart::{Command, parse_args, request_once, start};
 use tokio::net::TcpListener;
+use tower_jwt_signer::verifier::VerifyError;
 use tower_jwt_signer::{Algorithm, KeyRegistry};
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -82,7 +84,7 @@ async fn the_backend_verifies_tokens_of_every_algorithm_family() {
         let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = quickstart::jwks_url(gateway.local_addr().unwrap());
-        let servers = start(registry, gateway, backend, url).unwrap();
+        let servers = start(registry, gateway, backend, &url).unwrap();
         let outcome = tokio::time::timeout(Duration::from_secs(30), request_once(servers.gateway))
             .await
             .expect("bounded")
@@ -104,12 +106,12 @@ async fn the_backend_refuses_a_token_it_cannot_verify() {
     let other_gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let other_backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let other_url = quickstart::jwks_url(other_gateway.local_addr().unwrap());
-    let _other = start(other, other_gateway, other_backend, other_url.clone()).unwrap();
+    let _other = start(other, other_gateway, other_backend, &other_url).unwrap();
 
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
     let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let servers = start(registry, gateway, backend, other_url).unwrap();
+    let servers = start(registry, gateway, backend, &other_url).unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(30), request_once(servers.gateway))
         .await
         .expect("bounded")
@@ -117,19 +119,113 @@ async fn the_backend_refuses_a_token_it_cannot_verify() {
     assert!(!outcome.verified());
     assert_eq!(outcome.status, http::StatusCode::UNAUTHORIZED);
     assert!(
-        outcome.body["error"]
-            .as_str()
+        outcome
+            .challenge
+            .as_deref()
             .unwrap()
-            .contains("not in the JWKS")
+            .starts_with("Bearer error=\"invalid_token\""),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.body["verified"], false);
+    assert_eq!(
+        outcome.body["error"],
+        VerifyError::UnknownKid.to_string(),
+        "{outcome:?}"
     );
 
     // The backend alone, without a token: refused.
+    let (status, challenge, body) = get(servers.backend, None).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge.as_deref(), Some("Bearer"));
+    assert_eq!(body["error"], VerifyError::MissingToken.to_string());
+}
+
+/// `GET /hello` at `addr`, with a bearer token if given: the status, the
+/// challenge and the JSON body.
+async fn get(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+) -> (http::StatusCode, Option<String>, serde_json::Value) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let uri: http::Uri = format!("http://{}/hello", servers.backend).parse().unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+    let mut request = http::Request::get(format!("http://{addr}/hello"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(http_body_util::Full::default()).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("bounded")
+        .unwrap();
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get(http::header::WWW_AUTHENTICATE)
+        .map(|value| value.to_str().unwrap().to_owned());
+    let body = http_body_util::BodyExt::collect(response.into_body())
         .await
         .unwrap()
+        .to_bytes();
+    (status, challenge, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn the_backend_checks_the_signature_and_the_claims() {
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = quickstart::jwks_url(gateway.local_addr().unwrap());
+    let servers = start(registry.clone(), gateway, backend, &url).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), request_once(servers.gateway))
+        .await
+        .expect("bounded")
         .unwrap();
-    assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
+    assert!(outcome.verified(), "{outcome:?}");
+    let token = outcome.body["token"].as_str().unwrap().to_owned();
+
+    // The gateway's token, replayed straight to the backend: accepted.
+    let (status, _, body) = get(servers.backend, Some(&token)).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(body["claims"]["jti"], outcome.body["claims"]["jti"]);
+
+    // The same token with its payload changed: the signature no longer
+    // matches.
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&b64().decode(parts[1]).unwrap()).unwrap();
+    claims["path"] = "/admin".into();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64().encode(serde_json::to_vec(&claims).unwrap()),
+        parts[2]
+    );
+    let (status, challenge, body) = get(servers.backend, Some(&tampered)).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    assert!(challenge.unwrap().contains("invalid_token"));
+    assert_eq!(body["error"], VerifyError::InvalidSignature.to_string());
+
+    // A token the gateway's key signed for another audience: refused.
+    claims["path"] = "/hello".into();
+    claims["aud"] = "someone-else".into();
+    let input = format!(
+        "{}.{}",
+        parts[0],
+        b64().encode(serde_json::to_vec(&claims).unwrap())
+    );
+    let snapshot = registry.current();
+    let signature = snapshot
+        .active()
+        .unwrap()
+        .signer()
+        .sign(input.as_bytes())
+        .unwrap();
+    let other_audience = format!("{input}.{}", b64().encode(signature));
+    let (status, _, body) = get(servers.backend, Some(&other_audience)).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], VerifyError::WrongAudience.to_string());
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
 }

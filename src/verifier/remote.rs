@@ -33,6 +33,9 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
 /// How long the last good set is used while fetches fail, by default.
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
+/// While no set is usable, the first retry after a failed fetch comes this
+/// soon; each further failure doubles the wait, up to the cooldown.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// A remote JWK Set (for example a gateway's
 /// [`JWKS_PATH`](crate::JWKS_PATH)), fetched with a hyper client and cached.
@@ -58,7 +61,10 @@ pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
 ///   so a flood of unknown kids makes at most one fetch per cooldown.
 /// * **Failures:** a failed fetch is logged (`warn`) and the last good set
 ///   stays in use for up to 24 h after its last successful fetch; no fetch
-///   is retried before the cooldown has passed. Before the first successful
+///   is retried before the cooldown has passed. While there is no usable set
+///   (a backend that starts before its gateway), retries come sooner: 1 s
+///   after the first failure, doubling with each further one, up to the
+///   cooldown. Before the first successful
 ///   fetch (or once the last good set is too old) verification fails with
 ///   [`VerifyError::KeysUnavailable`](super::VerifyError::KeysUnavailable),
 ///   which the middleware answers with 503.
@@ -133,6 +139,8 @@ struct Control {
     inflight: Option<SharedFetch>,
     retry_after: Option<Instant>,
     unknown_kid_after: Option<Instant>,
+    /// Failed fetches since the last successful one.
+    failures: u32,
 }
 
 /// A fetch that several callers can wait for.
@@ -404,8 +412,26 @@ async fn fetch_task(remote: Arc<Remote>) -> Result<(), FetchError> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     control.inflight = None;
-    control.retry_after = outcome.is_err().then(|| now + remote.config.cooldown);
+    control.failures = match outcome {
+        Ok(()) => 0,
+        Err(_) => control.failures.saturating_add(1),
+    };
+    let has_usable_set = remote.cache.load().usable(now).is_some();
+    control.retry_after = outcome
+        .is_err()
+        .then(|| now + retry_delay(remote.config.cooldown, has_usable_set, control.failures));
     outcome
+}
+
+/// How long to wait before retrying after `failures` failed fetches in a
+/// row: the cooldown while a usable set covers for the failure, else a
+/// backoff from [`FIRST_RETRY`] doubling up to the cooldown.
+fn retry_delay(cooldown: Duration, has_usable_set: bool, failures: u32) -> Duration {
+    if has_usable_set {
+        return cooldown;
+    }
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(cooldown)
 }
 
 async fn fetch_once(remote: &Remote) -> Result<Fetched, FetchError> {
@@ -790,6 +816,20 @@ mod tests {
             headers.append(header::CACHE_CONTROL, value.parse().unwrap());
         }
         cache_ttl(&headers, &config())
+    }
+
+    #[test]
+    fn retries_back_off_until_a_set_is_usable() {
+        let cooldown = Duration::from_secs(30);
+        let secs = |failures| retry_delay(cooldown, false, failures).as_secs();
+        assert_eq!(
+            [secs(1), secs(2), secs(3), secs(4), secs(5)],
+            [1, 2, 4, 8, 16]
+        );
+        assert_eq!(secs(6), 30);
+        assert_eq!(secs(u32::MAX), 30);
+        // A usable set covers for the failure: no hurry.
+        assert_eq!(retry_delay(cooldown, true, 1), cooldown);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! them, hence the `dead_code` allowance.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod chain;
 pub mod jose;
 pub mod signer;
 pub mod verifier;
