@@ -7,12 +7,21 @@
 //!     --issuer gateway --audience orders --claim 'tenant=${req.headers.x-tenant:public}'
 //! ```
 //!
+//! With `--key-dir DIR` the keys live in `DIR` and survive restarts (same
+//! kids); with `--rotate-every SECS` they rotate on their own:
+//!
+//! ```text
+//! cargo run --example signing_proxy -- --upstream http://127.0.0.1:3000 \
+//!     --key-dir /var/lib/gateway/keys --rotate-every 86400
+//! ```
+//!
 //! Run with `--help` for every flag.
 
 #[path = "support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,8 +32,10 @@ use hyper_util::service::TowerToHyperService;
 use support::{AnyBody, Args, Forwarder, Upstream, boxed};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
+use tower_jwt_signer::rotation::{KeyRotator, RotationConfigError, RotationPolicy};
 use tower_jwt_signer::signer::{ExistingToken, JwtSignerLayer, SignerConfigError};
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, KeyRegistry};
+use tower_jwt_signer::store::DirKeyStore;
+use tower_jwt_signer::{Algorithm, Clock, JWKS_PATH, JwksService, KeyRegistry, RegistryError};
 
 const HELP: &str = "\
 signing_proxy: forward every request to an upstream with a short-lived signed JWT
@@ -47,11 +58,19 @@ OPTIONS:
                            ${req.path}, ${req.method}, ${req.host}, each with :default, and
                            ${number:...} / ${boolean:...} alone for typed values (repeatable)
     --jwks-max-age SECS    Cache-Control max-age of the JWKS [default: 300]
+    --key-dir DIR          keep the keys in DIR (created 0700 when missing): load them at
+                           start, create one if there is none; a restart keeps the kids
+    --rotate-every SECS    rotate the signing key every SECS seconds
+    --prepublish SECS      publish the next key SECS before it signs
+                           [default: the smaller of half the period and the JWKS max-age]
+    --retain SECS          keep an old key published SECS after it stops signing
+                           [default and minimum: ttl + 60 s of verifier leeway]
     -h, --help             print this help
 
 The JWKS is served at /.well-known/otoroshi/security/jwks.json on the same
 listener and is never forwarded. Hop-by-hop headers are removed. An
-unreachable upstream gives 502.
+unreachable upstream gives 502. Without --key-dir the key lives in memory
+and a restart publishes a new one.
 ";
 
 /// The parsed command line.
@@ -69,6 +88,10 @@ pub(crate) struct Options {
     pub(crate) scheme: Option<String>,
     pub(crate) claims: Vec<(String, String)>,
     pub(crate) jwks_max_age: Duration,
+    pub(crate) key_dir: Option<PathBuf>,
+    pub(crate) rotate_every: Option<Duration>,
+    pub(crate) prepublish: Option<Duration>,
+    pub(crate) retain: Option<Duration>,
 }
 
 /// What the command line asks for.
@@ -90,6 +113,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
     let mut existing = ExistingToken::Replace;
     let mut claims = Vec::new();
     let mut jwks_max_age = tower_jwt_signer::jwks::DEFAULT_JWKS_MAX_AGE;
+    let (mut key_dir, mut rotate_every, mut prepublish, mut retain) = (None, None, None, None);
     while let Some((flag, inline)) = args.next_flag()? {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -113,10 +137,24 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
             "--jwks-max-age" => {
                 jwks_max_age = Duration::from_secs(args.parsed(&flag, inline)?);
             }
+            "--key-dir" => key_dir = Some(PathBuf::from(args.value(&flag, inline)?)),
+            "--rotate-every" => {
+                rotate_every = Some(Duration::from_secs(args.parsed(&flag, inline)?));
+            }
+            "--prepublish" => prepublish = Some(Duration::from_secs(args.parsed(&flag, inline)?)),
+            "--retain" => retain = Some(Duration::from_secs(args.parsed(&flag, inline)?)),
             _ => return Err(support::unknown_flag(&flag)),
         }
     }
     let upstream = upstream.ok_or("--upstream URL is required")?;
+    if rotate_every.is_none() {
+        if prepublish.is_some() {
+            return Err("--prepublish needs --rotate-every".to_owned());
+        }
+        if retain.is_some() {
+            return Err("--retain needs --rotate-every".to_owned());
+        }
+    }
     Ok(Command::Run(Box::new(Options {
         listen,
         upstream,
@@ -130,7 +168,51 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
         scheme,
         claims,
         jwks_max_age,
+        key_dir,
+        rotate_every,
+        prepublish,
+        retain,
     })))
+}
+
+/// The rotation policy the options ask for (`None` without
+/// `--rotate-every`), checked before the proxy starts.
+pub(crate) fn rotation_policy(
+    options: &Options,
+) -> Result<Option<RotationPolicy>, RotationConfigError> {
+    let Some(period) = options.rotate_every else {
+        return Ok(None);
+    };
+    // By default the next key is published half a period ahead, or one
+    // JWKS max-age ahead when that is shorter: caches see it in time.
+    let prepublish = options
+        .prepublish
+        .unwrap_or_else(|| (period / 2).min(options.jwks_max_age));
+    let mut policy = RotationPolicy::builder(period, options.ttl)
+        .jwks_max_age(options.jwks_max_age)
+        .algorithm(options.alg)
+        .prepublish(prepublish);
+    if let Some(retain) = options.retain {
+        policy = policy.retain(retain);
+    }
+    policy.build().map(Some)
+}
+
+/// The key registry: in memory, or loaded from (and kept in) `--key-dir`,
+/// with a fresh key when there is none. Blocking (file I/O, key
+/// generation).
+pub(crate) fn open_registry(options: &Options, clock: Clock) -> Result<KeyRegistry, RegistryError> {
+    let builder = KeyRegistry::builder()
+        .clock(clock)
+        .generate_if_missing(options.alg);
+    match &options.key_dir {
+        // Keys of another algorithm than --alg in the directory stop the
+        // start with an error that names the file.
+        Some(dir) => builder
+            .store(DirKeyStore::options(dir).algorithm(options.alg).open()?)
+            .build(),
+        None => builder.build(),
+    }
 }
 
 /// The signer the options describe. Every setting is checked here, before
@@ -224,15 +306,29 @@ pub(crate) async fn serve(
 /// proxy cannot start.
 pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let alg = options.alg;
-    let registry = tokio::task::spawn_blocking(move || KeyRegistry::generate(alg)).await??;
-    let signer = signer_layer(&options, registry)?;
+    let policy = rotation_policy(&options)?;
     let listener = TcpListener::bind(options.listen).await?;
+    let options = std::sync::Arc::new(options);
+    let opening = std::sync::Arc::clone(&options);
+    let registry =
+        tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system())).await??;
+    let signer = signer_layer(&options, registry.clone())?;
+    // Rotates for as long as the proxy serves (stopped when dropped).
+    let _rotator = policy.map(|policy| KeyRotator::spawn(registry.clone(), policy));
+    let kid = registry
+        .current()
+        .active()
+        .map(|key| key.kid().to_string())
+        .unwrap_or_default();
     println!(
-        "signing proxy on http://{} -> http://{} ({alg}); JWKS at http://{}{JWKS_PATH}",
+        "signing proxy on http://{} -> http://{} ({alg}, kid {kid}); JWKS at http://{}{JWKS_PATH}",
         listener.local_addr()?,
         options.upstream.authority(),
         listener.local_addr()?,
     );
+    if let Some(dir) = &options.key_dir {
+        println!("keys in {}", dir.display());
+    }
     serve(listener, &options, signer).await?;
     Ok(())
 }
@@ -249,8 +345,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Check the signer settings before anything starts.
+    // Check the signer and rotation settings before anything starts.
     if let Err(err) = signer_layer(&options, KeyRegistry::empty()) {
+        eprintln!("error: {err}\n\nRun with --help for usage.");
+        return ExitCode::from(2);
+    }
+    if let Err(err) = rotation_policy(&options) {
         eprintln!("error: {err}\n\nRun with --help for usage.");
         return ExitCode::from(2);
     }

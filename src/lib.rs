@@ -58,7 +58,9 @@ pub mod clock;
 pub mod jwks;
 pub mod keys;
 pub mod registry;
+pub mod rotation;
 pub mod signer;
+pub mod store;
 pub mod verifier;
 
 #[doc(inline)]
@@ -70,9 +72,13 @@ pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
 #[doc(inline)]
 pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
 #[doc(inline)]
+pub use rotation::{KeyRotator, RotationPolicy};
+#[doc(inline)]
 pub use signer::{
     ClaimsRejection, ExistingToken, JwtSigner, JwtSignerLayer, RequestClaims, SignerConfigError,
 };
+#[doc(inline)]
+pub use store::{DirKeyStore, KeyStore};
 #[doc(inline)]
 pub use verifier::{JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 

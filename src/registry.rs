@@ -14,6 +14,12 @@
 //! * **retiring**: no longer signs, published until a given time so that
 //!   tokens it signed keep verifying.
 //!
+//! A registry built on a [`KeyStore`]
+//! ([`KeyRegistryBuilder::store`]) loads its keys at start-up and writes
+//! every change through the store before publishing it; see the
+//! [`store`](crate::store) module. The [`rotation`](crate::rotation) module
+//! rotates keys on a schedule.
+//!
 //! # Example
 //!
 //! ```
@@ -37,6 +43,7 @@
 //! # }
 //! ```
 
+use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -49,6 +56,7 @@ use tokio::sync::watch;
 use crate::b64;
 use crate::clock::Clock;
 use crate::keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
+use crate::store::{KeyStore, StoreError, StoredKey};
 
 /// The lifecycle state of a published key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,24 +89,61 @@ impl fmt::Display for KeyState {
 /// One key in a [`KeySnapshot`], with its lifecycle metadata.
 #[derive(Clone)]
 pub struct PublishedKey {
-    signer: Arc<dyn JwsSigner>,
-    state: KeyState,
-    created_at: SystemTime,
-    activates_at: Option<SystemTime>,
-    retires_at: Option<SystemTime>,
+    pub(crate) signer: Arc<dyn JwsSigner>,
+    /// The same key as `signer` when it is an in-process [`SigningKey`]:
+    /// what a key store can persist.
+    pub(crate) key: Option<Arc<SigningKey>>,
+    pub(crate) state: KeyState,
+    pub(crate) created_at: SystemTime,
+    pub(crate) activated_at: Option<SystemTime>,
+    pub(crate) activates_at: Option<SystemTime>,
+    pub(crate) retires_at: Option<SystemTime>,
 }
 
 impl PublishedKey {
     /// Describes a key for [`KeyRegistryBuilder::key`], for example one
     /// loaded from storage with its saved metadata.
+    ///
+    /// A registry built on a [`KeyStore`] cannot persist a key described
+    /// this way (the signer hides its private key): use
+    /// [`from_signing_key`](Self::from_signing_key) for those.
     pub fn new(signer: Arc<dyn JwsSigner>, state: KeyState, created_at: SystemTime) -> Self {
         PublishedKey {
             signer,
+            key: None,
             state,
             created_at,
+            activated_at: None,
             activates_at: None,
             retires_at: None,
         }
+    }
+
+    /// Describes an in-process key for [`KeyRegistryBuilder::key`]; unlike
+    /// [`new`](Self::new), a registry built on a [`KeyStore`] can persist
+    /// it.
+    pub fn from_signing_key(
+        key: impl Into<Arc<SigningKey>>,
+        state: KeyState,
+        created_at: SystemTime,
+    ) -> Self {
+        let key: Arc<SigningKey> = key.into();
+        PublishedKey {
+            signer: Arc::clone(&key) as Arc<dyn JwsSigner>,
+            key: Some(key),
+            state,
+            created_at,
+            activated_at: None,
+            activates_at: None,
+            retires_at: None,
+        }
+    }
+
+    /// Sets when the key became active.
+    #[must_use]
+    pub fn with_activated_at(mut self, at: Option<SystemTime>) -> Self {
+        self.activated_at = at;
+        self
     }
 
     /// Sets when a next key is due to become active (informational: the
@@ -156,6 +201,62 @@ impl PublishedKey {
     pub fn retires_at(&self) -> Option<SystemTime> {
         self.retires_at
     }
+
+    /// When the key became active (the registry records it when it
+    /// activates a key; `None` for a key that never was, or was described
+    /// without it).
+    pub fn activated_at(&self) -> Option<SystemTime> {
+        self.activated_at
+    }
+
+    /// Whether a [`KeyStore`] can persist this key (it is an in-process
+    /// [`SigningKey`]).
+    pub fn is_storable(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// The stored form of this key, if it can be stored.
+    pub(crate) fn to_stored(&self) -> Option<StoredKey> {
+        let key = self.key.as_ref()?;
+        Some(
+            StoredKey::new(Arc::clone(key), self.state, self.created_at)
+                .with_activated_at(self.activated_at)
+                .with_activates_at(self.activates_at)
+                .with_retires_at(self.retires_at),
+        )
+    }
+
+    pub(crate) fn from_stored(stored: StoredKey) -> Self {
+        PublishedKey::from_signing_key(
+            Arc::clone(stored.key()),
+            stored.state(),
+            stored.created_at(),
+        )
+        .with_activated_at(stored.activated_at())
+        .with_activates_at(stored.activates_at())
+        .with_retires_at(stored.retires_at())
+    }
+
+    /// Same key (public JWK), same state and times.
+    fn same_as(&self, other: &PublishedKey) -> bool {
+        self.public_jwk() == other.public_jwk()
+            && self.state == other.state
+            && self.created_at == other.created_at
+            && self.activated_at == other.activated_at
+            && self.activates_at == other.activates_at
+            && self.retires_at == other.retires_at
+    }
+}
+
+/// Splits a signer into the shared trait object and, when it is an
+/// in-process [`SigningKey`], the same key as a storable `Arc<SigningKey>`.
+fn split_signer<K: JwsSigner + 'static>(key: K) -> (Arc<dyn JwsSigner>, Option<Arc<SigningKey>>) {
+    let key = Arc::new(key);
+    let any: Arc<dyn Any + Send + Sync> = Arc::clone(&key) as Arc<dyn Any + Send + Sync>;
+    match any.downcast::<SigningKey>() {
+        Ok(signing) => (Arc::clone(&signing) as Arc<dyn JwsSigner>, Some(signing)),
+        Err(_) => (key, None),
+    }
 }
 
 impl fmt::Debug for PublishedKey {
@@ -165,8 +266,10 @@ impl fmt::Debug for PublishedKey {
             .field("algorithm", &self.algorithm())
             .field("state", &self.state)
             .field("created_at", &self.created_at)
+            .field("activated_at", &self.activated_at)
             .field("activates_at", &self.activates_at)
             .field("retires_at", &self.retires_at)
+            .field("storable", &self.key.is_some())
             .finish()
     }
 }
@@ -269,6 +372,9 @@ pub enum RegistryError {
     SeveralActiveKeys,
     /// A pluggable backend (a key store) failed.
     Other(Box<dyn std::error::Error + Send + Sync>),
+    /// The registry's [`KeyStore`] failed to load or persist a change;
+    /// nothing was published.
+    Store(StoreError),
 }
 
 impl fmt::Display for RegistryError {
@@ -288,6 +394,7 @@ impl fmt::Display for RegistryError {
                 f.write_str("a registry can hold only one active key")
             }
             RegistryError::Other(err) => err.fmt(f),
+            RegistryError::Store(err) => write!(f, "key store: {err}"),
         }
     }
 }
@@ -297,6 +404,7 @@ impl std::error::Error for RegistryError {
         match self {
             RegistryError::Key(err) => Some(err),
             RegistryError::Other(err) => Some(err.as_ref()),
+            RegistryError::Store(err) => Some(err),
             _ => None,
         }
     }
@@ -305,6 +413,12 @@ impl std::error::Error for RegistryError {
 impl From<KeyError> for RegistryError {
     fn from(err: KeyError) -> Self {
         RegistryError::Key(err)
+    }
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(err: StoreError) -> Self {
+        RegistryError::Store(err)
     }
 }
 
@@ -322,6 +436,8 @@ struct Inner {
     writer: Mutex<()>,
     changes: watch::Sender<Arc<KeySnapshot>>,
     clock: Clock,
+    /// Where every change is written before it is published.
+    store: Option<Arc<dyn KeyStore>>,
 }
 
 impl KeyRegistry {
@@ -354,6 +470,8 @@ impl KeyRegistry {
         KeyRegistryBuilder {
             clock: Clock::system(),
             keys: Vec::new(),
+            store: None,
+            generate_if_missing: None,
         }
     }
 
@@ -393,7 +511,7 @@ impl KeyRegistry {
         key: impl JwsSigner + 'static,
         activates_at: Option<SystemTime>,
     ) -> Result<Kid, RegistryError> {
-        let signer: Arc<dyn JwsSigner> = Arc::new(key);
+        let (signer, storable) = split_signer(key);
         let kid = signer.public_jwk().kid().clone();
         let now = self.inner.clock.now();
         self.update(|keys| {
@@ -403,10 +521,11 @@ impl KeyRegistry {
             } else {
                 KeyState::Active
             };
-            keys.push(
-                PublishedKey::new(signer, state, now)
-                    .with_activates_at((state == KeyState::Next).then_some(activates_at).flatten()),
-            );
+            let mut key = PublishedKey::new(signer, state, now)
+                .with_activates_at((state == KeyState::Next).then_some(activates_at).flatten())
+                .with_activated_at((state == KeyState::Active).then_some(now));
+            key.key = storable;
+            keys.push(key);
             Ok(kid.clone())
         })
     }
@@ -467,12 +586,14 @@ impl KeyRegistry {
         key: impl JwsSigner + 'static,
         retain: Duration,
     ) -> Result<Kid, RegistryError> {
-        let signer: Arc<dyn JwsSigner> = Arc::new(key);
+        let (signer, storable) = split_signer(key);
         let kid = signer.public_jwk().kid().clone();
         let now = self.inner.clock.now();
         self.update(|keys| {
             ensure_unique(keys, &kid)?;
-            keys.push(PublishedKey::new(signer, KeyState::Next, now));
+            let mut key = PublishedKey::new(signer, KeyState::Next, now);
+            key.key = storable;
+            keys.push(key);
             let index = keys.len() - 1;
             Ok(promote(keys, index, now, retain))
         })
@@ -515,7 +636,9 @@ impl KeyRegistry {
     }
 
     /// Drops every retiring key whose time has passed (by the registry's
-    /// clock). Returns the kids removed.
+    /// clock). Returns the kids removed. With a store, a failure to write
+    /// keeps the keys and returns nothing:
+    /// [`try_prune_expired`](Self::try_prune_expired) reports it.
     pub fn prune_expired(&self) -> Vec<Kid> {
         let now = self.inner.clock.now();
         let current = self.current();
@@ -534,29 +657,265 @@ impl KeyRegistry {
         .unwrap_or_default()
     }
 
+    /// Like [`prune_expired`](Self::prune_expired), but reports a failure
+    /// of the key store instead of keeping the keys silently.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Store`] if the store cannot load or remove the keys;
+    /// nothing was published.
+    pub fn try_prune_expired(&self) -> Result<Vec<Kid>, RegistryError> {
+        let now = self.inner.clock.now();
+        let current = self.current();
+        if !current.keys.iter().any(|k| is_expired(k, now)) {
+            return Ok(Vec::new());
+        }
+        self.update(|keys| {
+            let gone: Vec<Kid> = keys
+                .iter()
+                .filter(|k| is_expired(k, now))
+                .map(|k| k.kid().clone())
+                .collect();
+            keys.retain(|k| !is_expired(k, now));
+            Ok(gone)
+        })
+    }
+
+    /// The key store this registry writes through, if it was built with
+    /// one ([`KeyRegistryBuilder::store`]).
+    pub fn store(&self) -> Option<&Arc<dyn KeyStore>> {
+        self.inner.store.as_ref()
+    }
+
+    /// Loads the keys from the store and publishes them if they differ from
+    /// the current ones: picks up keys that another process added,
+    /// activated, retired or removed. Returns whether anything changed.
+    /// Nothing is written. A registry without a store returns `Ok(false)`.
+    ///
+    /// Blocking (see the [store module docs](crate::store#blocking));
+    /// [`StoreFollower`](crate::store::StoreFollower) calls it periodically.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Store`] if the store cannot be loaded,
+    /// [`RegistryError::SeveralActiveKeys`] if it holds more than one
+    /// active key; the current keys stay published.
+    pub fn reload(&self) -> Result<bool, RegistryError> {
+        let Some(store) = &self.inner.store else {
+            return Ok(false);
+        };
+        let _writer = self.lock_writer();
+        let current = self.inner.current.load_full();
+        let keys = merge_stored(&current.keys, store.load()?);
+        check_invariants(&keys)?;
+        if same_keys(&current.keys, &keys) {
+            return Ok(false);
+        }
+        self.publish(current.version + 1, keys);
+        Ok(true)
+    }
+
     /// Applies `change` to a copy of the key list, checks the invariants and
     /// publishes the result as a new snapshot. Nothing changes if `change`
     /// or a check fails.
+    ///
+    /// With a store, the change is made to the keys as stored (read under
+    /// the store's lock) and written through before it is published; if
+    /// writing fails, what was written is rolled back (best effort) and
+    /// nothing is published.
     fn update<R>(
         &self,
         change: impl FnOnce(&mut Vec<PublishedKey>) -> Result<R, RegistryError>,
     ) -> Result<R, RegistryError> {
+        self.change(change, true)
+    }
+
+    /// Like [`update`](Self::update), but publishes no new snapshot when the
+    /// keys are unchanged (the rotator's conditional steps).
+    pub(crate) fn transact<R>(
+        &self,
+        change: impl FnOnce(&mut Vec<PublishedKey>) -> Result<R, RegistryError>,
+    ) -> Result<R, RegistryError> {
+        self.change(change, false)
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
         // A poisoned lock only means another writer panicked; the snapshot
         // it guards is immutable and still consistent.
-        let _writer = self
-            .inner
+        self.inner
             .writer
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = self.inner.current.load();
-        let mut keys = current.keys.clone();
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn change<R>(
+        &self,
+        change: impl FnOnce(&mut Vec<PublishedKey>) -> Result<R, RegistryError>,
+        always_publish: bool,
+    ) -> Result<R, RegistryError> {
+        let _writer = self.lock_writer();
+        let current = self.inner.current.load_full();
+        let Some(store) = &self.inner.store else {
+            let mut keys = current.keys.clone();
+            let result = change(&mut keys)?;
+            check_invariants(&keys)?;
+            if always_publish || !same_keys(&current.keys, &keys) {
+                self.publish(current.version + 1, keys);
+            }
+            return Ok(result);
+        };
+        let lock = store.lock()?;
+        // Work from what is stored: another writer may have changed it.
+        let base = merge_stored(&current.keys, store.load()?);
+        check_invariants(&base)?;
+        let mut keys = base.clone();
         let result = change(&mut keys)?;
         check_invariants(&keys)?;
-        let next = Arc::new(KeySnapshot::build(current.version + 1, keys));
-        self.inner.current.store(Arc::clone(&next));
-        self.inner.changes.send_replace(next);
+        persist(store.as_ref(), &base, &keys)?;
+        drop(lock);
+        sort_stored_order(&mut keys);
+        if always_publish || !same_keys(&current.keys, &keys) {
+            self.publish(current.version + 1, keys);
+        }
         Ok(result)
     }
+
+    /// Swaps in a new snapshot. The caller holds the writer lock.
+    fn publish(&self, version: u64, keys: Vec<PublishedKey>) {
+        let next = Arc::new(KeySnapshot::build(version, keys));
+        self.inner.current.store(Arc::clone(&next));
+        self.inner.changes.send_replace(next);
+    }
+}
+
+/// The stored keys as published keys, reusing the in-memory key (and its
+/// exact times) where the store holds the same thing.
+fn merge_stored(memory: &[PublishedKey], stored: Vec<StoredKey>) -> Vec<PublishedKey> {
+    let mut keys: Vec<PublishedKey> = stored
+        .into_iter()
+        .map(|stored| {
+            match memory
+                .iter()
+                .find(|m| m.kid() == stored.kid() && m.to_stored().as_ref() == Some(&stored))
+            {
+                Some(same) => same.clone(),
+                None => PublishedKey::from_stored(stored),
+            }
+        })
+        .collect();
+    sort_stored_order(&mut keys);
+    keys
+}
+
+/// The order of keys loaded from a store (creation second, then kid), so
+/// that replicas that load the same keys publish the same JWKS bytes.
+fn sort_stored_order(keys: &mut [PublishedKey]) {
+    keys.sort_by(|a, b| {
+        crate::clock::unix_seconds(a.created_at)
+            .cmp(&crate::clock::unix_seconds(b.created_at))
+            .then_with(|| a.kid().cmp(b.kid()))
+    });
+}
+
+/// Whether two key lists hold the same keys in the same states.
+fn same_keys(a: &[PublishedKey], b: &[PublishedKey]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|x| b.iter().any(|y| x.kid() == y.kid() && x.same_as(y)))
+}
+
+/// One write made to a store, remembered to roll it back.
+enum Written {
+    Saved {
+        kid: Kid,
+        previous: Option<StoredKey>,
+    },
+    Removed(StoredKey),
+}
+
+/// Writes the difference between `base` (as stored) and `keys` to the store:
+/// removals first, then keys that are not active, then the active key, so
+/// that an interrupted change never leaves two active keys. On failure,
+/// undoes what was written (best effort) and returns the error.
+fn persist(
+    store: &dyn KeyStore,
+    base: &[PublishedKey],
+    keys: &[PublishedKey],
+) -> Result<(), RegistryError> {
+    let find = |list: &[PublishedKey], kid: &Kid| list.iter().position(|k| k.kid() == kid);
+    let mut saves = Vec::new();
+    for key in keys {
+        let before = find(base, key.kid()).map(|i| &base[i]);
+        if before.is_some_and(|before| before.same_as(key)) {
+            continue;
+        }
+        let stored = key.to_stored().ok_or_else(|| StoreError::NotStorable {
+            kid: key.kid().clone(),
+        })?;
+        if before.and_then(PublishedKey::to_stored).as_ref() == Some(&stored) {
+            // Differs only below the store's precision.
+            continue;
+        }
+        saves.push((stored, before.and_then(PublishedKey::to_stored)));
+    }
+    saves.sort_by_key(|(stored, _)| stored.state() == KeyState::Active);
+    let removals: Vec<StoredKey> = base
+        .iter()
+        .filter(|k| find(keys, k.kid()).is_none())
+        .filter_map(PublishedKey::to_stored)
+        .collect();
+
+    let mut written = Vec::new();
+    let mut outcome = Ok(());
+    for stored in removals {
+        if let Err(err) = store.remove(stored.kid()) {
+            outcome = Err(err);
+            break;
+        }
+        written.push(Written::Removed(stored));
+    }
+    if outcome.is_ok() {
+        for (stored, previous) in saves {
+            if let Err(err) = store.save(&stored) {
+                outcome = Err(err);
+                break;
+            }
+            written.push(Written::Saved {
+                kid: stored.kid().clone(),
+                previous,
+            });
+        }
+    }
+    let Err(err) = outcome else {
+        return Ok(());
+    };
+    for undo in written.into_iter().rev() {
+        let (kid, result) = match undo {
+            Written::Saved {
+                kid,
+                previous: Some(previous),
+            } => {
+                let result = store.save(&previous);
+                (kid, result)
+            }
+            Written::Saved {
+                kid,
+                previous: None,
+            } => {
+                let result = store.remove(&kid);
+                (kid, result)
+            }
+            Written::Removed(stored) => (stored.kid().clone(), store.save(&stored)),
+        };
+        if let Err(undo_err) = result {
+            tracing::error!(
+                kid = %kid,
+                error = %undo_err,
+                "cannot roll back a partly written key change; the store may differ from the published keys"
+            );
+        }
+    }
+    Err(err.into())
 }
 
 impl fmt::Debug for KeyRegistry {
@@ -566,15 +925,19 @@ impl fmt::Debug for KeyRegistry {
             .field("version", &current.version)
             .field("keys", &current.keys)
             .field("clock", &self.inner.clock)
+            .field("store", &self.inner.store)
             .finish()
     }
 }
 
-/// Builds a [`KeyRegistry`] from several keys and a clock.
+/// Builds a [`KeyRegistry`] from several keys, a clock and, optionally, a
+/// [`KeyStore`].
 #[must_use]
 pub struct KeyRegistryBuilder {
     clock: Clock,
     keys: Vec<PublishedKey>,
+    store: Option<Arc<dyn KeyStore>>,
+    generate_if_missing: Option<Algorithm>,
 }
 
 impl KeyRegistryBuilder {
@@ -587,13 +950,19 @@ impl KeyRegistryBuilder {
     /// Adds the active key.
     pub fn active(self, key: impl JwsSigner + 'static) -> Self {
         let now = self.clock.now();
-        self.key(PublishedKey::new(Arc::new(key), KeyState::Active, now))
+        let (signer, storable) = split_signer(key);
+        let mut key = PublishedKey::new(signer, KeyState::Active, now).with_activated_at(Some(now));
+        key.key = storable;
+        self.key(key)
     }
 
     /// Adds a next key (published, not signing).
     pub fn next(self, key: impl JwsSigner + 'static) -> Self {
         let now = self.clock.now();
-        self.key(PublishedKey::new(Arc::new(key), KeyState::Next, now))
+        let (signer, storable) = split_signer(key);
+        let mut key = PublishedKey::new(signer, KeyState::Next, now);
+        key.key = storable;
+        self.key(key)
     }
 
     /// Adds a key with its state and metadata as they are, for example as
@@ -603,24 +972,106 @@ impl KeyRegistryBuilder {
         self
     }
 
+    /// Keeps the keys in `store`: [`build`](Self::build) loads every stored
+    /// key (same kid, state and times), and every later change is written
+    /// through the store before it is published (see the
+    /// [store module docs](crate::store)). Keys given to this builder are
+    /// added to the stored ones and saved.
+    ///
+    /// With a store, building and every change do blocking I/O.
+    pub fn store(mut self, store: impl KeyStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// When the registry would have no active key (a first start with an
+    /// empty store), generates one for `algorithm` and makes it active. With
+    /// a store, the key is saved before it is published. RSA generation
+    /// blocks for a while.
+    pub fn generate_if_missing(mut self, algorithm: Algorithm) -> Self {
+        self.generate_if_missing = Some(algorithm);
+        self
+    }
+
     /// Builds the registry.
     ///
     /// # Errors
     ///
     /// [`RegistryError::DuplicateKid`] if two keys share a kid;
-    /// [`RegistryError::SeveralActiveKeys`] if more than one is active.
+    /// [`RegistryError::SeveralActiveKeys`] if more than one is active;
+    /// [`RegistryError::Store`] if the store cannot be loaded (the error
+    /// names the file and the reason) or written; [`RegistryError::Key`] if
+    /// a key cannot be generated.
     pub fn build(self) -> Result<KeyRegistry, RegistryError> {
-        check_invariants(&self.keys)?;
-        let snapshot = Arc::new(KeySnapshot::build(0, self.keys));
+        let KeyRegistryBuilder {
+            clock,
+            mut keys,
+            store,
+            generate_if_missing,
+        } = self;
+        let Some(store) = store else {
+            if let Some(algorithm) = generate_if_missing
+                && !keys.iter().any(|k| k.state == KeyState::Active)
+            {
+                let now = clock.now();
+                keys.push(
+                    PublishedKey::from_signing_key(
+                        SigningKey::generate(algorithm)?,
+                        KeyState::Active,
+                        now,
+                    )
+                    .with_activated_at(Some(now)),
+                );
+            }
+            check_invariants(&keys)?;
+            return Ok(KeyRegistry::assemble(clock, keys, None));
+        };
+        check_invariants(&keys)?;
+        let loaded = merge_stored(&[], store.load()?);
+        check_invariants(&loaded)?;
+        let registry = KeyRegistry::assemble(clock, loaded, Some(store));
+        if !keys.is_empty() {
+            registry.update(|stored| {
+                for key in keys {
+                    ensure_unique(stored, key.kid())?;
+                    stored.push(key);
+                }
+                Ok(())
+            })?;
+        }
+        if let Some(algorithm) = generate_if_missing
+            && registry.current().active().is_none()
+        {
+            let key = SigningKey::generate(algorithm)?;
+            let now = registry.clock().now();
+            registry.transact(|stored| {
+                // Another process may have activated a key meanwhile.
+                if !stored.iter().any(|k| k.state == KeyState::Active) {
+                    stored.push(
+                        PublishedKey::from_signing_key(key, KeyState::Active, now)
+                            .with_activated_at(Some(now)),
+                    );
+                }
+                Ok(())
+            })?;
+        }
+        Ok(registry)
+    }
+}
+
+impl KeyRegistry {
+    fn assemble(clock: Clock, keys: Vec<PublishedKey>, store: Option<Arc<dyn KeyStore>>) -> Self {
+        let snapshot = Arc::new(KeySnapshot::build(0, keys));
         let (changes, _) = watch::channel(Arc::clone(&snapshot));
-        Ok(KeyRegistry {
+        KeyRegistry {
             inner: Arc::new(Inner {
                 current: ArcSwap::new(snapshot),
                 writer: Mutex::new(()),
                 changes,
-                clock: self.clock,
+                clock,
+                store,
             }),
-        })
+        }
     }
 }
 
@@ -629,12 +1080,19 @@ impl fmt::Debug for KeyRegistryBuilder {
         f.debug_struct("KeyRegistryBuilder")
             .field("clock", &self.clock)
             .field("keys", &self.keys)
+            .field("store", &self.store)
+            .field("generate_if_missing", &self.generate_if_missing)
             .finish()
     }
 }
 
 /// Promotes `keys[index]` to active and retires the old active key.
-fn promote(keys: &mut [PublishedKey], index: usize, now: SystemTime, retain: Duration) -> Kid {
+pub(crate) fn promote(
+    keys: &mut [PublishedKey],
+    index: usize,
+    now: SystemTime,
+    retain: Duration,
+) -> Kid {
     for key in keys.iter_mut() {
         if key.state == KeyState::Active {
             key.state = KeyState::Retiring;
@@ -643,12 +1101,13 @@ fn promote(keys: &mut [PublishedKey], index: usize, now: SystemTime, retain: Dur
     }
     let key = &mut keys[index];
     key.state = KeyState::Active;
+    key.activated_at = Some(now);
     key.activates_at = None;
     key.retires_at = None;
     key.kid().clone()
 }
 
-fn is_expired(key: &PublishedKey, now: SystemTime) -> bool {
+pub(crate) fn is_expired(key: &PublishedKey, now: SystemTime) -> bool {
     key.state == KeyState::Retiring && key.retires_at.is_some_and(|at| at <= now)
 }
 

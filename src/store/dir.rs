@@ -1,0 +1,789 @@
+//! The directory key store: one file per key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[cfg(unix)]
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+use serde_json::{Map, Value};
+
+use super::txlock::{TxLock, WriteGuard};
+use super::{KeyStore, StoreError, StoreLock, StoredKey};
+use crate::clock::unix_seconds;
+use crate::keys::{Algorithm, Kid, SigningKey};
+use crate::registry::KeyState;
+
+/// The suffix of key file names: the key with kid `K` lives in
+/// `K.key.json`.
+pub const KEY_FILE_SUFFIX: &str = ".key.json";
+
+/// The lock file writers `flock`.
+const LOCK_FILE: &str = ".lock";
+/// Marks temporary files: `.<kid>.key.json.tmp-<pid>-<n>`.
+const TEMP_MARK: &str = ".tmp-";
+/// The key file format this build reads and writes.
+const FORMAT_VERSION: u64 = 1;
+/// No key file is larger (an RSA-16384 private JWK is about 20 KiB).
+const MAX_FILE_LEN: u64 = 256 * 1024;
+
+/// What a [`DirKeyStore`] does about a directory or key file whose
+/// permissions are too open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LoosePermissions {
+    /// Refuse with [`StoreError::LoosePermissions`] (the default).
+    #[default]
+    Refuse,
+    /// Log a `tracing` warning and go on.
+    Warn,
+}
+
+/// A [`KeyStore`] that keeps one file per key in a directory.
+///
+/// # Files
+///
+/// The key with kid `K` lives in `K.key.json` ([`KEY_FILE_SUFFIX`]). Every
+/// other name is ignored: files without the suffix (a `README.md`) and
+/// every name starting with `.` (dotfiles, the `.lock` file, temporary
+/// files, and Kubernetes' `..data` links). Kids are restricted to
+/// `A-Z a-z 0-9 - _ .`, so they are safe as file names; a kid starting with
+/// `.` would be a hidden file, and saving one fails with
+/// [`StoreError::UnsupportedKid`]. On a case-insensitive file system, a
+/// save never replaces a file that holds another kid.
+///
+/// A key file is JSON (format version 1):
+///
+/// ```json
+/// {
+///   "version": 1,
+///   "kid": "gateway-1",
+///   "state": "active",
+///   "created_at": 1767225600,
+///   "activated_at": 1767225600,
+///   "activates_at": null,
+///   "retires_at": null,
+///   "private_jwk": { "kty": "EC", "crv": "P-256", "x": "…", "y": "…", "d": "…",
+///                    "kid": "gateway-1", "alg": "ES256", "use": "sig" }
+/// }
+/// ```
+///
+/// `state` is `next`, `active` or `retiring`; times are Unix seconds (see
+/// [`StoredKey`] for the rounding); `private_jwk` is the private key as
+/// [`SigningKey::to_private_jwk`] writes it, with its kid and algorithm.
+/// Unknown members are refused, so a typo in a hand-written file is caught.
+///
+/// # Writes
+///
+/// A save writes a temporary file `.K.key.json.tmp-<pid>-<n>` in the same
+/// directory (mode 0600), `fsync`s it, renames it over `K.key.json` and
+/// `fsync`s the directory: a reader sees the old file or the new one,
+/// never half of one, and a crash leaves the previous state loadable. A
+/// temporary file left by a crash is ignored by readers and deleted by the
+/// next writer once it holds the lock (no writer can be using it then).
+/// The directory is created with mode 0700 when missing.
+///
+/// # Errors are loud, and nothing is touched
+///
+/// A key file that cannot be read or parsed, holds a key that is refused
+/// (an `alg` the key does not fit, a JWK that is not a private key, another
+/// algorithm than [`DirKeyStoreOptions::algorithm`]) or whose kid does not
+/// match its name makes [`load`](KeyStore::load) fail with an error naming
+/// the file and the reason, and is logged with `tracing`. Such a file is
+/// never rewritten, renamed or deleted: fix or remove it by hand.
+///
+/// # Permissions (Unix)
+///
+/// By default ([`LoosePermissions::Refuse`]) the store refuses a directory
+/// writable by group or others (they could plant or delete keys) and key
+/// files readable or writable by group or others (they hold private keys).
+/// A directory readable by others is accepted: file names are kids, which
+/// are public. For a Kubernetes Secret volume, set `defaultMode: 0400` (or
+/// `0600`). [`LoosePermissions::Warn`] logs instead of refusing.
+///
+/// # Several processes
+///
+/// Writers take an exclusive `flock` on `.lock` for each change (see
+/// [`KeyStore::lock`]); readers take a shared one when the file exists, so
+/// they never see half of a change. A reader needs no write access: a
+/// follower can read a read-only volume. Locks work on local file systems
+/// and on NFS (Linux emulates `flock` with NFS locks).
+///
+/// # Example
+///
+/// ```
+/// use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
+/// use tower_jwt_signer::{Algorithm, KeyState, SigningKey};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let tmp = tempfile::tempdir()?;
+/// let store = DirKeyStore::options(tmp.path().join("keys"))
+///     .algorithm(Algorithm::ES256)
+///     .open()?;
+/// let key = SigningKey::generate(Algorithm::ES256)?;
+/// let path = store.key_path(key.kid())?;
+/// store.save(&StoredKey::new(key, KeyState::Active, std::time::SystemTime::now()))?;
+/// assert!(path.exists());
+/// assert_eq!(store.load()?.len(), 1);
+///
+/// // A key of another algorithm is refused.
+/// let rsa = SigningKey::generate(Algorithm::RS256)?;
+/// assert!(store.save(&StoredKey::new(rsa, KeyState::Next, std::time::SystemTime::now())).is_err());
+/// # Ok(())
+/// # }
+/// ```
+pub struct DirKeyStore {
+    dir: PathBuf,
+    algorithm: Option<Algorithm>,
+    loose: LoosePermissions,
+    /// Parsed keys by file name, with the bytes they were parsed from:
+    /// polling a directory does not parse unchanged keys again.
+    cache: Mutex<HashMap<String, (Vec<u8>, StoredKey)>>,
+    tx: Arc<TxLock>,
+    temp_counter: AtomicU64,
+}
+
+/// Options for opening a [`DirKeyStore`].
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct DirKeyStoreOptions {
+    dir: PathBuf,
+    algorithm: Option<Algorithm>,
+    loose: LoosePermissions,
+    create: bool,
+}
+
+impl DirKeyStoreOptions {
+    /// Accept only keys of this algorithm: a stored key of another one
+    /// fails [`load`](KeyStore::load) and [`save`](KeyStore::save) with
+    /// [`StoreError::WrongAlgorithm`]. By default any algorithm is accepted.
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = Some(algorithm);
+        self
+    }
+
+    /// What to do about permissions that are too open (default:
+    /// [`LoosePermissions::Refuse`]).
+    pub fn loose_permissions(mut self, loose: LoosePermissions) -> Self {
+        self.loose = loose;
+        self
+    }
+
+    /// Whether to create the directory (mode 0700) when it is missing
+    /// (default: yes).
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Opens the store: creates the directory if allowed and checks its
+    /// permissions. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] if the directory is missing (and not to be
+    /// created), cannot be created or is not a directory;
+    /// [`StoreError::LoosePermissions`].
+    pub fn open(self) -> Result<DirKeyStore, StoreError> {
+        match fs::metadata(&self.dir) {
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound && self.create => {
+                let mut builder = fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                builder.mode(0o700);
+                builder
+                    .create(&self.dir)
+                    .map_err(StoreError::io("create directory", &self.dir))?;
+            }
+            Err(err) => return Err(StoreError::io("open directory", &self.dir)(err)),
+        }
+        let store = DirKeyStore {
+            dir: self.dir,
+            algorithm: self.algorithm,
+            loose: self.loose,
+            cache: Mutex::default(),
+            tx: Arc::default(),
+            temp_counter: AtomicU64::new(0),
+        };
+        store.check_dir()?;
+        Ok(store)
+    }
+}
+
+impl DirKeyStore {
+    /// Opens (and creates, mode 0700, when missing) the key directory with
+    /// the default options. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`DirKeyStoreOptions::open`].
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        Self::options(dir).open()
+    }
+
+    /// Options for opening the key directory `dir`.
+    pub fn options(dir: impl Into<PathBuf>) -> DirKeyStoreOptions {
+        DirKeyStoreOptions {
+            dir: dir.into(),
+            algorithm: None,
+            loose: LoosePermissions::Refuse,
+            create: true,
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file that holds (or would hold) the key `kid`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnsupportedKid`] for a kid starting with `.`.
+    pub fn key_path(&self, kid: &Kid) -> Result<PathBuf, StoreError> {
+        Ok(self.dir.join(file_name(kid)?))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, StoredKey)>> {
+        // A cache: any state it is left in is valid.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn loose(&self, path: &Path, mode: u32, reason: &'static str) -> Result<(), StoreError> {
+        match self.loose {
+            LoosePermissions::Refuse => Err(StoreError::LoosePermissions {
+                path: path.to_path_buf(),
+                mode,
+                reason,
+            }),
+            LoosePermissions::Warn => {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = %format_args!("{:04o}", mode & 0o7777),
+                    reason,
+                    "key store permissions are too open"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn check_dir(&self) -> Result<(), StoreError> {
+        let meta = fs::metadata(&self.dir).map_err(StoreError::io("open directory", &self.dir))?;
+        if !meta.is_dir() {
+            return Err(StoreError::io("open directory", &self.dir)(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        #[cfg(unix)]
+        {
+            let mode = meta.permissions().mode();
+            if mode & 0o022 != 0 {
+                self.loose(&self.dir, mode, "directory writable by group or others")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_inner(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.check_dir()?;
+        let reading = self.tx.read();
+        // The thread that holds the write lock reads inside it; anyone else
+        // waits for writers in other processes too.
+        let _shared = match reading {
+            Some(_) => self.shared_flock()?,
+            None => None,
+        };
+        let mut names = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(StoreError::io("list", &self.dir))?;
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io("list", &self.dir))?;
+            let name = entry.file_name();
+            // Our names are ASCII; anything else is not ours.
+            let Some(name) = name.to_str() else { continue };
+            if is_key_file_name(name) {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        let mut keys = Vec::with_capacity(names.len());
+        let mut cache = self.cache();
+        for name in &names {
+            let path = self.dir.join(name);
+            let kid = Kid::new(&name[..name.len() - KEY_FILE_SUFFIX.len()]).map_err(|err| {
+                StoreError::corrupt(
+                    &path,
+                    format!("the file name does not hold a valid kid: {err}"),
+                )
+            })?;
+            let Some(bytes) = self.read_key_file(&path)? else {
+                // Removed since the listing (a reader without lock).
+                continue;
+            };
+            if let Some((cached, stored)) = cache.get(name)
+                && *cached == bytes
+            {
+                keys.push(stored.clone());
+                continue;
+            }
+            let stored = parse_key_file(&path, &kid, &bytes, self.algorithm)?;
+            cache.insert(name.clone(), (bytes, stored.clone()));
+            keys.push(stored);
+        }
+        cache.retain(|name, _| names.contains(name));
+        Ok(keys)
+    }
+
+    /// Reads a key file, checking its type, size and permissions. `None`
+    /// when it does not exist (any more).
+    fn read_key_file(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(StoreError::io("read", path)(err)),
+        };
+        let meta = file.metadata().map_err(StoreError::io("read", path))?;
+        if !meta.is_file() {
+            return Err(StoreError::corrupt(path, "not a regular file"));
+        }
+        #[cfg(unix)]
+        {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                self.loose(
+                    path,
+                    mode,
+                    "key file readable or writable by group or others",
+                )?;
+            }
+        }
+        if meta.len() > MAX_FILE_LEN {
+            return Err(StoreError::corrupt(
+                path,
+                format!("larger than {} KiB", MAX_FILE_LEN / 1024),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.take(MAX_FILE_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(StoreError::io("read", path))?;
+        Ok(Some(bytes))
+    }
+
+    fn shared_flock(&self) -> Result<Option<File>, StoreError> {
+        let path = self.dir.join(LOCK_FILE);
+        match File::open(&path) {
+            Ok(file) => {
+                fs4::FileExt::lock_shared(&file).map_err(StoreError::io("lock", &path))?;
+                Ok(Some(file))
+            }
+            // No writer has written here (a read-only volume): nothing to
+            // wait for.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(StoreError::io("open", &path)(err)),
+        }
+    }
+
+    /// Refuses to replace or delete `path` unless it holds `kid` (on a
+    /// case-insensitive file system `a.key.json` is `A.key.json`).
+    fn ensure_holds(&self, path: &Path, kid: &Kid, action: &str) -> Result<(), StoreError> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(StoreError::io("read", path)(err)),
+        };
+        let holds = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .is_some_and(|value| value.get("kid").and_then(Value::as_str) == Some(kid.as_str()));
+        if holds {
+            Ok(())
+        } else {
+            Err(StoreError::corrupt(
+                path,
+                format!("refusing to {action} this file: it does not hold key {kid:?}"),
+            ))
+        }
+    }
+
+    fn remove_stale_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if is_temp_file_name(name) {
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::warn!(
+                        path = %path.display(),
+                        "removed a temporary key file left by an interrupted write"
+                    ),
+                    Err(err) => tracing::warn!(
+                        path = %path.display(),
+                        error = %err,
+                        "cannot remove a temporary key file left by an interrupted write"
+                    ),
+                }
+            }
+        }
+    }
+
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        #[cfg(unix)]
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(StoreError::io("sync directory", &self.dir))?;
+        Ok(())
+    }
+}
+
+impl KeyStore for DirKeyStore {
+    fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let result = self.load_inner();
+        if let Err(err) = &result {
+            tracing::error!(
+                store = %self.dir.display(),
+                error = %err,
+                "cannot load the stored keys"
+            );
+        }
+        result
+    }
+
+    fn save(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let kid = key.kid();
+        let name = file_name(kid)?;
+        let path = self.dir.join(&name);
+        if let Some(expected) = self.algorithm
+            && key.key().algorithm() != expected
+        {
+            return Err(StoreError::WrongAlgorithm {
+                path,
+                found: key.key().algorithm(),
+                expected,
+            });
+        }
+        let bytes = encode(key).map_err(|source| StoreError::Key {
+            path: path.clone(),
+            source,
+        })?;
+        self.ensure_holds(&path, kid, "replace")?;
+        let temp = self.dir.join(format!(
+            ".{name}{TEMP_MARK}{}-{}",
+            std::process::id(),
+            self.temp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        write_new_file(&temp, &bytes).inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })?;
+        if let Err(err) = fs::rename(&temp, &path) {
+            let _ = fs::remove_file(&temp);
+            return Err(StoreError::io("rename", &temp)(err));
+        }
+        self.sync_dir()?;
+        self.cache().insert(name, (bytes, key.clone()));
+        Ok(())
+    }
+
+    fn remove(&self, kid: &Kid) -> Result<(), StoreError> {
+        // A kid this store cannot name was never stored here.
+        let Ok(name) = file_name(kid) else {
+            return Ok(());
+        };
+        let path = self.dir.join(&name);
+        self.ensure_holds(&path, kid, "delete")?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(StoreError::io("delete", &path)(err)),
+        }
+        self.sync_dir()?;
+        self.cache().remove(&name);
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<StoreLock, StoreError> {
+        let tx = self.tx.write();
+        let path = self.dir.join(LOCK_FILE);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options
+            .open(&path)
+            .map_err(StoreError::io("create lock file", &path))?;
+        fs4::FileExt::lock(&file).map_err(StoreError::io("lock", &path))?;
+        // Every writer holds this lock while it writes: any temporary file
+        // still here is left by a crash.
+        self.remove_stale_temp_files();
+        Ok(StoreLock::new(DirLock {
+            _file: file,
+            _tx: tx,
+        }))
+    }
+}
+
+impl fmt::Debug for DirKeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirKeyStore")
+            .field("dir", &self.dir)
+            .field("algorithm", &self.algorithm)
+            .field("loose_permissions", &self.loose)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The exclusive `flock` (released when the file closes) and the in-process
+/// write lock.
+struct DirLock {
+    _file: File,
+    _tx: WriteGuard,
+}
+
+fn file_name(kid: &Kid) -> Result<String, StoreError> {
+    if kid.starts_with('.') {
+        return Err(StoreError::UnsupportedKid {
+            kid: kid.clone(),
+            reason: "a kid starting with '.' would be a hidden file, which the directory store ignores",
+        });
+    }
+    Ok(format!("{kid}{KEY_FILE_SUFFIX}"))
+}
+
+fn is_key_file_name(name: &str) -> bool {
+    !name.starts_with('.') && name.ends_with(KEY_FILE_SUFFIX)
+}
+
+fn is_temp_file_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(&format!("{KEY_FILE_SUFFIX}{TEMP_MARK}"))
+}
+
+fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).map_err(StoreError::io("create", path))?;
+    file.write_all(bytes)
+        .map_err(StoreError::io("write", path))?;
+    file.sync_all().map_err(StoreError::io("sync", path))
+}
+
+#[derive(serde::Serialize)]
+struct KeyFile<'a> {
+    version: u64,
+    kid: &'a str,
+    state: &'static str,
+    created_at: u64,
+    activated_at: Option<u64>,
+    activates_at: Option<u64>,
+    retires_at: Option<u64>,
+    private_jwk: Value,
+}
+
+fn encode(key: &StoredKey) -> Result<Vec<u8>, crate::KeyError> {
+    let jwk: Value = serde_json::from_str(&key.key().to_private_jwk()?)
+        .map_err(|_| crate::KeyError::Crypto("the private JWK is not JSON".to_owned()))?;
+    let file = KeyFile {
+        version: FORMAT_VERSION,
+        kid: key.kid().as_str(),
+        state: key.state().as_str(),
+        created_at: unix_seconds(key.created_at()),
+        activated_at: key.activated_at().map(unix_seconds),
+        activates_at: key.activates_at().map(unix_seconds),
+        retires_at: key.retires_at().map(unix_seconds),
+        private_jwk: jwk,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&file)
+        .map_err(|_| crate::KeyError::Crypto("cannot serialise the key file".to_owned()))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Members of a key file, taken one by one with messages that never quote
+/// a value (a value could be key material).
+struct Members<'a> {
+    path: &'a Path,
+    map: Map<String, Value>,
+}
+
+impl Members<'_> {
+    fn take(&mut self, name: &str) -> Result<Value, StoreError> {
+        self.map
+            .remove(name)
+            .ok_or_else(|| StoreError::corrupt(self.path, format!("\"{name}\" is missing")))
+    }
+
+    fn string(&mut self, name: &str) -> Result<String, StoreError> {
+        match self.take(name)? {
+            Value::String(s) => Ok(s),
+            _ => Err(StoreError::corrupt(
+                self.path,
+                format!("\"{name}\" is not a string"),
+            )),
+        }
+    }
+
+    fn time(&mut self, name: &str) -> Result<SystemTime, StoreError> {
+        let value = self.take(name)?;
+        self.to_time(name, &value)
+    }
+
+    fn optional_time(&mut self, name: &str) -> Result<Option<SystemTime>, StoreError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => self.to_time(name, &value).map(Some),
+        }
+    }
+
+    fn to_time(&self, name: &str, value: &Value) -> Result<SystemTime, StoreError> {
+        value
+            .as_u64()
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+            .ok_or_else(|| {
+                StoreError::corrupt(
+                    self.path,
+                    format!("\"{name}\" is not a time in whole seconds since 1970"),
+                )
+            })
+    }
+}
+
+fn json_reason(err: &serde_json::Error) -> String {
+    match err.classify() {
+        serde_json::error::Category::Eof => format!(
+            "the file ends too early (truncated?) at line {} column {}",
+            err.line(),
+            err.column()
+        ),
+        // Parsing into a `Value`, the other messages never quote content.
+        _ => format!("not valid JSON: {err}"),
+    }
+}
+
+fn parse_key_file(
+    path: &Path,
+    kid: &Kid,
+    bytes: &[u8],
+    expected: Option<Algorithm>,
+) -> Result<StoredKey, StoreError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|err| StoreError::corrupt(path, json_reason(&err)))?;
+    let Value::Object(map) = value else {
+        return Err(StoreError::corrupt(path, "not a JSON object"));
+    };
+    let mut members = Members { path, map };
+    let version = members.take("version")?;
+    if version.as_u64() != Some(FORMAT_VERSION) {
+        return Err(StoreError::corrupt(
+            path,
+            format!(
+                "\"version\" is not {FORMAT_VERSION}, the only key file format this build reads"
+            ),
+        ));
+    }
+    let file_kid = members.string("kid")?;
+    if file_kid != kid.as_str() {
+        return Err(StoreError::corrupt(
+            path,
+            format!(
+                "the file says kid {:?}, its name says {kid:?}",
+                file_kid.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    let state = match members.string("state")?.as_str() {
+        "next" => KeyState::Next,
+        "active" => KeyState::Active,
+        "retiring" => KeyState::Retiring,
+        _ => {
+            return Err(StoreError::corrupt(
+                path,
+                "\"state\" is not \"next\", \"active\" or \"retiring\"",
+            ));
+        }
+    };
+    let created_at = members.time("created_at")?;
+    let activated_at = members.optional_time("activated_at")?;
+    let activates_at = members.optional_time("activates_at")?;
+    let retires_at = members.optional_time("retires_at")?;
+    let Value::Object(jwk) = members.take("private_jwk")? else {
+        return Err(StoreError::corrupt(
+            path,
+            "\"private_jwk\" is not a JSON object",
+        ));
+    };
+    if let Some(extra) = members.map.keys().next() {
+        return Err(StoreError::corrupt(
+            path,
+            format!(
+                "unknown member {:?}",
+                extra.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    let key = SigningKey::from_jwk_map(&jwk, None).map_err(|source| StoreError::Key {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if key.kid() != kid {
+        return Err(StoreError::corrupt(
+            path,
+            format!(
+                "the private JWK has kid {:?}, the file name says {kid:?}",
+                key.kid()
+            ),
+        ));
+    }
+    if let Some(expected) = expected
+        && key.algorithm() != expected
+    {
+        return Err(StoreError::WrongAlgorithm {
+            path: path.to_path_buf(),
+            found: key.algorithm(),
+            expected,
+        });
+    }
+    Ok(StoredKey::new(key, state, created_at)
+        .with_activated_at(activated_at)
+        .with_activates_at(activates_at)
+        .with_retires_at(retires_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn naming_rule() {
+        assert!(is_key_file_name("abc.key.json"));
+        assert!(is_key_file_name("a.b.key.json"));
+        assert!(!is_key_file_name("README.md"));
+        assert!(!is_key_file_name(".hidden.key.json"));
+        assert!(!is_key_file_name(".abc.key.json.tmp-1-0"));
+        assert!(!is_key_file_name("abc.key.json.bak"));
+        assert!(is_temp_file_name(".abc.key.json.tmp-1-0"));
+        assert!(!is_temp_file_name("abc.key.json"));
+        assert!(!is_temp_file_name(".lock"));
+        for kid in [".", "..", ".hidden"] {
+            assert!(matches!(
+                file_name(&Kid::new(kid).unwrap()),
+                Err(StoreError::UnsupportedKid { .. })
+            ));
+        }
+        assert_eq!(
+            file_name(&Kid::new("a.b").unwrap()).unwrap(),
+            "a.b.key.json"
+        );
+    }
+}

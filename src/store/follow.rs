@@ -1,0 +1,113 @@
+//! Following a store that other processes write.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use crate::registry::KeyRegistry;
+
+/// A background task that keeps a registry in step with its store: every
+/// `interval` it calls [`KeyRegistry::reload`] on a blocking thread, so keys
+/// that another process added, activated, retired or removed are published
+/// here within one interval.
+///
+/// A failed reload (a corrupt file, a missing directory) is logged with
+/// `tracing` and the registry keeps its current keys until a later reload
+/// succeeds. The task stops when the `StoreFollower` is dropped or
+/// [`stop`](Self::stop)ped. A registry without a store has nothing to
+/// follow: the task then does nothing.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_jwt_signer::KeyRegistry;
+/// use tower_jwt_signer::store::{DirKeyStore, StoreFollower};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let tmp = tempfile::tempdir()?;
+/// # let dir = tmp.path().join("keys");
+/// # KeyRegistry::builder().store(DirKeyStore::open(&dir)?)
+/// #     .generate_if_missing(tower_jwt_signer::Algorithm::ES256).build()?;
+/// // A replica: signs with the keys the writer keeps in `dir`.
+/// let replica = KeyRegistry::builder()
+///     .store(DirKeyStore::options(&dir).create(false).open()?)
+///     .build()?;
+/// let follower = StoreFollower::spawn(replica.clone(), Duration::from_secs(5));
+/// # follower.stop().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct StoreFollower {
+    task: JoinHandle<()>,
+    interval: Duration,
+}
+
+impl StoreFollower {
+    /// Starts following `registry`'s store, reloading every `interval`.
+    ///
+    /// # Panics
+    ///
+    /// If `interval` is zero, or when called outside a tokio runtime.
+    pub fn spawn(registry: KeyRegistry, interval: Duration) -> Self {
+        assert!(
+            !interval.is_zero(),
+            "StoreFollower: the poll interval must not be zero"
+        );
+        let task = tokio::spawn(follow(registry, interval));
+        StoreFollower { task, interval }
+    }
+
+    /// The poll interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Stops the task and waits for it to end. A reload already running on
+    /// a blocking thread completes (it is atomic).
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for StoreFollower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for StoreFollower {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreFollower")
+            .field("interval", &self.interval)
+            .field("running", &!self.task.is_finished())
+            .finish()
+    }
+}
+
+async fn follow(registry: KeyRegistry, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first tick is immediate; the registry was just loaded.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let reloading = registry.clone();
+        match tokio::task::spawn_blocking(move || reloading.reload()).await {
+            Ok(Ok(true)) => tracing::debug!(
+                version = registry.current().version(),
+                "picked up a change of the key store"
+            ),
+            Ok(Ok(false)) => {}
+            Ok(Err(err)) => tracing::error!(
+                error = %err,
+                "cannot reload the key store; keeping the current keys"
+            ),
+            Err(err) => tracing::error!(error = %err, "the key store reload failed"),
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! Key storage: keys that survive a restart, and a key directory shared by
+//! replicas.
+//!
+//! A [`KeyStore`] keeps each key of a [`KeyRegistry`] with its lifecycle
+//! metadata (state, created, activated, activates at, retires at). Two
+//! stores come with the crate:
+//!
+//! * [`MemoryKeyStore`]: in memory, for tests and for registries in one
+//!   process that share keys;
+//! * [`DirKeyStore`]: one file per key in a directory, written atomically,
+//!   readable by several processes (see its docs for the file format, the
+//!   naming rule and the permission checks).
+//!
+//! A registry without a store (the default) keeps its keys in memory only.
+//!
+//! # Write-through: a key is durable before it signs
+//!
+//! A registry built with [`KeyRegistryBuilder::store`](crate::registry::KeyRegistryBuilder::store)
+//! loads every stored key at start-up, with its kid and state, and writes
+//! every later change through the store **before** publishing it. If the
+//! store fails, nothing is published and the change returns
+//! [`RegistryError::Store`](crate::RegistryError::Store). Within one change
+//! the store sees removals first, then keys leaving or not reaching the
+//! active state, then the key becoming active: a crash in the middle never
+//! leaves two active keys behind, only (at worst) none, which fails closed
+//! until the [rotator](crate::rotation) activates one.
+//!
+//! Only [`SigningKey`]s can be stored (the store needs the private key);
+//! adding another [`JwsSigner`](crate::JwsSigner) to a registry built on a
+//! store fails with [`StoreError::NotStorable`].
+//!
+//! # Blocking
+//!
+//! Store operations are blocking I/O (and [`DirKeyStore`] calls `fsync`).
+//! With a store, every registry change and [`KeyRegistry::reload`] block
+//! the calling thread for that long: in async code, call them from
+//! `tokio::task::spawn_blocking`. The [`KeyRotator`](crate::rotation::KeyRotator)
+//! and the [`StoreFollower`] already do.
+//!
+//! # Replicas: one writer, many readers
+//!
+//! Several processes may share one key directory (a shared volume, a
+//! Kubernetes Secret). The recommended setup is **one writer**, which runs
+//! the [`KeyRotator`](crate::rotation::KeyRotator), and **many readers**,
+//! which sign with the active key and serve the JWKS, each following the
+//! directory with a [`StoreFollower`] (or calling [`KeyRegistry::reload`]).
+//! A follower sees another process's change within one poll interval; give
+//! the rotation policy that interval
+//! ([`RotationPolicyBuilder::follower_poll_interval`](crate::rotation::RotationPolicyBuilder::follower_poll_interval))
+//! so that the next key is published and the old one retained long enough
+//! for every replica.
+//!
+//! Two writers are safe too: each change takes the store's write lock
+//! ([`KeyStore::lock`]; a `flock` on the directory's `.lock` file for
+//! [`DirKeyStore`]), re-reads the stored keys, applies the change to what it
+//! read and writes the difference. No file is ever half-written and no
+//! writer drops a key it did not know about; the rotator's steps are
+//! conditional ("publish a next key unless there is one"), so two rotators
+//! do not rotate twice.
+//!
+//! # Example
+//!
+//! ```
+//! use tower_jwt_signer::store::DirKeyStore;
+//! use tower_jwt_signer::{Algorithm, KeyRegistry};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
+//! let dir = tmp.path().join("keys"); // created 0700 when missing
+//!
+//! // First start: no key yet, one is generated and saved before it signs.
+//! let registry = KeyRegistry::builder()
+//!     .store(DirKeyStore::open(&dir)?)
+//!     .generate_if_missing(Algorithm::ES256)
+//!     .build()?;
+//! let kid = registry.current().active().unwrap().kid().clone();
+//! drop(registry);
+//!
+//! // A restart loads the same key, with the same kid.
+//! let registry = KeyRegistry::builder()
+//!     .store(DirKeyStore::open(&dir)?)
+//!     .generate_if_missing(Algorithm::ES256)
+//!     .build()?;
+//! assert_eq!(registry.current().active().unwrap().kid(), &kid);
+//! # Ok(())
+//! # }
+//! ```
+
+mod dir;
+mod follow;
+mod memory;
+mod stored;
+mod txlock;
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::keys::{Algorithm, KeyError, Kid};
+
+pub use dir::{DirKeyStore, DirKeyStoreOptions, KEY_FILE_SUFFIX, LoosePermissions};
+pub use follow::StoreFollower;
+pub use memory::MemoryKeyStore;
+pub use stored::StoredKey;
+
+#[cfg(doc)]
+use crate::{KeyRegistry, SigningKey};
+
+/// Where a [`KeyRegistry`] keeps its keys across restarts.
+///
+/// See the [module docs](self) for how the registry uses it.
+///
+/// # Implementing
+///
+/// * [`save`](Self::save) creates or replaces the entry of the key's kid and
+///   returns only once the key is durable; an entry is never seen half
+///   written.
+/// * [`load`](Self::load) returns every stored key. While another thread
+///   or process holds the store's [`lock`](Self::lock), `load` waits for it
+///   (a reader never sees half a change); when the **calling thread** holds
+///   the lock, `load` must not wait (the registry loads inside its lock).
+/// * [`remove`](Self::remove) of a kid that is not stored succeeds.
+/// * The operations block; the registry calls them from the thread that
+///   changes it.
+/// * `Debug` must never print key material.
+pub trait KeyStore: Send + Sync + fmt::Debug {
+    /// Loads every stored key.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] naming the entry that could not be read and why.
+    fn load(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Saves one key, replacing the entry with the same kid.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`]; the previous entry, if any, is unchanged.
+    fn save(&self, key: &StoredKey) -> Result<(), StoreError>;
+
+    /// Removes the entry of `kid`, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`]; the entry is unchanged.
+    fn remove(&self, kid: &Kid) -> Result<(), StoreError>;
+
+    /// Takes the store's write lock, held until the returned guard is
+    /// dropped. Writers (every registry change) hold it while they read the
+    /// stored keys and write their change, so that two writers never work
+    /// from stale state. The default does not lock: fine for a store that
+    /// only one registry writes to.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] if the lock cannot be taken.
+    fn lock(&self) -> Result<StoreLock, StoreError> {
+        Ok(StoreLock::none())
+    }
+}
+
+impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
+    fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
+        (**self).load()
+    }
+
+    fn save(&self, key: &StoredKey) -> Result<(), StoreError> {
+        (**self).save(key)
+    }
+
+    fn remove(&self, kid: &Kid) -> Result<(), StoreError> {
+        (**self).remove(kid)
+    }
+
+    fn lock(&self) -> Result<StoreLock, StoreError> {
+        (**self).lock()
+    }
+}
+
+/// A store's write lock, released when dropped. See [`KeyStore::lock`].
+pub struct StoreLock {
+    guard: Option<Box<dyn Any + Send>>,
+}
+
+impl StoreLock {
+    /// A lock that holds nothing.
+    pub fn none() -> Self {
+        StoreLock { guard: None }
+    }
+
+    /// A lock held until `guard` is dropped.
+    pub fn new(guard: impl Any + Send) -> Self {
+        StoreLock {
+            guard: Some(Box::new(guard)),
+        }
+    }
+
+    /// Whether this lock holds anything.
+    pub fn is_held(&self) -> bool {
+        self.guard.is_some()
+    }
+}
+
+impl fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreLock")
+            .field("held", &self.is_held())
+            .finish()
+    }
+}
+
+/// Why a key store operation failed. Messages name the file and the reason
+/// and never contain key material.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An I/O operation failed.
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done (`"read"`, `"create"`, `"rename"`, ...).
+        action: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// A key file that cannot be parsed: not JSON, truncated, a missing or
+    /// wrongly typed member, a kid that does not match the file name, ...
+    /// The file is left as it is.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key file whose key was refused (for example an `alg` the key does
+    /// not fit). The file is left as it is.
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why the key was refused.
+        source: KeyError,
+    },
+    /// A key of another algorithm than the store is configured for
+    /// ([`DirKeyStoreOptions::algorithm`]).
+    WrongAlgorithm {
+        /// The file.
+        path: PathBuf,
+        /// The key's algorithm.
+        found: Algorithm,
+        /// The store's algorithm.
+        expected: Algorithm,
+    },
+    /// A directory writable by group or others, or a key file readable or
+    /// writable by them. See [`LoosePermissions`].
+    LoosePermissions {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// What is too open.
+        reason: &'static str,
+    },
+    /// A kid this store cannot hold (for [`DirKeyStore`]: a kid starting
+    /// with `.`, which would be a hidden file).
+    UnsupportedKid {
+        /// The kid.
+        kid: Kid,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A key that is not a [`SigningKey`] held in this process (an HSM or
+    /// KMS signer): its private key cannot be written to a store.
+    NotStorable {
+        /// The kid.
+        kid: Kid,
+    },
+    /// Another store implementation failed.
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// The file or directory the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            StoreError::Io { path, .. }
+            | StoreError::Corrupt { path, .. }
+            | StoreError::Key { path, .. }
+            | StoreError::WrongAlgorithm { path, .. }
+            | StoreError::LoosePermissions { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io {
+            path,
+            action,
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io {
+                path,
+                action,
+                source,
+            } => write!(f, "cannot {action} {}: {source}", path.display()),
+            StoreError::Corrupt { path, reason } => {
+                write!(f, "{}: not a valid key file: {reason}", path.display())
+            }
+            StoreError::Key { path, source } => {
+                write!(f, "{}: key refused: {source}", path.display())
+            }
+            StoreError::WrongAlgorithm {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{}: its key is for {found}, but this key store is for {expected} keys",
+                path.display()
+            ),
+            StoreError::LoosePermissions { path, mode, reason } => write!(
+                f,
+                "{}: permissions {:04o} are too open ({reason}); restrict them (chmod {} {})",
+                path.display(),
+                mode & 0o7777,
+                if reason.starts_with("directory") {
+                    "700"
+                } else {
+                    "600"
+                },
+                path.display()
+            ),
+            StoreError::UnsupportedKid { kid, reason } => {
+                write!(f, "kid {kid:?} cannot be stored: {reason}")
+            }
+            StoreError::NotStorable { kid } => write!(
+                f,
+                "key {kid:?} is not a SigningKey held in this process; its private key cannot be written to a key store"
+            ),
+            StoreError::Other(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            StoreError::Key { source, .. } => Some(source),
+            StoreError::Other(err) => Some(err.as_ref()),
+            _ => None,
+        }
+    }
+}
