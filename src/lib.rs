@@ -9,38 +9,52 @@
 //! Otoroshi gateway does). Every backend verifies tokens on its own, picking
 //! the key by the token's `kid`.
 //!
-//! The pieces:
-//!
-//! * [`SigningKey`]: a private key with its [`Algorithm`] and [`Kid`]
-//!   (generate, import PKCS#8 or JWK, export for persistence). Any
-//!   [`JwsSigner`] (an HSM, a KMS) can stand in for it.
-//! * [`KeyRegistry`]: the shared set of keys (next, active, retiring), read
-//!   as lock-free snapshots and rotated atomically.
-//! * [`JwksService`]: the tower service that serves the registry's public
-//!   keys with `Cache-Control` and `ETag`.
-//!
 //! # Example
+//!
+//! A gateway: every request through it gets a fresh token, and the JWKS
+//! route publishes the public keys.
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, KeyRegistry};
+//! use tower::ServiceBuilder;
+//! use tower_http::trace::TraceLayer;
+//! use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // One registry, shared by everything that signs or publishes.
 //! let registry = KeyRegistry::generate(Algorithm::ES256)?;
 //!
+//! let signer = JwtSignerLayer::new(registry.clone())
+//!     .issuer("https://gateway.example")?
+//!     .audience("orders-api")?;
+//!
 //! let app: Router = Router::new()
-//!     .route("/", get(|| async { "hello" }))
-//!     .route_service(JWKS_PATH, JwksService::new(registry.clone()));
+//!     .route("/orders", get(|| async { "forwarded with a signed token" }))
+//!     .layer(ServiceBuilder::new().layer(TraceLayer::new_for_http()).layer(signer))
+//!     .route_service(JWKS_PATH, JwksService::new(registry));
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! # let addr = listener.local_addr()?;
-//! # tokio::spawn(async move { axum::serve(listener, app).await });
+//! # let server = tokio::spawn(async move { axum::serve(listener, app).await });
+//! # server.abort();
 //! # let _ = addr;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # The pieces
+//!
+//! | piece | module |
+//! |---|---|
+//! | [`SigningKey`]: a private key with its [`Algorithm`] and [`Kid`] (generate, import PKCS#8 or JWK, export); any [`JwsSigner`] (an HSM, a KMS) can stand in for it | [`keys`] |
+//! | [`KeyRegistry`]: the shared keys (next, active, retiring), read as lock-free snapshots and rotated atomically | [`registry`] |
+//! | [`JwksService`]: serves the registry's public keys with `Cache-Control` and `ETag` | [`jwks`] |
+//! | [`JwtSignerLayer`] / [`JwtSigner`]: signs every forwarded request, fails closed | [`signer`] |
+//! | [`JwtVerifierLayer`], [`Verifier`], [`RemoteJwks`]: the backend side | [`verifier`] |
+//! | [`KeyStore`], [`DirKeyStore`]: keys that survive restarts, shared by replicas | [`store`] |
+//! | [`RotationPolicy`], [`KeyRotator`]: automatic rotation with overlap | [`rotation`] |
+//! | [`Clock`]: the wall clock, which tests can drive with tokio's paused time | [`clock`] |
 //!
 //! # Security
 //!
@@ -49,7 +63,12 @@
 //! * Published JWKs are built from the public key and hold only public
 //!   members; `Debug` never prints key material.
 //! * Tokens carry exactly `alg`, `typ` and `kid` in their header; the
-//!   algorithm comes from the key.
+//!   algorithm comes from the key, never from a request.
+//! * A request is never forwarded unsigned: if a token cannot be made, the
+//!   signer answers the request itself.
+//! * The verifier takes the algorithm from the key a token's `kid` selects,
+//!   and never fetches or trusts a key a token names (`jku`, `x5u`, `jwk`,
+//!   `x5c`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 

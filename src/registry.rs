@@ -1096,7 +1096,7 @@ pub(crate) fn promote(
     for key in keys.iter_mut() {
         if key.state == KeyState::Active {
             key.state = KeyState::Retiring;
-            key.retires_at = Some(now + retain);
+            key.retires_at = Some(retain_until(now, retain));
         }
     }
     let key = &mut keys[index];
@@ -1105,6 +1105,13 @@ pub(crate) fn promote(
     key.activates_at = None;
     key.retires_at = None;
     key.kid().clone()
+}
+
+/// `now + retain`, with retentions beyond a thousand years (such as
+/// `Duration::MAX`, "keep it") capped there instead of overflowing.
+fn retain_until(now: SystemTime, retain: Duration) -> SystemTime {
+    const MAX_RETAIN: Duration = Duration::from_secs(1000 * 365 * 24 * 60 * 60);
+    now + retain.min(MAX_RETAIN)
 }
 
 pub(crate) fn is_expired(key: &PublishedKey, now: SystemTime) -> bool {
@@ -1250,6 +1257,16 @@ mod tests {
         *at.lock().unwrap() = SystemTime::UNIX_EPOCH + Duration::from_secs(160);
         assert_eq!(registry.prune_expired(), vec![old_kid.clone()]);
         assert!(registry.current().get(&old_kid).is_none());
+    }
+
+    #[test]
+    fn huge_retentions_are_capped_not_overflowing() {
+        let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+        let old = registry.current().active().unwrap().kid().clone();
+        registry.rotate_to(es256(), Duration::MAX).unwrap();
+        let until = registry.current().get(&old).unwrap().retires_at().unwrap();
+        assert!(until > SystemTime::now() + Duration::from_secs(900 * 365 * 24 * 3600));
+        assert!(registry.prune_expired().is_empty());
     }
 
     #[test]
