@@ -22,8 +22,8 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -330,25 +330,32 @@ async fn client(id: usize, gateway: SocketAddr, counters: Arc<Counters>, stop: A
     }
 }
 
-/// Counts every kid the registry publishes.
-fn count_kids(
-    registry: &KeyRegistry,
-) -> (Arc<Mutex<HashSet<String>>>, tokio::task::JoinHandle<()>) {
-    let kids: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let seen = Arc::clone(&kids);
+/// Counts the kids the registry publishes, in constant memory: a kid never
+/// comes back once removed, and a key stays published for far longer than
+/// it takes to see a change, so every kid missing from the previous
+/// snapshot is a new one.
+fn count_kids(registry: &KeyRegistry) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&count);
     let mut changes = registry.subscribe();
     let task = tokio::spawn(async move {
+        let mut previous: HashSet<String> = HashSet::new();
         loop {
             let snapshot = changes.borrow_and_update().clone();
-            if let Ok(mut seen) = seen.lock() {
-                seen.extend(snapshot.keys().iter().map(|k| k.kid().to_string()));
-            }
+            let kids: HashSet<String> = snapshot
+                .keys()
+                .iter()
+                .map(|k| k.kid().to_string())
+                .collect();
+            let new = kids.difference(&previous).count() as u64;
+            counter.fetch_add(new, Ordering::Relaxed);
+            previous = kids;
             if changes.changed().await.is_err() {
                 break;
             }
         }
     });
-    (kids, task)
+    (count, task)
 }
 
 /// Runs the soak: starts the chain on free ports of 127.0.0.1, lets the
@@ -432,7 +439,7 @@ pub(crate) async fn run(
             unsigned: load(&counters.unsigned),
             arrivals: load(&counters.arrivals),
             jwks_fetches: load(&counters.jwks_fetches),
-            keys_published: kids.lock().map_or(0, |kids| kids.len()),
+            keys_published: kids.load(Ordering::Relaxed) as usize,
             keys_now: registry.current().keys().len(),
             rss_kib,
             peak_rss_kib,

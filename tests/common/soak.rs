@@ -814,41 +814,42 @@ impl ReadOnly {
 
     /// Makes the directory writable again.
     pub fn undo(&mut self) {
+        self.restore();
+        assert!(
+            can_create_in(&self.dir),
+            "{} is writable again",
+            self.dir.display()
+        );
+    }
+
+    /// Undoes what `apply` did; never panics.
+    fn restore(&mut self) {
         use std::os::unix::fs::PermissionsExt as _;
         let display = self.dir.display().to_string();
         match self.how {
             ReadOnlyHow::Chmod => {
-                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-                    .unwrap();
+                let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
             }
-            ReadOnlyHow::Immutable => assert!(run("chattr", &["-i", &display]), "chattr -i"),
-            ReadOnlyHow::BindMount => assert!(
-                run("umount", &[&display]) || run("umount", &["-l", &display]),
-                "umount"
-            ),
+            ReadOnlyHow::Immutable => {
+                run("chattr", &["-i", &display]);
+            }
+            ReadOnlyHow::BindMount => {
+                if !run("umount", &[&display]) {
+                    run("umount", &["-l", &display]);
+                }
+            }
             ReadOnlyHow::StoreSwitch => self.store.heal(),
-            ReadOnlyHow::Undone => return,
+            ReadOnlyHow::Undone => {}
         }
         self.how = ReadOnlyHow::Undone;
-        assert!(can_create_in(&self.dir) || self.store_only());
-    }
-
-    fn store_only(&self) -> bool {
-        self.how == ReadOnlyHow::StoreSwitch
     }
 }
 
 impl Drop for ReadOnly {
     fn drop(&mut self) {
-        if self.how != ReadOnlyHow::Undone && !std::thread::panicking() {
-            self.undo();
-        } else if self.how != ReadOnlyHow::Undone {
-            // Best effort while unwinding: never leave an immutable
-            // directory or a mount behind.
-            let display = self.dir.display().to_string();
-            run("chattr", &["-i", &display]);
-            run("umount", &["-l", &display]);
-        }
+        // Never leave an immutable directory or a mount behind, even when
+        // the test failed.
+        self.restore();
     }
 }
 
