@@ -490,19 +490,28 @@ async fn a_disk_that_fills_up_in_the_middle_of_an_activation() {
             std::fs::write(&path, bytes).unwrap();
             std::fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
         }
-        let restarted = {
+        let restart = |generate: bool| {
             let copy = copy.clone();
             tokio::task::spawn_blocking(move || {
-                KeyRegistry::builder()
-                    .store(DirKeyStore::open(&copy).unwrap())
-                    .build()
-                    .unwrap()
+                let builder = KeyRegistry::builder().store(DirKeyStore::open(&copy).unwrap());
+                if generate {
+                    builder.generate_if_missing(Algorithm::ES256)
+                } else {
+                    builder
+                }
+                .build()
+                .unwrap()
             })
-            .await
-            .unwrap()
         };
+        let restarted = restart(false).await.unwrap();
         assert_eq!(published_kids(&restarted), stored_kids(&dir));
-        assert!(restarted.current().active().is_none());
+        assert!(restarted.current().active().is_none(), "it fails closed");
+        // Asked to make sure a key signs, it activates the next key, which
+        // was published, rather than a fresh one.
+        let restarted = restart(true).await.unwrap();
+        assert_eq!(active_kid(&restarted), next);
+        assert_eq!(published_kids(&restarted), stored_kids(&dir));
+        assert_eq!(stored_kids(&copy), stored_kids(&dir));
 
         // Space again: the retried step activates the published next key.
         store.heal();
@@ -514,6 +523,67 @@ async fn a_disk_that_fills_up_in_the_middle_of_an_activation() {
         nothing_lost_nothing_unsigned(&dir, &registry, &chain, &clients);
     })
     .await;
+}
+
+/// What a cut activation leaves on disk (the old key retiring, the new one
+/// still next, none active), loaded by a process that starts with
+/// `generate_if_missing`: the next key, published before the cut, signs;
+/// no fresh (never published) key is made.
+#[test]
+fn a_restart_after_a_cut_activation_activates_the_published_next_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let store = DirKeyStore::open(&dir).unwrap();
+    let now = SystemTime::now();
+    let old = SigningKey::generate(Algorithm::ES256).unwrap();
+    let older_next = SigningKey::generate(Algorithm::ES256).unwrap();
+    let newer_next = SigningKey::generate(Algorithm::ES256).unwrap();
+    let (old_kid, next_kid) = (old.kid().to_string(), older_next.kid().to_string());
+    use tower_jwt_signer::store::{KeyStore as _, StoredKey};
+    let second = Duration::from_secs(1);
+    store
+        .save(
+            &StoredKey::new(old, KeyState::Retiring, now - 10 * second)
+                .with_activated_at(Some(now - 10 * second))
+                .with_retires_at(Some(now + 60 * second)),
+        )
+        .unwrap();
+    store
+        .save(
+            &StoredKey::new(older_next, KeyState::Next, now - 2 * second)
+                .with_activates_at(Some(now - second)),
+        )
+        .unwrap();
+    store
+        .save(&StoredKey::new(newer_next, KeyState::Next, now))
+        .unwrap();
+    let before = stored_kids(&dir);
+
+    let registry = KeyRegistry::builder()
+        .store(DirKeyStore::open(&dir).unwrap())
+        .generate_if_missing(Algorithm::ES256)
+        .build()
+        .unwrap();
+    assert_eq!(active_kid(&registry), next_kid);
+    assert_eq!(published_kids(&registry), before, "no fresh key");
+    let stored = stored_keys(&dir);
+    let state = |kid: &str| {
+        stored
+            .iter()
+            .find(|key| key.kid().as_str() == kid)
+            .unwrap()
+            .state()
+    };
+    assert_eq!(state(&next_kid), KeyState::Active);
+    assert_eq!(state(&old_kid), KeyState::Retiring);
+    // An empty directory still gets a fresh key.
+    let empty = tmp.path().join("empty");
+    let registry = KeyRegistry::builder()
+        .store(DirKeyStore::open(&empty).unwrap())
+        .generate_if_missing(Algorithm::ES256)
+        .build()
+        .unwrap();
+    assert_eq!(stored_kids(&empty), vec![active_kid(&registry)]);
 }
 
 /// A wall clock that can jump: the system time plus an offset in seconds.
