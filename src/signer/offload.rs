@@ -1,0 +1,95 @@
+//! [`Offload`]: where signatures are computed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::SignerConfigError;
+use super::layer::truncate;
+use crate::keys::Algorithm;
+
+/// Where the signer computes signatures.
+///
+/// An RSA or RSA-PSS signature takes about 250 µs, ES384 and ES512 300 to
+/// 800 µs: long enough that signing on the async worker thread delays every
+/// other task queued on it. [`Blocking`](Self::Blocking) signs on tokio's
+/// blocking pool ([`tokio::task::spawn_blocking`]) instead, so the workers
+/// keep serving other requests; the request waits for its token (it is
+/// never forwarded without one) and then goes on to the inner service.
+///
+/// The default, [`Auto`](Self::Auto), offloads the slow algorithms
+/// ([`Algorithm::is_slow`]: RS*, PS*, ES384, ES512) and signs ES256 and
+/// EdDSA inline, where a hand-off would cost more than the signature. It
+/// follows the active key: after a rotation to another algorithm the choice
+/// changes with it.
+///
+/// A request for which no tokio runtime is running is signed inline. A
+/// token handed out again ([`TokenReuse`](super::TokenReuse)) needs no
+/// signature and is never offloaded. If the blocking task fails (the
+/// signer panicked, the runtime is shutting down), the request is answered
+/// `500` (`signing_failed`) and the inner service is not called.
+///
+/// A [`JwsSigner`](crate::JwsSigner) backed by an HSM or a KMS that blocks
+/// on the network should use [`Blocking`](Self::Blocking) whatever its
+/// algorithm.
+///
+/// ```
+/// use tower_jwt_signer::signer::Offload;
+/// use tower_jwt_signer::Algorithm;
+///
+/// assert_eq!(Offload::default(), Offload::Auto);
+/// assert!(Offload::Auto.offloads(Algorithm::RS256));
+/// assert!(!Offload::Auto.offloads(Algorithm::ES256));
+/// assert_eq!("blocking".parse::<Offload>().unwrap(), Offload::Blocking);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Offload {
+    /// Sign on the task that calls the service.
+    Inline,
+    /// Sign on tokio's blocking pool, whatever the algorithm.
+    Blocking,
+    /// Blocking for [`Algorithm::is_slow`] algorithms, inline for ES256 and
+    /// EdDSA. The default.
+    #[default]
+    Auto,
+}
+
+impl Offload {
+    /// Whether a signature by a key of `algorithm` goes to the blocking
+    /// pool.
+    pub fn offloads(self, algorithm: Algorithm) -> bool {
+        match self {
+            Offload::Inline => false,
+            Offload::Blocking => true,
+            Offload::Auto => algorithm.is_slow(),
+        }
+    }
+
+    /// The lower-case name (`"inline"`, `"blocking"`, `"auto"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offload::Inline => "inline",
+            Offload::Blocking => "blocking",
+            Offload::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for Offload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Offload {
+    type Err = SignerConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "inline" => Ok(Offload::Inline),
+            "blocking" => Ok(Offload::Blocking),
+            "auto" => Ok(Offload::Auto),
+            _ => Err(SignerConfigError::InvalidOffload(truncate(s))),
+        }
+    }
+}
