@@ -24,6 +24,7 @@ use support::{AnyBody, Args, Forwarder, Upstream, boxed};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_jwt_signer::signer::{ExistingToken, JwtSignerLayer, SignerConfigError};
+use tower_jwt_signer::signer::{Offload, TokenReuse};
 use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, KeyRegistry};
 
 const HELP: &str = "\
@@ -41,6 +42,8 @@ OPTIONS:
     --subject S            the sub claim
     --ttl SECS             token lifetime in seconds [default: 60]
     --existing POLICY      replace | keep | reject: a request that already has the header [default: replace]
+    --offload MODE         inline | blocking | auto: where signatures are computed [default: auto]
+    --reuse                hand out a recent token again for equal claims (jti no longer unique)
     --header NAME          the header the token goes in [default: Authorization]
     --scheme S             the scheme before the token [default: Bearer]; '' for a bare token
     --claim NAME=VALUE     a claim; VALUE may hold ${req.headers.NAME}, ${req.query.NAME},
@@ -65,6 +68,8 @@ pub(crate) struct Options {
     pub(crate) subject: Option<String>,
     pub(crate) ttl: Duration,
     pub(crate) existing: ExistingToken,
+    pub(crate) offload: Offload,
+    pub(crate) reuse: bool,
     pub(crate) header: Option<String>,
     pub(crate) scheme: Option<String>,
     pub(crate) claims: Vec<(String, String)>,
@@ -88,6 +93,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
         (None, None, None, None, None);
     let mut ttl = Duration::from_secs(60);
     let mut existing = ExistingToken::Replace;
+    let (mut offload, mut reuse) = (Offload::Auto, false);
     let mut claims = Vec::new();
     let mut jwks_max_age = tower_jwt_signer::jwks::DEFAULT_JWKS_MAX_AGE;
     while let Some((flag, inline)) = args.next_flag()? {
@@ -101,6 +107,8 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
             "--subject" => subject = Some(args.value(&flag, inline)?),
             "--ttl" => ttl = Duration::from_secs(args.parsed(&flag, inline)?),
             "--existing" => existing = args.parsed(&flag, inline)?,
+            "--offload" => offload = args.parsed(&flag, inline)?,
+            "--reuse" => reuse = true,
             "--header" => header = Some(args.value(&flag, inline)?),
             "--scheme" => scheme = Some(args.value(&flag, inline)?),
             "--claim" => {
@@ -126,6 +134,8 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
         subject,
         ttl,
         existing,
+        offload,
+        reuse,
         header,
         scheme,
         claims,
@@ -141,7 +151,11 @@ pub(crate) fn signer_layer(
 ) -> Result<JwtSignerLayer, SignerConfigError> {
     let mut layer = JwtSignerLayer::new(registry)
         .ttl(options.ttl)?
-        .existing_token(options.existing);
+        .existing_token(options.existing)
+        .offload(options.offload);
+    if options.reuse {
+        layer = layer.reuse_tokens(TokenReuse::new());
+    }
     if let Some(issuer) = &options.issuer {
         layer = layer.issuer(issuer)?;
     }
