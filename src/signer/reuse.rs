@@ -132,7 +132,7 @@ impl Default for TokenReuse {
 }
 
 /// How many entries share one lock and one lookup: a set-associative cache.
-const WAYS: usize = 4;
+const WAYS: usize = 8;
 
 /// One cached token.
 struct Slot {

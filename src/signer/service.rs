@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwapOption;
@@ -148,6 +149,11 @@ pub(crate) struct Shared {
 struct EncodedHeader {
     signer: Arc<dyn JwsSigner>,
     encoded: String,
+    /// The length of this key's signatures: a guess from the algorithm
+    /// until the first signature, then the real one (an RSA modulus can be
+    /// 2048 to 16384 bits), so each token's buffer is allocated once, at
+    /// its size.
+    signature_len: AtomicUsize,
 }
 
 #[derive(serde::Serialize)]
@@ -161,7 +167,8 @@ struct JoseHeader<'a> {
 pub(crate) struct Pending {
     /// `<scheme> BASE64URL(header) "." BASE64URL(claims)`.
     value: String,
-    signer: Arc<dyn JwsSigner>,
+    /// The key that signs, with its encoded header.
+    header: Arc<EncodedHeader>,
     /// Where the token goes in the reuse cache, when reuse is on.
     reuse: Option<NewEntry>,
 }
@@ -346,7 +353,7 @@ impl Shared {
         // Compact JWS: header.payload, signed, then .signature; the scheme
         // is written first so the whole value is built in one buffer.
         let header = self.header_for(active);
-        let signature_len = signature_len(active);
+        let signature_len = header.signature_len.load(Ordering::Relaxed);
         let mut value = String::with_capacity(
             config.prefix.len()
                 + header.encoded.len()
@@ -360,7 +367,7 @@ impl Shared {
         b64::encode_into(&claims, &mut value);
         let pending = Pending {
             value,
-            signer: Arc::clone(&header.signer),
+            header,
             reuse,
         };
         if config.offload.offloads(active.algorithm())
@@ -376,15 +383,19 @@ impl Shared {
     pub(crate) fn finish(&self, pending: Pending) -> Result<HeaderValue, Failure> {
         let Pending {
             mut value,
-            signer,
+            header,
             reuse,
         } = pending;
-        let signature = signer
+        let signature = header
+            .signer
             .sign(&value.as_bytes()[self.config.prefix.len()..])
             .map_err(|err| {
-                tracing::error!(kid = %signer.public_jwk().kid(), error = %err, "request refused: signing failed");
+                tracing::error!(kid = %header.signer.public_jwk().kid(), error = %err, "request refused: signing failed");
                 Failure::signing()
             })?;
+        header
+            .signature_len
+            .store(signature.len(), Ordering::Relaxed);
         value.push('.');
         b64::encode_into(signature, &mut value);
 
@@ -416,6 +427,7 @@ impl Shared {
         let encoded = Arc::new(EncodedHeader {
             signer: Arc::clone(active.signer()),
             encoded: b64::encode(json),
+            signature_len: AtomicUsize::new(signature_len(active)),
         });
         let previous = self.header.swap(Some(Arc::clone(&encoded)));
         if previous.is_some()
@@ -478,7 +490,8 @@ fn signature_len(key: &PublishedKey) -> usize {
         KeyKind::Ec(EcCurve::P256) | KeyKind::Ed25519 => 64,
         KeyKind::Ec(EcCurve::P384) => 96,
         KeyKind::Ec(EcCurve::P521) => 132,
-        _ => 512,
+        // RSA: a 2048-bit modulus until the first signature tells.
+        _ => 256,
     }
 }
 
