@@ -1,6 +1,7 @@
-//! Signing on tokio's blocking pool: offloaded tokens verify, the choice
+//! Signing on the signer's own threads: offloaded tokens verify, the choice
 //! follows the configuration and the active key's algorithm, and a failed
-//! blocking task fails closed (500, the inner service is not called).
+//! or panicking signature fails closed (500, the inner service is not
+//! called).
 
 mod common;
 
@@ -85,7 +86,7 @@ async fn send(
 
 /// Whether the one signature of `threads` was made on this thread. The
 /// tests run on a current-thread runtime: the calling task is on the test's
-/// thread, the blocking pool is not.
+/// thread, the signing threads are not.
 fn signed_here(threads: &Mutex<Vec<ThreadId>>) -> bool {
     let threads = threads.lock().unwrap();
     assert_eq!(threads.len(), 1, "one signature");
@@ -107,7 +108,7 @@ async fn offloaded_tokens_verify_for_every_algorithm() {
         let verified = verify(&token, &registry).unwrap_or_else(|e| panic!("{alg}: {e}"));
         assert_eq!(verified.header["alg"], alg.as_str());
         assert_eq!(verified.claims["iss"], "gateway");
-        assert!(!signed_here(&threads), "{alg}: signed on the blocking pool");
+        assert!(!signed_here(&threads), "{alg}: signed on a signing thread");
         assert!(seen.only().headers["authorization"].is_sensitive());
     }
 }
@@ -153,7 +154,7 @@ async fn the_choice_follows_the_active_key_after_a_rotation() {
 }
 
 #[tokio::test]
-async fn a_panicking_blocking_task_fails_closed() {
+async fn a_panicking_offloaded_signer_fails_closed() {
     let (key, threads) = Watched::new(Algorithm::RS256, Behaviour::Panic);
     let layer = JwtSignerLayer::new(KeyRegistry::new(key)).offload(Offload::Blocking);
     let request = Request::get("/")
@@ -202,7 +203,7 @@ async fn a_dropped_request_never_reaches_the_inner_service() {
     service.ready().await.unwrap();
     let future = service.call(Request::get("/").body(()).unwrap());
     drop(future);
-    // Give the blocking pool time to finish a signature it may have
+    // Give the signing threads time to finish a signature they may have
     // started: nothing may be forwarded afterwards either.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(seen.count(), 0);
@@ -286,7 +287,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 #[test]
-fn without_a_runtime_blocking_signs_inline() {
+fn offloading_needs_no_runtime() {
     let (key, threads) = Watched::new(Algorithm::RS256, Behaviour::Sign);
     let registry = KeyRegistry::new(key);
     let layer = JwtSignerLayer::new(registry.clone()).offload(Offload::Blocking);
@@ -299,5 +300,22 @@ fn without_a_runtime_blocking_signs_inline() {
     .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     verify(&bearer(&seen.only().headers), &registry).unwrap();
-    assert!(signed_here(&threads));
+    assert!(!signed_here(&threads));
+}
+
+#[tokio::test]
+async fn a_panicking_signer_does_not_take_the_signing_threads_down() {
+    let (broken, _) = Watched::new(Algorithm::PS256, Behaviour::Panic);
+    let broken = JwtSignerLayer::new(KeyRegistry::new(broken)).offload(Offload::Blocking);
+    // More panics than there can be signing threads.
+    for _ in 0..40 {
+        let (status, seen, _) = send(&broken, Request::get("/").body(()).unwrap()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(seen.count(), 0);
+    }
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let working = JwtSignerLayer::new(registry.clone()).offload(Offload::Blocking);
+    let (status, seen, _) = send(&working, Request::get("/").body(()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    verify(&bearer(&seen.only().headers), &registry).unwrap();
 }

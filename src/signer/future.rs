@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project::pin_project;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 use tower_service::Service;
 
 use super::ResponseBody;
@@ -19,7 +19,7 @@ use super::service::Failure;
 /// The inner service's future (the request was signed and forwarded), the
 /// signer's own answer, ready at once (the request was refused and never
 /// reached the inner service), or a signature being computed on the
-/// blocking pool ([`Offload`](super::Offload)), after which the request
+/// signing threads ([`Offload`](super::Offload)), after which the request
 /// goes to the inner service (`S`, with request body `R`) or, if signing
 /// failed, is answered `500`.
 #[pin_project]
@@ -39,10 +39,10 @@ enum State<F, B, S, R> {
     Answered {
         response: Option<Response<ResponseBody<B>>>,
     },
-    /// The signature is being computed on the blocking pool; the ready
+    /// The signature is being computed on the signing threads; the ready
     /// inner service waits with the request.
     Offloaded {
-        signing: AbortOnDrop<Result<HeaderValue, Failure>>,
+        signing: oneshot::Receiver<Result<HeaderValue, Failure>>,
         deferred: Option<Deferred<S, R>>,
     },
 }
@@ -54,16 +54,6 @@ pub(crate) struct Deferred<S, R> {
     pub(crate) parts: Parts,
     pub(crate) body: R,
     pub(crate) header_name: HeaderName,
-}
-
-/// A blocking task that is cancelled when the request is dropped before it
-/// started (a client that went away does not leave signatures to compute).
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl<F, B, S, R> ResponseFuture<F, B, S, R> {
@@ -82,12 +72,12 @@ impl<F, B, S, R> ResponseFuture<F, B, S, R> {
     }
 
     pub(crate) fn offloaded(
-        signing: JoinHandle<Result<HeaderValue, Failure>>,
+        signing: oneshot::Receiver<Result<HeaderValue, Failure>>,
         deferred: Deferred<S, R>,
     ) -> Self {
         ResponseFuture {
             state: State::Offloaded {
-                signing: AbortOnDrop(signing),
+                signing,
                 deferred: Some(deferred),
             },
         }
@@ -116,7 +106,7 @@ where
                         .expect("ResponseFuture polled after completion")));
                 }
                 StateProj::Offloaded { signing, deferred } => {
-                    let result = ready!(Pin::new(&mut signing.0).poll(cx));
+                    let result = ready!(Pin::new(signing).poll(cx));
                     let Deferred {
                         mut inner,
                         mut parts,
@@ -131,8 +121,10 @@ where
                             this.state.set(State::Answered { response: None });
                             return Poll::Ready(Ok(failure.into_response()));
                         }
-                        Err(err) => {
-                            tracing::error!(error = %err, "request refused: the signing task failed");
+                        Err(_) => {
+                            tracing::error!(
+                                "request refused: the signing thread dropped the request (the signer panicked)"
+                            );
                             this.state.set(State::Answered { response: None });
                             return Poll::Ready(Ok(Failure::signing().into_response()));
                         }

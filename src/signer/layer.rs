@@ -530,8 +530,8 @@ impl JwtSignerLayer {
     }
 
     /// Where signatures are computed (default [`Offload::Auto`]: the slow
-    /// algorithms on tokio's blocking pool, ES256 and EdDSA inline). See
-    /// [`Offload`].
+    /// algorithms on the signer's own threads, one per core; ES256 and
+    /// EdDSA inline). See [`Offload`].
     pub fn offload(self, offload: Offload) -> Self {
         self.update(|config| config.offload = offload)
     }

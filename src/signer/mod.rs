@@ -153,8 +153,8 @@
 //!   leeway.
 //! * Where signing runs: ECDSA P-256 and EdDSA take tens of microseconds
 //!   and are signed on the calling task; RSA, RSA-PSS, ES384 and ES512
-//!   (hundreds of microseconds) go to tokio's blocking pool by default so
-//!   they do not hold an async worker. See [`Offload`].
+//!   (hundreds of microseconds) go to the signer's own threads (one per
+//!   core) by default so they do not hold an async worker. See [`Offload`].
 //!
 //! # Performance
 //!
@@ -171,6 +171,7 @@ mod claims;
 mod future;
 mod layer;
 mod offload;
+mod pool;
 mod reuse;
 mod service;
 mod template;

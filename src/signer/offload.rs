@@ -9,24 +9,30 @@ use crate::keys::Algorithm;
 
 /// Where the signer computes signatures.
 ///
-/// An RSA or RSA-PSS signature takes about 250 µs, ES384 and ES512 300 to
-/// 800 µs: long enough that signing on the async worker thread delays every
-/// other task queued on it. [`Blocking`](Self::Blocking) signs on tokio's
-/// blocking pool ([`tokio::task::spawn_blocking`]) instead, so the workers
-/// keep serving other requests; the request waits for its token (it is
-/// never forwarded without one) and then goes on to the inner service.
+/// An RSA or RSA-PSS signature takes about 250 µs, ES384 and ES512 200 to
+/// 550 µs (OpenSSL 3.0): long enough that signing on the async worker
+/// thread delays every other task queued on it. [`Blocking`](Self::Blocking)
+/// signs on the signer's own threads instead, one per core (at most 16),
+/// shared by every signer in the process; the worker goes on serving other
+/// requests, and the request waits for its token (it is never forwarded
+/// without one) and then goes on to the inner service. Unlike
+/// `tokio::task::spawn_blocking`, which starts a thread per waiting
+/// signature (up to 512) that all compete with the runtime's workers for
+/// the cores, this keeps at most one signature per core in flight; the rest
+/// wait in a queue (`BENCHMARKS.md` compares the two).
 ///
 /// The default, [`Auto`](Self::Auto), offloads the slow algorithms
 /// ([`Algorithm::is_slow`]: RS*, PS*, ES384, ES512) and signs ES256 and
-/// EdDSA inline, where a hand-off would cost more than the signature. It
+/// EdDSA inline, where the hand-off would cost more than it saves. It
 /// follows the active key: after a rotation to another algorithm the choice
 /// changes with it.
 ///
-/// A request for which no tokio runtime is running is signed inline. A
-/// token handed out again ([`TokenReuse`](super::TokenReuse)) needs no
-/// signature and is never offloaded. If the blocking task fails (the
-/// signer panicked, the runtime is shutting down), the request is answered
-/// `500` (`signing_failed`) and the inner service is not called.
+/// The signing threads need no runtime. A token handed out again
+/// ([`TokenReuse`](super::TokenReuse)) needs no signature and is never
+/// offloaded; a request dropped before its turn is not signed. If the
+/// signature cannot be made (the signer failed or panicked), the request
+/// is answered `500` (`signing_failed`) and the inner service is not
+/// called. Should no signing thread start, signatures are made inline.
 ///
 /// A [`JwsSigner`](crate::JwsSigner) backed by an HSM or a KMS that blocks
 /// on the network should use [`Blocking`](Self::Blocking) whatever its
@@ -46,7 +52,7 @@ use crate::keys::Algorithm;
 pub enum Offload {
     /// Sign on the task that calls the service.
     Inline,
-    /// Sign on tokio's blocking pool, whatever the algorithm.
+    /// Sign on the signing threads, whatever the algorithm.
     Blocking,
     /// Blocking for [`Algorithm::is_slow`] algorithms, inline for ES256 and
     /// EdDSA. The default.
@@ -55,8 +61,8 @@ pub enum Offload {
 }
 
 impl Offload {
-    /// Whether a signature by a key of `algorithm` goes to the blocking
-    /// pool.
+    /// Whether a signature by a key of `algorithm` goes to the signing
+    /// threads.
     pub fn offloads(self, algorithm: Algorithm) -> bool {
         match self {
             Offload::Inline => false,

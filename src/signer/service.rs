@@ -16,8 +16,11 @@ use tower_service::Service;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use tokio::sync::oneshot;
+
 use super::future::Deferred;
 use super::layer::{Config, ExistingToken, JwtSignerLayer};
+use super::pool;
 use super::reuse::{Lookup, NewEntry, ReuseCache};
 use super::template::RequestValues;
 use super::{ResponseBody, ResponseFuture};
@@ -105,9 +108,7 @@ where
             Ok(Signed::Ready) => {
                 ResponseFuture::forwarded(self.inner.call(Request::from_parts(parts, body)))
             }
-            Ok(Signed::Offload(handle, pending)) => {
-                let shared = Arc::clone(&self.shared);
-                let signing = handle.spawn_blocking(move || shared.finish(pending));
+            Ok(Signed::Offload(signing)) => {
                 // The ready service goes with the request; this service keeps
                 // a clone that will be polled ready again before its next call.
                 let clone = self.inner.clone();
@@ -131,8 +132,9 @@ where
 enum Signed {
     /// The header is written (or kept): forward it.
     Ready,
-    /// The signature is due on the blocking pool of this runtime.
-    Offload(tokio::runtime::Handle, Pending),
+    /// The signature is being computed on the signing threads; the value
+    /// arrives here.
+    Offload(oneshot::Receiver<Result<HeaderValue, Failure>>),
 }
 
 /// What every service built by one layer shares: the registry, the checked
@@ -217,8 +219,8 @@ impl Shared {
     }
 
     /// Applies the existing-token policy and writes the token into `parts`,
-    /// or prepares the signature for the blocking pool.
-    fn sign(&self, parts: &mut Parts) -> Result<Signed, Failure> {
+    /// or hands the signature to the signing threads.
+    fn sign(self: &Arc<Self>, parts: &mut Parts) -> Result<Signed, Failure> {
         let config = &self.config;
         if parts.headers.contains_key(&config.header_name) {
             match config.existing {
@@ -247,18 +249,18 @@ impl Shared {
                 parts.headers.insert(config.header_name.clone(), value);
                 Ok(Signed::Ready)
             }
-            Token::Offload(handle, pending) => {
+            Token::Offload(signing) => {
                 // Every existing value goes now; ours is written when the
                 // signature is there.
                 parts.headers.remove(&config.header_name);
-                Ok(Signed::Offload(handle, pending))
+                Ok(Signed::Offload(signing))
             }
         }
     }
 
     /// Builds `<scheme> <jwt>` for this request, or everything but the
-    /// signature when it is to be computed on the blocking pool.
-    fn token(&self, parts: &Parts) -> Result<Token, Failure> {
+    /// signature, which goes to the signing threads.
+    fn token(self: &Arc<Self>, parts: &Parts) -> Result<Token, Failure> {
         let config = &self.config;
         let snapshot = self.registry.current();
         let Some(active) = snapshot.active() else {
@@ -370,16 +372,33 @@ impl Shared {
             header,
             reuse,
         };
-        if config.offload.offloads(active.algorithm())
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            return Ok(Token::Offload(handle, pending));
+        if !config.offload.offloads(active.algorithm()) {
+            return self.finish(pending).map(Token::Ready);
         }
-        self.finish(pending).map(Token::Ready)
+        let (answer, signing) = oneshot::channel();
+        let shared = Arc::clone(self);
+        let job = move || {
+            // A request dropped before its turn needs no signature.
+            if !answer.is_closed() {
+                let _ = answer.send(shared.finish(pending));
+            }
+        };
+        match pool::execute(job) {
+            Ok(()) => Ok(Token::Offload(signing)),
+            // No signing thread could be started: sign here.
+            Err(job) => {
+                job();
+                let mut signing = signing;
+                match signing.try_recv() {
+                    Ok(result) => result.map(Token::Ready),
+                    Err(_) => Err(Failure::signing()),
+                }
+            }
+        }
     }
 
     /// Signs a pending token and makes the header value (on the calling
-    /// task, or on the blocking pool).
+    /// task, or on a signing thread).
     pub(crate) fn finish(&self, pending: Pending) -> Result<HeaderValue, Failure> {
         let Pending {
             mut value,
@@ -444,7 +463,8 @@ impl Shared {
 /// The token of one request.
 enum Token {
     Ready(HeaderValue),
-    Offload(tokio::runtime::Handle, Pending),
+    /// Being signed on the signing threads.
+    Offload(oneshot::Receiver<Result<HeaderValue, Failure>>),
 }
 
 thread_local! {
