@@ -19,7 +19,9 @@ use crate::keys::Algorithm;
 /// `tokio::task::spawn_blocking`, which starts a thread per waiting
 /// signature (up to 512) that all compete with the runtime's workers for
 /// the cores, this keeps at most one signature per core in flight; the rest
-/// wait in a queue (`BENCHMARKS.md` compares the two).
+/// wait in a queue. `BENCHMARKS.md` measures what it buys: a cheap request
+/// on an RS256-saturated proxy waited 59 µs at the median instead of 5.7 ms
+/// (on the project's 2-core machine).
 ///
 /// The default, [`Auto`](Self::Auto), offloads the slow algorithms
 /// ([`Algorithm::is_slow`]: RS*, PS*, ES384, ES512) and signs ES256 and

@@ -4,7 +4,7 @@
 //! Why not `tokio::task::spawn_blocking`: under load it starts a thread per
 //! waiting signature (up to 512), and that many CPU-bound threads take the
 //! cores from the runtime's workers, whose cheap requests then wait for the
-//! kernel's scheduler (measured in `BENCHMARKS.md`). A pool as large as the
+//! kernel's scheduler (see `BENCHMARKS.md`). A pool as large as the
 //! machine keeps at most one signature per core in flight; the others wait
 //! in the queue, costing nothing.
 

@@ -34,6 +34,12 @@ use crate::registry::{KeyRegistry, PublishedKey};
 /// The inner service's errors pass through unchanged. Requests the signer
 /// refuses get a response of its own (see [`ResponseBody`]) and never reach
 /// the inner service.
+///
+/// The inner service must be `Clone` (axum's `Router`, hyper-util's client,
+/// `service_fn` closures and tower's `Buffer` are): while a request waits
+/// for a signature on the signing threads ([`Offload`](super::Offload)),
+/// the inner service that was polled ready for it waits with it, and the
+/// signer keeps a clone for the next request.
 pub struct JwtSigner<S> {
     inner: S,
     shared: Arc<Shared>,
