@@ -40,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower::ServiceBuilder;
 use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
+use tower_jwt_signer::signer::TokenReuse;
 use tower_jwt_signer::store::DirKeyStore;
 use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
@@ -61,6 +62,8 @@ OPTIONS:
     --alg ALG             RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA
                           [default: ES256]
     --key-dir DIR         keep the gateway's keys in DIR [default: a temporary directory]
+    --reuse               let the gateway reuse tokens (TokenReuse): each client's
+                          claims are the same from one request to the next
     -h, --help            print this help
 
 The backend caches the JWKS for half the rotation period and refetches at
@@ -89,6 +92,7 @@ pub(crate) struct Options {
     pub(crate) ttl: Duration,
     pub(crate) alg: Algorithm,
     pub(crate) key_dir: Option<PathBuf>,
+    pub(crate) reuse: bool,
 }
 
 impl Default for Options {
@@ -101,6 +105,7 @@ impl Default for Options {
             ttl: Duration::from_secs(5),
             alg: Algorithm::ES256,
             key_dir: None,
+            reuse: false,
         }
     }
 }
@@ -142,6 +147,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
             "--ttl" => options.ttl = seconds(args.parsed(&flag, inline)?, &flag)?,
             "--alg" => options.alg = args.parsed(&flag, inline)?,
             "--key-dir" => options.key_dir = Some(PathBuf::from(args.value(&flag, inline)?)),
+            "--reuse" if inline.is_none() => options.reuse = true,
             _ => return Err(support::unknown_flag(&flag)),
         }
     }
@@ -247,6 +253,7 @@ pub(crate) fn table_line(sample: &Sample, rate: f64) -> String {
 fn gateway(
     registry: &KeyRegistry,
     ttl: Duration,
+    reuse: bool,
     backend: SocketAddr,
     counters: &Arc<Counters>,
 ) -> Result<Router, Box<dyn std::error::Error>> {
@@ -255,6 +262,11 @@ fn gateway(
         .audience(AUDIENCE)?
         .template_claim("sub", "${req.headers.x-user}")?
         .ttl(ttl)?;
+    let signer = if reuse {
+        signer.reuse_tokens(TokenReuse::new())
+    } else {
+        signer
+    };
     let upstream: Upstream = format!("http://{backend}").parse()?;
     let forward = ServiceBuilder::new()
         .map_request(support::strip_request::<Body>)
@@ -408,7 +420,13 @@ pub(crate) async fn run(
         .with_audience(AUDIENCE)
         .with_leeway(LEEWAY);
     let backend_app = backend(verifier, &counters);
-    let gateway_app = gateway(&registry, options.ttl, backend_addr, &counters)?;
+    let gateway_app = gateway(
+        &registry,
+        options.ttl,
+        options.reuse,
+        backend_addr,
+        &counters,
+    )?;
     let mut servers = JoinSet::new();
     servers.spawn(async move { axum::serve(backend_listener, backend_app).await });
     servers.spawn(async move { axum::serve(gateway_listener, gateway_app).await });
@@ -506,12 +524,13 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "soak: {} clients for {} s, {} keys rotating every {} s, tokens valid {} s",
+        "soak: {} clients for {} s, {} keys rotating every {} s, tokens valid {} s{}",
         options.clients,
         options.duration.as_secs(),
         options.alg,
         options.rotate_every.as_secs(),
         options.ttl.as_secs(),
+        if options.reuse { ", tokens reused" } else { "" },
     );
     println!("{TABLE_HEADER}");
     let result = runtime.block_on(run(&options, |sample, rate| {

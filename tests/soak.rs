@@ -220,6 +220,7 @@ fn the_soak_tool_reads_its_flags() {
         "EdDSA",
         "--key-dir",
         "/tmp/keys",
+        "--reuse",
     ]))
     .unwrap() else {
         panic!("a run");
@@ -234,6 +235,7 @@ fn the_soak_tool_reads_its_flags() {
             ttl: Duration::from_secs(10),
             alg: Algorithm::EdDSA,
             key_dir: Some("/tmp/keys".into()),
+            reuse: true,
         }
     );
     for bad in [
@@ -242,6 +244,7 @@ fn the_soak_tool_reads_its_flags() {
         &["--duration", "soon"],
         &["--alg", "HS256"],
         &["--verbose"],
+        &["--reuse=yes"],
         &["600"],
     ] {
         assert!(parse_args(args(bad)).is_err(), "{bad:?}");
@@ -254,6 +257,8 @@ async fn the_soak_tool_reports_counts_and_memory_over_time() {
         duration: Duration::from_secs(3),
         clients: 4,
         report_every: Duration::from_secs(1),
+        // The gateway's token cache, under rotation too.
+        reuse: true,
         ..soak_tool::Options::default()
     };
     let mut lines = Vec::new();
