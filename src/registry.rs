@@ -988,6 +988,12 @@ impl KeyRegistryBuilder {
     /// empty store), generates one for `algorithm` and makes it active. With
     /// a store, the key is saved before it is published. RSA generation
     /// blocks for a while.
+    ///
+    /// A store that holds keys but none active (a change cut short by a
+    /// crash or a full disk, between the old key leaving the active state
+    /// and the new one reaching it) gets its oldest **next** key activated
+    /// instead, as the [rotator](crate::rotation) would: that key has been
+    /// published, a fresh one has not.
     pub fn generate_if_missing(mut self, algorithm: Algorithm) -> Self {
         self.generate_if_missing = Some(algorithm);
         self
@@ -1042,6 +1048,33 @@ impl KeyRegistryBuilder {
         if let Some(algorithm) = generate_if_missing
             && registry.current().active().is_none()
         {
+            let now = registry.clock().now();
+            let activated = registry.transact(|stored| {
+                if stored.iter().any(|k| k.state == KeyState::Active) {
+                    return Ok(true);
+                }
+                // A published next key rather than a fresh, unpublished one.
+                let oldest_next = stored
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| k.state == KeyState::Next)
+                    .min_by(|(_, a), (_, b)| {
+                        a.created_at
+                            .cmp(&b.created_at)
+                            .then_with(|| a.kid().cmp(b.kid()))
+                    })
+                    .map(|(index, _)| index);
+                match oldest_next {
+                    Some(index) => {
+                        promote(stored, index, now, Duration::ZERO);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            })?;
+            if activated {
+                return Ok(registry);
+            }
             let key = SigningKey::generate(algorithm)?;
             let now = registry.clock().now();
             registry.transact(|stored| {

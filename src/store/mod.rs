@@ -23,7 +23,9 @@
 //! the store sees removals first, then keys leaving or not reaching the
 //! active state, then the key becoming active: a crash in the middle never
 //! leaves two active keys behind, only (at worst) none, which fails closed
-//! until the [rotator](crate::rotation) activates one.
+//! until the [rotator](crate::rotation) activates one (or a restart with
+//! [`generate_if_missing`](crate::registry::KeyRegistryBuilder::generate_if_missing)
+//! activates the published next key).
 //!
 //! Only [`SigningKey`]s can be stored (the store needs the private key);
 //! adding another [`JwsSigner`](crate::JwsSigner) to a registry built on a

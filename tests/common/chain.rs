@@ -57,6 +57,17 @@ impl Gateway {
     /// Serves on `listener`: the registry's JWKS at `JWKS_PATH` (counted),
     /// everything else signed by [`signer`] and forwarded to `upstream`.
     pub fn start(registry: KeyRegistry, listener: TcpListener, upstream: SocketAddr) -> Self {
+        Self::start_with(signer(registry.clone()), registry, listener, upstream)
+    }
+
+    /// As [`start`](Self::start), with another signer configuration (a
+    /// shorter ttl, for example).
+    pub fn start_with(
+        signer: JwtSignerLayer,
+        registry: KeyRegistry,
+        listener: TcpListener,
+        upstream: SocketAddr,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let jwks_requests = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&jwks_requests);
@@ -67,7 +78,7 @@ impl Gateway {
             })
             .service(JwksService::new(registry.clone()));
         let forward = ServiceBuilder::new()
-            .layer(signer(registry))
+            .layer(signer)
             .service(forwarder(upstream));
         let app = axum::Router::new()
             .route_service(JWKS_PATH, jwks)

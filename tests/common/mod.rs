@@ -5,4 +5,5 @@
 pub mod chain;
 pub mod jose;
 pub mod signer;
+pub mod soak;
 pub mod verifier;
