@@ -97,8 +97,8 @@
 //!
 //! Every value is a JSON string, unless the whole template is exactly one
 //! expression prefixed with `number:` or `boolean:`:
-//! `${number:req.headers.x-priority:0}` renders a JSON number (strict JSON
-//! syntax: no spaces, no `+`, finite) and `${boolean:req.query.debug:false}`
+//! `${number:req.headers.x-priority:0}` renders a JSON number, written
+//! exactly as received (strict JSON syntax: no spaces, no `+`, finite) and `${boolean:req.query.debug:false}`
 //! a JSON boolean (`true` or `false`). Defaults of typed expressions are
 //! checked at configuration time.
 //!
