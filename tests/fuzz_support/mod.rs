@@ -885,8 +885,19 @@ pub fn key_import(data: &[u8]) {
 /// The `d` member of a JWK text, when it is long enough to be a secret.
 fn jwk_secret(text: &str) -> Option<String> {
     let value: Value = serde_json::from_str(text).ok()?;
-    let d = value.get("d")?.as_str()?;
-    (d.len() >= 8).then(|| d.to_owned())
+    secret_of(&value)
+}
+
+/// The `d` member of a JWK, when it is long enough to be a secret and no
+/// other string of the JWK holds it (an error may quote the `alg` or `kty`
+/// it was given; when they hold the same text, that is not a leak).
+fn secret_of(jwk: &Value) -> Option<String> {
+    let d = jwk.get("d")?.as_str()?;
+    let elsewhere = jwk
+        .as_object()?
+        .iter()
+        .any(|(name, value)| name.contains(d) || (name != "d" && value.to_string().contains(d)));
+    (d.len() >= 8 && !elsewhere).then(|| d.to_owned())
 }
 
 /// Everything an imported key must satisfy.
@@ -1010,10 +1021,20 @@ pub fn key_file(dir: &Path, data: &[u8]) {
     let secret = value
         .as_ref()
         .and_then(|v| v.get("private_jwk"))
-        .and_then(|j| j.get("d"))
-        .and_then(Value::as_str)
-        .filter(|d| d.len() >= 8)
-        .map(str::to_owned);
+        .and_then(secret_of)
+        .filter(|d| {
+            // Not a leak when the file quotes it elsewhere (its kid, say).
+            let outside = value
+                .as_ref()
+                .and_then(Value::as_object)
+                .is_some_and(|file| {
+                    file.iter().any(|(name, v)| {
+                        name.contains(d.as_str())
+                            || (name != "private_jwk" && v.to_string().contains(d.as_str()))
+                    })
+                });
+            !outside
+        });
     {
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true);
