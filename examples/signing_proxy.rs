@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_jwt_signer::rotation::{KeyRotator, RotationConfigError, RotationPolicy};
 use tower_jwt_signer::signer::{ExistingToken, JwtSignerLayer, SignerConfigError};
+use tower_jwt_signer::signer::{Offload, TokenReuse};
 use tower_jwt_signer::store::DirKeyStore;
 use tower_jwt_signer::{Algorithm, Clock, JWKS_PATH, JwksService, KeyRegistry, RegistryError};
 
@@ -52,6 +53,8 @@ OPTIONS:
     --subject S            the sub claim
     --ttl SECS             token lifetime in seconds [default: 60]
     --existing POLICY      replace | keep | reject: a request that already has the header [default: replace]
+    --offload MODE         inline | blocking | auto: where signatures are computed [default: auto]
+    --reuse                hand out a recent token again for equal claims (jti no longer unique)
     --header NAME          the header the token goes in [default: Authorization]
     --scheme S             the scheme before the token [default: Bearer]; '' for a bare token
     --claim NAME=VALUE     a claim; VALUE may hold ${req.headers.NAME}, ${req.query.NAME},
@@ -84,6 +87,8 @@ pub(crate) struct Options {
     pub(crate) subject: Option<String>,
     pub(crate) ttl: Duration,
     pub(crate) existing: ExistingToken,
+    pub(crate) offload: Offload,
+    pub(crate) reuse: bool,
     pub(crate) header: Option<String>,
     pub(crate) scheme: Option<String>,
     pub(crate) claims: Vec<(String, String)>,
@@ -111,6 +116,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
         (None, None, None, None, None);
     let mut ttl = Duration::from_secs(60);
     let mut existing = ExistingToken::Replace;
+    let (mut offload, mut reuse) = (Offload::Auto, false);
     let mut claims = Vec::new();
     let mut jwks_max_age = tower_jwt_signer::jwks::DEFAULT_JWKS_MAX_AGE;
     let (mut key_dir, mut rotate_every, mut prepublish, mut retain) = (None, None, None, None);
@@ -125,6 +131,8 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
             "--subject" => subject = Some(args.value(&flag, inline)?),
             "--ttl" => ttl = Duration::from_secs(args.parsed(&flag, inline)?),
             "--existing" => existing = args.parsed(&flag, inline)?,
+            "--offload" => offload = args.parsed(&flag, inline)?,
+            "--reuse" => reuse = true,
             "--header" => header = Some(args.value(&flag, inline)?),
             "--scheme" => scheme = Some(args.value(&flag, inline)?),
             "--claim" => {
@@ -164,6 +172,8 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
         subject,
         ttl,
         existing,
+        offload,
+        reuse,
         header,
         scheme,
         claims,
@@ -223,7 +233,11 @@ pub(crate) fn signer_layer(
 ) -> Result<JwtSignerLayer, SignerConfigError> {
     let mut layer = JwtSignerLayer::new(registry)
         .ttl(options.ttl)?
-        .existing_token(options.existing);
+        .existing_token(options.existing)
+        .offload(options.offload);
+    if options.reuse {
+        layer = layer.reuse_tokens(TokenReuse::new());
+    }
     if let Some(issuer) = &options.issuer {
         layer = layer.issuer(issuer)?;
     }

@@ -10,7 +10,7 @@ use super::{Algorithm, Kid, PublicJwk, SignError};
 /// `Arc<dyn JwsSigner>`, so the private key does not have to live in this
 /// process: an implementation can forward [`sign`](JwsSigner::sign) to an
 /// HSM or a KMS. [`SigningKey`](super::SigningKey) is the in-process
-/// implementation, backed by josekit and OpenSSL.
+/// implementation, backed by OpenSSL.
 ///
 /// The key id and algorithm always come from [`public_jwk`](JwsSigner::public_jwk):
 /// the token header and the published JWKS can never disagree.

@@ -4,8 +4,12 @@ use std::fmt;
 
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
+use openssl::ecdsa::EcdsaSig;
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, Private};
-use openssl::rsa::Rsa;
+use openssl::rsa::{Padding, Rsa};
+use openssl::sign::{RsaPssSaltlen, Signer};
 use serde_json::{Map, Value};
 
 use super::jwk::{crypto, first_openssl_reason};
@@ -44,7 +48,9 @@ const MAX_RSA_BITS: u32 = 16_384;
 pub struct SigningKey {
     jwk: PublicJwk,
     pkey: PKey<Private>,
-    signer: Box<dyn josekit::jws::JwsSigner>,
+    /// The EC key of an ES* key, taken out of `pkey` once so that signing
+    /// goes straight to ECDSA on the digest.
+    ec: Option<EcKey<Private>>,
 }
 
 impl SigningKey {
@@ -294,9 +300,11 @@ impl SigningKey {
         // Type, curve, size and exponent checks, and the public members.
         let jwk = PublicJwk::from_public_key(&pkey, algorithm, kid)?;
         check_consistency(&pkey)?;
-        let der = pkey.private_key_to_pkcs8().map_err(crypto)?;
-        let signer = josekit_signer(algorithm, &der)?;
-        Ok(SigningKey { jwk, pkey, signer })
+        let ec = match algorithm.key_kind() {
+            KeyKind::Ec(_) => Some(pkey.ec_key().map_err(crypto)?),
+            _ => None,
+        };
+        Ok(SigningKey { jwk, pkey, ec })
     }
 
     /// Returns this key with a custom key id instead of the thumbprint.
@@ -329,9 +337,50 @@ impl SigningKey {
     ///
     /// [`SignError::Crypto`] if OpenSSL fails.
     pub fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, SignError> {
-        self.signer
-            .sign(signing_input)
-            .map_err(|err| SignError::Crypto(err.to_string()))
+        self.sign_raw(signing_input)
+            .map_err(|err| SignError::Crypto(first_openssl_reason(&err)))
+    }
+
+    /// Signs with OpenSSL directly, on the key parsed once: ECDSA on the
+    /// digest (then `r || s`, each padded to the curve's length), EdDSA and
+    /// RSA through one-shot `EVP_DigestSign`.
+    fn sign_raw(&self, input: &[u8]) -> Result<Vec<u8>, ErrorStack> {
+        let algorithm = self.algorithm();
+        match (algorithm.key_kind(), &self.ec) {
+            (KeyKind::Ec(curve), Some(ec)) => {
+                let signature = match curve {
+                    EcCurve::P256 => EcdsaSig::sign(&openssl::sha::sha256(input), ec)?,
+                    EcCurve::P384 => EcdsaSig::sign(&openssl::sha::sha384(input), ec)?,
+                    EcCurve::P521 => EcdsaSig::sign(&openssl::sha::sha512(input), ec)?,
+                };
+                let len = i32::try_from(curve.coordinate_len()).expect("small");
+                let mut out = signature.r().to_vec_padded(len)?;
+                out.extend_from_slice(&signature.s().to_vec_padded(len)?);
+                Ok(out)
+            }
+            (KeyKind::Ed25519, _) => {
+                Signer::new_without_digest(&self.pkey)?.sign_oneshot_to_vec(input)
+            }
+            _ => {
+                let (digest, pss) = match algorithm {
+                    Algorithm::RS256 => (MessageDigest::sha256(), false),
+                    Algorithm::RS384 => (MessageDigest::sha384(), false),
+                    Algorithm::RS512 => (MessageDigest::sha512(), false),
+                    Algorithm::PS256 => (MessageDigest::sha256(), true),
+                    Algorithm::PS384 => (MessageDigest::sha384(), true),
+                    _ => (MessageDigest::sha512(), true),
+                };
+                let mut signer = Signer::new(digest, &self.pkey)?;
+                if pss {
+                    // RFC 7518 section 3.5: MGF1 with the same hash, a salt
+                    // as long as the hash.
+                    signer.set_rsa_padding(Padding::PKCS1_PSS)?;
+                    signer.set_rsa_mgf1_md(digest)?;
+                    signer.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
+                }
+                signer.sign_oneshot_to_vec(input)
+            }
+        }
     }
 
     /// Exports the private key as PKCS#8 PEM, for persistence. The kid is
@@ -418,7 +467,7 @@ impl Clone for SigningKey {
         SigningKey {
             jwk: self.jwk.clone(),
             pkey: self.pkey.clone(),
-            signer: self.signer.box_clone(),
+            ec: self.ec.clone(),
         }
     }
 }
@@ -430,46 +479,6 @@ impl fmt::Debug for SigningKey {
             .field("algorithm", &self.algorithm())
             .finish_non_exhaustive()
     }
-}
-
-fn josekit_signer(
-    algorithm: Algorithm,
-    pkcs8_der: &[u8],
-) -> Result<Box<dyn josekit::jws::JwsSigner>, KeyError> {
-    use josekit::jws;
-    let signer: Result<Box<dyn josekit::jws::JwsSigner>, _> = match algorithm {
-        Algorithm::RS256 => jws::RS256
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-        Algorithm::RS384 => jws::RS384
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-        Algorithm::RS512 => jws::RS512
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-        Algorithm::PS256 => jws::PS256
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-        Algorithm::PS384 => jws::PS384
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-        Algorithm::PS512 => jws::PS512
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-        Algorithm::ES256 => jws::ES256
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-        Algorithm::ES384 => jws::ES384
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-        Algorithm::ES512 => jws::ES512
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-        Algorithm::EdDSA => jws::EdDSA
-            .signer_from_der(pkcs8_der)
-            .map(|s| Box::new(s) as _),
-    };
-    signer.map_err(|err| KeyError::Crypto(format!("josekit refused the key: {err}")))
 }
 
 /// Checks that the private and public halves belong together.

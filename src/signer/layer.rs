@@ -11,6 +11,8 @@ use serde_json::Value;
 use tower_layer::Layer;
 
 use super::claims::{COMPUTED_CLAIMS, ClaimsRejection, RequestClaims, ReservedClaim, TYPED_CLAIMS};
+use super::offload::Offload;
+use super::reuse::TokenReuse;
 use super::service::{JwtSigner, Shared};
 use super::template::{Template, ValueType};
 use super::{DEFAULT_TTL, MAX_BACKDATE, MAX_TTL, SignerConfigError};
@@ -111,6 +113,10 @@ pub(crate) struct Config {
     pub(crate) templates_read_query: bool,
     /// Every static claim as set, including those a template replaces.
     all_statics: Vec<(String, Value)>,
+    /// Where signatures are computed.
+    pub(crate) offload: Offload,
+    /// Token reuse, when turned on.
+    pub(crate) reuse: Option<TokenReuse>,
 }
 
 impl Config {
@@ -128,6 +134,8 @@ impl Config {
             templates: Vec::new(),
             templates_read_query: false,
             all_statics: Vec::new(),
+            offload: Offload::Auto,
+            reuse: None,
         };
         config.compile();
         config
@@ -209,6 +217,8 @@ impl fmt::Debug for Config {
                 "request_claims",
                 &self.request_claims.as_ref().map(|_| "<fn>"),
             )
+            .field("offload", &self.offload)
+            .field("reuse", &self.reuse)
             .finish()
     }
 }
@@ -245,6 +255,7 @@ impl JwtSignerLayer {
         // configuration; this one gets its own.
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             change(shared.config_mut());
+            shared.config_changed();
         } else {
             let mut config = self.shared.config().clone();
             change(&mut config);
@@ -516,6 +527,47 @@ impl JwtSignerLayer {
     /// [`ExistingToken::Replace`]).
     pub fn existing_token(self, policy: ExistingToken) -> Self {
         self.update(|config| config.existing = policy)
+    }
+
+    /// Where signatures are computed (default [`Offload::Auto`]: the slow
+    /// algorithms on the signer's own threads, one per core; ES256 and
+    /// EdDSA inline). See [`Offload`].
+    pub fn offload(self, offload: Offload) -> Self {
+        self.update(|config| config.offload = offload)
+    }
+
+    /// Turns token reuse on: a request whose claims equal those of a recent
+    /// token gets that token again, without a new signature, while it has
+    /// enough lifetime left. Off by default, because `jti` is then no longer
+    /// unique per request; read the trade-off in [`TokenReuse`].
+    ///
+    /// ```
+    /// use tower_jwt_signer::signer::TokenReuse;
+    /// use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = KeyRegistry::generate(Algorithm::ES256)?;
+    /// let layer = JwtSignerLayer::new(registry)
+    ///     .audience("orders-api")?
+    ///     .reuse_tokens(TokenReuse::new());
+    /// assert_eq!(layer.cached_tokens(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reuse_tokens(self, reuse: TokenReuse) -> Self {
+        self.update(|config| config.reuse = Some(reuse))
+    }
+
+    /// Turns token reuse off again (the default).
+    pub fn no_token_reuse(self) -> Self {
+        self.update(|config| config.reuse = None)
+    }
+
+    /// How many tokens the reuse cache holds now, shared by every service
+    /// this layer built (0 when reuse is off). At most
+    /// [`TokenReuse::max_entries`].
+    pub fn cached_tokens(&self) -> usize {
+        self.shared.cached_tokens()
     }
 }
 

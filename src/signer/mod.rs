@@ -151,13 +151,28 @@
 //! * Lifetime: keep the ttl short (60 s by default, at most a day); a
 //!   retiring key must stay published for the ttl plus the verifiers'
 //!   leeway.
-//! * Signing runs on the calling task. ECDSA and EdDSA take tens of
-//!   microseconds; RSA takes about 250 µs per token on one core.
+//! * Where signing runs: ECDSA P-256 and EdDSA take tens of microseconds
+//!   and are signed on the calling task; RSA, RSA-PSS, ES384 and ES512
+//!   (hundreds of microseconds) go to the signer's own threads (one per
+//!   core) by default so they do not hold an async worker. See [`Offload`].
+//!
+//! # Performance
+//!
+//! The JWT header is encoded once per key, static claims are serialised
+//! once, and each token is written into one buffer with one base64 pass
+//! before the signature. Through the layer, a token costs within a few
+//! percent of the bare signature (`BENCHMARKS.md` has the figures and the
+//! command that measures them on your machine). Opt-in
+//! [`TokenReuse`] skips the signature for requests whose claims equal those
+//! of a recent token.
 
 mod body;
 mod claims;
 mod future;
 mod layer;
+mod offload;
+mod pool;
+mod reuse;
 mod service;
 mod template;
 
@@ -170,6 +185,8 @@ pub use body::ResponseBody;
 pub use claims::{ClaimsRejection, RequestClaims, ReservedClaim};
 pub use future::ResponseFuture;
 pub use layer::{ExistingToken, JwtSignerLayer};
+pub use offload::Offload;
+pub use reuse::TokenReuse;
 pub use service::JwtSigner;
 pub use template::TemplateError;
 
@@ -226,6 +243,12 @@ pub enum SignerConfigError {
     },
     /// Not one of `replace`, `keep`, `reject`.
     InvalidPolicy(String),
+    /// A [`TokenReuse`] bound outside 1 to [`TokenReuse::MAX_ENTRIES`].
+    InvalidReuseEntries(usize),
+    /// A [`TokenReuse`] share outside 1 to 100 percent.
+    InvalidReusePercent(u8),
+    /// Not one of `inline`, `blocking`, `auto`.
+    InvalidOffload(String),
 }
 
 impl fmt::Display for SignerConfigError {
@@ -271,6 +294,18 @@ impl fmt::Display for SignerConfigError {
             SignerConfigError::InvalidPolicy(policy) => write!(
                 f,
                 "unknown existing-token policy {policy:?}: use replace, keep or reject"
+            ),
+            SignerConfigError::InvalidReuseEntries(entries) => write!(
+                f,
+                "invalid token reuse bound {entries}: use 1 to {} entries",
+                TokenReuse::MAX_ENTRIES
+            ),
+            SignerConfigError::InvalidReusePercent(percent) => {
+                write!(f, "invalid token reuse share {percent}%: use 1 to 100")
+            }
+            SignerConfigError::InvalidOffload(offload) => write!(
+                f,
+                "unknown offload mode {offload:?}: use inline, blocking or auto"
             ),
         }
     }

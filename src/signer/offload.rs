@@ -1,0 +1,103 @@
+//! [`Offload`]: where signatures are computed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::SignerConfigError;
+use super::layer::truncate;
+use crate::keys::Algorithm;
+
+/// Where the signer computes signatures.
+///
+/// An RSA or RSA-PSS signature takes about 250 µs, ES384 and ES512 200 to
+/// 550 µs (OpenSSL 3.0): long enough that signing on the async worker
+/// thread delays every other task queued on it. [`Blocking`](Self::Blocking)
+/// signs on the signer's own threads instead, one per core (at most 16),
+/// shared by every signer in the process; the worker goes on serving other
+/// requests, and the request waits for its token (it is never forwarded
+/// without one) and then goes on to the inner service. Unlike
+/// `tokio::task::spawn_blocking`, which starts a thread per waiting
+/// signature (up to 512) that all compete with the runtime's workers for
+/// the cores, this keeps at most one signature per core in flight; the rest
+/// wait in a queue. `BENCHMARKS.md` measures what it buys: a cheap request
+/// on an RS256-saturated proxy waited 59 µs at the median instead of 5.7 ms
+/// (on the project's 2-core machine).
+///
+/// The default, [`Auto`](Self::Auto), offloads the slow algorithms
+/// ([`Algorithm::is_slow`]: RS*, PS*, ES384, ES512) and signs ES256 and
+/// EdDSA inline, where the hand-off would cost more than it saves. It
+/// follows the active key: after a rotation to another algorithm the choice
+/// changes with it.
+///
+/// The signing threads need no runtime. A token handed out again
+/// ([`TokenReuse`](super::TokenReuse)) needs no signature and is never
+/// offloaded; a request dropped before its turn is not signed. If the
+/// signature cannot be made (the signer failed or panicked), the request
+/// is answered `500` (`signing_failed`) and the inner service is not
+/// called. Should no signing thread start, signatures are made inline.
+///
+/// A [`JwsSigner`](crate::JwsSigner) backed by an HSM or a KMS that blocks
+/// on the network should use [`Blocking`](Self::Blocking) whatever its
+/// algorithm.
+///
+/// ```
+/// use tower_jwt_signer::signer::Offload;
+/// use tower_jwt_signer::Algorithm;
+///
+/// assert_eq!(Offload::default(), Offload::Auto);
+/// assert!(Offload::Auto.offloads(Algorithm::RS256));
+/// assert!(!Offload::Auto.offloads(Algorithm::ES256));
+/// assert_eq!("blocking".parse::<Offload>().unwrap(), Offload::Blocking);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Offload {
+    /// Sign on the task that calls the service.
+    Inline,
+    /// Sign on the signing threads, whatever the algorithm.
+    Blocking,
+    /// Blocking for [`Algorithm::is_slow`] algorithms, inline for ES256 and
+    /// EdDSA. The default.
+    #[default]
+    Auto,
+}
+
+impl Offload {
+    /// Whether a signature by a key of `algorithm` goes to the signing
+    /// threads.
+    pub fn offloads(self, algorithm: Algorithm) -> bool {
+        match self {
+            Offload::Inline => false,
+            Offload::Blocking => true,
+            Offload::Auto => algorithm.is_slow(),
+        }
+    }
+
+    /// The lower-case name (`"inline"`, `"blocking"`, `"auto"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offload::Inline => "inline",
+            Offload::Blocking => "blocking",
+            Offload::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for Offload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Offload {
+    type Err = SignerConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "inline" => Ok(Offload::Inline),
+            "blocking" => Ok(Offload::Blocking),
+            "auto" => Ok(Offload::Auto),
+            _ => Err(SignerConfigError::InvalidOffload(truncate(s))),
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Opt-in token reuse: [`TokenReuse`] (the setting) and the bounded,
+//! concurrent cache behind it.
+
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::HeaderValue;
+
+use super::SignerConfigError;
+use crate::keys::JwsSigner;
+
+/// Hand out a recently signed token again when a request's claims equal
+/// those of that token. Off by default; turn it on with
+/// [`JwtSignerLayer::reuse_tokens`](super::JwtSignerLayer::reuse_tokens).
+///
+/// Two requests have equal claims when every claim except `iat`, `nbf`,
+/// `exp` and `jti` is the same, after templates and the per-request
+/// closure: the same `sub`, `aud`, tenant, and so on. A token is handed out
+/// again only
+///
+/// * while it was signed by the registry's **active** key: after a
+///   rotation, no token of the old key is handed out again;
+/// * while at least [`min_remaining_percent`](Self::min_remaining_percent)
+///   of its lifetime remains (half of it by default: with the default 60 s
+///   ttl, a token is reused for 30 s and every token handed out has at
+///   least 30 s left);
+/// * and while it is still in the cache, which holds at most
+///   [`max_entries`](Self::max_entries) tokens (10 000 by default). Claims
+///   with many distinct values (one subject per user) cannot make it grow:
+///   a full cache replaces its oldest entries.
+///
+/// # The trade-off
+///
+/// With reuse on, `jti` is no longer unique per request: several requests
+/// (of the same caller, with the same claims) carry the very same token.
+/// A backend that rejects a `jti` it has already seen (a replay cache)
+/// will refuse them; do not combine the two. The token does not live
+/// longer than without reuse: `exp` is unchanged, only more requests carry
+/// it. In exchange, most requests skip the signature (tens of microseconds
+/// for ECDSA and EdDSA, about 250 µs for RSA): see `BENCHMARKS.md`.
+///
+/// ```
+/// use tower_jwt_signer::signer::TokenReuse;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let reuse = TokenReuse::new().max_entries(50_000)?.min_remaining_percent(75)?;
+/// assert_eq!(reuse.max_entries_value(), 50_000);
+/// assert!(TokenReuse::new().max_entries(0).is_err());
+/// assert!(TokenReuse::new().min_remaining_percent(0).is_err());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct TokenReuse {
+    max_entries: usize,
+    min_remaining_percent: u8,
+}
+
+impl TokenReuse {
+    /// The default bound of the cache: 10 000 tokens.
+    pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+
+    /// The largest bound [`max_entries`](Self::max_entries) accepts:
+    /// 1 000 000 tokens.
+    pub const MAX_ENTRIES: usize = 1_000_000;
+
+    /// The default share of the lifetime a token must still have to be
+    /// handed out again: 50 %.
+    pub const DEFAULT_MIN_REMAINING_PERCENT: u8 = 50;
+
+    /// Reuse with the defaults: at most 10 000 tokens, each handed out while
+    /// at least half of its lifetime remains.
+    pub fn new() -> Self {
+        TokenReuse {
+            max_entries: Self::DEFAULT_MAX_ENTRIES,
+            min_remaining_percent: Self::DEFAULT_MIN_REMAINING_PERCENT,
+        }
+    }
+
+    /// Sets how many tokens the cache holds at most.
+    ///
+    /// # Errors
+    ///
+    /// [`SignerConfigError::InvalidReuseEntries`] unless it is from 1 to
+    /// [`MAX_ENTRIES`](Self::MAX_ENTRIES).
+    pub fn max_entries(mut self, max_entries: usize) -> Result<Self, SignerConfigError> {
+        if !(1..=Self::MAX_ENTRIES).contains(&max_entries) {
+            return Err(SignerConfigError::InvalidReuseEntries(max_entries));
+        }
+        self.max_entries = max_entries;
+        Ok(self)
+    }
+
+    /// Sets the share of a token's lifetime (`exp - iat`), in percent, that
+    /// must remain for it to be handed out again. 100 reuses a token only
+    /// within the second it was signed in; 10 hands it out until 10 % of
+    /// its lifetime is left.
+    ///
+    /// # Errors
+    ///
+    /// [`SignerConfigError::InvalidReusePercent`] unless it is from 1 to
+    /// 100.
+    pub fn min_remaining_percent(mut self, percent: u8) -> Result<Self, SignerConfigError> {
+        if !(1..=100).contains(&percent) {
+            return Err(SignerConfigError::InvalidReusePercent(percent));
+        }
+        self.min_remaining_percent = percent;
+        Ok(self)
+    }
+
+    /// The bound of the cache, in tokens.
+    pub fn max_entries_value(&self) -> usize {
+        self.max_entries
+    }
+
+    /// The share of the lifetime, in percent, a token must still have.
+    pub fn min_remaining_percent_value(&self) -> u8 {
+        self.min_remaining_percent
+    }
+
+    /// The whole seconds a token with lifetime `ttl` must still have.
+    pub(crate) fn min_remaining_secs(&self, ttl: u64) -> u64 {
+        (ttl * u64::from(self.min_remaining_percent)).div_ceil(100)
+    }
+}
+
+impl Default for TokenReuse {
+    fn default() -> Self {
+        TokenReuse::new()
+    }
+}
+
+/// How many entries share one lock and one lookup: a set-associative cache.
+const WAYS: usize = 8;
+
+/// One cached token.
+struct Slot {
+    hash: u64,
+    /// The claims other than `iat`, `nbf`, `exp`, `jti`, as serialised.
+    key: Box<[u8]>,
+    /// `<scheme> <jwt>`, ready for the header.
+    value: HeaderValue,
+    /// The key that signed it; compared with the active key on every hit.
+    /// Holding it also means a signer's address cannot be reused by another
+    /// key while the entry lives.
+    signer: Arc<dyn JwsSigner>,
+    iat: u64,
+    exp: u64,
+}
+
+/// What a hit must match besides the claims.
+pub(crate) struct Lookup<'a> {
+    pub(crate) active: &'a Arc<dyn JwsSigner>,
+    pub(crate) now: u64,
+}
+
+/// A signed token to remember.
+pub(crate) struct NewEntry {
+    pub(crate) hash: u64,
+    pub(crate) key: Box<[u8]>,
+    pub(crate) signer: Arc<dyn JwsSigner>,
+    pub(crate) iat: u64,
+    pub(crate) exp: u64,
+}
+
+/// The bounded cache: `sets` of at most [`WAYS`] entries each, every set
+/// behind its own lock. A claims set hashes (SipHash with a random key, so
+/// request data cannot aim at one set) to one set; a full set replaces the
+/// entry that expires first. The total never exceeds `max_entries`.
+pub(crate) struct ReuseCache {
+    sets: Box<[Mutex<Vec<Slot>>]>,
+    /// How many entries each set may hold: `WAYS`, and fewer for the last
+    /// set when `max_entries` is not a multiple of `WAYS`.
+    last_ways: usize,
+    hasher: std::collections::hash_map::RandomState,
+    min_remaining: u64,
+}
+
+impl ReuseCache {
+    pub(crate) fn new(settings: TokenReuse, ttl: u64) -> Self {
+        let max = settings.max_entries;
+        let set_count = max.div_ceil(WAYS);
+        let last_ways = max - (set_count - 1) * WAYS;
+        ReuseCache {
+            sets: (0..set_count).map(|_| Mutex::new(Vec::new())).collect(),
+            last_ways,
+            hasher: std::collections::hash_map::RandomState::new(),
+            min_remaining: settings.min_remaining_secs(ttl),
+        }
+    }
+
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn set(&self, hash: u64) -> (&Mutex<Vec<Slot>>, usize) {
+        // The high bits pick the set (the low bits are compared first in
+        // the set: both are good bits of SipHash).
+        let index = ((hash >> 32) as usize) % self.sets.len();
+        let ways = if index + 1 == self.sets.len() {
+            self.last_ways
+        } else {
+            WAYS
+        };
+        (&self.sets[index], ways)
+    }
+
+    /// The cached token for these claims, if it was signed by the active key
+    /// and still has enough lifetime.
+    pub(crate) fn get(&self, hash: u64, key: &[u8], lookup: &Lookup<'_>) -> Option<HeaderValue> {
+        let (set, _) = self.set(hash);
+        let set = set.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = set
+            .iter()
+            .find(|slot| slot.hash == hash && *slot.key == *key)?;
+        let usable = std::ptr::addr_eq(Arc::as_ptr(&slot.signer), Arc::as_ptr(lookup.active))
+            && slot.iat <= lookup.now
+            && slot.exp >= lookup.now.saturating_add(self.min_remaining);
+        usable.then(|| slot.value.clone())
+    }
+
+    /// Remembers a freshly signed token, replacing the entry for the same
+    /// claims, else an empty way, else the entry that expires first.
+    pub(crate) fn insert(&self, entry: NewEntry, value: HeaderValue) {
+        let (set, ways) = self.set(entry.hash);
+        let slot = Slot {
+            hash: entry.hash,
+            key: entry.key,
+            value,
+            signer: entry.signer,
+            iat: entry.iat,
+            exp: entry.exp,
+        };
+        let mut set = set.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(same) = set
+            .iter_mut()
+            .find(|old| old.hash == slot.hash && old.key == slot.key)
+        {
+            *same = slot;
+        } else if set.len() < ways {
+            if set.capacity() == 0 {
+                set.reserve_exact(ways);
+            }
+            set.push(slot);
+        } else if let Some(oldest) = set.iter_mut().min_by_key(|old| old.exp) {
+            *oldest = slot;
+        }
+    }
+
+    /// Drops every entry (after a rotation: the old key's tokens are never
+    /// handed out again, and its signer is released).
+    pub(crate) fn clear(&self) {
+        for set in &*self.sets {
+            set.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
+    }
+
+    /// How many tokens are cached now.
+    pub(crate) fn len(&self) -> usize {
+        self.sets
+            .iter()
+            .map(|set| set.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Algorithm, SigningKey};
+
+    fn signer() -> Arc<dyn JwsSigner> {
+        Arc::new(SigningKey::generate(Algorithm::ES256).unwrap())
+    }
+
+    fn entry(cache: &ReuseCache, key: &[u8], signer: &Arc<dyn JwsSigner>, iat: u64) -> NewEntry {
+        NewEntry {
+            hash: cache.hash(key),
+            key: key.into(),
+            signer: Arc::clone(signer),
+            iat,
+            exp: iat + 60,
+        }
+    }
+
+    #[test]
+    fn settings() {
+        assert_eq!(TokenReuse::new().min_remaining_secs(60), 30);
+        let reuse = TokenReuse::new().min_remaining_percent(100).unwrap();
+        assert_eq!(reuse.min_remaining_secs(60), 60);
+        let reuse = TokenReuse::new().min_remaining_percent(1).unwrap();
+        assert_eq!(reuse.min_remaining_secs(60), 1, "rounded up");
+        assert!(matches!(
+            TokenReuse::new().max_entries(TokenReuse::MAX_ENTRIES + 1),
+            Err(SignerConfigError::InvalidReuseEntries(_))
+        ));
+        assert!(matches!(
+            TokenReuse::new().min_remaining_percent(101),
+            Err(SignerConfigError::InvalidReusePercent(101))
+        ));
+    }
+
+    #[test]
+    fn hit_needs_same_claims_same_key_and_lifetime() {
+        let cache = ReuseCache::new(TokenReuse::new(), 60);
+        let key = signer();
+        let other = signer();
+        cache.insert(
+            entry(&cache, b"a", &key, 1000),
+            HeaderValue::from_static("A"),
+        );
+        let hash = cache.hash(b"a");
+        let at = |now| Lookup { active: &key, now };
+        assert_eq!(cache.get(hash, b"a", &at(1000)).unwrap(), "A");
+        assert_eq!(cache.get(hash, b"a", &at(1030)).unwrap(), "A");
+        assert!(cache.get(hash, b"a", &at(1031)).is_none(), "too old");
+        assert!(cache.get(hash, b"a", &at(999)).is_none(), "clock went back");
+        assert!(cache.get(cache.hash(b"b"), b"b", &at(1000)).is_none());
+        let rotated = Lookup {
+            active: &other,
+            now: 1000,
+        };
+        assert!(cache.get(hash, b"a", &rotated).is_none(), "another key");
+        // Same hash, other bytes: no hit.
+        assert!(cache.get(hash, b"a2", &at(1000)).is_none());
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn bounded_for_any_size() {
+        for max in [1, 3, 4, 5, 17, 1000] {
+            let cache = ReuseCache::new(TokenReuse::new().max_entries(max).unwrap(), 60);
+            let key = signer();
+            for i in 0..(max * 10) {
+                let claims = format!("sub-{i}");
+                cache.insert(
+                    entry(&cache, claims.as_bytes(), &key, i as u64),
+                    HeaderValue::from_static("T"),
+                );
+                assert!(cache.len() <= max, "{max}");
+            }
+            assert!(cache.len() > 0);
+        }
+    }
+}
