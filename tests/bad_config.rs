@@ -14,7 +14,9 @@ use tower_jwt_signer::jwks::JwksConfigError;
 use tower_jwt_signer::keys::{InvalidKid, JwsSigner, PublicJwk, SignError};
 use tower_jwt_signer::registry::RegistryError;
 use tower_jwt_signer::rotation::{RotationConfigError, RotationPolicy};
-use tower_jwt_signer::signer::{ExistingToken, SignerConfigError, TemplateError};
+use tower_jwt_signer::signer::{
+    ExistingToken, Offload, SignerConfigError, TemplateError, TokenReuse,
+};
 use tower_jwt_signer::store::{
     DirKeyStore, FollowerConfigError, KeyStore, StoreError, StoreFollower, StoredKey,
 };
@@ -540,6 +542,46 @@ fn unknown_existing_token_policy_is_refused() {
         let err = policy.parse::<ExistingToken>().unwrap_err();
         assert!(
             matches!(err, SignerConfigError::InvalidPolicy(_)),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn token_size_limit_of_zero_is_refused() {
+    let err = layer().max_token_len(0).unwrap_err();
+    assert!(
+        matches!(err, SignerConfigError::InvalidMaxTokenLen(0)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn token_reuse_bounds_out_of_range_are_refused() {
+    for entries in [0, TokenReuse::MAX_ENTRIES + 1, usize::MAX] {
+        let err = TokenReuse::new().max_entries(entries).unwrap_err();
+        assert!(
+            matches!(err, SignerConfigError::InvalidReuseEntries(e) if e == entries),
+            "{err:?}"
+        );
+    }
+    for percent in [0, 101, u8::MAX] {
+        let err = TokenReuse::new()
+            .min_remaining_percent(percent)
+            .unwrap_err();
+        assert!(
+            matches!(err, SignerConfigError::InvalidReusePercent(p) if p == percent),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_offload_mode_is_refused() {
+    for mode in ["", "Inline", "threads", "auto "] {
+        let err = mode.parse::<Offload>().unwrap_err();
+        assert!(
+            matches!(err, SignerConfigError::InvalidOffload(_)),
             "{err:?}"
         );
     }
