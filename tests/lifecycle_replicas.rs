@@ -51,7 +51,7 @@ async fn a_replica_sees_each_rotation_within_its_poll_interval() {
     let replica = open(&dir, &clock, false);
     assert_eq!(replica.current().etag(), writer.current().etag());
     let rotator = KeyRotator::spawn(writer.clone(), policy());
-    let follower = StoreFollower::spawn(replica.clone(), POLL);
+    let follower = StoreFollower::spawn(replica.clone(), POLL).unwrap();
     settle().await;
 
     // A rotation by hand: the next key reaches the replica within POLL.
@@ -100,7 +100,7 @@ async fn tokens_a_replica_signs_verify_everywhere_for_their_whole_life() {
     // The worst phase: the replica polls 4 s after each activation, so it
     // signs with the old key for 4 s after the writer switched.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let follower = StoreFollower::spawn(replica.clone(), POLL);
+    let follower = StoreFollower::spawn(replica.clone(), POLL).unwrap();
     let mut lagged = Duration::ZERO;
     let mut live: Vec<(String, String, u64)> = Vec::new();
     let mut kids = Vec::new();
@@ -160,8 +160,8 @@ async fn two_writers_with_rotators_rotate_once_per_period() {
         KeyRotator::spawn(b.clone(), policy()),
     ];
     let followers = [
-        StoreFollower::spawn(a.clone(), POLL),
-        StoreFollower::spawn(b.clone(), POLL),
+        StoreFollower::spawn(a.clone(), POLL).unwrap(),
+        StoreFollower::spawn(b.clone(), POLL).unwrap(),
     ];
     let store = DirKeyStore::open(&dir).unwrap();
     let mut every_kid = Vec::new();

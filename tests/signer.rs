@@ -527,6 +527,9 @@ async fn template_values_stay_data() {
         .template_claim("n", "${number:req.query.n:0}")
         .unwrap()
         .template_claim("sub", "${req.headers.x-user}")
+        .unwrap()
+        // The long value below makes a token far over the default 8 KiB.
+        .max_token_len(1 << 20)
         .unwrap();
     let long = "A\"}".repeat(20_000);
     let evil_header = format!(r#"x", "exp": "never", "admin": true, "z": "\u0000\\ {long}"#);

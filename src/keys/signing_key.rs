@@ -240,6 +240,13 @@ impl SigningKey {
                 });
             }
         };
+        if kty == "oct" {
+            // A symmetric key, not a public one: say so before looking for `d`.
+            return Err(KeyError::WrongKeyType {
+                algorithm,
+                found: "a symmetric (oct) key".to_owned(),
+            });
+        }
         if map.get("d").is_none() {
             return Err(KeyError::PublicOnly { format: "JWK" });
         }
@@ -265,12 +272,6 @@ impl SigningKey {
                 }
                 None => return Err(jwk_malformed("\"crv\" is missing")),
             },
-            "oct" => {
-                return Err(KeyError::WrongKeyType {
-                    algorithm,
-                    found: "a symmetric (oct) key".to_owned(),
-                });
-            }
             other => {
                 return Err(KeyError::Malformed {
                     format: "JWK",
@@ -627,4 +628,20 @@ fn ed25519_from_jwk(map: &Map<String, Value>) -> Result<PKey<Private>, KeyError>
         });
     }
     Ok(pkey)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A symmetric JWK used to be refused as "holds only a public key".
+    #[test]
+    fn symmetric_jwk_is_refused_as_symmetric() {
+        let oct = r#"{"kty":"oct","k":"c2VjcmV0","alg":"ES256"}"#;
+        let err = SigningKey::from_jwk(oct, None).unwrap_err();
+        assert!(
+            matches!(&err, KeyError::WrongKeyType { algorithm: Algorithm::ES256, found } if found.contains("oct")),
+            "{err:?}"
+        );
+    }
 }

@@ -117,6 +117,8 @@ pub(crate) struct Config {
     pub(crate) offload: Offload,
     /// Token reuse, when turned on.
     pub(crate) reuse: Option<TokenReuse>,
+    /// The longest token made, in bytes (without the scheme).
+    pub(crate) max_token_len: usize,
 }
 
 impl Config {
@@ -136,6 +138,7 @@ impl Config {
             all_statics: Vec::new(),
             offload: Offload::Auto,
             reuse: None,
+            max_token_len: crate::verifier::DEFAULT_MAX_TOKEN_LEN,
         };
         config.compile();
         config
@@ -219,6 +222,7 @@ impl fmt::Debug for Config {
             )
             .field("offload", &self.offload)
             .field("reuse", &self.reuse)
+            .field("max_token_len", &self.max_token_len)
             .finish()
     }
 }
@@ -556,6 +560,25 @@ impl JwtSignerLayer {
     /// ```
     pub fn reuse_tokens(self, reuse: TokenReuse) -> Self {
         self.update(|config| config.reuse = Some(reuse))
+    }
+
+    /// The longest token the signer makes, in bytes, without the scheme
+    /// (default 8 KiB: [`DEFAULT_MAX_TOKEN_LEN`](crate::verifier::DEFAULT_MAX_TOKEN_LEN),
+    /// the limit of this crate's [`Verifier`](crate::verifier::Verifier)).
+    /// A request whose claims would make a longer token (templates copying
+    /// long header values, say) is answered `400` with `token_too_large`
+    /// and is not forwarded: its backend would refuse the token anyway, and
+    /// a client cannot make the gateway forward a header many times larger
+    /// than the values it sent. Keep it at most the verifiers' limit.
+    ///
+    /// # Errors
+    ///
+    /// [`SignerConfigError::InvalidMaxTokenLen`] for zero.
+    pub fn max_token_len(self, max: usize) -> Result<Self, SignerConfigError> {
+        if max == 0 {
+            return Err(SignerConfigError::InvalidMaxTokenLen(max));
+        }
+        Ok(self.update(|config| config.max_token_len = max))
     }
 
     /// Turns token reuse off again (the default).

@@ -97,9 +97,9 @@
 //!
 //! Every value is a JSON string, unless the whole template is exactly one
 //! expression prefixed with `number:` or `boolean:`:
-//! `${number:req.headers.x-priority:0}` renders a JSON number (strict JSON
-//! syntax: no spaces, no `+`, finite) and `${boolean:req.query.debug:false}`
-//! a JSON boolean (`true` or `false`). Defaults of typed expressions are
+//! `${number:req.headers.x-priority:0}` renders a JSON number, written
+//! exactly as received (strict JSON syntax: no spaces, no `+`, finite), and
+//! `${boolean:req.query.debug:false}` a JSON boolean (`true` or `false`). Defaults of typed expressions are
 //! checked at configuration time.
 //!
 //! Request values are data. They are escaped as JSON string content, so
@@ -131,6 +131,7 @@
 //! | a template needs a value the request lacks, or of the wrong type | 400 | `claim_unavailable` |
 //! | the claims closure returns [`ClaimsRejection::unauthorized`] / [`forbidden`](ClaimsRejection::forbidden) | 401 / 403 | `unauthorized` / `forbidden` |
 //! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` |
+//! | the token would be longer than [`max_token_len`](JwtSignerLayer::max_token_len) (8 KiB by default) | 400 | `token_too_large` |
 //! | the registry has no active key | 503 | `no_signing_key` |
 //! | signing fails (the key backend, the random source) | 500 | `signing_failed` |
 //!
@@ -249,6 +250,8 @@ pub enum SignerConfigError {
     InvalidReusePercent(u8),
     /// Not one of `inline`, `blocking`, `auto`.
     InvalidOffload(String),
+    /// A token size limit of zero ([`JwtSignerLayer::max_token_len`]).
+    InvalidMaxTokenLen(usize),
 }
 
 impl fmt::Display for SignerConfigError {
@@ -302,6 +305,9 @@ impl fmt::Display for SignerConfigError {
             ),
             SignerConfigError::InvalidReusePercent(percent) => {
                 write!(f, "invalid token reuse share {percent}%: use 1 to 100")
+            }
+            SignerConfigError::InvalidMaxTokenLen(max) => {
+                write!(f, "invalid token size limit {max}: use at least 1 byte")
             }
             SignerConfigError::InvalidOffload(offload) => write!(
                 f,

@@ -423,6 +423,23 @@ impl Shared {
             .store(signature.len(), Ordering::Relaxed);
         value.push('.');
         b64::encode_into(signature, &mut value);
+        let token_len = value.len() - self.config.prefix.len();
+        if token_len > self.config.max_token_len {
+            tracing::info!(
+                len = token_len,
+                max = self.config.max_token_len,
+                "request refused: the token would be too large"
+            );
+            return Err(Failure {
+                status: StatusCode::BAD_REQUEST,
+                error: "token_too_large",
+                reason: format!(
+                    "the token would be {token_len} bytes long, the limit is {}",
+                    self.config.max_token_len
+                )
+                .into(),
+            });
+        }
 
         let mut value = HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| {
             tracing::error!("request refused: the token is not a valid header value");

@@ -2,7 +2,6 @@
 //! request straight into the claims buffer.
 
 use std::fmt;
-use std::io::Write as _;
 
 use http::HeaderName;
 use http::request::Parts;
@@ -295,11 +294,16 @@ impl Template {
             }
             Kind::Number(expr) => {
                 let value = request.resolve(expr)?;
-                let number = parse_number(&value).ok_or_else(|| RenderError::NotA {
-                    expected: "number",
-                    expression: expr.source.to_string(),
-                })?;
-                write!(out, "{number}").expect("writing to a Vec cannot fail");
+                if parse_number(&value).is_none() {
+                    return Err(RenderError::NotA {
+                        expected: "number",
+                        expression: expr.source.to_string(),
+                    });
+                }
+                // The text exactly as received: it is one strict JSON
+                // number. Writing it back from an f64 would round long
+                // values a second time when the backend parses them.
+                out.extend_from_slice(value.as_bytes());
             }
             Kind::Boolean(expr) => {
                 let value = request.resolve(expr)?;
@@ -563,6 +567,37 @@ mod tests {
                 expression: "req.query.tenant".into()
             })
         );
+    }
+
+    /// A long number used to be parsed to an f64 and written back, so the
+    /// backend read a value rounded twice (found by the `claim_template`
+    /// fuzz target): `444444444444444444444444` became
+    /// `4.444444444444445e23`, which parses to another f64.
+    #[test]
+    fn numbers_keep_the_text_they_were_given() {
+        for text in [
+            "444444444444444444444444",
+            "18446744073709551616",
+            "0.1000000000000000055511151231257827",
+            "-0",
+            "1E-3",
+            "2e+10",
+        ] {
+            let template = Template::parse("${number:req.headers.x-n}").unwrap();
+            let (parts, ()) = Request::builder()
+                .header("x-n", text)
+                .body(())
+                .unwrap()
+                .into_parts();
+            let mut out = Vec::new();
+            template
+                .render_json(&RequestValues::new(&parts, false), &mut out)
+                .unwrap();
+            assert_eq!(out, text.as_bytes());
+            let direct: serde_json::Value = serde_json::from_str(text).unwrap();
+            let rendered: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(rendered, direct, "{text}");
+        }
     }
 
     #[test]

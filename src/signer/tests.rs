@@ -209,6 +209,49 @@ async fn the_signers_own_answers_have_a_json_body() {
     assert_eq!(json["reason"], "no active signing key");
 }
 
+/// Found by the `claim_template` fuzz target: a template that copies a
+/// header many times made a token larger than the verifier's 8 KiB limit,
+/// which the gateway forwarded and the backend refused. Such a request is
+/// now answered 400 and not forwarded; the limit can be raised.
+#[tokio::test]
+async fn a_token_over_the_size_limit_is_refused_and_not_forwarded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let inner = service_fn(move |request: Request<()>| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        let len = request.headers()["authorization"].len();
+        async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(len.to_string())))) }
+    });
+    let template = "${req.headers.x-a}".repeat(10);
+    let request = || {
+        Request::get("/")
+            .header("x-a", "a".repeat(1000))
+            .body(())
+            .unwrap()
+    };
+    let small = layer().template_claim("t", &template).unwrap();
+    let response = small.layer(inner.clone()).oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["error"], "token_too_large");
+    assert_eq!(calls.load(Ordering::Relaxed), 0);
+
+    let large = small.max_token_len(64 * 1024).unwrap();
+    let response = large.layer(inner.clone()).oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let len: usize = std::str::from_utf8(&bytes).unwrap().parse().unwrap();
+    assert!(len > crate::verifier::DEFAULT_MAX_TOKEN_LEN, "{len}");
+
+    assert!(matches!(
+        layer().max_token_len(0),
+        Err(SignerConfigError::InvalidMaxTokenLen(0))
+    ));
+}
+
 #[tokio::test]
 async fn the_inner_body_and_error_pass_through() {
     let service = layer().layer(service_fn(|request: Request<()>| async move {

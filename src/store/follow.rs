@@ -8,6 +8,30 @@ use tokio::time::MissedTickBehavior;
 
 use crate::registry::KeyRegistry;
 
+/// The longest poll interval [`StoreFollower::spawn`] accepts: 100 years.
+pub const MAX_FOLLOWER_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Why a [`StoreFollower`] could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FollowerConfigError {
+    /// The poll interval is zero or longer than [`MAX_FOLLOWER_INTERVAL`].
+    InvalidInterval(Duration),
+}
+
+impl fmt::Display for FollowerConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FollowerConfigError::InvalidInterval(interval) => write!(
+                f,
+                "invalid store poll interval {interval:?}: it must be more than zero and at most 100 years"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FollowerConfigError {}
+
 /// A background task that keeps a registry in step with its store: every
 /// `interval` it calls [`KeyRegistry::reload`] on a blocking thread, so keys
 /// that another process added, activated, retired or removed are published
@@ -36,7 +60,7 @@ use crate::registry::KeyRegistry;
 /// let replica = KeyRegistry::builder()
 ///     .store(DirKeyStore::options(&dir).create(false).open()?)
 ///     .build()?;
-/// let follower = StoreFollower::spawn(replica.clone(), Duration::from_secs(5));
+/// let follower = StoreFollower::spawn(replica.clone(), Duration::from_secs(5))?;
 /// # follower.stop().await;
 /// # Ok(())
 /// # }
@@ -49,16 +73,21 @@ pub struct StoreFollower {
 impl StoreFollower {
     /// Starts following `registry`'s store, reloading every `interval`.
     ///
+    /// # Errors
+    ///
+    /// [`FollowerConfigError::InvalidInterval`] if `interval` is zero (a
+    /// busy loop) or longer than [`MAX_FOLLOWER_INTERVAL`] (a timer that
+    /// cannot be armed).
+    ///
     /// # Panics
     ///
-    /// If `interval` is zero, or when called outside a tokio runtime.
-    pub fn spawn(registry: KeyRegistry, interval: Duration) -> Self {
-        assert!(
-            !interval.is_zero(),
-            "StoreFollower: the poll interval must not be zero"
-        );
+    /// When called outside a tokio runtime, like `tokio::spawn`.
+    pub fn spawn(registry: KeyRegistry, interval: Duration) -> Result<Self, FollowerConfigError> {
+        if interval.is_zero() || interval > MAX_FOLLOWER_INTERVAL {
+            return Err(FollowerConfigError::InvalidInterval(interval));
+        }
         let task = tokio::spawn(follow(registry, interval));
-        StoreFollower { task, interval }
+        Ok(StoreFollower { task, interval })
     }
 
     /// The poll interval.
@@ -109,5 +138,30 @@ async fn follow(registry: KeyRegistry, interval: Duration) {
             ),
             Err(err) => tracing::error!(error = %err, "the key store reload failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_and_endless_intervals_are_refused_before_spawning() {
+        // No runtime is needed to refuse: nothing is spawned.
+        for interval in [
+            Duration::ZERO,
+            MAX_FOLLOWER_INTERVAL + Duration::from_nanos(1),
+            Duration::MAX,
+        ] {
+            let err = StoreFollower::spawn(KeyRegistry::empty(), interval).unwrap_err();
+            assert_eq!(err, FollowerConfigError::InvalidInterval(interval));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_interval_starts_the_task() {
+        let follower = StoreFollower::spawn(KeyRegistry::empty(), MAX_FOLLOWER_INTERVAL).unwrap();
+        assert_eq!(follower.interval(), MAX_FOLLOWER_INTERVAL);
+        follower.stop().await;
     }
 }

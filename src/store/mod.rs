@@ -103,7 +103,7 @@ use std::sync::Arc;
 use crate::keys::{Algorithm, KeyError, Kid};
 
 pub use dir::{DirKeyStore, DirKeyStoreOptions, KEY_FILE_SUFFIX, LoosePermissions};
-pub use follow::StoreFollower;
+pub use follow::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
 pub use memory::MemoryKeyStore;
 pub use stored::StoredKey;
 

@@ -33,6 +33,9 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
 /// How long the last good set is used while fetches fail, by default.
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
+/// No duration setting may be longer (100 years): deadlines are computed
+/// as `Instant + setting`.
+const MAX_SETTING: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 /// While no set is usable, the first retry after a failed fetch comes this
 /// soon; each further failure doubles the wait, up to the cooldown.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -185,7 +188,8 @@ impl RemoteJwks {
     ///
     /// # Errors
     ///
-    /// [`RemoteJwksError`] when the URL is not an absolute `http` URL.
+    /// [`RemoteJwksError`] as [`RemoteJwksBuilder::build`]: the URL is not
+    /// an absolute `http` URL, or holds credentials.
     pub fn new(url: impl AsRef<str>) -> Result<Self, RemoteJwksError> {
         Self::builder(url).build()
     }
@@ -598,7 +602,8 @@ impl RemoteJwksBuilder {
     }
 
     /// How long after its last successful fetch the last good set is still
-    /// used while fetches fail (default 24 h).
+    /// used while fetches fail (default 24 h; more than zero, at most 100
+    /// years).
     pub fn max_stale(mut self, max_stale: Duration) -> Self {
         self.config.max_stale = max_stale;
         self
@@ -619,22 +624,27 @@ impl RemoteJwksBuilder {
     /// # Errors
     ///
     /// [`RemoteJwksError`] when the URL is not an absolute `http` URL (or
-    /// `https` with the `rustls` feature), or a setting is out of range
-    /// (zero timeout or size, min TTL above max).
+    /// `https` with the `rustls` feature) or holds credentials, or a setting
+    /// is out of range (zero timeout, size or `max_stale`, min TTL above
+    /// max, a duration longer than 100 years).
     pub fn build(self) -> Result<RemoteJwks, RemoteJwksError> {
         let uri: Uri = self
             .url
             .parse()
-            .map_err(|_| RemoteJwksError::InvalidUrl(short(&self.url)))?;
+            .map_err(|_| RemoteJwksError::InvalidUrl(short_url(&self.url)))?;
         match uri.scheme_str() {
             Some("http") => {}
             #[cfg(feature = "rustls")]
             Some("https") => {}
             Some(other) => return Err(RemoteJwksError::UnsupportedScheme(short(other))),
-            None => return Err(RemoteJwksError::InvalidUrl(short(&self.url))),
+            None => return Err(RemoteJwksError::InvalidUrl(short_url(&self.url))),
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            // The client never sends them, and the URL is logged.
+            return Err(RemoteJwksError::Credentials);
         }
         if uri.host().is_none_or(str::is_empty) {
-            return Err(RemoteJwksError::InvalidUrl(short(&self.url)));
+            return Err(RemoteJwksError::InvalidUrl(short_url(&self.url)));
         }
         let mut config = self.config;
         if config.timeout.is_zero() {
@@ -649,6 +659,33 @@ impl RemoteJwksBuilder {
             return Err(RemoteJwksError::InvalidSetting(
                 "the minimum cache TTL is above the maximum",
             ));
+        }
+        if config.max_stale.is_zero() {
+            return Err(RemoteJwksError::InvalidSetting(
+                "max_stale is zero: no fetched set could ever be used",
+            ));
+        }
+        // Deadlines are `Instant + setting`: keep every setting far from
+        // overflowing it.
+        for (setting, message) in [
+            (config.timeout, "the timeout is longer than 100 years"),
+            (
+                config.max_ttl,
+                "the maximum cache TTL is longer than 100 years",
+            ),
+            (
+                config.default_ttl,
+                "the default cache TTL is longer than 100 years",
+            ),
+            (
+                config.cooldown,
+                "the refresh cooldown is longer than 100 years",
+            ),
+            (config.max_stale, "max_stale is longer than 100 years"),
+        ] {
+            if setting > MAX_SETTING {
+                return Err(RemoteJwksError::InvalidSetting(message));
+            }
         }
         config.default_ttl = config.default_ttl.clamp(config.min_ttl, config.max_ttl);
         let mut connector = HttpConnector::new();
@@ -704,6 +741,18 @@ fn short(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
+/// [`short`], with any `user:password@` part of the URL masked.
+fn short_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => short(&format!("{}***@{}", &url[..start], &url[start + at + 1..])),
+        None => short(url),
+    }
+}
+
 /// Why a [`RemoteJwks`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -715,6 +764,9 @@ pub enum RemoteJwksError {
     UnsupportedScheme(String),
     /// A setting is out of range.
     InvalidSetting(&'static str),
+    /// The URL holds credentials (`user:password@host`): the client never
+    /// sends them, and the URL appears in logs and errors.
+    Credentials,
 }
 
 impl fmt::Display for RemoteJwksError {
@@ -732,6 +784,10 @@ impl fmt::Display for RemoteJwksError {
                  rustls feature"
             ),
             RemoteJwksError::InvalidSetting(reason) => write!(f, "invalid setting: {reason}"),
+            RemoteJwksError::Credentials => f.write_str(
+                "the JWKS URL holds credentials (user:password@): they are never sent, and the URL \
+                 is logged; remove them",
+            ),
         }
     }
 }
@@ -842,6 +898,55 @@ mod tests {
         assert_eq!(ttl(&["no-store"]), Duration::from_secs(60));
         assert_eq!(ttl(&["max-age=abc"]), Duration::from_secs(300));
         assert_eq!(ttl(&["public", "max-age=900"]), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn builder_refuses_credentials_without_echoing_them() {
+        for url in ["http://u:pw-123@h/jwks", "http://pw-123@h:80/jwks"] {
+            assert_eq!(
+                RemoteJwks::new(url).unwrap_err(),
+                RemoteJwksError::Credentials
+            );
+        }
+        // A URL that does not parse is echoed with its credentials masked.
+        let err = RemoteJwks::new("http://u:pw-123@h:bad port/").unwrap_err();
+        assert_eq!(
+            err,
+            RemoteJwksError::InvalidUrl("http://***@h:bad port/".to_owned())
+        );
+        assert_eq!(short_url("no scheme@host/x"), "***@host/x");
+        assert_eq!(short_url("http://h/a@b"), "http://h/a@b");
+    }
+
+    /// `max_stale(Duration::MAX)` used to panic in the fetch task (the verifier
+    /// then answered 503 for good) and `refresh_cooldown(Duration::MAX)` in
+    /// the request path on an unknown kid: `Instant + Duration::MAX`.
+    #[test]
+    fn builder_refuses_settings_that_overflow_deadlines() {
+        let url = "http://127.0.0.1:1/jwks.json";
+        let too_long = MAX_SETTING + Duration::from_secs(1);
+        for builder in [
+            RemoteJwks::builder(url).max_stale(Duration::ZERO),
+            RemoteJwks::builder(url).max_stale(Duration::MAX),
+            RemoteJwks::builder(url).refresh_cooldown(Duration::MAX),
+            RemoteJwks::builder(url).cache_ttl_bounds(Duration::ZERO, Duration::MAX),
+            RemoteJwks::builder(url).default_cache_ttl(too_long),
+            RemoteJwks::builder(url).timeout(too_long),
+        ] {
+            assert!(matches!(
+                builder.build(),
+                Err(RemoteJwksError::InvalidSetting(_))
+            ));
+        }
+        assert!(
+            RemoteJwks::builder(url)
+                .max_stale(MAX_SETTING)
+                .refresh_cooldown(MAX_SETTING)
+                .cache_ttl_bounds(MAX_SETTING, MAX_SETTING)
+                .timeout(MAX_SETTING)
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -1,0 +1,7 @@
+//! Fuzz target `key_import`: see `tests/fuzz_support/mod.rs` (`support::key_import`)
+//! for the input format and what is checked.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tower_jwt_signer_fuzz::support::key_import(data));
