@@ -3,43 +3,19 @@
 //! JWK. It has no ES512, so that algorithm is checked with OpenSSL
 //! directly in `tests/keys.rs`.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+mod common;
+
 use serde_json::{Value, json};
 use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 
-fn token(key: &SigningKey, claims: &Value) -> String {
-    let header = json!({"alg": key.algorithm().as_str(), "typ": "JWT", "kid": key.kid().as_str()});
-    let mut input = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
-    input.push('.');
-    input.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap()));
-    let signature = key.sign(input.as_bytes()).unwrap();
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
-
-fn theirs(alg: Algorithm) -> Option<jsonwebtoken::Algorithm> {
-    use jsonwebtoken::Algorithm as J;
-    Some(match alg {
-        Algorithm::RS256 => J::RS256,
-        Algorithm::RS384 => J::RS384,
-        Algorithm::RS512 => J::RS512,
-        Algorithm::PS256 => J::PS256,
-        Algorithm::PS384 => J::PS384,
-        Algorithm::PS512 => J::PS512,
-        Algorithm::ES256 => J::ES256,
-        Algorithm::ES384 => J::ES384,
-        Algorithm::EdDSA => J::EdDSA,
-        // jsonwebtoken has no ES512.
-        Algorithm::ES512 => return None,
-    })
-}
+use common::jose::{b64, compact as token, jsonwebtoken_alg};
 
 #[test]
 fn jsonwebtoken_verifies_our_tokens_with_our_published_jwk() {
     let claims = json!({"sub": "alice", "iss": "gateway", "exp": 4_000_000_000u64});
     let mut checked = Vec::new();
     for alg in Algorithm::ALL {
-        let Some(their_alg) = theirs(alg) else {
+        let Some(their_alg) = jsonwebtoken_alg(alg) else {
             continue;
         };
         let key = SigningKey::generate(alg).unwrap();
@@ -59,7 +35,7 @@ fn jsonwebtoken_verifies_our_tokens_with_our_published_jwk() {
 
         // A tampered payload is refused: the check is real.
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[1] = URL_SAFE_NO_PAD.encode(br#"{"sub":"mallory","exp":4000000000}"#);
+        parts[1] = b64(br#"{"sub":"mallory","exp":4000000000}"#);
         assert!(
             jsonwebtoken::decode::<Value>(&parts.join("."), &decoding, &validation).is_err(),
             "{alg}: tampered token accepted"

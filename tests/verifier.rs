@@ -21,6 +21,7 @@ use tower_jwt_signer::verifier::{
 };
 use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 
+use common::jose::jsonwebtoken_alg;
 use common::jose::{b64, compact};
 use common::verifier::{claims, header_of, sign_with_header};
 
@@ -114,22 +115,6 @@ async fn verified_claims_deserialize_into_the_callers_type() {
     // Debug shows claim names, not values.
     let debug = format!("{claims:?}");
     assert!(debug.contains("sub") && !debug.contains("alice"), "{debug}");
-}
-
-fn jsonwebtoken_alg(alg: Algorithm) -> Option<jsonwebtoken::Algorithm> {
-    use jsonwebtoken::Algorithm as J;
-    Some(match alg {
-        Algorithm::RS256 => J::RS256,
-        Algorithm::RS384 => J::RS384,
-        Algorithm::RS512 => J::RS512,
-        Algorithm::PS256 => J::PS256,
-        Algorithm::PS384 => J::PS384,
-        Algorithm::PS512 => J::PS512,
-        Algorithm::ES256 => J::ES256,
-        Algorithm::ES384 => J::ES384,
-        Algorithm::EdDSA => J::EdDSA,
-        Algorithm::ES512 => return None,
-    })
 }
 
 #[tokio::test]

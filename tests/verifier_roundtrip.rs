@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
 use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, KeyRegistry, SigningKey};
 
+use common::jose::jsonwebtoken_alg;
 use common::verifier::{Backend, claims, get, get_bearer, header_of, now, sign_with_header};
 
 struct Gateway {
@@ -171,22 +172,6 @@ async fn rotation_at_the_gateway_is_learned_by_the_backend() {
         4,
         "all four keys published"
     );
-}
-
-fn jsonwebtoken_alg(alg: Algorithm) -> Option<jsonwebtoken::Algorithm> {
-    use jsonwebtoken::Algorithm as J;
-    Some(match alg {
-        Algorithm::RS256 => J::RS256,
-        Algorithm::RS384 => J::RS384,
-        Algorithm::RS512 => J::RS512,
-        Algorithm::PS256 => J::PS256,
-        Algorithm::PS384 => J::PS384,
-        Algorithm::PS512 => J::PS512,
-        Algorithm::ES256 => J::ES256,
-        Algorithm::ES384 => J::ES384,
-        Algorithm::EdDSA => J::EdDSA,
-        Algorithm::ES512 => return None,
-    })
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use openssl::pkey::{Id, PKey, Public};
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Verifier};
 use serde_json::{Value, json};
-use tower_jwt_signer::SigningKey;
+use tower_jwt_signer::{Algorithm, SigningKey};
 
 pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -109,4 +109,22 @@ pub fn openssl_verifies(jwk: &Value, alg: &str, signing_input: &[u8], signature:
         }
         other => panic!("alg {other}"),
     }
+}
+
+/// The `jsonwebtoken` crate's name for `alg`, or `None` for ES512, which it
+/// does not implement (tests check ES512 with OpenSSL instead).
+pub fn jsonwebtoken_alg(alg: Algorithm) -> Option<jsonwebtoken::Algorithm> {
+    use jsonwebtoken::Algorithm as J;
+    Some(match alg {
+        Algorithm::RS256 => J::RS256,
+        Algorithm::RS384 => J::RS384,
+        Algorithm::RS512 => J::RS512,
+        Algorithm::PS256 => J::PS256,
+        Algorithm::PS384 => J::PS384,
+        Algorithm::PS512 => J::PS512,
+        Algorithm::ES256 => J::ES256,
+        Algorithm::ES384 => J::ES384,
+        Algorithm::EdDSA => J::EdDSA,
+        Algorithm::ES512 => return None,
+    })
 }

@@ -14,6 +14,8 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tower_jwt_signer::{Algorithm, KeyRegistry};
 
+use super::jose::jsonwebtoken_alg;
+
 /// A token checked by an implementation other than ours.
 #[derive(Debug)]
 pub(crate) struct Verified {
@@ -49,7 +51,7 @@ pub(crate) fn verify(token: &str, registry: &KeyRegistry) -> Result<Verified, St
     if header["alg"] != alg.as_str() {
         return Err(format!("token alg {} but key alg {alg}", header["alg"]));
     }
-    let claims = match theirs(alg) {
+    let claims = match jsonwebtoken_alg(alg) {
         Some(their_alg) => {
             let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk).unwrap();
             let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
@@ -77,23 +79,6 @@ pub(crate) fn verify(token: &str, registry: &KeyRegistry) -> Result<Verified, St
         }
     };
     Ok(Verified { header, claims })
-}
-
-fn theirs(alg: Algorithm) -> Option<jsonwebtoken::Algorithm> {
-    use jsonwebtoken::Algorithm as J;
-    Some(match alg {
-        Algorithm::RS256 => J::RS256,
-        Algorithm::RS384 => J::RS384,
-        Algorithm::RS512 => J::RS512,
-        Algorithm::PS256 => J::PS256,
-        Algorithm::PS384 => J::PS384,
-        Algorithm::PS512 => J::PS512,
-        Algorithm::ES256 => J::ES256,
-        Algorithm::ES384 => J::ES384,
-        Algorithm::EdDSA => J::EdDSA,
-        // jsonwebtoken has no ES512: OpenSSL checks it.
-        Algorithm::ES512 => return None,
-    })
 }
 
 fn verify_es512(parts: &[&str], jwk: &Value) -> Result<(), String> {
