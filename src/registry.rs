@@ -640,21 +640,7 @@ impl KeyRegistry {
     /// keeps the keys and returns nothing:
     /// [`try_prune_expired`](Self::try_prune_expired) reports it.
     pub fn prune_expired(&self) -> Vec<Kid> {
-        let now = self.inner.clock.now();
-        let current = self.current();
-        if !current.keys.iter().any(|k| is_expired(k, now)) {
-            return Vec::new();
-        }
-        self.update(|keys| {
-            let gone: Vec<Kid> = keys
-                .iter()
-                .filter(|k| is_expired(k, now))
-                .map(|k| k.kid().clone())
-                .collect();
-            keys.retain(|k| !is_expired(k, now));
-            Ok(gone)
-        })
-        .unwrap_or_default()
+        self.try_prune_expired().unwrap_or_default()
     }
 
     /// Like [`prune_expired`](Self::prune_expired), but reports a failure
