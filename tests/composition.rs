@@ -30,6 +30,35 @@ async fn listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
     (listener, addr)
 }
 
+/// Serves the tower `service` with plain hyper (HTTP/1, a task per
+/// connection) on a free loopback port, until the guard is dropped.
+async fn serve_with_hyper<S, B>(service: S) -> (AbortOnDrop, std::net::SocketAddr)
+where
+    S: tower::Service<Request<hyper::body::Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (listener, addr) = listener().await;
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (AbortOnDrop(task), addr)
+}
+
 fn get_request(uri: String, authorization: Option<&str>) -> Request<Full<Bytes>> {
     let mut builder = Request::get(uri);
     if let Some(value) = authorization {
@@ -112,18 +141,7 @@ async fn under_a_plain_hyper_server() {
                 .unwrap(),
         )
         .service(backend);
-    let (listener, addr) = listener().await;
-    let _server = AbortOnDrop(tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    }));
+    let (_server, addr) = serve_with_hyper(service).await;
     let (parts, body) = fetch(get_request(format!("http://{addr}/orders/7"), None)).await;
     assert_eq!(parts.status, StatusCode::OK);
     let claims: Value = serde_json::from_slice(&body).unwrap();
@@ -205,18 +223,7 @@ async fn a_proxy_returning_hyper_incoming_bodies_needs_no_mapping() {
     let service = JwtSignerLayer::new(registry.clone())
         .existing_token(ExistingToken::Reject)
         .layer(inner);
-    let (listener, addr) = listener().await;
-    let _proxy = AbortOnDrop(tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    }));
+    let (_proxy, addr) = serve_with_hyper(service).await;
     let (parts, body) = fetch(get_request(format!("http://{addr}/x"), None)).await;
     assert_eq!(parts.status, StatusCode::OK);
     let value = std::str::from_utf8(&body).unwrap();
