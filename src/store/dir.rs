@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(unix)]
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 
 use serde_json::{Map, Value};
 
@@ -43,6 +43,39 @@ pub enum LoosePermissions {
     Refuse,
     /// Log a `tracing` warning and go on.
     Warn,
+}
+
+/// What a [`DirKeyStore`] does about a directory or key file owned by
+/// another user than the process's effective uid (Unix). See "Ownership" in
+/// the [`DirKeyStore`] docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ForeignOwner {
+    /// Refuse with [`StoreError::ForeignOwner`] (the default), as `ssh`
+    /// refuses a private key another user owns.
+    #[default]
+    Refuse,
+    /// Accept root (uid 0) as the owner too: a directory provisioned by
+    /// root, such as a Kubernetes Secret or ConfigMap volume read by a pod
+    /// that does not run as root.
+    AllowRoot,
+    /// Accept this uid as the owner too: for example `nobody` (65534) on
+    /// an NFS export with `root_squash`, where the files a root process
+    /// creates are owned by `nobody`.
+    AllowUid(u32),
+}
+
+impl ForeignOwner {
+    /// Whether a file owned by `owner` is accepted by a process whose
+    /// effective uid is `euid`.
+    fn allows(self, owner: u32, euid: u32) -> bool {
+        owner == euid
+            || match self {
+                ForeignOwner::Refuse => false,
+                ForeignOwner::AllowRoot => owner == 0,
+                ForeignOwner::AllowUid(uid) => owner == uid,
+            }
+    }
 }
 
 /// A [`KeyStore`] that keeps one file per key in a directory.
@@ -104,8 +137,44 @@ pub enum LoosePermissions {
 /// writable by group or others (they could plant or delete keys) and key
 /// files readable or writable by group or others (they hold private keys).
 /// A directory readable by others is accepted: file names are kids, which
-/// are public. For a Kubernetes Secret volume, set `defaultMode: 0400` (or
-/// `0600`). [`LoosePermissions::Warn`] logs instead of refusing.
+/// are public. [`LoosePermissions::Warn`] logs instead of refusing.
+///
+/// # Ownership (Unix)
+///
+/// By default ([`ForeignOwner::Refuse`]) the directory and every key file
+/// must be owned by the process's effective uid, as `ssh` requires of a
+/// private key: otherwise [`open`](DirKeyStoreOptions::open) and
+/// [`load`](KeyStore::load) fail with [`StoreError::ForeignOwner`], naming
+/// the path and both uids. Whoever owns the directory can put any key in
+/// it, so a directory another user created (say `nobody`, even with modes
+/// 0700 and 0600) would choose the key a gateway running as root signs
+/// with. A directory the store creates itself is owned by the process, and
+/// so is every file it writes. The check runs as the file is read; the
+/// store never changes an owner.
+///
+/// Kubernetes: a Secret or ConfigMap volume is written by the kubelet, so
+/// its files are owned by root (uid 0); with the pod's `fsGroup` their
+/// group is that gid and the kubelet adds group read (a `defaultMode: 0400`
+/// file shows as 0440). A pod running as root sees files it owns. A pod
+/// running as non-root sees files owned by uid 0: refused by this check,
+/// and, with `fsGroup`, group-readable, refused by the permission check.
+/// What to do:
+///
+/// * keys the gateway writes (the rotator) belong on a writable volume (an
+///   `emptyDir` or a PersistentVolume): point the store at a
+///   **subdirectory** it creates itself (the volume's root is shared with
+///   `fsGroup` and, for an `emptyDir`, mode 0777), so that the directory
+///   and files are the process's own, 0700 and 0600;
+/// * to read keys provisioned as a Secret by a pod that does not run as
+///   root, accept root explicitly with
+///   [`foreign_owner(ForeignOwner::AllowRoot)`](DirKeyStoreOptions::foreign_owner)
+///   (and, with `fsGroup`, [`LoosePermissions::Warn`]), or copy the keys
+///   into the pod's own directory from an init container running as the
+///   pod's user.
+///
+/// On an NFS export with `root_squash`, files created by root are owned by
+/// `nobody`: run as another user, or accept that uid with
+/// [`ForeignOwner::AllowUid`].
 ///
 /// # Several processes
 ///
@@ -142,6 +211,7 @@ pub struct DirKeyStore {
     dir: PathBuf,
     algorithm: Option<Algorithm>,
     loose: LoosePermissions,
+    foreign: ForeignOwner,
     /// Parsed keys by file name, with the bytes they were parsed from:
     /// polling a directory does not parse unchanged keys again.
     cache: Mutex<HashMap<String, (Vec<u8>, StoredKey)>>,
@@ -156,6 +226,7 @@ pub struct DirKeyStoreOptions {
     dir: PathBuf,
     algorithm: Option<Algorithm>,
     loose: LoosePermissions,
+    foreign: ForeignOwner,
     create: bool,
 }
 
@@ -175,6 +246,14 @@ impl DirKeyStoreOptions {
         self
     }
 
+    /// Which owners to accept for the directory and key files besides the
+    /// process's effective uid (default: [`ForeignOwner::Refuse`], none).
+    /// See "Ownership" in the [`DirKeyStore`] docs.
+    pub fn foreign_owner(mut self, foreign: ForeignOwner) -> Self {
+        self.foreign = foreign;
+        self
+    }
+
     /// Whether to create the directory (mode 0700) when it is missing
     /// (default: yes).
     pub fn create(mut self, create: bool) -> Self {
@@ -189,7 +268,7 @@ impl DirKeyStoreOptions {
     ///
     /// [`StoreError::Io`] if the directory is missing (and not to be
     /// created), cannot be created or is not a directory;
-    /// [`StoreError::LoosePermissions`].
+    /// [`StoreError::LoosePermissions`]; [`StoreError::ForeignOwner`].
     pub fn open(self) -> Result<DirKeyStore, StoreError> {
         match fs::metadata(&self.dir) {
             Ok(_) => {}
@@ -208,6 +287,7 @@ impl DirKeyStoreOptions {
             dir: self.dir,
             algorithm: self.algorithm,
             loose: self.loose,
+            foreign: self.foreign,
             cache: Mutex::default(),
             tx: Arc::default(),
             temp_counter: AtomicU64::new(0),
@@ -234,6 +314,7 @@ impl DirKeyStore {
             dir: dir.into(),
             algorithm: None,
             loose: LoosePermissions::Refuse,
+            foreign: ForeignOwner::Refuse,
             create: true,
         }
     }
@@ -276,6 +357,22 @@ impl DirKeyStore {
         }
     }
 
+    /// Refuses `path`, owned by `owner`, unless the effective uid or an
+    /// owner [`ForeignOwner`] allows owns it.
+    #[cfg(unix)]
+    fn check_owner(&self, path: &Path, owner: u32) -> Result<(), StoreError> {
+        let euid = rustix::process::geteuid().as_raw();
+        if self.foreign.allows(owner, euid) {
+            Ok(())
+        } else {
+            Err(StoreError::ForeignOwner {
+                path: path.to_path_buf(),
+                owner,
+                euid,
+            })
+        }
+    }
+
     fn check_dir(&self) -> Result<(), StoreError> {
         let meta = fs::metadata(&self.dir).map_err(StoreError::io("open directory", &self.dir))?;
         if !meta.is_dir() {
@@ -286,6 +383,7 @@ impl DirKeyStore {
         }
         #[cfg(unix)]
         {
+            self.check_owner(&self.dir, meta.uid())?;
             let mode = meta.permissions().mode();
             if mode & 0o022 != 0 {
                 self.loose(&self.dir, mode, "directory writable by group or others")?;
@@ -357,6 +455,7 @@ impl DirKeyStore {
         }
         #[cfg(unix)]
         {
+            self.check_owner(path, meta.uid())?;
             let mode = meta.permissions().mode();
             if mode & 0o077 != 0 {
                 self.loose(
@@ -539,6 +638,7 @@ impl fmt::Debug for DirKeyStore {
             .field("dir", &self.dir)
             .field("algorithm", &self.algorithm)
             .field("loose_permissions", &self.loose)
+            .field("foreign_owner", &self.foreign)
             .finish_non_exhaustive()
     }
 }
@@ -785,5 +885,28 @@ mod tests {
             file_name(&Kid::new("a.b").unwrap()).unwrap(),
             "a.b.key.json"
         );
+    }
+
+    #[test]
+    fn only_the_effective_uid_owns_keys_unless_another_owner_is_allowed() {
+        let (euid, root, nobody) = (1000, 0, 65534);
+        for owner in [root, nobody, 1001] {
+            assert!(!ForeignOwner::Refuse.allows(owner, euid));
+        }
+        for foreign in [
+            ForeignOwner::Refuse,
+            ForeignOwner::AllowRoot,
+            ForeignOwner::AllowUid(nobody),
+        ] {
+            assert!(foreign.allows(euid, euid), "{foreign:?}");
+            // Root's own files, as root.
+            assert!(foreign.allows(root, root), "{foreign:?}");
+            assert!(!foreign.allows(1001, euid), "{foreign:?}");
+        }
+        assert!(ForeignOwner::AllowRoot.allows(root, euid));
+        assert!(!ForeignOwner::AllowRoot.allows(nobody, euid));
+        assert!(ForeignOwner::AllowUid(nobody).allows(nobody, euid));
+        assert!(!ForeignOwner::AllowUid(nobody).allows(root, euid));
+        assert_eq!(ForeignOwner::default(), ForeignOwner::Refuse);
     }
 }

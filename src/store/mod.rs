@@ -102,7 +102,7 @@ use std::sync::Arc;
 
 use crate::keys::{Algorithm, KeyError, Kid};
 
-pub use dir::{DirKeyStore, DirKeyStoreOptions, KEY_FILE_SUFFIX, LoosePermissions};
+pub use dir::{DirKeyStore, DirKeyStoreOptions, ForeignOwner, KEY_FILE_SUFFIX, LoosePermissions};
 pub use follow::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
 pub use memory::MemoryKeyStore;
 pub use stored::StoredKey;
@@ -264,6 +264,17 @@ pub enum StoreError {
         /// What is too open.
         reason: &'static str,
     },
+    /// A key directory or key file owned by another user than the one the
+    /// process runs as: whoever owns them chooses the signing key. See
+    /// [`ForeignOwner`].
+    ForeignOwner {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// The process's effective uid.
+        euid: u32,
+    },
     /// A kid this store cannot hold (for [`DirKeyStore`]: a kid starting
     /// with `.`, which would be a hidden file).
     UnsupportedKid {
@@ -290,7 +301,8 @@ impl StoreError {
             | StoreError::Corrupt { path, .. }
             | StoreError::Key { path, .. }
             | StoreError::WrongAlgorithm { path, .. }
-            | StoreError::LoosePermissions { path, .. } => Some(path),
+            | StoreError::LoosePermissions { path, .. }
+            | StoreError::ForeignOwner { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -345,6 +357,12 @@ impl fmt::Display for StoreError {
                 } else {
                     "600"
                 },
+                path.display()
+            ),
+            StoreError::ForeignOwner { path, owner, euid } => write!(
+                f,
+                "{}: owned by uid {owner}, but this process runs as uid {euid}; whoever owns a key directory or key file chooses the signing key (chown {euid} {}, or accept that owner with DirKeyStoreOptions::foreign_owner)",
+                path.display(),
                 path.display()
             ),
             StoreError::UnsupportedKid { kid, reason } => {
