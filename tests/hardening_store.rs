@@ -1,12 +1,16 @@
 //! Hardening of the directory key store (issue 16, "Key store"): a key
-//! directory or key file another user owns is refused.
+//! directory or key file another user owns is refused, and a key file name
+//! that is not a regular file (a FIFO, a symbolic link) is refused without
+//! blocking and without being followed.
 //!
 //! The ownership tests chown files to uid 65534 (`nobody`), which needs
 //! root: run as another user, they fail and say so (CI runs as root).
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
 
 use tower_jwt_signer::store::{
     DirKeyStore, ForeignOwner, KeyStore, LoosePermissions, StoreError, StoredKey,
@@ -78,6 +82,18 @@ fn store_error(err: RegistryError) -> StoreError {
         RegistryError::Store(err) => err,
         other => panic!("not a store error: {other}"),
     }
+}
+
+/// Runs `f` on its own thread and waits for it at most 30 s: a store
+/// operation that blocks (on a FIFO) fails the test instead of hanging it.
+/// The bound is generous: the operations take milliseconds.
+fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what} did not return within 30 s: it blocks"))
 }
 
 #[test]
@@ -189,4 +205,225 @@ fn a_key_file_another_user_owns_is_refused_in_a_directory_we_own() {
         .load()
         .unwrap();
     assert_eq!(keys[0].kid(), &kid);
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_fifo_named_like_a_key_file_is_refused_without_blocking() {
+    let (_tmp, dir, _) = dir_with_one_key();
+    let fifo = key_file(&dir, "trap");
+    mkfifo(&fifo);
+
+    // Loading (start-up, a follower's poll) refuses it and returns.
+    let load_dir = dir.clone();
+    let err = bounded("loading a directory with a FIFO", move || {
+        DirKeyStore::open(&load_dir).unwrap().load()
+    })
+    .expect_err("a FIFO was loaded as a key file");
+    assert!(
+        matches!(err, StoreError::NotRegularFile { found, .. } if found.contains("FIFO")),
+        "{err:?}"
+    );
+    assert_eq!(err.path(), Some(fifo.as_path()), "{err}");
+    assert!(err.to_string().contains("FIFO"), "{err}");
+
+    // A writer holding the store's lock is not stuck either: saving (here
+    // over the FIFO's name) refuses and returns.
+    let save_dir = dir.clone();
+    let err = bounded("saving over a FIFO", move || {
+        let store = DirKeyStore::open(&save_dir).unwrap();
+        let _lock = store.lock().unwrap();
+        let key = SigningKey::generate(Algorithm::ES256)
+            .unwrap()
+            .with_kid(Kid::new("trap").unwrap());
+        store.save(&StoredKey::new(key, KeyState::Next, SystemTime::now()))
+    })
+    .expect_err("a save replaced a FIFO");
+    assert!(matches!(err, StoreError::NotRegularFile { .. }), "{err:?}");
+    assert_eq!(err.path(), Some(fifo.as_path()), "{err}");
+    assert!(err.to_string().contains("FIFO"), "{err}");
+
+    // Start-up (which loads under the lock) fails the same way, promptly.
+    let start_dir = dir.clone();
+    let err = bounded("start-up", move || open_registry(&start_dir).map(|_| ()))
+        .expect_err("start-up accepted a FIFO");
+    assert!(err.to_string().contains("FIFO"), "{err}");
+
+    // Nothing was touched.
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
+
+#[test]
+fn a_symlink_named_like_a_key_file_is_refused_not_followed() {
+    let (tmp, dir, _) = dir_with_one_key();
+    // A valid key file elsewhere, owned by us with mode 0600: the link,
+    // not its target, is what is refused.
+    let elsewhere = tmp.path().join("elsewhere");
+    save_one_key(&elsewhere, Some("other"));
+    let link = key_file(&dir, "other");
+    symlink(key_file(&elsewhere, "other"), &link).unwrap();
+
+    let err = DirKeyStore::open(&dir)
+        .unwrap()
+        .load()
+        .expect_err("a symbolic link was followed");
+    assert!(
+        matches!(
+            err,
+            StoreError::NotRegularFile {
+                found: "a symbolic link",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.path(), Some(link.as_path()), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+
+    // A save does not replace the link (nor write through it).
+    let save_store = DirKeyStore::open(&dir).unwrap();
+    let key = SigningKey::generate(Algorithm::ES256)
+        .unwrap()
+        .with_kid(Kid::new("other").unwrap());
+    let err = save_store
+        .save(&StoredKey::new(key, KeyState::Next, SystemTime::now()))
+        .expect_err("a save replaced a symbolic link");
+    assert_eq!(err.path(), Some(link.as_path()), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // A link to a FIFO is refused as a link, without blocking.
+    std::fs::remove_file(&link).unwrap();
+    let fifo = tmp.path().join("fifo");
+    mkfifo(&fifo);
+    symlink(&fifo, &link).unwrap();
+    let load_dir = dir.clone();
+    let err = bounded("loading a link to a FIFO", move || {
+        DirKeyStore::open(&load_dir).unwrap().load()
+    })
+    .expect_err("a link to a FIFO was followed");
+    assert_eq!(err.path(), Some(link.as_path()), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+}
+
+#[test]
+fn a_socket_or_a_directory_named_like_a_key_file_is_refused_as_what_it_is() {
+    let (_tmp, dir, _) = dir_with_one_key();
+    let socket = key_file(&dir, "socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let err = DirKeyStore::open(&dir).unwrap().load().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NotRegularFile {
+                found: "a socket",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.path(), Some(socket.as_path()), "{err}");
+    std::fs::remove_file(&socket).unwrap();
+
+    let subdir = key_file(&dir, "subdir");
+    std::fs::create_dir(&subdir).unwrap();
+    let err = DirKeyStore::open(&dir).unwrap().load().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NotRegularFile {
+                found: "a directory",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.path(), Some(subdir.as_path()), "{err}");
+}
+
+/// Kubernetes writes Secret and ConfigMap volumes as `NAME -> ..data/NAME`,
+/// `..data -> ..<timestamp>/` (the kubelet swaps `..data` to update them
+/// atomically). That one form of link is read; any other link is refused.
+#[test]
+fn the_kubernetes_volume_layout_is_read_and_other_links_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("source");
+    let kid = save_one_key(&source, None);
+    let name = format!("{kid}.key.json");
+
+    let dir = tmp.path().join("volume");
+    let data = dir.join("..2026_01_01_00_00_00.000000001");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::copy(source.join(&name), data.join(&name)).unwrap();
+    std::fs::set_permissions(data.join(&name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    symlink("..2026_01_01_00_00_00.000000001", dir.join("..data")).unwrap();
+    symlink(format!("..data/{name}"), dir.join(&name)).unwrap();
+
+    let store = DirKeyStore::options(&dir).create(false).open().unwrap();
+    let keys = store.load().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].kid(), &kid);
+
+    // A link into `..data` under another name is not that form.
+    let other = dir.join("other.key.json");
+    symlink(format!("..data/{name}"), &other).unwrap();
+    let err = store
+        .load()
+        .expect_err("a link to another name was followed");
+    assert_eq!(err.path(), Some(other.as_path()), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+}
+
+#[test]
+fn a_fifo_or_a_link_as_the_lock_file_is_refused_without_blocking() {
+    // Readers take a shared lock on `.lock` when it exists: a FIFO there
+    // must not block them.
+    let (tmp, dir, _) = dir_with_one_key();
+    let lock = dir.join(".lock");
+    let _ = std::fs::remove_file(&lock);
+    mkfifo(&lock);
+    let load_dir = dir.clone();
+    let err = bounded("loading with a FIFO as the lock file", move || {
+        DirKeyStore::open(&load_dir).unwrap().load()
+    })
+    .expect_err("a FIFO was used as the lock file");
+    assert!(matches!(err, StoreError::NotRegularFile { .. }), "{err:?}");
+    assert_eq!(err.path(), Some(lock.as_path()), "{err}");
+    assert!(err.to_string().contains("FIFO"), "{err}");
+    // Nor writers.
+    let lock_dir = dir.clone();
+    let err = bounded("locking with a FIFO as the lock file", move || {
+        DirKeyStore::open(&lock_dir).unwrap().lock().map(|_| ())
+    })
+    .expect_err("a FIFO was locked");
+    assert_eq!(err.path(), Some(lock.as_path()), "{err}");
+
+    // A link as the lock file is not followed: nothing is created at its
+    // target.
+    std::fs::remove_file(&lock).unwrap();
+    let target = tmp.path().join("created-through-the-link");
+    symlink(&target, &lock).unwrap();
+    let err = DirKeyStore::open(&dir)
+        .unwrap()
+        .lock()
+        .map(|_| ())
+        .expect_err("the lock file link was followed");
+    assert_eq!(err.path(), Some(lock.as_path()), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(!target.exists());
 }

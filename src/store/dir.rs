@@ -10,7 +10,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(unix)]
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+
+#[cfg(unix)]
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+#[cfg(unix)]
+use rustix::io::Errno;
 
 use serde_json::{Map, Value};
 
@@ -32,6 +39,10 @@ const TEMP_MARK: &str = ".tmp-";
 const FORMAT_VERSION: u64 = 1;
 /// No key file is larger (an RSA-16384 private JWK is about 20 KiB).
 const MAX_FILE_LEN: u64 = 256 * 1024;
+/// The link Kubernetes points a volume's files through (`NAME ->
+/// ..data/NAME`).
+#[cfg(unix)]
+const KUBERNETES_DATA: &str = "..data";
 
 /// What a [`DirKeyStore`] does about a directory or key file whose
 /// permissions are too open.
@@ -68,6 +79,7 @@ pub enum ForeignOwner {
 impl ForeignOwner {
     /// Whether a file owned by `owner` is accepted by a process whose
     /// effective uid is `euid`.
+    #[cfg_attr(not(unix), allow(dead_code))]
     fn allows(self, owner: u32, euid: u32) -> bool {
         owner == euid
             || match self {
@@ -90,6 +102,27 @@ impl ForeignOwner {
 /// `.` would be a hidden file, and saving one fails with
 /// [`StoreError::UnsupportedKid`]. On a case-insensitive file system, a
 /// save never replaces a file that holds another kid.
+///
+/// A key file must be a regular file. Key files (and `.lock`) are opened
+/// with `O_NONBLOCK | O_NOFOLLOW` and checked with `fstat` before a byte is
+/// read: a FIFO, a socket, a device or a directory named `K.key.json` fails
+/// [`load`](KeyStore::load) at once with [`StoreError::NotRegularFile`]
+/// naming it (a FIFO used to block the load forever, and with it every
+/// writer waiting for the store's lock), and so does a symbolic link, which
+/// is never followed. One form of link is read: `K.key.json ->
+/// ..data/K.key.json`, the layout Kubernetes writes Secret and ConfigMap
+/// volumes in (`..data` is a link to the current timestamped directory,
+/// swapped by the kubelet to update the volume atomically); the file is
+/// opened through `..data`, still without following a link at the last
+/// step, and checked like any other. A save or removal never replaces,
+/// deletes or writes through anything but a regular file either.
+///
+/// The directory is opened once per load (following the configured path,
+/// which may itself be a symbolic link); its type, owner and permissions
+/// are checked on that open directory and every key file is opened
+/// relative to it (`openat`), so a load reads the directory it checked even
+/// if the path is renamed or replaced meanwhile. Writes go by path. The
+/// parent directories are not checked.
 ///
 /// A key file is JSON (format version 1):
 ///
@@ -292,7 +325,7 @@ impl DirKeyStoreOptions {
             tx: Arc::default(),
             temp_counter: AtomicU64::new(0),
         };
-        store.check_dir()?;
+        store.open_dir()?;
         Ok(store)
     }
 }
@@ -373,10 +406,32 @@ impl DirKeyStore {
         }
     }
 
-    fn check_dir(&self) -> Result<(), StoreError> {
-        let meta = fs::metadata(&self.dir).map_err(StoreError::io("open directory", &self.dir))?;
+    /// Opens the directory and checks it: a directory, owned by the
+    /// process (or an owner [`ForeignOwner`] allows), not writable by group
+    /// or others. On Unix the checks, the listing and every key file open of
+    /// one load go through the descriptor returned (`fstat`, `openat`), so
+    /// they are all about one directory even if its path is renamed or
+    /// replaced meanwhile.
+    fn open_dir(&self) -> Result<OpenDir, StoreError> {
+        let failed = || StoreError::io("open directory", &self.dir);
+        #[cfg(unix)]
+        let (dir, meta) = {
+            // The configured path itself may be a symbolic link: it is
+            // followed here, once per load.
+            let fd = rustix::fs::open(
+                &self.dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|errno| failed()(errno.into()))?;
+            let dir = File::from(fd);
+            let meta = dir.metadata().map_err(failed())?;
+            (OpenDir(dir), meta)
+        };
+        #[cfg(not(unix))]
+        let (dir, meta) = (OpenDir, fs::metadata(&self.dir).map_err(failed())?);
         if !meta.is_dir() {
-            return Err(StoreError::io("open directory", &self.dir)(io::Error::new(
+            return Err(failed()(io::Error::new(
                 io::ErrorKind::NotADirectory,
                 "not a directory",
             )));
@@ -389,30 +444,47 @@ impl DirKeyStore {
                 self.loose(&self.dir, mode, "directory writable by group or others")?;
             }
         }
-        Ok(())
+        Ok(dir)
     }
 
-    fn load_inner(&self) -> Result<Vec<StoredKey>, StoreError> {
-        self.check_dir()?;
-        let reading = self.tx.read();
-        // The thread that holds the write lock reads inside it; anyone else
-        // waits for writers in other processes too.
-        let _shared = match reading {
-            Some(_) => self.shared_flock()?,
-            None => None,
-        };
+    /// The key file names in the directory, sorted.
+    fn key_file_names(&self, dir: &OpenDir) -> Result<Vec<String>, StoreError> {
+        let failed = || StoreError::io("list", &self.dir);
         let mut names = Vec::new();
-        let entries = fs::read_dir(&self.dir).map_err(StoreError::io("list", &self.dir))?;
-        for entry in entries {
-            let entry = entry.map_err(StoreError::io("list", &self.dir))?;
-            let name = entry.file_name();
+        #[cfg(unix)]
+        for entry in rustix::fs::Dir::read_from(&dir.0).map_err(|errno| failed()(errno.into()))? {
+            let entry = entry.map_err(|errno| failed()(errno.into()))?;
             // Our names are ASCII; anything else is not ours.
-            let Some(name) = name.to_str() else { continue };
-            if is_key_file_name(name) {
+            if let Ok(name) = entry.file_name().to_str()
+                && is_key_file_name(name)
+            {
+                names.push(name.to_owned());
+            }
+        }
+        #[cfg(not(unix))]
+        for entry in fs::read_dir(&self.dir).map_err(failed())? {
+            let _ = dir;
+            let entry = entry.map_err(failed())?;
+            if let Some(name) = entry.file_name().to_str()
+                && is_key_file_name(name)
+            {
                 names.push(name.to_owned());
             }
         }
         names.sort();
+        Ok(names)
+    }
+
+    fn load_inner(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let dir = self.open_dir()?;
+        let reading = self.tx.read();
+        // The thread that holds the write lock reads inside it; anyone else
+        // waits for writers in other processes too.
+        let _shared = match reading {
+            Some(_) => self.shared_flock(&dir)?,
+            None => None,
+        };
+        let names = self.key_file_names(&dir)?;
         let mut keys = Vec::with_capacity(names.len());
         let mut cache = self.cache();
         for name in &names {
@@ -423,7 +495,7 @@ impl DirKeyStore {
                     format!("the file name does not hold a valid kid: {err}"),
                 )
             })?;
-            let Some(bytes) = self.read_key_file(&path)? else {
+            let Some(bytes) = self.read_key_file(&dir, name, &path)? else {
                 // Removed since the listing (a reader without lock).
                 continue;
             };
@@ -441,18 +513,50 @@ impl DirKeyStore {
         Ok(keys)
     }
 
-    /// Reads a key file, checking its type, size and permissions. `None`
-    /// when it does not exist (any more).
-    fn read_key_file(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(StoreError::io("read", path)(err)),
-        };
-        let meta = file.metadata().map_err(StoreError::io("read", path))?;
-        if !meta.is_file() {
-            return Err(StoreError::corrupt(path, "not a regular file"));
+    /// Opens the key file `name` (at `path`) of `dir`: see [`open_regular`].
+    /// A symbolic link is read only in the form Kubernetes writes volumes
+    /// with, `NAME -> ..data/NAME`, through `..data` (which the kubelet
+    /// swaps to update the volume atomically), still without following a
+    /// link at the last step. `None` when it does not exist (any more).
+    fn open_key_file(
+        &self,
+        dir: &OpenDir,
+        name: &str,
+        path: &Path,
+    ) -> Result<Option<(File, fs::Metadata)>, StoreError> {
+        #[cfg(unix)]
+        match open_regular(dir.0.as_fd(), name, path)? {
+            Opened::File(file, meta) => Ok(Some((file, meta))),
+            Opened::Missing => Ok(None),
+            Opened::Link => {
+                let target = format!("{KUBERNETES_DATA}/{name}");
+                match rustix::fs::readlinkat(&dir.0, name, Vec::new()) {
+                    Ok(link) if link.as_bytes() == target.as_bytes() => {}
+                    Ok(_) => return Err(not_regular(path, "a symbolic link")),
+                    Err(Errno::NOENT) => return Ok(None),
+                    Err(errno) => return Err(StoreError::io("read", path)(errno.into())),
+                }
+                open_regular(dir.0.as_fd(), target.as_str(), path)?.or_refuse_link(path)
+            }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = (dir, name);
+            open_regular(path)
+        }
+    }
+
+    /// Reads a key file, checking its type, owner, permissions and size
+    /// before reading a byte. `None` when it does not exist (any more).
+    fn read_key_file(
+        &self,
+        dir: &OpenDir,
+        name: &str,
+        path: &Path,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some((file, meta)) = self.open_key_file(dir, name, path)? else {
+            return Ok(None);
+        };
         #[cfg(unix)]
         {
             self.check_owner(path, meta.uid())?;
@@ -478,28 +582,40 @@ impl DirKeyStore {
         Ok(Some(bytes))
     }
 
-    fn shared_flock(&self) -> Result<Option<File>, StoreError> {
+    fn shared_flock(&self, dir: &OpenDir) -> Result<Option<File>, StoreError> {
         let path = self.dir.join(LOCK_FILE);
-        match File::open(&path) {
-            Ok(file) => {
-                fs4::FileExt::lock_shared(&file).map_err(StoreError::io("lock", &path))?;
-                Ok(Some(file))
-            }
+        #[cfg(unix)]
+        let opened = open_regular(dir.0.as_fd(), LOCK_FILE, &path)?.or_refuse_link(&path)?;
+        #[cfg(not(unix))]
+        let opened = {
+            let _ = dir;
+            open_regular(&path)?
+        };
+        let file = match opened {
+            Some((file, _)) => file,
             // No writer has written here (a read-only volume): nothing to
             // wait for.
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(StoreError::io("open", &path)(err)),
-        }
+            None => return Ok(None),
+        };
+        fs4::FileExt::lock_shared(&file).map_err(StoreError::io("lock", &path))?;
+        Ok(Some(file))
     }
 
     /// Refuses to replace or delete `path` unless it holds `kid` (on a
-    /// case-insensitive file system `a.key.json` is `A.key.json`).
+    /// case-insensitive file system `a.key.json` is `A.key.json`), or if
+    /// it is not a regular file.
     fn ensure_holds(&self, path: &Path, kid: &Kid, action: &str) -> Result<(), StoreError> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(err) => return Err(StoreError::io("read", path)(err)),
+        #[cfg(unix)]
+        let opened = open_regular(rustix::fs::CWD, path, path)?.or_refuse_link(path)?;
+        #[cfg(not(unix))]
+        let opened = open_regular(path)?;
+        let Some((file, _)) = opened else {
+            return Ok(());
         };
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(StoreError::io("read", path))?;
         let holds = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .is_some_and(|value| value.get("kid").and_then(Value::as_str) == Some(kid.as_str()));
@@ -614,13 +730,7 @@ impl KeyStore for DirKeyStore {
     fn lock(&self) -> Result<StoreLock, StoreError> {
         let tx = self.tx.write();
         let path = self.dir.join(LOCK_FILE);
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        options.mode(0o600);
-        let file = options
-            .open(&path)
-            .map_err(StoreError::io("create lock file", &path))?;
+        let file = open_lock_file(&path)?;
         fs4::FileExt::lock(&file).map_err(StoreError::io("lock", &path))?;
         // Every writer holds this lock while it writes: any temporary file
         // still here is left by a crash.
@@ -648,6 +758,164 @@ impl fmt::Debug for DirKeyStore {
 struct DirLock {
     _file: File,
     _tx: WriteGuard,
+}
+
+/// The key directory, open for one load (see [`DirKeyStore::open_dir`]).
+#[cfg(unix)]
+struct OpenDir(File);
+#[cfg(not(unix))]
+struct OpenDir;
+
+/// What [`open_regular`] found.
+#[cfg(unix)]
+enum Opened {
+    /// A regular file, open for reading, and its `fstat`.
+    File(File, fs::Metadata),
+    /// Nothing by that name.
+    Missing,
+    /// A symbolic link, not followed.
+    Link,
+}
+
+#[cfg(unix)]
+impl Opened {
+    /// The file, `None` when missing; a link is refused.
+    fn or_refuse_link(self, path: &Path) -> Result<Option<(File, fs::Metadata)>, StoreError> {
+        match self {
+            Opened::File(file, meta) => Ok(Some((file, meta))),
+            Opened::Missing => Ok(None),
+            Opened::Link => Err(not_regular(path, "a symbolic link")),
+        }
+    }
+}
+
+/// Opens `rel` (relative to `dir`; `path` names it in errors) for reading,
+/// without blocking (a FIFO opens at once, with or without a writer) and
+/// without following a symbolic link at its last component, then `fstat`s
+/// the open file: anything but a regular file is refused with
+/// [`StoreError::NotRegularFile`] before a byte is read.
+#[cfg(unix)]
+fn open_regular<P: rustix::path::Arg + Copy>(
+    dir: BorrowedFd<'_>,
+    rel: P,
+    path: &Path,
+) -> Result<Opened, StoreError> {
+    let flags =
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, rel, flags, Mode::empty()) {
+        Ok(fd) => {
+            let (file, meta) = regular_file(fd, path, "read")?;
+            Ok(Opened::File(file, meta))
+        }
+        Err(Errno::NOENT) => Ok(Opened::Missing),
+        Err(errno) => match file_type_at(dir, rel) {
+            Some(FileType::Symlink) => Ok(Opened::Link),
+            Some(kind) if kind != FileType::RegularFile => Err(not_regular(path, kind_name(kind))),
+            _ => Err(StoreError::io("read", path)(errno.into())),
+        },
+    }
+}
+
+/// The type of `rel` in `dir`, without following a link. After a failed
+/// open: the error `O_NOFOLLOW` gives for a link varies (`ELOOP` on Linux,
+/// `EMLINK` on FreeBSD) and a socket cannot be opened at all.
+#[cfg(unix)]
+fn file_type_at<P: rustix::path::Arg>(dir: BorrowedFd<'_>, rel: P) -> Option<FileType> {
+    rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|stat| FileType::from_raw_mode(stat.st_mode))
+}
+
+/// `fd` as a file if it is a regular file (checked with `fstat`).
+#[cfg(unix)]
+fn regular_file(
+    fd: OwnedFd,
+    path: &Path,
+    action: &'static str,
+) -> Result<(File, fs::Metadata), StoreError> {
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(StoreError::io(action, path))?;
+    if meta.is_file() {
+        return Ok((file, meta));
+    }
+    let kind = rustix::fs::fstat(&file).map_or(FileType::Unknown, |stat| {
+        FileType::from_raw_mode(stat.st_mode)
+    });
+    Err(not_regular(path, kind_name(kind)))
+}
+
+/// Opens `path` for reading, refusing anything but a regular file. `None`
+/// when it does not exist.
+#[cfg(not(unix))]
+fn open_regular(path: &Path) -> Result<Option<(File, fs::Metadata)>, StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(StoreError::io("read", path)(err)),
+    };
+    let meta = file.metadata().map_err(StoreError::io("read", path))?;
+    if meta.is_file() {
+        Ok(Some((file, meta)))
+    } else if meta.is_dir() {
+        Err(not_regular(path, "a directory"))
+    } else {
+        Err(not_regular(path, "an unknown kind of file"))
+    }
+}
+
+#[cfg(unix)]
+fn kind_name(kind: FileType) -> &'static str {
+    match kind {
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO (named pipe)",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "an unknown kind of file",
+    }
+}
+
+fn not_regular(path: &Path, found: &'static str) -> StoreError {
+    StoreError::NotRegularFile {
+        path: path.to_path_buf(),
+        found,
+    }
+}
+
+/// Opens (creating it, mode 0600, when missing) the lock file, without
+/// blocking and without following a symbolic link; refuses anything but a
+/// regular file.
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    #[cfg(unix)]
+    {
+        let flags = OFlags::RDWR
+            | OFlags::CREATE
+            | OFlags::NONBLOCK
+            | OFlags::NOFOLLOW
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC;
+        match rustix::fs::open(path, flags, Mode::RUSR | Mode::WUSR) {
+            Ok(fd) => Ok(regular_file(fd, path, "create lock file")?.0),
+            Err(errno) => match file_type_at(rustix::fs::CWD, path) {
+                Some(kind) if kind != FileType::RegularFile => {
+                    Err(not_regular(path, kind_name(kind)))
+                }
+                _ => Err(StoreError::io("create lock file", path)(errno.into())),
+            },
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(StoreError::io("create lock file", path))?;
+        Ok(file)
+    }
 }
 
 fn file_name(kid: &Kid) -> Result<String, StoreError> {

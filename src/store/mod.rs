@@ -275,6 +275,16 @@ pub enum StoreError {
         /// The process's effective uid.
         euid: u32,
     },
+    /// A key file name (or the lock file) that is not a regular file: a
+    /// FIFO, a symbolic link, a directory, a socket, a device. It is refused
+    /// without being read (a FIFO would block) or followed, and left as it
+    /// is.
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is: `"a FIFO (named pipe)"`, `"a symbolic link"`, ...
+        found: &'static str,
+    },
     /// A kid this store cannot hold (for [`DirKeyStore`]: a kid starting
     /// with `.`, which would be a hidden file).
     UnsupportedKid {
@@ -302,7 +312,8 @@ impl StoreError {
             | StoreError::Key { path, .. }
             | StoreError::WrongAlgorithm { path, .. }
             | StoreError::LoosePermissions { path, .. }
-            | StoreError::ForeignOwner { path, .. } => Some(path),
+            | StoreError::ForeignOwner { path, .. }
+            | StoreError::NotRegularFile { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -363,6 +374,11 @@ impl fmt::Display for StoreError {
                 f,
                 "{}: owned by uid {owner}, but this process runs as uid {euid}; whoever owns a key directory or key file chooses the signing key (chown {euid} {}, or accept that owner with DirKeyStoreOptions::foreign_owner)",
                 path.display(),
+                path.display()
+            ),
+            StoreError::NotRegularFile { path, found } => write!(
+                f,
+                "{}: refused without reading it: it is {found}, not a regular file; a key file must be a regular file (remove it)",
                 path.display()
             ),
             StoreError::UnsupportedKid { kid, reason } => {
