@@ -559,13 +559,7 @@ impl KeyRegistry {
         }
         let now = self.inner.clock.now();
         self.update(|keys| {
-            let next = keys
-                .iter()
-                .enumerate()
-                .filter(|(_, k)| k.state == KeyState::Next)
-                .min_by_key(|(_, k)| k.created_at)
-                .map(|(i, _)| i);
-            let Some(next) = next else {
+            let Some(next) = oldest_next(keys) else {
                 // Another writer consumed it in between: nothing to promote.
                 return Err(RegistryError::NoActiveKey);
             };
@@ -1040,17 +1034,7 @@ impl KeyRegistryBuilder {
                     return Ok(true);
                 }
                 // A published next key rather than a fresh, unpublished one.
-                let oldest_next = stored
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, k)| k.state == KeyState::Next)
-                    .min_by(|(_, a), (_, b)| {
-                        a.created_at
-                            .cmp(&b.created_at)
-                            .then_with(|| a.kid().cmp(b.kid()))
-                    })
-                    .map(|(index, _)| index);
-                match oldest_next {
+                match oldest_next(stored) {
                     Some(index) => {
                         promote(stored, index, now, Duration::ZERO);
                         Ok(true)
@@ -1103,6 +1087,21 @@ impl fmt::Debug for KeyRegistryBuilder {
             .field("generate_if_missing", &self.generate_if_missing)
             .finish()
     }
+}
+
+/// The index of the next key to activate: the oldest **next** key, ties
+/// (keys created at the same time) broken by the lower kid, so that every
+/// writer (by hand, the rotator, a restart) picks the same one.
+pub(crate) fn oldest_next(keys: &[PublishedKey]) -> Option<usize> {
+    keys.iter()
+        .enumerate()
+        .filter(|(_, k)| k.state == KeyState::Next)
+        .min_by(|(_, a), (_, b)| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.kid().cmp(b.kid()))
+        })
+        .map(|(index, _)| index)
 }
 
 /// Promotes `keys[index]` to active and retires the old active key.

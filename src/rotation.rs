@@ -94,7 +94,7 @@ use crate::clock::unix_seconds;
 use crate::jwks::DEFAULT_JWKS_MAX_AGE;
 use crate::keys::{Algorithm, KeyError, Kid, SigningKey};
 use crate::registry::{
-    KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError, is_expired, promote,
+    self, KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError, is_expired, promote,
 };
 
 /// The default leeway verifiers allow on `exp` (the `jsonwebtoken` crate's
@@ -696,13 +696,7 @@ enum Step {
 }
 
 fn oldest_next(keys: &[PublishedKey]) -> Option<&PublishedKey> {
-    keys.iter()
-        .filter(|k| k.state == KeyState::Next)
-        .min_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.kid().cmp(b.kid()))
-        })
+    registry::oldest_next(keys).map(|index| &keys[index])
 }
 
 /// When `active` is due to be replaced.
@@ -1068,6 +1062,58 @@ mod tests {
         RotationPolicy::builder(secs(1000), secs(60))
             .build()
             .unwrap()
+    }
+
+    /// Two next keys (the higher kid listed first) created in the same second.
+    fn two_next_keys_created_together() -> (Kid, Kid, Vec<PublishedKey>) {
+        let created = SystemTime::now();
+        let mut pair = [
+            SigningKey::generate(Algorithm::ES256).unwrap(),
+            SigningKey::generate(Algorithm::ES256).unwrap(),
+        ];
+        pair.sort_by(|a, b| b.kid().cmp(a.kid()));
+        let (higher, lower) = (pair[0].kid().clone(), pair[1].kid().clone());
+        let keys = pair
+            .into_iter()
+            .map(|k| PublishedKey::from_signing_key(k, KeyState::Next, created))
+            .collect();
+        (lower, higher, keys)
+    }
+
+    #[tokio::test]
+    async fn rotate_and_the_rotator_pick_the_same_next_key_when_two_share_a_creation_time() {
+        let (lower, higher, nexts) = two_next_keys_created_together();
+        let mut builder =
+            KeyRegistry::builder().active(SigningKey::generate(Algorithm::ES256).unwrap());
+        for key in nexts.iter().cloned() {
+            builder = builder.key(key);
+        }
+        let registry = builder.build().unwrap();
+
+        // The rotator schedules the oldest next key, ties broken by kid.
+        let rotator = KeyRotator::spawn(registry.clone(), policy());
+        let scheduled = rotator.rotate_now().await.unwrap();
+        rotator.stop().await;
+        assert_eq!(scheduled.kid(), &lower, "the rotator picks the lower kid");
+
+        // Rotating by hand picks the same key.
+        let rotated = registry.rotate(secs(120)).unwrap();
+        assert_eq!(
+            rotated, lower,
+            "rotate() picked {rotated}, not the lower kid; higher is {higher}"
+        );
+
+        // So does a restart that finds no active key in the store.
+        let store = crate::store::MemoryKeyStore::new();
+        for key in &nexts {
+            crate::store::KeyStore::save(&store, &key.to_stored().unwrap()).unwrap();
+        }
+        let restarted = KeyRegistry::builder()
+            .store(store)
+            .generate_if_missing(Algorithm::ES256)
+            .build()
+            .unwrap();
+        assert_eq!(restarted.current().active().unwrap().kid(), &lower);
     }
 
     #[test]
