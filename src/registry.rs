@@ -55,36 +55,9 @@ use tokio::sync::watch;
 
 use crate::b64;
 use crate::clock::Clock;
+pub use crate::keys::KeyState;
 use crate::keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
 use crate::store::{KeyStore, StoreError, StoredKey};
-
-/// The lifecycle state of a published key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyState {
-    /// Published, does not sign yet.
-    Next,
-    /// Signs new tokens; published.
-    Active,
-    /// No longer signs; published until its `retires_at` time.
-    Retiring,
-}
-
-impl KeyState {
-    /// The lower-case name (`"next"`, `"active"`, `"retiring"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyState::Next => "next",
-            KeyState::Active => "active",
-            KeyState::Retiring => "retiring",
-        }
-    }
-}
-
-impl fmt::Display for KeyState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One key in a [`KeySnapshot`], with its lifecycle metadata.
 #[derive(Clone)]

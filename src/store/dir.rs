@@ -17,8 +17,7 @@ use serde_json::{Map, Value};
 use super::txlock::{TxLock, WriteGuard};
 use super::{KeyStore, StoreError, StoreLock, StoredKey};
 use crate::clock::unix_seconds;
-use crate::keys::{Algorithm, Kid, SigningKey};
-use crate::registry::KeyState;
+use crate::keys::{Algorithm, KeyState, Kid, SigningKey};
 
 /// The suffix of key file names: the key with kid `K` lives in
 /// `K.key.json`.

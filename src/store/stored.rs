@@ -4,8 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::keys::{Kid, SigningKey};
-use crate::registry::KeyState;
+use crate::keys::{KeyState, Kid, SigningKey};
 
 /// A key as a [`KeyStore`](super::KeyStore) keeps it: the private key (with
 /// its kid and algorithm) and its lifecycle metadata.
