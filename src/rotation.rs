@@ -94,7 +94,8 @@ use crate::clock::unix_seconds;
 use crate::jwks::DEFAULT_JWKS_MAX_AGE;
 use crate::keys::{Algorithm, KeyError, Kid, SigningKey};
 use crate::registry::{
-    self, KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError, is_expired, promote,
+    self, KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError, ensure_unique,
+    is_expired, promote,
 };
 
 /// The default leeway verifiers allow on `exp` (the `jsonwebtoken` crate's
@@ -702,8 +703,8 @@ fn oldest_next(keys: &[PublishedKey]) -> Option<&PublishedKey> {
 /// When `active` is due to be replaced.
 fn due_time(active: &PublishedKey, policy: &RotationPolicy) -> Option<SystemTime> {
     active
-        .activated_at
-        .unwrap_or(active.created_at)
+        .activated_at()
+        .unwrap_or(active.created_at())
         .checked_add(policy.rotate_every)
 }
 
@@ -714,17 +715,17 @@ fn activation_time(
     active: &PublishedKey,
     policy: &RotationPolicy,
 ) -> Option<SystemTime> {
-    let scheduled = match next.activates_at {
+    let scheduled = match next.activates_at() {
         Some(at) => at,
         None => due_time(active, policy)?,
     };
-    let published_long_enough = next.created_at.checked_add(policy.prepublish)?;
+    let published_long_enough = next.created_at().checked_add(policy.prepublish)?;
     Some(scheduled.max(published_long_enough))
 }
 
 /// What the rotator should do now, or until when it can sleep.
 fn plan(keys: &[PublishedKey], policy: &RotationPolicy, now: SystemTime) -> Step {
-    let Some(active) = keys.iter().find(|k| k.state == KeyState::Active) else {
+    let Some(active) = keys.iter().find(|k| k.state() == KeyState::Active) else {
         return Step::Act(Action::ActivateNow {
             next: oldest_next(keys).map(|k| k.kid().clone()),
         });
@@ -734,11 +735,11 @@ fn plan(keys: &[PublishedKey], policy: &RotationPolicy, now: SystemTime) -> Step
     }
     if let Some(open) = keys
         .iter()
-        .find(|k| k.state == KeyState::Retiring && k.retires_at.is_none())
+        .find(|k| k.state() == KeyState::Retiring && k.retires_at().is_none())
     {
         return Step::Act(Action::SetRetirement(open.kid().clone()));
     }
-    let mut wake = keys.iter().filter_map(|k| k.retires_at).min();
+    let mut wake = keys.iter().filter_map(PublishedKey::retires_at).min();
     let mut wake_at = |at: SystemTime| wake = Some(wake.map_or(at, |w| w.min(at)));
     match oldest_next(keys) {
         Some(next) => {
@@ -772,12 +773,12 @@ fn algorithm_for(keys: &[PublishedKey], policy: &RotationPolicy) -> Algorithm {
         .algorithm
         .or_else(|| {
             keys.iter()
-                .find(|k| k.state == KeyState::Active)
+                .find(|k| k.state() == KeyState::Active)
                 .map(PublishedKey::algorithm)
         })
         .or_else(|| {
             keys.iter()
-                .max_by_key(|k| k.created_at)
+                .max_by_key(|k| k.created_at())
                 .map(PublishedKey::algorithm)
         })
         .unwrap_or_default()
@@ -814,7 +815,7 @@ fn apply_plan(
         Action::ActivateNow { next: Some(kid) } | Action::Activate(kid) => {
             let old = keys
                 .iter()
-                .find(|k| k.state == KeyState::Active)
+                .find(|k| k.state() == KeyState::Active)
                 .map(|k| k.kid().clone());
             let index = keys
                 .iter()
@@ -835,7 +836,7 @@ fn apply_plan(
                 return Ok(Outcome::NeedKey(algorithm));
             };
             let kid = key.kid().clone();
-            ensure_new(keys, &kid)?;
+            ensure_unique(keys, &kid)?;
             keys.push(
                 PublishedKey::from_signing_key(key, KeyState::Active, now)
                     .with_activated_at(Some(now)),
@@ -856,7 +857,7 @@ fn apply_plan(
         }
         Action::SetRetirement(kid) => {
             if let Some(key) = keys.iter_mut().find(|k| k.kid() == &kid) {
-                key.retires_at = Some(retire_at);
+                key.retire_until(retire_at);
             }
             events.push(Event::Retired {
                 kid,
@@ -869,7 +870,7 @@ fn apply_plan(
                 return Ok(Outcome::NeedKey(algorithm));
             };
             let kid = key.kid().clone();
-            ensure_new(keys, &kid)?;
+            ensure_unique(keys, &kid)?;
             keys.push(
                 PublishedKey::from_signing_key(key, KeyState::Next, now)
                     .with_activates_at(Some(activates_at)),
@@ -881,14 +882,6 @@ fn apply_plan(
         }
     }
     Ok(Outcome::Done(events))
-}
-
-fn ensure_new(keys: &[PublishedKey], kid: &Kid) -> Result<(), RegistryError> {
-    if keys.iter().any(|k| k.kid() == kid) {
-        Err(RegistryError::DuplicateKid(kid.clone()))
-    } else {
-        Ok(())
-    }
 }
 
 /// One step of the task, on a blocking thread.
@@ -941,15 +934,15 @@ fn rotate_now_blocking(
                     .find(|k| k.kid() == &kid)
                     .expect("just found");
                 let earliest = next
-                    .created_at
+                    .created_at()
                     .checked_add(policy.prepublish)
                     .unwrap_or(now)
                     .max(now);
-                let at = match next.activates_at {
+                let at = match next.activates_at() {
                     Some(at) if at <= earliest => at,
                     _ => earliest,
                 };
-                next.activates_at = Some(at);
+                next.schedule_activation(at);
                 let event = Event::Scheduled {
                     kid: kid.clone(),
                     activates_at: at,
@@ -967,7 +960,7 @@ fn rotate_now_blocking(
                 return Ok(Err(algorithm));
             };
             let kid = key.kid().clone();
-            ensure_new(keys, &kid)?;
+            ensure_unique(keys, &kid)?;
             let at = now + policy.prepublish;
             keys.push(
                 PublishedKey::from_signing_key(key, KeyState::Next, now)
@@ -1004,10 +997,10 @@ fn emergency_blocking(
     let now = registry.clock().now();
     let retire_at = now + policy.retain;
     let events = registry.transact(|keys| {
-        ensure_new(keys, &kid)?;
+        ensure_unique(keys, &kid)?;
         let mut events = Vec::new();
         keys.retain(|k| {
-            let remove = k.state == KeyState::Next || old == OldKeys::Revoke;
+            let remove = k.state() == KeyState::Next || old == OldKeys::Revoke;
             if remove {
                 events.push(Event::Removed {
                     kid: k.kid().clone(),
@@ -1015,9 +1008,8 @@ fn emergency_blocking(
             }
             !remove
         });
-        for key in keys.iter_mut().filter(|k| k.state == KeyState::Active) {
-            key.state = KeyState::Retiring;
-            key.retires_at = Some(retire_at);
+        for key in keys.iter_mut().filter(|k| k.state() == KeyState::Active) {
+            key.retire_until(retire_at);
             events.push(Event::Retired {
                 kid: key.kid().clone(),
                 until: retire_at,
@@ -1229,11 +1221,9 @@ mod tests {
         let keys = vec![active.clone(), manual.clone()];
         assert_eq!(plan(&keys, &p, at(1000)), Step::Wait(Some(at(1250))));
         // Retiring keys leave at their time.
-        active.state = KeyState::Retiring;
-        active.retires_at = Some(at(1120));
+        active.retire_until(at(1120));
         let mut new = next.clone();
-        new.state = KeyState::Active;
-        new.activated_at = Some(at(1000));
+        new.activate(at(1000));
         let keys = vec![active.clone(), new.clone()];
         assert_eq!(plan(&keys, &p, at(1001)), Step::Wait(Some(at(1120))));
         assert_eq!(plan(&keys, &p, at(1120)), Step::Act(Action::Prune));

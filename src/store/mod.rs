@@ -87,10 +87,13 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`KeyRegistry`]: crate::registry::KeyRegistry
+//! [`KeyRegistry::reload`]: crate::registry::KeyRegistry::reload
+//! [`SigningKey`]: crate::keys::SigningKey
 
 mod change;
 mod dir;
-mod follow;
 mod memory;
 mod stored;
 mod txlock;
@@ -105,14 +108,14 @@ use crate::keys::{Algorithm, KeyError, Kid};
 
 pub use change::{KeySave, StoreChange};
 pub use dir::{DirKeyStore, DirKeyStoreOptions, KEY_FILE_SUFFIX, LoosePermissions};
-pub use follow::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
 pub use memory::MemoryKeyStore;
 pub use stored::StoredKey;
 
-#[cfg(doc)]
-use crate::{KeyRegistry, SigningKey};
+// Phase-1 compatibility: the follower drives a registry, so it lives in the
+// registry module; this path keeps working until the public API is redone.
+pub use crate::registry::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
 
-/// Where a [`KeyRegistry`] keeps its keys across restarts.
+/// Where a [`KeyRegistry`](crate::registry::KeyRegistry) keeps its keys across restarts.
 ///
 /// See the [module docs](self) for how the registry uses it.
 ///
@@ -363,7 +366,7 @@ pub enum StoreError {
         /// Why.
         reason: &'static str,
     },
-    /// A key that is not a [`SigningKey`] held in this process (an HSM or
+    /// A key that is not a [`SigningKey`](crate::keys::SigningKey) held in this process (an HSM or
     /// KMS signer): its private key cannot be written to a store.
     NotStorable {
         /// The kid.

@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn debug_shows_no_key_material() {
-        let key = SigningKey::generate(crate::Algorithm::ES256).unwrap();
+        let key = SigningKey::generate(crate::keys::Algorithm::ES256).unwrap();
         let jwk: serde_json::Value = serde_json::from_str(&key.to_private_jwk().unwrap()).unwrap();
         let d = jwk["d"].as_str().unwrap().to_owned();
         let stored = StoredKey::new(key, KeyState::Active, SystemTime::now());

@@ -1,4 +1,5 @@
-//! Following a store that other processes write.
+//! [`StoreFollower`]: keeps a registry in step with a store that other
+//! processes write.
 
 use std::fmt;
 use std::time::Duration;
@@ -6,7 +7,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::registry::KeyRegistry;
+use super::registry::KeyRegistry;
 
 /// The longest poll interval [`StoreFollower::spawn`] accepts: 100 years.
 pub const MAX_FOLLOWER_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
