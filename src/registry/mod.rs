@@ -72,4 +72,4 @@ pub use published::PublishedKey;
 pub use registry::KeyRegistry;
 pub use snapshot::KeySnapshot;
 
-pub(crate) use lifecycle::{ensure_unique, is_expired, oldest_next, promote};
+pub(crate) use lifecycle::{ensure_unique, is_expired, oldest_next, promote, retain_until};

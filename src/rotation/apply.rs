@@ -1,18 +1,19 @@
 //! Acting on the plan, and the blocking work behind the [`KeyRotator`]'s
 //! steps: one step of the task, a rotation asked for by hand, an emergency
 //! rotation. Every change is one registry transaction, planned again on the
-//! keys as stored.
+//! keys as stored; every fresh key comes from [`with_fresh_key`].
 //!
 //! [`KeyRotator`]: crate::rotation::KeyRotator
 
 use std::time::SystemTime;
 
 use super::events::Event;
-use super::planner::{Action, Step, algorithm_for, oldest_next, plan};
+use super::planner::{Action, Step, algorithm_for, plan};
 use super::policy::RotationPolicy;
 use crate::keys::{Algorithm, KeyState, Kid, SigningKey};
 use crate::registry::{
-    KeyRegistry, PublishedKey, RegistryError, ensure_unique, is_expired, promote,
+    self, KeyRegistry, PublishedKey, RegistryError, ensure_unique, is_expired, promote,
+    retain_until,
 };
 
 /// What [`KeyRotator::emergency_rotate`] does with the keys it replaces.
@@ -51,13 +52,55 @@ impl ScheduledRotation {
     }
 }
 
-/// A result of applying the plan inside a registry change.
-enum Outcome {
-    Done(Vec<Event>),
-    /// The plan needs a fresh key of this algorithm; generate it outside
-    /// the registry's lock and try again.
+/// How many times [`with_fresh_key`] runs its change at most: the first run
+/// may ask for a key, the second uses it, a third is needed only if another
+/// writer changed the keys (and the algorithm they call for) in between.
+const KEY_ATTEMPTS: usize = 3;
+
+/// What one run of a change came to.
+enum Attempt<T> {
+    /// The change is made (or there was nothing to do).
+    Done(T),
+    /// The change needs a fresh key of this algorithm.
     NeedKey(Algorithm),
-    Nothing,
+}
+
+/// Runs `change` as one registry transaction, on the keys as stored and the
+/// registry's time. When it asks for a fresh key, generates one outside the
+/// registry's lock (slow for RSA: the store stays unlocked meanwhile) and
+/// runs the change again, which takes the key with [`take_key`] if it still
+/// calls for that algorithm. At most [`KEY_ATTEMPTS`] runs, so at most two
+/// keys are generated.
+///
+/// # Errors
+///
+/// The registry's errors; [`RegistryError::Key`] if a key cannot be
+/// generated; and, the one way of giving up, [`RegistryError::Other`] when
+/// the runs are used up because other writers kept changing the algorithm
+/// the change needs. Nothing was published then; the rotator's task logs the
+/// error and tries again after the policy's `retry_after`.
+fn with_fresh_key<T>(
+    registry: &KeyRegistry,
+    mut change: impl FnMut(
+        &mut Vec<PublishedKey>,
+        SystemTime,
+        &mut Option<SigningKey>,
+    ) -> Result<Attempt<T>, RegistryError>,
+) -> Result<T, RegistryError> {
+    let mut fresh = None;
+    for _ in 0..KEY_ATTEMPTS {
+        let now = registry.clock().now();
+        match registry.transact(|keys| change(keys, now, &mut fresh))? {
+            Attempt::Done(done) => return Ok(done),
+            Attempt::NeedKey(algorithm) => fresh = Some(SigningKey::generate(algorithm)?),
+        }
+    }
+    Err(RegistryError::Other(
+        format!(
+            "gave up generating a key after {KEY_ATTEMPTS} attempts: other writers kept changing the keys"
+        )
+        .into(),
+    ))
 }
 
 /// Takes the fresh key if it has the right algorithm.
@@ -72,11 +115,11 @@ fn apply_plan(
     policy: &RotationPolicy,
     now: SystemTime,
     fresh: &mut Option<SigningKey>,
-) -> Result<Outcome, RegistryError> {
+) -> Result<Attempt<Vec<Event>>, RegistryError> {
     let Step::Act(action) = plan(keys, policy, now) else {
-        return Ok(Outcome::Nothing);
+        return Ok(Attempt::Done(Vec::new()));
     };
-    let retire_at = now + policy.retain();
+    let retire_at = retain_until(now, policy.retain());
     let mut events = Vec::new();
     match action {
         Action::ActivateNow { next: Some(kid) } | Action::Activate(kid) => {
@@ -100,7 +143,7 @@ fn apply_plan(
         Action::ActivateNow { next: None } => {
             let algorithm = algorithm_for(keys, policy);
             let Some(key) = take_key(fresh, algorithm) else {
-                return Ok(Outcome::NeedKey(algorithm));
+                return Ok(Attempt::NeedKey(algorithm));
             };
             let kid = key.kid().clone();
             ensure_unique(keys, &kid)?;
@@ -134,7 +177,7 @@ fn apply_plan(
         Action::PublishNext { activates_at } => {
             let algorithm = algorithm_for(keys, policy);
             let Some(key) = take_key(fresh, algorithm) else {
-                return Ok(Outcome::NeedKey(algorithm));
+                return Ok(Attempt::NeedKey(algorithm));
             };
             let kid = key.kid().clone();
             ensure_unique(keys, &kid)?;
@@ -148,7 +191,7 @@ fn apply_plan(
             });
         }
     }
-    Ok(Outcome::Done(events))
+    Ok(Attempt::Done(events))
 }
 
 /// One step of the task, on a blocking thread.
@@ -156,18 +199,9 @@ pub(super) fn step_blocking(
     registry: &KeyRegistry,
     policy: &RotationPolicy,
 ) -> Result<Vec<Event>, RegistryError> {
-    let mut fresh = None;
-    // Twice is enough: the first attempt may ask for a key; a third only
-    // if another writer changed the algorithm in between.
-    for _ in 0..3 {
-        let now = registry.clock().now();
-        match registry.transact(|keys| apply_plan(keys, policy, now, &mut fresh))? {
-            Outcome::Done(events) => return Ok(events),
-            Outcome::Nothing => return Ok(Vec::new()),
-            Outcome::NeedKey(algorithm) => fresh = Some(SigningKey::generate(algorithm)?),
-        }
-    }
-    Ok(Vec::new())
+    with_fresh_key(registry, |keys, now, fresh| {
+        apply_plan(keys, policy, now, fresh)
+    })
 }
 
 /// [`KeyRotator::rotate_now`](crate::rotation::KeyRotator::rotate_now), on a
@@ -193,67 +227,55 @@ pub(super) fn rotate_now_blocking(
             events,
         ));
     }
-    let mut fresh: Option<SigningKey> = None;
-    for _ in 0..3 {
-        let now = registry.clock().now();
-        let outcome = registry.transact(|keys| {
-            if let Some(kid) = oldest_next(keys).map(|k| k.kid().clone()) {
-                let next = keys
-                    .iter_mut()
-                    .find(|k| k.kid() == &kid)
-                    .expect("just found");
-                let earliest = next
-                    .created_at()
-                    .checked_add(policy.prepublish())
-                    .unwrap_or(now)
-                    .max(now);
-                let at = match next.activates_at() {
-                    Some(at) if at <= earliest => at,
-                    _ => earliest,
-                };
-                next.schedule_activation(at);
-                let event = Event::Scheduled {
-                    kid: kid.clone(),
-                    activates_at: at,
-                };
-                return Ok(Ok((
-                    ScheduledRotation {
-                        kid,
-                        activates_at: at,
-                    },
-                    vec![event],
-                )));
-            }
-            let algorithm = algorithm_for(keys, policy);
-            let Some(key) = take_key(&mut fresh, algorithm) else {
-                return Ok(Err(algorithm));
+    with_fresh_key(registry, |keys, now, fresh| {
+        if let Some(index) = registry::oldest_next(keys) {
+            // Bring the oldest next key forward, never before it has been
+            // published for `prepublish`.
+            let next = &mut keys[index];
+            let earliest = next
+                .created_at()
+                .checked_add(policy.prepublish())
+                .unwrap_or(now)
+                .max(now);
+            let at = match next.activates_at() {
+                Some(at) if at <= earliest => at,
+                _ => earliest,
             };
-            let kid = key.kid().clone();
-            ensure_unique(keys, &kid)?;
-            let at = now + policy.prepublish();
-            keys.push(
-                PublishedKey::from_signing_key(key, KeyState::Next, now)
-                    .with_activates_at(Some(at)),
-            );
-            Ok(Ok((
+            next.schedule_activation(at);
+            let kid = next.kid().clone();
+            let event = Event::Scheduled {
+                kid: kid.clone(),
+                activates_at: at,
+            };
+            return Ok(Attempt::Done((
                 ScheduledRotation {
-                    kid: kid.clone(),
+                    kid,
                     activates_at: at,
                 },
-                vec![Event::Published {
-                    kid,
-                    activates_at: Some(at),
-                }],
-            )))
-        })?;
-        match outcome {
-            Ok(done) => return Ok(done),
-            Err(algorithm) => fresh = Some(SigningKey::generate(algorithm)?),
+                vec![event],
+            )));
         }
-    }
-    Err(RegistryError::Other(
-        "the key algorithm kept changing while rotating".into(),
-    ))
+        let algorithm = algorithm_for(keys, policy);
+        let Some(key) = take_key(fresh, algorithm) else {
+            return Ok(Attempt::NeedKey(algorithm));
+        };
+        let kid = key.kid().clone();
+        ensure_unique(keys, &kid)?;
+        let at = now + policy.prepublish();
+        keys.push(
+            PublishedKey::from_signing_key(key, KeyState::Next, now).with_activates_at(Some(at)),
+        );
+        Ok(Attempt::Done((
+            ScheduledRotation {
+                kid: kid.clone(),
+                activates_at: at,
+            },
+            vec![Event::Published {
+                kid,
+                activates_at: Some(at),
+            }],
+        )))
+    })
 }
 
 /// [`KeyRotator::emergency_rotate`](crate::rotation::KeyRotator::emergency_rotate),
@@ -263,12 +285,14 @@ pub(super) fn emergency_blocking(
     policy: &RotationPolicy,
     old: OldKeys,
 ) -> Result<(Kid, Vec<Event>), RegistryError> {
-    let key = SigningKey::generate(algorithm_for(registry.current().keys(), policy))?;
-    let kid = key.kid().clone();
-    let now = registry.clock().now();
-    let retire_at = now + policy.retain();
-    let events = registry.transact(|keys| {
+    with_fresh_key(registry, |keys, now, fresh| {
+        let algorithm = algorithm_for(keys, policy);
+        let Some(key) = take_key(fresh, algorithm) else {
+            return Ok(Attempt::NeedKey(algorithm));
+        };
+        let kid = key.kid().clone();
         ensure_unique(keys, &kid)?;
+        let retire_at = retain_until(now, policy.retain());
         let mut events = Vec::new();
         keys.retain(|k| {
             let remove = k.state() == KeyState::Next || old == OldKeys::Revoke;
@@ -294,7 +318,55 @@ pub(super) fn emergency_blocking(
             activates_at: None,
         });
         events.push(Event::Activated { kid: kid.clone() });
-        Ok(events)
-    })?;
-    Ok((kid, events))
+        Ok(Attempt::Done((kid, events)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_that_keeps_asking_for_another_key_gives_up_with_an_error() {
+        let registry = KeyRegistry::empty();
+        let mut runs = 0;
+        let mut handed = Vec::new();
+        let result: Result<(), _> = with_fresh_key(&registry, |_, _, fresh| {
+            runs += 1;
+            handed.push(fresh.as_ref().map(SigningKey::algorithm));
+            // As if another writer changed the algorithm each time.
+            Ok(Attempt::NeedKey(if runs % 2 == 1 {
+                Algorithm::EdDSA
+            } else {
+                Algorithm::ES256
+            }))
+        });
+        let err = result.unwrap_err();
+        assert!(matches!(err, RegistryError::Other(_)), "{err}");
+        assert!(err.to_string().contains("gave up"), "{err}");
+        assert_eq!(runs, KEY_ATTEMPTS);
+        assert_eq!(
+            handed,
+            vec![None, Some(Algorithm::EdDSA), Some(Algorithm::ES256)],
+            "each run after the first is handed the key the previous one asked for"
+        );
+    }
+
+    #[test]
+    fn a_change_takes_the_key_it_asked_for_on_its_second_run() {
+        let registry = KeyRegistry::empty();
+        let mut runs = 0;
+        let kid = with_fresh_key(&registry, |keys, now, fresh| {
+            runs += 1;
+            let Some(key) = take_key(fresh, Algorithm::EdDSA) else {
+                return Ok(Attempt::NeedKey(Algorithm::EdDSA));
+            };
+            let kid = key.kid().clone();
+            keys.push(PublishedKey::from_signing_key(key, KeyState::Active, now));
+            Ok(Attempt::Done(kid))
+        })
+        .unwrap();
+        assert_eq!(runs, 2);
+        assert_eq!(registry.current().active().unwrap().kid(), &kid);
+    }
 }

@@ -87,8 +87,8 @@
 
 // Where things are: `policy.rs` holds the policy, its builder and its
 // configuration error; `planner.rs` the pure `plan(keys, policy, now)`;
-// `apply.rs` acts on a plan inside one registry change (and generates the
-// keys it needs); `events.rs` logs what was done; `rotator.rs` is
+// `apply.rs` acts on a plan inside one registry change (and generates keys
+// through its one helper); `events.rs` logs what was done; `rotator.rs` is
 // the task and its handle. Imports run one way: policy <- planner <- apply
 // <- rotator.
 
