@@ -66,6 +66,7 @@ impl std::error::Error for FollowerConfigError {}
 /// # Ok(())
 /// # }
 /// ```
+#[must_use = "the follower stops when dropped: keep it while the registry should follow its store"]
 pub struct StoreFollower {
     task: JoinHandle<()>,
     interval: Duration,

@@ -66,6 +66,7 @@ impl From<KeyError> for RotationError {
 
 /// The background task that rotates a registry's keys; stops when dropped.
 /// See the [module docs](crate::rotation).
+#[must_use = "the rotator stops when dropped: keep it for as long as keys should rotate"]
 pub struct KeyRotator {
     registry: KeyRegistry,
     policy: Arc<RotationPolicy>,

@@ -276,6 +276,7 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 }
 
 /// A store's write lock, released when dropped. See [`KeyStore::lock`].
+#[must_use = "the lock is released when dropped: hold it while the store must stay locked"]
 pub struct StoreLock {
     guard: Option<Box<dyn Any + Send>>,
 }

@@ -58,6 +58,7 @@ impl TxLock {
 }
 
 #[derive(Debug)]
+#[must_use = "the write ends when the guard is dropped"]
 pub(crate) struct WriteGuard(Arc<TxLock>);
 
 impl Drop for WriteGuard {
@@ -68,6 +69,7 @@ impl Drop for WriteGuard {
 }
 
 #[derive(Debug)]
+#[must_use = "the read ends when the guard is dropped"]
 pub(crate) struct ReadGuard(Arc<TxLock>);
 
 impl Drop for ReadGuard {
