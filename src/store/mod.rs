@@ -19,13 +19,16 @@
 //! loads every stored key at start-up, with its kid and state, and writes
 //! every later change through the store **before** publishing it. If the
 //! store fails, nothing is published and the change returns
-//! [`RegistryError::Store`](crate::RegistryError::Store). Within one change
-//! the store sees removals first, then keys leaving or not reaching the
-//! active state, then the key becoming active: a crash in the middle never
-//! leaves two active keys behind, only (at worst) none, which fails closed
-//! until the [rotator](crate::rotation) activates one (or a restart with
+//! [`RegistryError::Store`](crate::RegistryError::Store). Each change
+//! reaches the store as one [`KeyStore::commit`] of a [`StoreChange`]. With
+//! the default `commit` the store sees removals first, then keys leaving or
+//! not reaching the active state, then the key becoming active: a crash in
+//! the middle never leaves two active keys behind, only (at worst) none,
+//! which fails closed until the [rotator](crate::rotation) activates one (or
+//! a restart with
 //! [`generate_if_missing`](crate::registry::KeyRegistryBuilder::generate_if_missing)
-//! activates the published next key).
+//! activates the published next key). A store that overrides `commit` with
+//! one transaction never holds part of a change.
 //!
 //! Only [`SigningKey`]s can be stored (the store needs the private key);
 //! adding another [`JwsSigner`](crate::JwsSigner) to a registry built on a
