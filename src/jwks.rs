@@ -67,6 +67,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower_service::Service;
 
+use crate::error::truncate;
 use crate::registry::{KeyRegistry, KeySnapshot};
 
 /// The default path of the JWKS, as the Otoroshi gateway publishes it.
@@ -157,9 +158,7 @@ impl JwksService {
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
         if !valid {
-            return Err(JwksConfigError::InvalidPath(
-                path.chars().take(200).collect(),
-            ));
+            return Err(JwksConfigError::InvalidPath(truncate(&path)));
         }
         self.config_mut().path = path;
         Ok(self)
@@ -425,6 +424,13 @@ mod tests {
 
         for bad in ["", "jwks", "/a b", "/a?b", "/a#b", "/\u{e9}"] {
             assert!(svc.clone().with_path(bad).is_err(), "{bad:?}");
+        }
+
+        // The error keeps 200 characters of a long refused path, no more.
+        let long = format!("no-slash{}", "x".repeat(10_000));
+        match svc.clone().with_path(long.clone()) {
+            Err(JwksConfigError::InvalidPath(kept)) => assert_eq!(kept, long[..200]),
+            Ok(_) => panic!("a path without a leading slash was accepted"),
         }
     }
 

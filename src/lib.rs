@@ -74,6 +74,7 @@
 
 mod b64;
 pub mod clock;
+mod error;
 pub mod jwks;
 pub mod keys;
 pub mod registry;

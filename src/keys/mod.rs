@@ -38,6 +38,7 @@ mod jwk;
 mod kid;
 mod signer;
 mod signing_key;
+mod state;
 
 pub use algorithm::{Algorithm, EcCurve, KeyKind, UnknownAlgorithm};
 pub use error::{KeyError, SignError};
@@ -45,3 +46,4 @@ pub use jwk::PublicJwk;
 pub use kid::{InvalidKid, Kid, MAX_KID_LEN};
 pub use signer::{JwsSigner, JwsSignerExt};
 pub use signing_key::SigningKey;
+pub use state::KeyState;

@@ -24,8 +24,7 @@ use serde_json::{Map, Value};
 use super::txlock::{TxLock, WriteGuard};
 use super::{KeyStore, StoreError, StoreLock, StoredKey};
 use crate::clock::unix_seconds;
-use crate::keys::{Algorithm, Kid, SigningKey};
-use crate::registry::KeyState;
+use crate::keys::{Algorithm, KeyState, Kid, SigningKey};
 
 /// The suffix of key file names: the key with kid `K` lives in
 /// `K.key.json`.
@@ -959,9 +958,9 @@ struct KeyFile<'a> {
     private_jwk: Value,
 }
 
-fn encode(key: &StoredKey) -> Result<Vec<u8>, crate::KeyError> {
+fn encode(key: &StoredKey) -> Result<Vec<u8>, crate::keys::KeyError> {
     let jwk: Value = serde_json::from_str(&key.key().to_private_jwk()?)
-        .map_err(|_| crate::KeyError::Crypto("the private JWK is not JSON".to_owned()))?;
+        .map_err(|_| crate::keys::KeyError::Crypto("the private JWK is not JSON".to_owned()))?;
     let file = KeyFile {
         version: FORMAT_VERSION,
         kid: key.kid().as_str(),
@@ -973,7 +972,7 @@ fn encode(key: &StoredKey) -> Result<Vec<u8>, crate::KeyError> {
         private_jwk: jwk,
     };
     let mut bytes = serde_json::to_vec_pretty(&file)
-        .map_err(|_| crate::KeyError::Crypto("cannot serialise the key file".to_owned()))?;
+        .map_err(|_| crate::keys::KeyError::Crypto("cannot serialise the key file".to_owned()))?;
     bytes.push(b'\n');
     Ok(bytes)
 }

@@ -19,13 +19,16 @@
 //! loads every stored key at start-up, with its kid and state, and writes
 //! every later change through the store **before** publishing it. If the
 //! store fails, nothing is published and the change returns
-//! [`RegistryError::Store`](crate::RegistryError::Store). Within one change
-//! the store sees removals first, then keys leaving or not reaching the
-//! active state, then the key becoming active: a crash in the middle never
-//! leaves two active keys behind, only (at worst) none, which fails closed
-//! until the [rotator](crate::rotation) activates one (or a restart with
+//! [`RegistryError::Store`](crate::RegistryError::Store). Each change
+//! reaches the store as one [`KeyStore::commit`] of a [`StoreChange`]. With
+//! the default `commit` the store sees removals first, then keys leaving or
+//! not reaching the active state, then the key becoming active: a crash in
+//! the middle never leaves two active keys behind, only (at worst) none,
+//! which fails closed until the [rotator](crate::rotation) activates one (or
+//! a restart with
 //! [`generate_if_missing`](crate::registry::KeyRegistryBuilder::generate_if_missing)
-//! activates the published next key).
+//! activates the published next key). A store that overrides `commit` with
+//! one transaction never holds part of a change.
 //!
 //! Only [`SigningKey`]s can be stored (the store needs the private key);
 //! adding another [`JwsSigner`](crate::JwsSigner) to a registry built on a
@@ -87,9 +90,13 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`KeyRegistry`]: crate::registry::KeyRegistry
+//! [`KeyRegistry::reload`]: crate::registry::KeyRegistry::reload
+//! [`SigningKey`]: crate::keys::SigningKey
 
+mod change;
 mod dir;
-mod follow;
 mod memory;
 mod stored;
 mod txlock;
@@ -102,15 +109,16 @@ use std::sync::Arc;
 
 use crate::keys::{Algorithm, KeyError, Kid};
 
+pub use change::{KeySave, StoreChange};
 pub use dir::{DirKeyStore, DirKeyStoreOptions, ForeignOwner, KEY_FILE_SUFFIX, LoosePermissions};
-pub use follow::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
 pub use memory::MemoryKeyStore;
 pub use stored::StoredKey;
 
-#[cfg(doc)]
-use crate::{KeyRegistry, SigningKey};
+// Phase-1 compatibility: the follower drives a registry, so it lives in the
+// registry module; this path keeps working until the public API is redone.
+pub use crate::registry::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
 
-/// Where a [`KeyRegistry`] keeps its keys across restarts.
+/// Where a [`KeyRegistry`](crate::registry::KeyRegistry) keeps its keys across restarts.
 ///
 /// See the [module docs](self) for how the registry uses it.
 ///
@@ -124,6 +132,10 @@ use crate::{KeyRegistry, SigningKey};
 ///   (a reader never sees half a change); when the **calling thread** holds
 ///   the lock, `load` must not wait (the registry loads inside its lock).
 /// * [`remove`](Self::remove) of a kid that is not stored succeeds.
+/// * [`commit`](Self::commit) writes one change of several keys; its default
+///   makes the writes one by one, in an order that never leaves two active
+///   keys. A store that can apply several writes as one transaction should
+///   override it.
 /// * The operations block; the registry calls them from the thread that
 ///   changes it.
 /// * `Debug` must never print key material.
@@ -161,6 +173,87 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     fn lock(&self) -> Result<StoreLock, StoreError> {
         Ok(StoreLock::none())
     }
+
+    /// Writes one change of the stored keys: its removals and its saves, all
+    /// of them or, as far as the store can undo what it wrote, none.
+    ///
+    /// A registry calls it once per change, while it holds the store's
+    /// [`lock`](Self::lock), with the `previous` values it has just
+    /// [`load`](Self::load)ed; then it publishes the change, or nothing if
+    /// `commit` fails.
+    ///
+    /// The default is **ordered, not atomic**. It makes one
+    /// [`remove`](Self::remove) or [`save`](Self::save) at a time: the
+    /// removals, then the saves in the order of [`StoreChange::saves`] (the
+    /// keys that are not active, then the active key), so that a change cut
+    /// short never leaves two active keys behind, at worst none. Readers that
+    /// wait for the lock, as [`load`](Self::load) must, never see part of a
+    /// change. When a write fails, it undoes what it wrote, newest first
+    /// (saving back each previous value, removing each new key, saving back
+    /// each removed one), logs with `tracing` any undo that fails (the store
+    /// then differs from the published keys until the next change), and
+    /// returns the error of the failed write. A process that dies in the
+    /// middle undoes nothing: the store keeps the writes made so far.
+    ///
+    /// Override it when the store can apply all the writes as one
+    /// transaction (Redis `MULTI`/`EXEC`, a SQL transaction): then no crash
+    /// and no reader ever sees part of a change. An override must keep the
+    /// contract: on success every write is durable, on failure the stored
+    /// keys are those of before the change.
+    ///
+    /// # Errors
+    ///
+    /// The [`StoreError`] of the write that failed.
+    fn commit(&self, change: &StoreChange) -> Result<(), StoreError> {
+        commit_in_order(self, change)
+    }
+}
+
+/// [`KeyStore::commit`]'s default: one write at a time, in order, undone
+/// (best effort) when one fails.
+fn commit_in_order<S: KeyStore + ?Sized>(
+    store: &S,
+    change: &StoreChange,
+) -> Result<(), StoreError> {
+    enum Written<'a> {
+        Removed(&'a StoredKey),
+        Saved(&'a KeySave),
+    }
+    let mut written = Vec::new();
+    let mut write_all = || -> Result<(), StoreError> {
+        for removed in change.removals() {
+            store.remove(removed.kid())?;
+            written.push(Written::Removed(removed));
+        }
+        for save in change.saves() {
+            store.save(save.key())?;
+            written.push(Written::Saved(save));
+        }
+        Ok(())
+    };
+    let Err(err) = write_all() else {
+        return Ok(());
+    };
+    for undo in written.into_iter().rev() {
+        let (kid, undone) = match undo {
+            Written::Removed(removed) => (removed.kid(), store.save(removed)),
+            Written::Saved(save) => (
+                save.key().kid(),
+                match save.previous() {
+                    Some(previous) => store.save(previous),
+                    None => store.remove(save.key().kid()),
+                },
+            ),
+        };
+        if let Err(undo_err) = undone {
+            tracing::error!(
+                kid = %kid,
+                error = %undo_err,
+                "cannot roll back a partly written key change; the store may differ from the published keys"
+            );
+        }
+    }
+    Err(err)
 }
 
 impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
@@ -179,9 +272,14 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
     fn lock(&self) -> Result<StoreLock, StoreError> {
         (**self).lock()
     }
+
+    fn commit(&self, change: &StoreChange) -> Result<(), StoreError> {
+        (**self).commit(change)
+    }
 }
 
 /// A store's write lock, released when dropped. See [`KeyStore::lock`].
+#[must_use = "the lock is released when dropped: hold it while the store must stay locked"]
 pub struct StoreLock {
     guard: Option<Box<dyn Any + Send>>,
 }
@@ -293,7 +391,7 @@ pub enum StoreError {
         /// Why.
         reason: &'static str,
     },
-    /// A key that is not a [`SigningKey`] held in this process (an HSM or
+    /// A key that is not a [`SigningKey`](crate::keys::SigningKey) held in this process (an HSM or
     /// KMS signer): its private key cannot be written to a store.
     NotStorable {
         /// The kid.
@@ -401,5 +499,147 @@ impl std::error::Error for StoreError {
             StoreError::Other(err) => Some(err.as_ref()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::keys::{KeyState, SigningKey};
+
+    /// A memory store that records its writes and fails the save of one kid.
+    #[derive(Debug, Default)]
+    struct Recording {
+        inner: MemoryKeyStore,
+        writes: Mutex<Vec<String>>,
+        fail_save_of: Option<Kid>,
+    }
+
+    impl KeyStore for Recording {
+        fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
+            self.inner.load()
+        }
+
+        fn save(&self, key: &StoredKey) -> Result<(), StoreError> {
+            self.writes
+                .lock()
+                .unwrap()
+                .push(format!("save {} {}", key.kid(), key.state()));
+            if self.fail_save_of.as_ref() == Some(key.kid()) {
+                return Err(StoreError::Other("disk full".into()));
+            }
+            self.inner.save(key)
+        }
+
+        fn remove(&self, kid: &Kid) -> Result<(), StoreError> {
+            self.writes.lock().unwrap().push(format!("remove {kid}"));
+            self.inner.remove(kid)
+        }
+    }
+
+    fn stored(state: KeyState) -> StoredKey {
+        StoredKey::new(
+            SigningKey::generate(Algorithm::ES256).unwrap(),
+            state,
+            SystemTime::now(),
+        )
+    }
+
+    fn sorted(mut keys: Vec<StoredKey>) -> Vec<StoredKey> {
+        keys.sort_by(|a, b| a.kid().cmp(b.kid()));
+        keys
+    }
+
+    /// A rotation as the registry writes it: the old active key retires, a
+    /// next key becomes active, an expired key leaves.
+    fn rotation() -> (Vec<StoredKey>, StoreChange, Vec<StoredKey>) {
+        let (old, next, expired) = (
+            stored(KeyState::Active),
+            stored(KeyState::Next),
+            stored(KeyState::Retiring),
+        );
+        let retired = StoredKey::new(Arc::clone(old.key()), KeyState::Retiring, old.created_at());
+        let activated = StoredKey::new(Arc::clone(next.key()), KeyState::Active, next.created_at());
+        let change = StoreChange::new()
+            .save(activated.clone(), Some(next.clone()))
+            .save(retired.clone(), Some(old.clone()))
+            .remove(expired.clone());
+        (vec![old, next, expired], change, vec![retired, activated])
+    }
+
+    #[test]
+    fn the_default_commit_removes_then_saves_the_active_key_last() {
+        let (before, change, after) = rotation();
+        let store = Recording::default();
+        for key in &before {
+            store.inner.save(key).unwrap();
+        }
+        store.commit(&change).unwrap();
+        assert_eq!(
+            *store.writes.lock().unwrap(),
+            vec![
+                format!("remove {}", before[2].kid()),
+                format!("save {} retiring", before[0].kid()),
+                format!("save {} active", before[1].kid()),
+            ]
+        );
+        assert_eq!(sorted(store.load().unwrap()), sorted(after));
+    }
+
+    #[test]
+    fn a_failed_commit_undoes_what_it_wrote_newest_first() {
+        let (before, change, _) = rotation();
+        // The active key's save, the last write, fails.
+        let store = Recording {
+            fail_save_of: Some(before[1].kid().clone()),
+            ..Recording::default()
+        };
+        for key in &before {
+            store.inner.save(key).unwrap();
+        }
+        let err = store.commit(&change).unwrap_err();
+        assert!(matches!(err, StoreError::Other(_)), "{err}");
+        let writes = store.writes.lock().unwrap().clone();
+        assert_eq!(
+            writes[3..],
+            [
+                format!("save {} active", before[0].kid()),
+                format!("save {} retiring", before[2].kid()),
+            ],
+            "undone newest first: the retired key, then the removed one"
+        );
+        assert_eq!(sorted(store.load().unwrap()), sorted(before));
+    }
+
+    #[test]
+    fn an_arc_forwards_commit_to_the_store_inside() {
+        #[derive(Debug, Default)]
+        struct Atomic {
+            commits: Mutex<usize>,
+        }
+        impl KeyStore for Atomic {
+            fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
+                Ok(Vec::new())
+            }
+            fn save(&self, _: &StoredKey) -> Result<(), StoreError> {
+                unreachable!("an overriding commit does not save key by key")
+            }
+            fn remove(&self, _: &Kid) -> Result<(), StoreError> {
+                unreachable!("an overriding commit does not remove key by key")
+            }
+            fn commit(&self, _: &StoreChange) -> Result<(), StoreError> {
+                *self.commits.lock().unwrap() += 1;
+                Ok(())
+            }
+        }
+        let store = Arc::new(Atomic::default());
+        let shared: Arc<dyn KeyStore> = Arc::clone(&store) as Arc<dyn KeyStore>;
+        Arc::new(shared)
+            .commit(&StoreChange::new().save(stored(KeyState::Active), None))
+            .unwrap();
+        assert_eq!(*store.commits.lock().unwrap(), 1);
     }
 }

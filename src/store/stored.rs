@@ -4,8 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::keys::{Kid, SigningKey};
-use crate::registry::KeyState;
+use crate::keys::{KeyState, Kid, SigningKey};
 
 /// A key as a [`KeyStore`](super::KeyStore) keeps it: the private key (with
 /// its kid and algorithm) and its lifecycle metadata.
@@ -162,7 +161,7 @@ mod tests {
 
     #[test]
     fn debug_shows_no_key_material() {
-        let key = SigningKey::generate(crate::Algorithm::ES256).unwrap();
+        let key = SigningKey::generate(crate::keys::Algorithm::ES256).unwrap();
         let jwk: serde_json::Value = serde_json::from_str(&key.to_private_jwk().unwrap()).unwrap();
         let d = jwk["d"].as_str().unwrap().to_owned();
         let stored = StoredKey::new(key, KeyState::Active, SystemTime::now());

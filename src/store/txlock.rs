@@ -14,12 +14,33 @@ pub(crate) struct TxLock {
 struct State {
     writer: Option<ThreadId>,
     readers: usize,
+    /// Threads waiting for their turn: a release wakes them only if any.
+    waiting: usize,
 }
 
 impl TxLock {
     fn state(&self) -> MutexGuard<'_, State> {
-        // The state is two counters, consistent after any panic.
+        // The state is counters, consistent after any panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the next release, counted among the waiting threads.
+    fn wait<'a>(&self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.waiting += 1;
+        let mut state = self
+            .changed
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.waiting -= 1;
+        state
+    }
+
+    /// Wakes the waiting threads, if any, after a release.
+    fn released(&self, state: MutexGuard<'_, State>) {
+        if state.waiting > 0 {
+            drop(state);
+            self.changed.notify_all();
+        }
     }
 
     /// Waits until no one reads or writes, then writes until the guard is
@@ -28,10 +49,7 @@ impl TxLock {
         let me = thread::current().id();
         let mut state = self.state();
         while state.writer.is_some() || state.readers > 0 {
-            state = self
-                .changed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = self.wait(state);
         }
         state.writer = Some(me);
         WriteGuard(Arc::clone(self))
@@ -47,10 +65,7 @@ impl TxLock {
             return None;
         }
         while state.writer.is_some() {
-            state = self
-                .changed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = self.wait(state);
         }
         state.readers += 1;
         Some(ReadGuard(Arc::clone(self)))
@@ -58,30 +73,45 @@ impl TxLock {
 }
 
 #[derive(Debug)]
+#[must_use = "the write ends when the guard is dropped"]
 pub(crate) struct WriteGuard(Arc<TxLock>);
 
 impl Drop for WriteGuard {
     fn drop(&mut self) {
-        self.0.state().writer = None;
-        self.0.changed.notify_all();
+        let mut state = self.0.state();
+        state.writer = None;
+        self.0.released(state);
     }
 }
 
 #[derive(Debug)]
+#[must_use = "the read ends when the guard is dropped"]
 pub(crate) struct ReadGuard(Arc<TxLock>);
 
 impl Drop for ReadGuard {
     fn drop(&mut self) {
-        self.0.state().readers -= 1;
-        self.0.changed.notify_all();
+        let mut state = self.0.state();
+        state.readers -= 1;
+        self.0.released(state);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc::{self, Receiver, TryRecvError};
+
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
+
+    /// Waits until `lock` counts a waiting thread, failing if `through`
+    /// reports that the thread got the lock instead. No timing: a thread
+    /// that does not wait gets through, and the loop sees it.
+    fn until_one_waits(lock: &TxLock, through: &Receiver<()>, what: &str) {
+        while lock.state().waiting == 0 {
+            assert_eq!(through.try_recv(), Err(TryRecvError::Empty), "{what}");
+            thread::yield_now();
+        }
+        assert_eq!(through.try_recv(), Err(TryRecvError::Empty), "{what}");
+    }
 
     #[test]
     fn the_writer_reads_without_waiting_others_wait() {
@@ -89,22 +119,38 @@ mod tests {
         let write = lock.write();
         assert!(lock.read().is_none(), "the writer itself does not wait");
 
-        let released = Arc::new(AtomicBool::new(false));
+        let (got_in, through) = mpsc::channel();
         let reader = {
             let lock = Arc::clone(&lock);
-            let released = Arc::clone(&released);
             thread::spawn(move || {
                 let guard = lock.read();
-                assert!(guard.is_some());
-                // Only possible once the writer has let go.
-                released.load(Ordering::SeqCst)
+                got_in.send(()).unwrap();
+                guard.is_some()
             })
         };
-        // Give the reader a chance to try while the lock is held (the
-        // assertion does not depend on how long this takes).
-        thread::sleep(Duration::from_millis(20));
-        released.store(true, Ordering::SeqCst);
+        until_one_waits(&lock, &through, "a reader got in during a write");
         drop(write);
-        assert!(reader.join().unwrap(), "a reader got in during a write");
+        through.recv().unwrap();
+        assert!(reader.join().unwrap(), "another thread reads under a guard");
+    }
+
+    #[test]
+    fn a_writer_waits_for_the_readers() {
+        let lock = Arc::new(TxLock::default());
+        let read = lock.read().expect("no writer");
+
+        let (got_in, through) = mpsc::channel();
+        let writer = {
+            let lock = Arc::clone(&lock);
+            thread::spawn(move || {
+                let _write = lock.write();
+                got_in.send(()).unwrap();
+            })
+        };
+        until_one_waits(&lock, &through, "a writer got in during a read");
+        drop(read);
+        through.recv().unwrap();
+        writer.join().unwrap();
+        assert_eq!(lock.state().waiting, 0);
     }
 }

@@ -1,4 +1,5 @@
-//! Following a store that other processes write.
+//! [`StoreFollower`]: keeps a registry in step with a store that other
+//! processes write.
 
 use std::fmt;
 use std::time::Duration;
@@ -6,7 +7,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::registry::KeyRegistry;
+use super::registry::KeyRegistry;
 
 /// The longest poll interval [`StoreFollower::spawn`] accepts: 100 years.
 pub const MAX_FOLLOWER_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -65,6 +66,7 @@ impl std::error::Error for FollowerConfigError {}
 /// # Ok(())
 /// # }
 /// ```
+#[must_use = "the follower stops when dropped: keep it while the registry should follow its store"]
 pub struct StoreFollower {
     task: JoinHandle<()>,
     interval: Duration,

@@ -1,0 +1,75 @@
+//! The shared key registry: which key signs, which keys are published.
+//!
+//! A [`KeyRegistry`] is shared (cheaply cloned) by the signer, the JWKS
+//! service and the verifier. Readers call [`KeyRegistry::current`] and get
+//! an immutable [`KeySnapshot`] without blocking. Every change builds a new
+//! snapshot, including its JWKS bytes and ETag, outside any lock readers
+//! take, and swaps it in atomically: a signer can never use a `kid` that the
+//! JWKS of the same moment does not publish.
+//!
+//! Keys are in one of three [`KeyState`]s:
+//!
+//! * **next**: published, does not sign yet (so caches learn it first);
+//! * **active**: signs, published; at most one;
+//! * **retiring**: no longer signs, published until a given time so that
+//!   tokens it signed keep verifying.
+//!
+//! A registry built on a [`KeyStore`](crate::store::KeyStore)
+//! ([`KeyRegistryBuilder::store`]) loads its keys at start-up and writes
+//! every change through the store before publishing it; see the
+//! [`store`](crate::store) module. The [`rotation`](crate::rotation) module
+//! rotates keys on a schedule.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, SigningKey};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = KeyRegistry::generate(Algorithm::ES256)?;
+//! let first = registry.current().active().unwrap().kid().clone();
+//!
+//! // Publish the next key ahead of time, then let it take over. The old
+//! // key stays published for two minutes, so its live tokens still verify.
+//! registry.add_next(SigningKey::generate(Algorithm::ES256)?)?;
+//! let second = registry.rotate(Duration::from_secs(120))?;
+//!
+//! let snapshot = registry.current();
+//! assert_eq!(snapshot.active().unwrap().kid(), &second);
+//! assert_eq!(snapshot.get(&first).unwrap().state(), KeyState::Retiring);
+//! assert_eq!(snapshot.keys().len(), 2);
+//! # Ok(())
+//! # }
+//! ```
+
+// Where things are: `published.rs` holds `PublishedKey`, `snapshot.rs`
+// `KeySnapshot`, `registry.rs` the operations of `KeyRegistry`, `builder.rs`
+// its constructors and `KeyRegistryBuilder`, `write.rs` the one path by which
+// keys change (through the store, then published), `lifecycle.rs` the rules
+// every writer shares (which next key activates, how a key retires), and
+// `follow.rs` the `StoreFollower`. Imports run one way: keys <- store <-
+// registry <- rotation.
+
+mod builder;
+mod error;
+mod follow;
+mod lifecycle;
+mod published;
+#[expect(
+    clippy::module_inception,
+    reason = "KeyRegistry's own file, named for it; its items are re-exported here"
+)]
+mod registry;
+mod snapshot;
+mod write;
+
+pub use crate::keys::KeyState;
+pub use builder::KeyRegistryBuilder;
+pub use error::RegistryError;
+pub use follow::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
+pub use published::PublishedKey;
+pub use registry::KeyRegistry;
+pub use snapshot::KeySnapshot;
+
+pub(crate) use lifecycle::{ensure_unique, is_expired, oldest_next, promote, retain_until};
