@@ -76,6 +76,7 @@ mod b64;
 pub mod clock;
 pub mod jwks;
 pub mod keys;
+mod limits;
 pub mod registry;
 pub mod rotation;
 pub mod signer;

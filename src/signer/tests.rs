@@ -244,7 +244,7 @@ async fn a_token_over_the_size_limit_is_refused_and_not_forwarded() {
     assert_eq!(calls.load(Ordering::Relaxed), 1);
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let len: usize = std::str::from_utf8(&bytes).unwrap().parse().unwrap();
-    assert!(len > crate::verifier::DEFAULT_MAX_TOKEN_LEN, "{len}");
+    assert!(len > crate::limits::DEFAULT_MAX_TOKEN_LEN, "{len}");
 
     assert!(matches!(
         layer().max_token_len(0),
@@ -283,4 +283,71 @@ fn service_accessors() {
     assert_eq!(signer.clone().into_inner(), 8);
     let _layer: JwtSignerLayer = JwtSigner::<()>::layer(KeyRegistry::empty());
     assert!(format!("{signer:?}").contains("JwtSigner"));
+}
+
+/// The token the inner service receives, echoed back in the body.
+async fn token_through<S>(service: &S) -> Bytes
+where
+    S: tower::Service<
+            Request<()>,
+            Response = Response<ResponseBody<Full<Bytes>>>,
+            Error = Infallible,
+        > + Clone,
+{
+    let response = service
+        .clone()
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn echo_token() -> impl tower::Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    service_fn(|request: Request<()>| async move {
+        let value = request.headers()["authorization"].as_bytes().to_vec();
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(value))))
+    })
+}
+
+#[tokio::test]
+async fn each_service_of_a_layer_has_its_own_reuse_cache_and_its_clones_share_it() {
+    let layer = layer().reuse_tokens(TokenReuse::new());
+    let first = layer.layer(echo_token());
+    let second = layer.layer(echo_token());
+
+    let token = token_through(&first).await;
+    assert_eq!(token_through(&first).await, token, "a clone reuses it");
+    assert_eq!(first.cached_tokens(), 1);
+    assert_eq!(second.cached_tokens(), 0, "another service, another cache");
+    assert_ne!(token_through(&second).await, token);
+    assert_eq!(second.cached_tokens(), 1);
+    assert_eq!(first.cached_tokens(), 1);
+}
+
+#[tokio::test]
+async fn services_given_one_token_cache_share_it() {
+    let cache = TokenCache::new(TokenReuse::new());
+    let layer = layer().reuse_tokens_in(cache.clone());
+    let first = layer.layer(echo_token());
+    let second = layer.clone().layer(echo_token());
+
+    let token = token_through(&first).await;
+    assert_eq!(token_through(&second).await, token, "one cache");
+    assert_eq!(cache.len(), 1);
+    assert_eq!(first.cached_tokens(), 1);
+    assert_eq!(second.cached_tokens(), 1);
+
+    // Other settings share the bound, never the tokens.
+    let other = layer.scheme("JWT").unwrap().layer(echo_token());
+    let theirs = token_through(&other).await;
+    assert!(theirs.starts_with(b"JWT ey"), "{theirs:?}");
+    assert_eq!(cache.len(), 2);
+    assert_eq!(token_through(&first).await, token);
+    assert_eq!(token_through(&other).await, theirs);
 }
