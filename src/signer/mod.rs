@@ -115,13 +115,26 @@
 //! When the request already carries the target header (once or several
 //! times), [`ExistingToken`] decides: [`Replace`](ExistingToken::Replace)
 //! (default: every value removed, exactly one written, ours),
-//! [`Keep`](ExistingToken::Keep) (forwarded untouched, nothing signed) or
-//! [`Reject`](ExistingToken::Reject) (`400`).
+//! [`Keep`](ExistingToken::Keep) or [`Reject`](ExistingToken::Reject)
+//! (`400`).
+//!
+//! [`Keep`](ExistingToken::Keep) forwards the client's own value(s) of the
+//! header, byte for byte, and signs nothing: that value is **not signed by
+//! this signer**, and the backend must verify it as it would any client's
+//! token (a client can put anything there). A request without the header
+//! is signed as usual.
+//!
+//! The claims closure ([`JwtSignerLayer::request_claims`]) runs first,
+//! under every policy: a request it refuses is refused (401, 403 or 500)
+//! whatever the client sent, even under `Keep` (where its claims are then
+//! not used) and under `Reject` (its answer comes before `token_present`).
+//! Templates run only when a token is made.
 //!
 //! # Answers the signer gives itself
 //!
-//! A request is never forwarded unsigned. In these cases the inner service
-//! is not called; the client gets a small JSON body
+//! A request is never forwarded without a token this signer made, but for
+//! the client's own value under [`ExistingToken::Keep`]. In these cases the
+//! inner service is not called; the client gets a small JSON body
 //! `{"error":"...","reason":"..."}` (with `Cache-Control: no-store`) and a
 //! `tracing` event records why:
 //!

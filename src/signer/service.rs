@@ -145,10 +145,12 @@ enum Signed {
     Offloaded(oneshot::Receiver<Result<HeaderValue, Failure>>),
 }
 
-/// Applies the existing-token policy, then writes the token into `parts`
-/// (or sends it on its way from the signing threads).
+/// The claims closure's decision, then the existing-token policy, then the
+/// token, written into `parts` (or on its way from the signing threads).
 fn sign(minter: &Arc<Minter>, parts: &mut Parts) -> Result<Signed, Failure> {
     let config = minter.config();
+    // Under every policy: a refusal is a refusal, whatever the client sent.
+    let per_request = minter.request_claims(parts)?;
     if parts.headers.contains_key(&config.header_name) {
         match config.existing {
             ExistingToken::Keep => return Ok(Signed::Ready),
@@ -156,7 +158,6 @@ fn sign(minter: &Arc<Minter>, parts: &mut Parts) -> Result<Signed, Failure> {
             ExistingToken::Replace => {}
         }
     }
-    let per_request = minter.request_claims(parts)?;
     match minter.mint(parts, per_request.as_ref())? {
         Token::Ready(value) => {
             // `insert` replaces every existing value of the header.

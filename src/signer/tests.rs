@@ -351,3 +351,96 @@ async fn services_given_one_token_cache_share_it() {
     assert_eq!(token_through(&first).await, token);
     assert_eq!(token_through(&other).await, theirs);
 }
+
+/// The inner service of the hardening tests: counts its calls and answers
+/// with the values of `name` it received, joined with `|`.
+fn echo_header(
+    name: &'static str,
+    calls: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    let calls = calls.clone();
+    service_fn(move |request: Request<()>| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let values: Vec<&str> = request
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        let body = Bytes::from(values.join("|"));
+        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+    })
+}
+
+async fn status_and_body<S>(service: &S, request: Request<()>) -> (StatusCode, String)
+where
+    S: tower::Service<
+            Request<()>,
+            Response = Response<ResponseBody<Full<Bytes>>>,
+            Error = Infallible,
+        > + Clone,
+{
+    let response = service.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// Issue 16: under `ExistingToken::Keep`, a client that sent any value in
+/// the header had it forwarded and the claims closure (the access check
+/// that answers 401/403) never ran.
+#[tokio::test]
+async fn the_claims_closure_decides_under_every_policy() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let checked = |layer: JwtSignerLayer| {
+        layer.request_claims(|parts| match parts.headers.get("x-user") {
+            Some(user) if user == "banned" => Err(ClaimsRejection::forbidden("suspended")),
+            Some(user) => Ok(RequestClaims::new().subject(user.to_str().unwrap())),
+            None => Err(ClaimsRejection::unauthorized("not signed in")),
+        })
+    };
+    let with_token = |user: Option<&str>| {
+        let mut request = Request::get("/").header("authorization", "Bearer forged");
+        if let Some(user) = user {
+            request = request.header("x-user", user);
+        }
+        request.body(()).unwrap()
+    };
+    for policy in [
+        ExistingToken::Keep,
+        ExistingToken::Reject,
+        ExistingToken::Replace,
+    ] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service =
+            checked(layer().existing_token(policy)).layer(echo_header("authorization", &calls));
+
+        let (status, body) = status_and_body(&service, with_token(None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{policy}: {body}");
+        assert!(body.contains("\"unauthorized\""), "{policy}: {body}");
+        let (status, _) = status_and_body(&service, with_token(Some("banned"))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{policy}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{policy}: never forwarded");
+
+        // An accepted request goes on as the policy says.
+        let (status, body) = status_and_body(&service, with_token(Some("alice"))).await;
+        match policy {
+            ExistingToken::Keep => {
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(body, "Bearer forged", "the client's own value, unsigned");
+            }
+            ExistingToken::Reject => assert_eq!(status, StatusCode::BAD_REQUEST),
+            _ => {
+                assert_eq!(status, StatusCode::OK);
+                assert!(body.starts_with("Bearer ey"), "{body}");
+            }
+        }
+    }
+}
