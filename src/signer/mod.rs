@@ -130,6 +130,18 @@
 //! not used) and under `Reject` (its answer comes before `token_present`).
 //! Templates run only when a token is made.
 //!
+//! # What the backend receives
+//!
+//! The signer makes sure the header it writes is the one that arrives:
+//!
+//! * A client's `Connection` header can name the token header
+//!   (`Connection: close, authorization`), which makes it hop-by-hop: any
+//!   compliant proxy between the signer and the backend would drop it
+//!   (RFC 9110, section 7.6.1). The signer removes the header's name
+//!   (compared without regard to case) from every `Connection` line of
+//!   every request it forwards, keeps the other names in their order, and
+//!   drops the `Connection` header when no name is left.
+//!
 //! # Answers the signer gives itself
 //!
 //! A request is never forwarded without a token this signer made, but for
@@ -208,6 +220,7 @@ mod mint;
 mod offload;
 mod pool;
 mod reuse;
+mod scrub;
 mod service;
 mod template;
 

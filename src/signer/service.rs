@@ -16,6 +16,7 @@ use super::config::{Config, ExistingToken};
 use super::failure::Failure;
 use super::future::{Deferred, ResponseFuture};
 use super::mint::{Minter, Token};
+use super::scrub::clear_the_way;
 use crate::registry::KeyRegistry;
 
 /// Signs each request with a fresh JWT, then calls the inner service. Built
@@ -147,18 +148,25 @@ enum Signed {
 
 /// The claims closure's decision, then the existing-token policy, then the
 /// token, written into `parts` (or on its way from the signing threads).
+/// Whatever goes on carries no `Connection` token naming the header.
 fn sign(minter: &Arc<Minter>, parts: &mut Parts) -> Result<Signed, Failure> {
     let config = minter.config();
     // Under every policy: a refusal is a refusal, whatever the client sent.
     let per_request = minter.request_claims(parts)?;
     if parts.headers.contains_key(&config.header_name) {
         match config.existing {
-            ExistingToken::Keep => return Ok(Signed::Ready),
+            ExistingToken::Keep => {
+                clear_the_way(&mut parts.headers, &config.header_name);
+                return Ok(Signed::Ready);
+            }
             ExistingToken::Reject => return Err(Failure::token_present(&config.header_name)),
             ExistingToken::Replace => {}
         }
     }
-    match minter.mint(parts, per_request.as_ref())? {
+    // Templates read the request as the client sent it.
+    let token = minter.mint(parts, per_request.as_ref())?;
+    clear_the_way(&mut parts.headers, &config.header_name);
+    match token {
         Token::Ready(value) => {
             // `insert` replaces every existing value of the header.
             parts.headers.insert(config.header_name.clone(), value);

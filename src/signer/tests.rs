@@ -444,3 +444,120 @@ async fn the_claims_closure_decides_under_every_policy() {
         }
     }
 }
+
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>>;
+
+/// An inner service that keeps the headers of every request it receives.
+fn keep_headers(
+    seen: &Seen,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    let seen = seen.clone();
+    service_fn(move |request: Request<()>| {
+        seen.lock().unwrap().push(request.headers().clone());
+        async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) }
+    })
+}
+
+/// Sends `request` through `layer` and returns the headers the inner
+/// service received.
+async fn received(layer: &JwtSignerLayer, request: Request<()>) -> http::HeaderMap {
+    let seen = Seen::default();
+    let response = layer
+        .layer(keep_headers(&seen))
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    seen.pop().unwrap()
+}
+
+fn lines<'a>(headers: &'a http::HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
+}
+
+/// Issue 16: a client's `Connection: close, authorization` named the
+/// signed header as hop-by-hop, so that any compliant proxy between the
+/// signer and the backend dropped the token.
+#[tokio::test]
+async fn the_token_header_is_taken_out_of_every_connection_line() {
+    let request = |connection: &[&str]| {
+        let mut request = Request::get("/");
+        for line in connection {
+            request = request.header("connection", *line);
+        }
+        request.body(()).unwrap()
+    };
+    for offload in [Offload::Inline, Offload::Blocking] {
+        let default = layer().offload(offload);
+        let headers = received(&default, request(&["close, authorization"])).await;
+        assert_eq!(lines(&headers, "connection"), ["close"], "{offload}");
+        assert_eq!(lines(&headers, "authorization").len(), 1);
+        assert!(
+            headers["authorization"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer ey")
+        );
+
+        let headers = received(
+            &default,
+            request(&[
+                "Authorization",
+                "keep-alive",
+                "x-other ,\tAUTHORIZATION ,, te",
+            ]),
+        )
+        .await;
+        assert_eq!(
+            lines(&headers, "connection"),
+            ["keep-alive", "x-other, te"],
+            "{offload}: the other tokens stay, in order"
+        );
+
+        let headers = received(&default, request(&["authorization", " AuThOrIzAtIoN "])).await;
+        assert!(
+            headers.get("connection").is_none(),
+            "{offload}: nothing left, no Connection header"
+        );
+
+        let custom = layer()
+            .offload(offload)
+            .header_name("X-JWT-Token")
+            .unwrap()
+            .without_scheme();
+        let headers = received(&custom, request(&["X-JWT-TOKEN,  upgrade", "close"])).await;
+        assert_eq!(
+            lines(&headers, "connection"),
+            ["upgrade", "close"],
+            "{offload}"
+        );
+        assert!(headers["x-jwt-token"].to_str().unwrap().starts_with("ey"));
+        let headers = received(&custom, request(&["close, authorization"])).await;
+        assert_eq!(
+            lines(&headers, "connection"),
+            ["close, authorization"],
+            "{offload}: another header's name stays"
+        );
+    }
+
+    // Keep forwards the client's value: it is not named away either.
+    let keep = layer().existing_token(ExistingToken::Keep);
+    let mut request = request(&["close, authorization"]);
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer client".parse().unwrap());
+    let headers = received(&keep, request).await;
+    assert_eq!(lines(&headers, "connection"), ["close"]);
+    assert_eq!(lines(&headers, "authorization"), ["Bearer client"]);
+}
