@@ -88,7 +88,7 @@
 //! | `${req.query.NAME}` | the first query parameter with that name, percent-decoded (`+` is a space) |
 //! | `${req.path}` | the URI path as received (still percent-encoded) |
 //! | `${req.method}` | the method |
-//! | `${req.host}` | the URI authority, else the `Host` header |
+//! | `${req.host}` | `host[:port]`: the URI's authority (an absolute-form request target, HTTP/2 `:authority`) wins over the `Host` header (RFC 9112, section 3.2.2); a `user:password@` part is never copied |
 //!
 //! Each takes an optional default after a colon:
 //! `${req.headers.x-tenant:public}` (the default runs to the closing brace
