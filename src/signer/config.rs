@@ -48,7 +48,8 @@ pub enum ExistingToken {
     #[default]
     Replace,
     /// Forward the client's own value(s) of the header untouched, **not
-    /// signed by this signer**, and sign nothing. The claims closure still
+    /// signed by this signer**, and sign nothing (look-alikes of the header
+    /// are still removed). The claims closure still
     /// decides whether the request goes on. Only for a header the backend
     /// verifies as it would any client's token.
     Keep,

@@ -251,8 +251,11 @@ impl JwtSignerLayer {
     /// for example `X-JWT-Token` (Otoroshi's default, usually with
     /// [`without_scheme`](Self::without_scheme)).
     ///
-    /// The signer also takes the header's name out of every `Connection`
-    /// line, so that no proxy downstream drops it. See the
+    /// The signer also removes what could stand in for the header or have
+    /// it dropped: every look-alike header (the same name with `_` for `-`
+    /// or the reverse, in any case, such as `X_JWT_Token`, which CGI and
+    /// WSGI backends read as `X-JWT-Token`), and the header's name from
+    /// every `Connection` line. See the
     /// [module docs](super#what-the-backend-receives).
     ///
     /// # Errors

@@ -134,11 +134,20 @@
 //!
 //! The signer makes sure the header it writes is the one that arrives:
 //!
+//! * A look-alike of the token header, a header whose name is the same
+//!   when `_` and `-` are read alike (`X_JWT_Token` or `x-jwt_token` next
+//!   to `X-JWT-Token`), could be read instead of ours by a backend that
+//!   maps `_` to `-` (CGI, WSGI and the servers in front of them). The
+//!   signer removes every look-alike from every request it forwards,
+//!   under every [`ExistingToken`] policy: a look-alike never counts as the
+//!   header (under `Reject` it is removed and the request signed; under
+//!   `Keep` only the header itself is kept). `Authorization`, with neither
+//!   character, has no look-alike.
 //! * A client's `Connection` header can name the token header
 //!   (`Connection: close, authorization`), which makes it hop-by-hop: any
 //!   compliant proxy between the signer and the backend would drop it
 //!   (RFC 9110, section 7.6.1). The signer removes the header's name
-//!   (compared without regard to case) from every `Connection` line of
+//!   (or a look-alike, in any case) from every `Connection` line of
 //!   every request it forwards, keeps the other names in their order, and
 //!   drops the `Connection` header when no name is left.
 //!

@@ -148,7 +148,8 @@ enum Signed {
 
 /// The claims closure's decision, then the existing-token policy, then the
 /// token, written into `parts` (or on its way from the signing threads).
-/// Whatever goes on carries no `Connection` token naming the header.
+/// Whatever goes on carries no look-alike of the header and no
+/// `Connection` token naming it.
 fn sign(minter: &Arc<Minter>, parts: &mut Parts) -> Result<Signed, Failure> {
     let config = minter.config();
     // Under every policy: a refusal is a refusal, whatever the client sent.

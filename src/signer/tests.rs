@@ -561,3 +561,97 @@ async fn the_token_header_is_taken_out_of_every_connection_line() {
     assert_eq!(lines(&headers, "connection"), ["close"]);
     assert_eq!(lines(&headers, "authorization"), ["Bearer client"]);
 }
+
+/// The names in `headers` that read as `name` once `_` is read as `-`.
+fn spelled_like<'a>(headers: &'a http::HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .keys()
+        .map(http::HeaderName::as_str)
+        .filter(|key| key.replace('_', "-") == name.replace('_', "-"))
+        .collect()
+}
+
+/// Issue 16: with a custom header name holding a `-`, a client header
+/// spelled with `_` (`X_JWT_Token`) was forwarded next to ours, and a
+/// backend mapping `_` to `-` (CGI, WSGI) could read the client's.
+#[tokio::test]
+async fn look_alikes_of_the_token_header_never_reach_the_backend() {
+    let custom = |policy: ExistingToken, offload: Offload| {
+        layer()
+            .header_name("X-JWT-Token")
+            .unwrap()
+            .without_scheme()
+            .existing_token(policy)
+            .offload(offload)
+    };
+    let request = |own: Option<&str>| {
+        let mut request = Request::get("/")
+            .header("X_JWT_Token", "forged")
+            .header("x-jwt_token", "forged")
+            .header("X_Jwt-TOKEN", "forged")
+            .header("x-jwt-tokens", "unrelated")
+            .header("x_user", "alice");
+        if let Some(own) = own {
+            request = request.header("x-jwt-token", own);
+        }
+        request.body(()).unwrap()
+    };
+    let only_ours = |headers: &http::HeaderMap, label: &str| {
+        assert_eq!(
+            spelled_like(headers, "x-jwt-token"),
+            ["x-jwt-token"],
+            "{label}"
+        );
+        assert_eq!(lines(headers, "x-jwt-token").len(), 1, "{label}");
+        assert_eq!(headers["x-jwt-tokens"], "unrelated", "{label}");
+        assert_eq!(headers["x_user"], "alice", "{label}");
+    };
+    for offload in [Offload::Inline, Offload::Blocking] {
+        for policy in [
+            ExistingToken::Replace,
+            ExistingToken::Keep,
+            ExistingToken::Reject,
+        ] {
+            let label = format!("{policy}, {offload}");
+            // Without the header itself: every policy signs.
+            let headers = received(&custom(policy, offload), request(None)).await;
+            only_ours(&headers, &label);
+            assert!(headers["x-jwt-token"].to_str().unwrap().starts_with("ey"));
+        }
+        let label = format!("replace, {offload}");
+        let replace = custom(ExistingToken::Replace, offload);
+        let headers = received(&replace, request(Some("client"))).await;
+        only_ours(&headers, &label);
+        assert!(headers["x-jwt-token"].to_str().unwrap().starts_with("ey"));
+    }
+    // Keep forwards the client's value of the header itself, and no
+    // look-alike.
+    let keep = custom(ExistingToken::Keep, Offload::Inline);
+    let headers = received(&keep, request(Some("client"))).await;
+    only_ours(&headers, "keep");
+    assert_eq!(headers["x-jwt-token"], "client");
+
+    // A name with `_` loses its `-` look-alikes the same way.
+    let underscored = layer().header_name("x_jwt").unwrap();
+    let headers = received(
+        &underscored,
+        Request::get("/")
+            .header("X-JWT", "forged")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(spelled_like(&headers, "x_jwt"), ["x_jwt"]);
+    // Authorization has no look-alike; nothing else is touched.
+    let headers = received(
+        &layer(),
+        Request::get("/")
+            .header("x_user", "alice")
+            .header("x-user", "bob")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(headers["x_user"], "alice");
+    assert_eq!(headers["x-user"], "bob");
+}
