@@ -1,6 +1,20 @@
 //! Token minting: [`Minter`] holds one service's settings and runtime (the
 //! encoded JWT header of the active key, the reuse cache) and makes each
-//! request's token in a few named steps.
+//! request's token in a few named steps:
+//!
+//! 1. [`request_claims`](Minter::request_claims): the claims closure's
+//!    decision (the service asks it first, under every policy);
+//! 2. [`mint`](Minter::mint): one registry snapshot, its active key, the
+//!    clock, then the steps below;
+//! 3. [`write_claims`](Minter::write_claims): the claims JSON, with a
+//!    placeholder for `jti`;
+//! 4. [`look_up`](Minter::look_up): a token for equal claims to hand out
+//!    again, when reuse is on;
+//! 5. [`signing_input`](Minter::signing_input): `jti`, then the scheme,
+//!    the encoded header and the claims in one buffer;
+//! 6. [`sign`](Minter::sign): here, or on the signing threads;
+//! 7. [`finish`](Minter::finish): the signature, the size limit, the
+//!    header value, the reuse cache.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -134,8 +148,9 @@ impl Minter {
         }
     }
 
-    /// Makes `<scheme> <jwt>` for this request: a token handed out again,
-    /// one signed here, or one being signed on the signing threads.
+    /// Step 2: makes `<scheme> <jwt>` for this request from one snapshot of
+    /// the registry: a token handed out again, one signed here, or one
+    /// being signed on the signing threads.
     pub(crate) fn mint(
         self: &Arc<Self>,
         parts: &Parts,
@@ -153,7 +168,7 @@ impl Minter {
         self.sign(pending, active.algorithm())
     }
 
-    /// Step 2: the claims. The signer's own first (with room for `jti`),
+    /// Step 3: the claims. The signer's own first (with room for `jti`),
     /// then static, template and per-request members; a name is never
     /// written twice.
     fn write_claims(
@@ -162,6 +177,36 @@ impl Minter {
         per_request: Option<&RequestClaims>,
         now: u64,
     ) -> Result<Claims, Failure> {
+        let mut claims = self.registered_claims(now);
+        let json = &mut claims.json;
+        let config = &*self.config;
+        let overridden = |name: &str| per_request.is_some_and(|c| c.contains(name));
+        if per_request.is_none_or(RequestClaims::is_empty) {
+            json.extend_from_slice(&config.statics_joined);
+        } else {
+            for claim in config.statics.iter().filter(|c| !overridden(&c.name)) {
+                json.extend_from_slice(&claim.member);
+            }
+        }
+        if !config.templates.is_empty() {
+            let values = RequestValues::new(parts, config.templates_read_query);
+            for claim in config.templates.iter().filter(|c| !overridden(&c.name)) {
+                json.extend_from_slice(&claim.prefix);
+                claim
+                    .template
+                    .render_json(&values, json)
+                    .map_err(|err| Failure::claim_unavailable(&claim.name, &err))?;
+            }
+        }
+        if let Some(per_request) = per_request {
+            per_request.write_members(json);
+        }
+        Ok(claims)
+    }
+
+    /// `{"iat":..,"nbf":..,"exp":..,"jti":"<placeholder>"`, in a buffer
+    /// with room for the static members.
+    fn registered_claims(&self, now: u64) -> Claims {
         let config = &*self.config;
         let exp = now.saturating_add(config.ttl);
         let mut json = Vec::with_capacity(128 + config.statics_joined.len());
@@ -180,39 +225,16 @@ impl Minter {
         let jti_at = json.len();
         json.extend_from_slice(&[b'A'; JTI_LEN]);
         json.push(b'"');
-        let members_at = json.len();
-
-        let overridden = |name: &str| per_request.is_some_and(|c| c.contains(name));
-        if per_request.is_none_or(RequestClaims::is_empty) {
-            json.extend_from_slice(&config.statics_joined);
-        } else {
-            for claim in config.statics.iter().filter(|c| !overridden(&c.name)) {
-                json.extend_from_slice(&claim.member);
-            }
-        }
-        if !config.templates.is_empty() {
-            let values = RequestValues::new(parts, config.templates_read_query);
-            for claim in config.templates.iter().filter(|c| !overridden(&c.name)) {
-                json.extend_from_slice(&claim.prefix);
-                claim
-                    .template
-                    .render_json(&values, &mut json)
-                    .map_err(|err| Failure::claim_unavailable(&claim.name, &err))?;
-            }
-        }
-        if let Some(per_request) = per_request {
-            per_request.write_members(&mut json);
-        }
-        Ok(Claims {
+        Claims {
+            members_at: json.len(),
             json,
             jti_at,
-            members_at,
             iat: now,
             exp,
-        })
+        }
     }
 
-    /// Step 3: a token for equal claims, signed by the active key under
+    /// Step 4: a token for equal claims, signed by the active key under
     /// these settings, that may still be handed out.
     fn look_up(&self, claims: &Claims, active: &PublishedKey) -> Reused {
         let Some(reuse) = &self.reuse else {
@@ -238,7 +260,7 @@ impl Minter {
         }))
     }
 
-    /// Step 4: the signing input, `BASE64URL(header) "." BASE64URL(claims)`
+    /// Step 5: the signing input, `BASE64URL(header) "." BASE64URL(claims)`
     /// after the scheme, in one buffer sized for the whole value.
     fn signing_input(
         &self,
@@ -273,7 +295,7 @@ impl Minter {
         })
     }
 
-    /// Step 5: the signature, here or on the signing threads
+    /// Step 6: the signature, here or on the signing threads
     /// ([`Offload`](super::Offload)).
     fn sign(self: &Arc<Self>, pending: Pending, algorithm: Algorithm) -> Result<Token, Failure> {
         if !self.config.offload.offloads(algorithm) {
@@ -301,7 +323,7 @@ impl Minter {
         }
     }
 
-    /// Step 6: signs a pending token, checks its size, makes the header
+    /// Step 7: signs a pending token, checks its size, makes the header
     /// value and remembers it for reuse (on the calling task, or on a
     /// signing thread).
     fn finish(&self, pending: Pending) -> Result<HeaderValue, Failure> {
