@@ -502,14 +502,14 @@ fn reuse_memory_one(alg: Algorithm) -> Result<(), BoxError> {
         send(i);
     }
     let after = resident()?;
-    let cached = layer.cached_tokens();
+    let cached = service.cached_tokens();
     let value = value_len.load(Ordering::Relaxed) as usize;
     // Per entry: the slot (hash 8, boxed key 16, HeaderValue, Arc<dyn>
-    // 16, iat 8, exp 8), the key bytes (the claims after jti), the value
-    // bytes, the `Bytes` shared header (24) and about 16 bytes of malloc
-    // overhead for each of the three allocations.
+    // 16, settings 8, iat 8, until 8), the key bytes (the claims after
+    // jti), the value bytes, the `Bytes` shared header (24) and about 16
+    // bytes of malloc overhead for each of the three allocations.
     let key = r#","iss":"https://gateway.example","aud":"orders-api","sub":"user-00000000""#.len();
-    let slot = 8 + 16 + std::mem::size_of::<http::HeaderValue>() + 16 + 8 + 8;
+    let slot = 8 + 16 + std::mem::size_of::<http::HeaderValue>() + 16 + 8 + 8 + 8;
     let computed = slot + key + value + 24 + 3 * 16;
     let growth = after.saturating_sub(before);
     println!(

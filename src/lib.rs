@@ -65,7 +65,9 @@
 //! * Tokens carry exactly `alg`, `typ` and `kid` in their header; the
 //!   algorithm comes from the key, never from a request.
 //! * A request is never forwarded unsigned: if a token cannot be made, the
-//!   signer answers the request itself.
+//!   signer answers the request itself. (Under
+//!   [`ExistingToken::Keep`], a client's own token is forwarded as it came,
+//!   not signed by the signer; its claims closure still decides.)
 //! * The verifier takes the algorithm from the key a token's `kid` selects,
 //!   and never fetches or trusts a key a token names (`jku`, `x5u`, `jwk`,
 //!   `x5c`).
@@ -77,6 +79,7 @@ pub mod clock;
 mod error;
 pub mod jwks;
 pub mod keys;
+mod limits;
 pub mod registry;
 pub mod rotation;
 pub mod signer;

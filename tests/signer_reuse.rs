@@ -2,6 +2,10 @@
 //! token (which still verifies), a rotated key's token is never handed out
 //! again, a token too close to its end is replaced, and the cache stays
 //! within its bound whatever the number of subjects.
+//!
+//! Each request goes through a service built for it, so the layers here
+//! share one `TokenCache` (a layer's own reuse cache belongs to each
+//! service it builds).
 
 mod common;
 
@@ -12,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::signer::{Seen, bearer, recording, segment, verify};
 use http::{Request, StatusCode};
 use tower::{Layer, ServiceExt};
-use tower_jwt_signer::signer::{Offload, RequestClaims, TokenReuse};
+use tower_jwt_signer::signer::{Offload, RequestClaims, TokenCache, TokenReuse};
 use tower_jwt_signer::{Algorithm, Clock, JwtSignerLayer, KeyRegistry, SigningKey};
 
 /// Sends one request through `layer`; returns the token the inner service
@@ -61,12 +65,13 @@ fn wall_clock() -> Arc<AtomicU64> {
 async fn the_same_claims_get_the_same_token_and_it_verifies() {
     for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
         let registry = KeyRegistry::generate(alg).unwrap();
+        let cache = TokenCache::new(TokenReuse::new());
         let layer = JwtSignerLayer::new(registry.clone())
             .issuer("gateway")
             .unwrap()
             .template_claim("sub", "${req.headers.x-user}")
             .unwrap()
-            .reuse_tokens(TokenReuse::new());
+            .reuse_tokens_in(cache.clone());
         let first = token(&layer, for_user("alice")).await;
         let again = token(&layer, for_user("alice")).await;
         assert_eq!(first, again, "{alg}: reused");
@@ -77,7 +82,7 @@ async fn the_same_claims_get_the_same_token_and_it_verifies() {
         let bob = token(&layer, for_user("bob")).await;
         assert_ne!(bob, first, "{alg}: other claims, other token");
         assert_eq!(verify(&bob, &registry).unwrap().claims["sub"], "bob");
-        assert_eq!(layer.cached_tokens(), 2);
+        assert_eq!(cache.len(), 2);
     }
 }
 
@@ -91,7 +96,12 @@ async fn reuse_is_off_by_default() {
         segment(first.split('.').nth(1).unwrap())["jti"],
         segment(again.split('.').nth(1).unwrap())["jti"]
     );
-    assert_eq!(layer.cached_tokens(), 0);
+    assert_eq!(
+        layer
+            .layer(recording::<()>(&Seen::default()))
+            .cached_tokens(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -106,7 +116,7 @@ async fn per_request_claims_are_part_of_the_key() {
                 .to_owned();
             Ok(RequestClaims::new().claim("tenant", tenant)?)
         })
-        .reuse_tokens(TokenReuse::new());
+        .reuse_tokens_in(TokenCache::new(TokenReuse::new()));
     let request = |tenant: &str| {
         Request::get("/")
             .header("x-tenant", tenant)
@@ -126,7 +136,7 @@ async fn a_rotated_key_is_never_reused() {
         let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
         let layer = JwtSignerLayer::new(registry.clone())
             .offload(offload)
-            .reuse_tokens(TokenReuse::new());
+            .reuse_tokens_in(TokenCache::new(TokenReuse::new()));
         let old_kid = registry.current().active().unwrap().kid().clone();
         let before = token(&layer, for_user("alice")).await;
         assert_eq!(token(&layer, for_user("alice")).await, before);
@@ -146,7 +156,8 @@ async fn a_rotated_key_is_never_reused() {
 #[tokio::test]
 async fn a_retired_active_key_fails_closed_instead_of_reusing() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry.clone()).reuse_tokens(TokenReuse::new());
+    let layer =
+        JwtSignerLayer::new(registry.clone()).reuse_tokens_in(TokenCache::new(TokenReuse::new()));
     token(&layer, for_user("alice")).await;
     let kid = registry.current().active().unwrap().kid().clone();
     registry
@@ -171,7 +182,9 @@ async fn a_token_is_replaced_once_too_little_lifetime_remains() {
     let layer = JwtSignerLayer::new(registry.clone())
         .ttl(Duration::from_secs(60))
         .unwrap()
-        .reuse_tokens(TokenReuse::new().min_remaining_percent(25).unwrap());
+        .reuse_tokens_in(TokenCache::new(
+            TokenReuse::new().min_remaining_percent(25).unwrap(),
+        ));
     let first = token(&layer, for_user("alice")).await;
     now.store(start + 45, Ordering::SeqCst);
     assert_eq!(token(&layer, for_user("alice")).await, first, "15 s left");
@@ -192,8 +205,8 @@ async fn a_token_is_replaced_once_too_little_lifetime_remains() {
 async fn the_default_share_is_half_the_lifetime() {
     let now = wall_clock();
     let start = now.load(Ordering::SeqCst);
-    let layer =
-        JwtSignerLayer::new(registry_at(Algorithm::EdDSA, &now)).reuse_tokens(TokenReuse::new());
+    let layer = JwtSignerLayer::new(registry_at(Algorithm::EdDSA, &now))
+        .reuse_tokens_in(TokenCache::new(TokenReuse::new()));
     let first = token(&layer, for_user("alice")).await;
     now.store(start + 30, Ordering::SeqCst);
     assert_eq!(token(&layer, for_user("alice")).await, first);
@@ -204,10 +217,11 @@ async fn the_default_share_is_half_the_lifetime() {
 #[tokio::test]
 async fn the_cache_stays_bounded_under_many_subjects() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let cache = TokenCache::new(TokenReuse::new().max_entries(100).unwrap());
     let layer = JwtSignerLayer::new(registry.clone())
         .template_claim("sub", "${req.headers.x-user}")
         .unwrap()
-        .reuse_tokens(TokenReuse::new().max_entries(100).unwrap());
+        .reuse_tokens_in(cache.clone());
     let seen = Seen::default();
     let service = layer.layer(recording(&seen));
     for i in 0..2_000 {
@@ -217,9 +231,9 @@ async fn the_cache_stays_bounded_under_many_subjects() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        assert!(layer.cached_tokens() <= 100, "after {i} subjects");
+        assert!(cache.len() <= 100, "after {i} subjects");
     }
-    assert!(layer.cached_tokens() > 0);
+    assert!(!cache.is_empty());
     // The most recent subject is still served from the cache, and what it
     // gets verifies.
     let last = token(&layer, for_user("user-1999")).await;
@@ -237,10 +251,11 @@ fn the_default_bound_is_ten_thousand() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_share_the_cache_safely() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let cache = TokenCache::new(TokenReuse::new().max_entries(64).unwrap());
     let layer = JwtSignerLayer::new(registry.clone())
         .template_claim("sub", "${req.headers.x-user}")
         .unwrap()
-        .reuse_tokens(TokenReuse::new().max_entries(64).unwrap());
+        .reuse_tokens_in(cache.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..8 {
         let layer = layer.clone();
@@ -275,5 +290,5 @@ async fn concurrent_requests_share_the_cache_safely() {
     })
     .await
     .expect("bounded");
-    assert!(layer.cached_tokens() <= 64);
+    assert!(cache.len() <= 64);
 }

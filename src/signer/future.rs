@@ -11,8 +11,8 @@ use pin_project::pin_project;
 use tokio::sync::oneshot;
 use tower_service::Service;
 
-use super::ResponseBody;
-use super::service::Failure;
+use super::body::ResponseBody;
+use super::failure::Failure;
 
 /// The response future of [`JwtSigner`](super::JwtSigner).
 ///

@@ -1,231 +1,21 @@
-//! [`JwtSignerLayer`]: the configuration, checked once, and the layer.
+//! [`JwtSignerLayer`]: the settings, and the layer that builds a
+//! [`JwtSigner`] with a runtime of its own for each service.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
 use http::request::Parts;
 use serde_json::Value;
 use tower_layer::Layer;
 
-use super::claims::{COMPUTED_CLAIMS, ClaimsRejection, RequestClaims, ReservedClaim, TYPED_CLAIMS};
+use super::claims::{ClaimsRejection, RequestClaims};
+use super::config::{ClaimsFn, Config, ExistingToken, Reuse};
+use super::error::SignerConfigError;
+use super::mint::Minter;
 use super::offload::Offload;
-use super::reuse::TokenReuse;
-use super::service::{JwtSigner, Shared};
-use super::template::{Template, ValueType};
-use super::{DEFAULT_TTL, MAX_BACKDATE, MAX_TTL, SignerConfigError};
+use super::reuse::{TokenCache, TokenReuse};
+use super::service::JwtSigner;
 use crate::registry::KeyRegistry;
-
-/// What to do with a request that already carries the target header.
-///
-/// These are the Otoroshi JWT Signer's `replace_if_present: true`
-/// ([`Replace`](Self::Replace)), `replace_if_present: false`
-/// ([`Keep`](Self::Keep)) and `fail_if_present: true`
-/// ([`Reject`](Self::Reject)) as its documentation describes them.
-///
-/// ```
-/// use tower_jwt_signer::signer::ExistingToken;
-///
-/// assert_eq!("keep".parse::<ExistingToken>().unwrap(), ExistingToken::Keep);
-/// assert_eq!(ExistingToken::default(), ExistingToken::Replace);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum ExistingToken {
-    /// Remove every existing value of the header and send exactly one
-    /// value: the signer's token. The default.
-    #[default]
-    Replace,
-    /// Forward the client's value(s) untouched and sign nothing.
-    Keep,
-    /// Answer `400 Bad Request` with a small JSON body; the inner service is
-    /// not called.
-    Reject,
-}
-
-impl ExistingToken {
-    /// The lower-case name (`"replace"`, `"keep"`, `"reject"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExistingToken::Replace => "replace",
-            ExistingToken::Keep => "keep",
-            ExistingToken::Reject => "reject",
-        }
-    }
-}
-
-impl fmt::Display for ExistingToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ExistingToken {
-    type Err = SignerConfigError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "replace" => Ok(ExistingToken::Replace),
-            "keep" => Ok(ExistingToken::Keep),
-            "reject" => Ok(ExistingToken::Reject),
-            _ => Err(SignerConfigError::InvalidPolicy(truncate(s))),
-        }
-    }
-}
-
-type ClaimsFn = dyn Fn(&Parts) -> Result<RequestClaims, ClaimsRejection> + Send + Sync;
-
-/// A static claim, with its `,"name":value` member serialised once.
-#[derive(Clone)]
-pub(crate) struct StaticClaim {
-    pub(crate) name: String,
-    pub(crate) member: Vec<u8>,
-}
-
-/// A template claim, with its `,"name":` prefix serialised once.
-#[derive(Clone)]
-pub(crate) struct TemplateClaim {
-    pub(crate) name: String,
-    pub(crate) prefix: Vec<u8>,
-    pub(crate) template: Template,
-}
-
-/// The checked configuration. Everything the hot path needs is built
-/// here, once.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) header_name: HeaderName,
-    /// `"Bearer "`, or empty for a bare token.
-    pub(crate) prefix: String,
-    pub(crate) token_type: String,
-    pub(crate) ttl: u64,
-    pub(crate) backdate: u64,
-    pub(crate) existing: ExistingToken,
-    pub(crate) request_claims: Option<Arc<ClaimsFn>>,
-    /// Static claims (including `iss`, `sub`, `aud`) in the order they were
-    /// first set, without those a template replaces.
-    pub(crate) statics: Vec<StaticClaim>,
-    /// The members of `statics`, concatenated.
-    pub(crate) statics_joined: Vec<u8>,
-    pub(crate) templates: Vec<TemplateClaim>,
-    pub(crate) templates_read_query: bool,
-    /// Every static claim as set, including those a template replaces.
-    all_statics: Vec<(String, Value)>,
-    /// Where signatures are computed.
-    pub(crate) offload: Offload,
-    /// Token reuse, when turned on.
-    pub(crate) reuse: Option<TokenReuse>,
-    /// The longest token made, in bytes (without the scheme).
-    pub(crate) max_token_len: usize,
-}
-
-impl Config {
-    fn new() -> Self {
-        let mut config = Config {
-            header_name: http::header::AUTHORIZATION,
-            prefix: "Bearer ".to_owned(),
-            token_type: "JWT".to_owned(),
-            ttl: DEFAULT_TTL.as_secs(),
-            backdate: 0,
-            existing: ExistingToken::Replace,
-            request_claims: None,
-            statics: Vec::new(),
-            statics_joined: Vec::new(),
-            templates: Vec::new(),
-            templates_read_query: false,
-            all_statics: Vec::new(),
-            offload: Offload::Auto,
-            reuse: None,
-            max_token_len: crate::verifier::DEFAULT_MAX_TOKEN_LEN,
-        };
-        config.compile();
-        config
-    }
-
-    fn set_static(&mut self, name: &str, value: Value) {
-        match self.all_statics.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.all_statics.push((name.to_owned(), value)),
-        }
-        self.compile();
-    }
-
-    fn set_template(&mut self, name: &str, template: Template) {
-        let claim = TemplateClaim {
-            name: name.to_owned(),
-            prefix: member_prefix(name),
-            template,
-        };
-        match self.templates.iter_mut().find(|t| t.name == name) {
-            Some(slot) => *slot = claim,
-            None => self.templates.push(claim),
-        }
-        self.compile();
-    }
-
-    /// Rebuilds the pre-serialised members: static claims a template
-    /// replaces are left out, so no name is ever written twice.
-    fn compile(&mut self) {
-        self.statics = self
-            .all_statics
-            .iter()
-            .filter(|(name, _)| !self.templates.iter().any(|t| &t.name == name))
-            .map(|(name, value)| {
-                let mut member = member_prefix(name);
-                serde_json::to_writer(&mut member, value).expect("writing to a Vec cannot fail");
-                StaticClaim {
-                    name: name.clone(),
-                    member,
-                }
-            })
-            .collect();
-        self.statics_joined = self
-            .statics
-            .iter()
-            .flat_map(|s| s.member.iter().copied())
-            .collect();
-        self.templates_read_query = self.templates.iter().any(|t| t.template.reads_query());
-    }
-}
-
-/// `,"name":`
-fn member_prefix(name: &str) -> Vec<u8> {
-    let mut out = vec![b','];
-    serde_json::to_writer(&mut out, name).expect("writing to a Vec cannot fail");
-    out.push(b':');
-    out
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("header_name", &self.header_name)
-            .field("scheme", &self.prefix.trim_end())
-            .field("token_type", &self.token_type)
-            .field("ttl", &self.ttl)
-            .field("backdate", &self.backdate)
-            .field("existing", &self.existing)
-            .field("static_claims", &self.all_statics)
-            .field(
-                "template_claims",
-                &self
-                    .templates
-                    .iter()
-                    .map(|t| (&t.name, t.template.as_str()))
-                    .collect::<Vec<_>>(),
-            )
-            .field(
-                "request_claims",
-                &self.request_claims.as_ref().map(|_| "<fn>"),
-            )
-            .field("offload", &self.offload)
-            .field("reuse", &self.reuse)
-            .field("max_token_len", &self.max_token_len)
-            .finish()
-    }
-}
 
 /// Builds [`JwtSigner`] services that sign every request with the active key
 /// of a [`KeyRegistry`]. See the [module docs](super) for the behaviour and
@@ -233,10 +23,18 @@ impl fmt::Debug for Config {
 ///
 /// Every setting is checked when it is set: a fallible setter returns
 /// [`SignerConfigError`], so a layer that exists always works.
+///
+/// The layer holds settings only. Each call of [`Layer::layer`] builds a
+/// service with a runtime of its own (the encoded header of the active key
+/// and, with [`reuse_tokens`](Self::reuse_tokens), a reuse cache), as
+/// tower's `ConcurrencyLimitLayer` makes a fresh semaphore for each
+/// service; clones of that service share it. To share one reuse cache
+/// across services, give them one [`TokenCache`] with
+/// [`reuse_tokens_in`](Self::reuse_tokens_in).
 #[derive(Clone)]
 #[must_use]
 pub struct JwtSignerLayer {
-    shared: Arc<Shared>,
+    config: Arc<Config>,
 }
 
 impl JwtSignerLayer {
@@ -245,27 +43,35 @@ impl JwtSignerLayer {
     /// replaced.
     pub fn new(registry: KeyRegistry) -> Self {
         JwtSignerLayer {
-            shared: Arc::new(Shared::new(registry, Config::new())),
+            config: Arc::new(Config::new(registry)),
         }
     }
 
     /// The registry whose active key signs.
     pub fn registry(&self) -> &KeyRegistry {
-        self.shared.registry()
+        &self.config.registry
     }
 
-    fn update(mut self, change: impl FnOnce(&mut Config)) -> Self {
-        // Copy on write: a layer already used to build services keeps its
-        // configuration; this one gets its own.
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            change(shared.config_mut());
-            shared.config_changed();
-        } else {
-            let mut config = self.shared.config().clone();
-            change(&mut config);
-            self.shared = Arc::new(Shared::new(self.shared.registry().clone(), config));
-        }
-        self
+    /// Changes the settings. Copy on write: services already built (and
+    /// clones of this layer) keep the settings they have.
+    fn update(self, change: impl FnOnce(&mut Config)) -> Self {
+        self.try_update(|config| {
+            change(config);
+            Ok(())
+        })
+        .unwrap_or_else(|never: std::convert::Infallible| match never {})
+    }
+
+    /// Changes the settings if `change` accepts the new value; nothing
+    /// changes when it refuses it.
+    fn try_update<E>(
+        mut self,
+        change: impl FnOnce(&mut Config) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let config = Arc::make_mut(&mut self.config);
+        change(config)?;
+        config.renew_id();
+        Ok(self)
     }
 
     /// Sets `iss`.
@@ -274,7 +80,8 @@ impl JwtSignerLayer {
     ///
     /// [`SignerConfigError::EmptyClaim`] for an empty string.
     pub fn issuer(self, issuer: impl Into<String>) -> Result<Self, SignerConfigError> {
-        self.string_claim("iss", issuer.into())
+        let issuer = issuer.into();
+        self.try_update(|config| config.set_string_claim("iss", issuer))
     }
 
     /// Sets `sub` for every request. A per-request closure
@@ -285,7 +92,8 @@ impl JwtSignerLayer {
     ///
     /// [`SignerConfigError::EmptyClaim`] for an empty string.
     pub fn subject(self, subject: impl Into<String>) -> Result<Self, SignerConfigError> {
-        self.string_claim("sub", subject.into())
+        let subject = subject.into();
+        self.try_update(|config| config.set_string_claim("sub", subject))
     }
 
     /// Sets `aud` to one audience (a JSON string).
@@ -294,7 +102,8 @@ impl JwtSignerLayer {
     ///
     /// [`SignerConfigError::EmptyClaim`] for an empty string.
     pub fn audience(self, audience: impl Into<String>) -> Result<Self, SignerConfigError> {
-        self.string_claim("aud", audience.into())
+        let audience = audience.into();
+        self.try_update(|config| config.set_string_claim("aud", audience))
     }
 
     /// Sets `aud` to a list of audiences (a JSON array of strings).
@@ -309,18 +118,7 @@ impl JwtSignerLayer {
         I::Item: Into<String>,
     {
         let list: Vec<String> = audiences.into_iter().map(Into::into).collect();
-        if list.is_empty() || list.iter().any(String::is_empty) {
-            return Err(SignerConfigError::EmptyClaim("aud"));
-        }
-        let value = Value::Array(list.into_iter().map(Value::String).collect());
-        Ok(self.update(|config| config.set_static("aud", value)))
-    }
-
-    fn string_claim(self, name: &'static str, value: String) -> Result<Self, SignerConfigError> {
-        if value.is_empty() {
-            return Err(SignerConfigError::EmptyClaim(name));
-        }
-        Ok(self.update(|config| config.set_static(name, Value::String(value))))
+        self.try_update(|config| config.set_audiences(list))
     }
 
     /// Adds a static private claim with any JSON value, the same on every
@@ -338,10 +136,8 @@ impl JwtSignerLayer {
         name: impl Into<String>,
         value: impl Into<Value>,
     ) -> Result<Self, SignerConfigError> {
-        let name = name.into();
-        check_claim_name(&name, true)?;
-        let value = value.into();
-        Ok(self.update(|config| config.set_static(&name, value)))
+        let (name, value) = (name.into(), value.into());
+        self.try_update(|config| config.set_claim(&name, value))
     }
 
     /// Adds a claim whose value is a template rendered from each request:
@@ -366,19 +162,7 @@ impl JwtSignerLayer {
         template: impl AsRef<str>,
     ) -> Result<Self, SignerConfigError> {
         let name = name.into();
-        check_claim_name(&name, false)?;
-        let template =
-            Template::parse(template.as_ref()).map_err(|source| SignerConfigError::Template {
-                claim: truncate(&name),
-                source,
-            })?;
-        if TYPED_CLAIMS.contains(&name.as_str()) && template.value_type() != ValueType::String {
-            return Err(SignerConfigError::TemplateType {
-                claim: name,
-                template: truncate(template.as_str()),
-            });
-        }
-        Ok(self.update(|config| config.set_template(&name, template)))
+        self.try_update(|config| config.set_template_claim(&name, template.as_ref()))
     }
 
     /// Sets a closure that computes claims from each request's parts
@@ -390,6 +174,13 @@ impl JwtSignerLayer {
     /// (401, 403 or 500) and a small JSON body; the inner service is not
     /// called. This is how the user that an earlier authentication layer put
     /// in the extensions becomes `sub`.
+    ///
+    /// The closure runs for every request, under every
+    /// [`ExistingToken`] policy: a request it refuses is refused even when
+    /// it already carries the header and the policy is
+    /// [`Keep`](ExistingToken::Keep) (then its claims are not used: nothing
+    /// is signed) or [`Reject`](ExistingToken::Reject) (its refusal is the
+    /// answer, before `token_present`).
     ///
     /// ```
     /// use tower_jwt_signer::signer::{ClaimsRejection, RequestClaims};
@@ -427,12 +218,9 @@ impl JwtSignerLayer {
     /// # Errors
     ///
     /// [`SignerConfigError::InvalidTtl`] unless it is whole seconds from 1 s
-    /// to [`MAX_TTL`] (one day).
+    /// to [`MAX_TTL`](super::MAX_TTL) (one day).
     pub fn ttl(self, ttl: Duration) -> Result<Self, SignerConfigError> {
-        if ttl.subsec_nanos() != 0 || ttl.is_zero() || ttl > MAX_TTL {
-            return Err(SignerConfigError::InvalidTtl(ttl));
-        }
-        Ok(self.update(|config| config.ttl = ttl.as_secs()))
+        self.try_update(|config| config.set_ttl(ttl))
     }
 
     /// Backdates `nbf` by this much (`nbf = iat - backdate`) so that a
@@ -442,12 +230,9 @@ impl JwtSignerLayer {
     /// # Errors
     ///
     /// [`SignerConfigError::InvalidBackdate`] unless it is whole seconds up
-    /// to [`MAX_BACKDATE`] (one hour).
+    /// to [`MAX_BACKDATE`](super::MAX_BACKDATE) (one hour).
     pub fn not_before_backdate(self, backdate: Duration) -> Result<Self, SignerConfigError> {
-        if backdate.subsec_nanos() != 0 || backdate > MAX_BACKDATE {
-            return Err(SignerConfigError::InvalidBackdate(backdate));
-        }
-        Ok(self.update(|config| config.backdate = backdate.as_secs()))
+        self.try_update(|config| config.set_backdate(backdate))
     }
 
     /// Sets the JWT header's `typ` (default `JWT`), for example `at+jwt`
@@ -459,19 +244,19 @@ impl JwtSignerLayer {
     /// characters of `A-Z a-z 0-9 ! # $ & - ^ _ . + /`.
     pub fn token_type(self, token_type: impl Into<String>) -> Result<Self, SignerConfigError> {
         let token_type = token_type.into();
-        let valid = (1..=64).contains(&token_type.len())
-            && token_type
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+/".contains(&b));
-        if !valid {
-            return Err(SignerConfigError::InvalidTokenType(truncate(&token_type)));
-        }
-        Ok(self.update(|config| config.token_type = token_type))
+        self.try_update(|config| config.set_token_type(token_type))
     }
 
     /// Sets the header the token is written to (default `Authorization`),
     /// for example `X-JWT-Token` (Otoroshi's default, usually with
     /// [`without_scheme`](Self::without_scheme)).
+    ///
+    /// The signer also removes what could stand in for the header or have
+    /// it dropped: every look-alike header (the same name with `_` for `-`
+    /// or the reverse, in any case, such as `X_JWT_Token`, which CGI and
+    /// WSGI backends read as `X-JWT-Token`), and the header's name from
+    /// every `Connection` line. See the
+    /// [module docs](super#what-the-backend-receives).
     ///
     /// # Errors
     ///
@@ -481,23 +266,7 @@ impl JwtSignerLayer {
     /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Host`,
     /// `Content-Length`) that proxies drop or that would break the request.
     pub fn header_name(self, name: impl AsRef<str>) -> Result<Self, SignerConfigError> {
-        let name = name.as_ref();
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| SignerConfigError::InvalidHeaderName(truncate(name)))?;
-        const RESERVED: [&str; 8] = [
-            "connection",
-            "keep-alive",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "host",
-            "content-length",
-        ];
-        if RESERVED.contains(&header.as_str()) || header.as_str().starts_with("proxy-") {
-            return Err(SignerConfigError::ReservedHeaderName(header));
-        }
-        Ok(self.update(|config| config.header_name = header))
+        self.try_update(|config| config.set_header_name(name.as_ref()))
     }
 
     /// Sets the scheme written before the token (default `Bearer`): the
@@ -510,16 +279,7 @@ impl JwtSignerLayer {
     /// space, CR or LF). For a bare token use
     /// [`without_scheme`](Self::without_scheme).
     pub fn scheme(self, scheme: impl AsRef<str>) -> Result<Self, SignerConfigError> {
-        let scheme = scheme.as_ref();
-        let valid = (1..=64).contains(&scheme.len())
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !valid {
-            return Err(SignerConfigError::InvalidScheme(truncate(scheme)));
-        }
-        let prefix = format!("{scheme} ");
-        Ok(self.update(|config| config.prefix = prefix))
+        self.try_update(|config| config.set_scheme(scheme.as_ref()))
     }
 
     /// Writes the bare token, without a scheme.
@@ -545,21 +305,46 @@ impl JwtSignerLayer {
     /// enough lifetime left. Off by default, because `jti` is then no longer
     /// unique per request; read the trade-off in [`TokenReuse`].
     ///
+    /// Each service this layer builds gets a cache of its own, made by
+    /// [`Layer::layer`] (its clones share it); axum's `Router::layer`
+    /// builds one service per route, so each route has its own cache, each
+    /// bounded by [`TokenReuse::max_entries`]. For one cache across
+    /// services, use [`reuse_tokens_in`](Self::reuse_tokens_in).
+    ///
     /// ```
+    /// use http::{Request, Response};
+    /// use tower::{Layer, ServiceExt, service_fn};
     /// use tower_jwt_signer::signer::TokenReuse;
     /// use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry};
     ///
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     /// let registry = KeyRegistry::generate(Algorithm::ES256)?;
     /// let layer = JwtSignerLayer::new(registry)
     ///     .audience("orders-api")?
     ///     .reuse_tokens(TokenReuse::new());
-    /// assert_eq!(layer.cached_tokens(), 0);
+    /// let service = layer.layer(service_fn(|_: Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(()))
+    /// }));
+    /// service.clone().oneshot(Request::new(())).await?;
+    /// assert_eq!(service.cached_tokens(), 1);
     /// # Ok(())
     /// # }
     /// ```
     pub fn reuse_tokens(self, reuse: TokenReuse) -> Self {
-        self.update(|config| config.reuse = Some(reuse))
+        self.update(|config| config.reuse = Some(Reuse::PerService(reuse)))
+    }
+
+    /// Turns token reuse on with one cache that every service built from
+    /// this layer shares, and any other layer given a clone of `cache`: one
+    /// bound for all of them (tower's `GlobalConcurrencyLimitLayer` shares
+    /// one semaphore the same way). A token is handed out again only under
+    /// the settings that made it: services of this layer and its clones
+    /// share tokens; a layer configured otherwise shares the bound only.
+    /// See [`TokenCache`] for an example, and [`TokenReuse`] for the
+    /// trade-off.
+    pub fn reuse_tokens_in(self, cache: TokenCache) -> Self {
+        self.update(|config| config.reuse = Some(Reuse::Shared(cache)))
     }
 
     /// The longest token the signer makes, in bytes, without the scheme
@@ -575,46 +360,19 @@ impl JwtSignerLayer {
     ///
     /// [`SignerConfigError::InvalidMaxTokenLen`] for zero.
     pub fn max_token_len(self, max: usize) -> Result<Self, SignerConfigError> {
-        if max == 0 {
-            return Err(SignerConfigError::InvalidMaxTokenLen(max));
-        }
-        Ok(self.update(|config| config.max_token_len = max))
+        self.try_update(|config| config.set_max_token_len(max))
     }
 
     /// Turns token reuse off again (the default).
     pub fn no_token_reuse(self) -> Self {
         self.update(|config| config.reuse = None)
     }
-
-    /// How many tokens the reuse cache holds now, shared by every service
-    /// this layer built (0 when reuse is off). At most
-    /// [`TokenReuse::max_entries`].
-    pub fn cached_tokens(&self) -> usize {
-        self.shared.cached_tokens()
-    }
 }
 
-fn check_claim_name(name: &str, refuse_typed: bool) -> Result<(), SignerConfigError> {
-    if name.is_empty() {
-        return Err(SignerConfigError::InvalidClaimName(String::new()));
-    }
-    let reserved =
-        COMPUTED_CLAIMS.contains(&name) || (refuse_typed && TYPED_CLAIMS.contains(&name));
-    if reserved {
-        return Err(SignerConfigError::ReservedClaim(ReservedClaim::new(name)));
-    }
-    Ok(())
-}
-
-/// At most 200 characters of a refused value, for an error message.
-pub(crate) fn truncate(value: &str) -> String {
-    value.chars().take(200).collect()
-}
-
-impl fmt::Debug for JwtSignerLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Debug for JwtSignerLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtSignerLayer")
-            .field("config", self.shared.config())
+            .field("config", &*self.config)
             .finish_non_exhaustive()
     }
 }
@@ -622,13 +380,21 @@ impl fmt::Debug for JwtSignerLayer {
 impl<S> Layer<S> for JwtSignerLayer {
     type Service = JwtSigner<S>;
 
+    /// A service with a runtime of its own: a fresh encoded-header cache
+    /// and, with [`reuse_tokens`](JwtSignerLayer::reuse_tokens), a fresh
+    /// reuse cache (or the shared one given to
+    /// [`reuse_tokens_in`](JwtSignerLayer::reuse_tokens_in)).
     fn layer(&self, inner: S) -> Self::Service {
-        JwtSigner::from_shared(inner, Arc::clone(&self.shared))
+        JwtSigner::from_minter(inner, Minter::new(Arc::clone(&self.config)))
     }
 }
 
-impl From<ReservedClaim> for SignerConfigError {
-    fn from(err: ReservedClaim) -> Self {
-        SignerConfigError::ReservedClaim(err)
+// Written here, not in service.rs, so that the service never imports the
+// layer: the arrows run layer -> service only.
+impl<S> JwtSigner<S> {
+    /// A [`JwtSignerLayer`] with the default configuration; configure it
+    /// with its builder methods.
+    pub fn layer(registry: KeyRegistry) -> JwtSignerLayer {
+        JwtSignerLayer::new(registry)
     }
 }

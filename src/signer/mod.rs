@@ -88,7 +88,7 @@
 //! | `${req.query.NAME}` | the first query parameter with that name, percent-decoded (`+` is a space) |
 //! | `${req.path}` | the URI path as received (still percent-encoded) |
 //! | `${req.method}` | the method |
-//! | `${req.host}` | the URI authority, else the `Host` header |
+//! | `${req.host}` | `host[:port]`: the URI's authority (an absolute-form request target, HTTP/2 `:authority`) wins over the `Host` header (RFC 9112, section 3.2.2); a `user:password@` part is never copied |
 //!
 //! Each takes an optional default after a colon:
 //! `${req.headers.x-tenant:public}` (the default runs to the closing brace
@@ -115,13 +115,47 @@
 //! When the request already carries the target header (once or several
 //! times), [`ExistingToken`] decides: [`Replace`](ExistingToken::Replace)
 //! (default: every value removed, exactly one written, ours),
-//! [`Keep`](ExistingToken::Keep) (forwarded untouched, nothing signed) or
-//! [`Reject`](ExistingToken::Reject) (`400`).
+//! [`Keep`](ExistingToken::Keep) or [`Reject`](ExistingToken::Reject)
+//! (`400`).
+//!
+//! [`Keep`](ExistingToken::Keep) forwards the client's own value(s) of the
+//! header, byte for byte, and signs nothing: that value is **not signed by
+//! this signer**, and the backend must verify it as it would any client's
+//! token (a client can put anything there). A request without the header
+//! is signed as usual.
+//!
+//! The claims closure ([`JwtSignerLayer::request_claims`]) runs first,
+//! under every policy: a request it refuses is refused (401, 403 or 500)
+//! whatever the client sent, even under `Keep` (where its claims are then
+//! not used) and under `Reject` (its answer comes before `token_present`).
+//! Templates run only when a token is made.
+//!
+//! # What the backend receives
+//!
+//! The signer makes sure the header it writes is the one that arrives:
+//!
+//! * A look-alike of the token header, a header whose name is the same
+//!   when `_` and `-` are read alike (`X_JWT_Token` or `x-jwt_token` next
+//!   to `X-JWT-Token`), could be read instead of ours by a backend that
+//!   maps `_` to `-` (CGI, WSGI and the servers in front of them). The
+//!   signer removes every look-alike from every request it forwards,
+//!   under every [`ExistingToken`] policy: a look-alike never counts as the
+//!   header (under `Reject` it is removed and the request signed; under
+//!   `Keep` only the header itself is kept). `Authorization`, with neither
+//!   character, has no look-alike.
+//! * A client's `Connection` header can name the token header
+//!   (`Connection: close, authorization`), which makes it hop-by-hop: any
+//!   compliant proxy between the signer and the backend would drop it
+//!   (RFC 9110, section 7.6.1). The signer removes the header's name
+//!   (or a look-alike, in any case) from every `Connection` line of
+//!   every request it forwards, keeps the other names in their order, and
+//!   drops the `Connection` header when no name is left.
 //!
 //! # Answers the signer gives itself
 //!
-//! A request is never forwarded unsigned. In these cases the inner service
-//! is not called; the client gets a small JSON body
+//! A request is never forwarded without a token this signer made, but for
+//! the client's own value under [`ExistingToken::Keep`]. In these cases the
+//! inner service is not called; the client gets a small JSON body
 //! `{"error":"...","reason":"..."}` (with `Cache-Control: no-store`) and a
 //! `tracing` event records why:
 //!
@@ -134,6 +168,22 @@
 //! | the token would be longer than [`max_token_len`](JwtSignerLayer::max_token_len) (8 KiB by default) | 400 | `token_too_large` |
 //! | the registry has no active key | 503 | `no_signing_key` |
 //! | signing fails (the key backend, the random source) | 500 | `signing_failed` |
+//!
+//! # Settings and runtime
+//!
+//! A [`JwtSignerLayer`] holds settings only, checked when they are set and
+//! shared (behind an `Arc`) by every service it builds. What changes while
+//! requests are served belongs to a service: each call of
+//! [`Layer::layer`](tower_layer::Layer::layer) gives the service it builds
+//! a runtime of its own (the encoded JWT header of the active key and, with
+//! [`JwtSignerLayer::reuse_tokens`], a token reuse cache), as tower's
+//! `ConcurrencyLimitLayer` makes a fresh semaphore for each service. Clones
+//! of a service share its runtime; [`JwtSigner::cached_tokens`] reports its
+//! cache. axum's `Router::layer` builds one service per route, so each
+//! route has its own reuse cache; one [`TokenCache`] given to
+//! [`JwtSignerLayer::reuse_tokens_in`] is shared instead, by every service
+//! built with it (as tower's `GlobalConcurrencyLimitLayer` shares one
+//! semaphore).
 //!
 //! # Response body
 //!
@@ -169,163 +219,30 @@
 
 mod body;
 mod claims;
+mod config;
+mod error;
+mod failure;
 mod future;
+mod jti;
 mod layer;
+mod mint;
 mod offload;
 mod pool;
 mod reuse;
+mod scrub;
 mod service;
 mod template;
 
-use std::fmt;
-use std::time::Duration;
-
-use http::HeaderName;
-
 pub use body::ResponseBody;
 pub use claims::{ClaimsRejection, RequestClaims, ReservedClaim};
+pub use config::{DEFAULT_TTL, ExistingToken};
+pub use error::{MAX_BACKDATE, MAX_TTL, SignerConfigError};
 pub use future::ResponseFuture;
-pub use layer::{ExistingToken, JwtSignerLayer};
+pub use layer::JwtSignerLayer;
 pub use offload::Offload;
-pub use reuse::TokenReuse;
+pub use reuse::{TokenCache, TokenReuse};
 pub use service::JwtSigner;
 pub use template::TemplateError;
-
-/// The default token lifetime: 60 seconds.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
-
-/// The longest token lifetime [`JwtSignerLayer::ttl`] accepts: one day.
-pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// The largest `nbf` backdate [`JwtSignerLayer::not_before_backdate`]
-/// accepts: one hour.
-pub const MAX_BACKDATE: Duration = Duration::from_secs(60 * 60);
-
-/// Why a [`JwtSignerLayer`] setting was refused. Nothing changed when it is
-/// returned.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum SignerConfigError {
-    /// Not a valid HTTP header name.
-    InvalidHeaderName(String),
-    /// A hop-by-hop or framing header, which proxies drop or which would
-    /// break the request.
-    ReservedHeaderName(HeaderName),
-    /// The scheme is empty, too long, or holds characters other than RFC
-    /// 9110 `token` characters (a space, CR or LF, for example).
-    InvalidScheme(String),
-    /// The `typ` is empty, too long, or holds characters a media type
-    /// cannot.
-    InvalidTokenType(String),
-    /// The ttl is not whole seconds from 1 s to [`MAX_TTL`].
-    InvalidTtl(Duration),
-    /// The backdate is not whole seconds up to [`MAX_BACKDATE`].
-    InvalidBackdate(Duration),
-    /// An empty `iss`, `sub` or `aud` (or an empty audience list).
-    EmptyClaim(&'static str),
-    /// An empty claim name.
-    InvalidClaimName(String),
-    /// A registered claim name given to a setter that cannot take it.
-    ReservedClaim(ReservedClaim),
-    /// A claim template that does not parse.
-    Template {
-        /// The claim.
-        claim: String,
-        /// Why.
-        source: TemplateError,
-    },
-    /// A `number:` or `boolean:` template for `iss`, `sub` or `aud`, which
-    /// are strings.
-    TemplateType {
-        /// The claim.
-        claim: String,
-        /// The template.
-        template: String,
-    },
-    /// Not one of `replace`, `keep`, `reject`.
-    InvalidPolicy(String),
-    /// A [`TokenReuse`] bound outside 1 to [`TokenReuse::MAX_ENTRIES`].
-    InvalidReuseEntries(usize),
-    /// A [`TokenReuse`] share outside 1 to 100 percent.
-    InvalidReusePercent(u8),
-    /// Not one of `inline`, `blocking`, `auto`.
-    InvalidOffload(String),
-    /// A token size limit of zero ([`JwtSignerLayer::max_token_len`]).
-    InvalidMaxTokenLen(usize),
-}
-
-impl fmt::Display for SignerConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SignerConfigError::InvalidHeaderName(name) => {
-                write!(f, "invalid header name {name:?}")
-            }
-            SignerConfigError::ReservedHeaderName(name) => write!(
-                f,
-                "the token cannot go in the {name} header: it is a hop-by-hop or framing header"
-            ),
-            SignerConfigError::InvalidScheme(scheme) => write!(
-                f,
-                "invalid scheme {scheme:?}: use 1 to 64 token characters (letters, digits, !#$%&'*+-.^_`|~), or no scheme"
-            ),
-            SignerConfigError::InvalidTokenType(typ) => write!(
-                f,
-                "invalid token type {typ:?}: use 1 to 64 characters of A-Z a-z 0-9 !#$&-^_.+/"
-            ),
-            SignerConfigError::InvalidTtl(ttl) => write!(
-                f,
-                "invalid token lifetime {ttl:?}: use whole seconds from 1 s to {} s",
-                MAX_TTL.as_secs()
-            ),
-            SignerConfigError::InvalidBackdate(backdate) => write!(
-                f,
-                "invalid nbf backdate {backdate:?}: use whole seconds up to {} s",
-                MAX_BACKDATE.as_secs()
-            ),
-            SignerConfigError::EmptyClaim(name) => write!(f, "the `{name}` claim cannot be empty"),
-            SignerConfigError::InvalidClaimName(name) => {
-                write!(f, "invalid claim name {name:?}")
-            }
-            SignerConfigError::ReservedClaim(err) => err.fmt(f),
-            SignerConfigError::Template { claim, source } => {
-                write!(f, "invalid template for claim {claim:?}: {source}")
-            }
-            SignerConfigError::TemplateType { claim, template } => write!(
-                f,
-                "the template {template:?} for `{claim}` is not a string template; `{claim}` is a string"
-            ),
-            SignerConfigError::InvalidPolicy(policy) => write!(
-                f,
-                "unknown existing-token policy {policy:?}: use replace, keep or reject"
-            ),
-            SignerConfigError::InvalidReuseEntries(entries) => write!(
-                f,
-                "invalid token reuse bound {entries}: use 1 to {} entries",
-                TokenReuse::MAX_ENTRIES
-            ),
-            SignerConfigError::InvalidReusePercent(percent) => {
-                write!(f, "invalid token reuse share {percent}%: use 1 to 100")
-            }
-            SignerConfigError::InvalidMaxTokenLen(max) => {
-                write!(f, "invalid token size limit {max}: use at least 1 byte")
-            }
-            SignerConfigError::InvalidOffload(offload) => write!(
-                f,
-                "unknown offload mode {offload:?}: use inline, blocking or auto"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for SignerConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SignerConfigError::ReservedClaim(err) => Some(err),
-            SignerConfigError::Template { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests;

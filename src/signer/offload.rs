@@ -3,8 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::SignerConfigError;
-use super::layer::truncate;
+use super::error::{SignerConfigError, truncate};
 use crate::keys::Algorithm;
 
 /// Where the signer computes signatures.

@@ -1,17 +1,21 @@
-//! Opt-in token reuse: [`TokenReuse`] (the setting) and the bounded,
-//! concurrent cache behind it.
+//! Opt-in token reuse: [`TokenReuse`] (the setting) and [`TokenCache`],
+//! the bounded, concurrent cache behind it.
 
+use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::HeaderValue;
 
-use super::SignerConfigError;
+use super::error::{MAX_REUSE_ENTRIES, SignerConfigError};
 use crate::keys::JwsSigner;
 
 /// Hand out a recently signed token again when a request's claims equal
 /// those of that token. Off by default; turn it on with
-/// [`JwtSignerLayer::reuse_tokens`](super::JwtSignerLayer::reuse_tokens).
+/// [`JwtSignerLayer::reuse_tokens`](super::JwtSignerLayer::reuse_tokens)
+/// (a cache for each service the layer builds) or
+/// [`JwtSignerLayer::reuse_tokens_in`](super::JwtSignerLayer::reuse_tokens_in)
+/// (one [`TokenCache`] that you share).
 ///
 /// Two requests have equal claims when every claim except `iat`, `nbf`,
 /// `exp` and `jti` is the same, after templates and the per-request
@@ -63,7 +67,7 @@ impl TokenReuse {
 
     /// The largest bound [`max_entries`](Self::max_entries) accepts:
     /// 1 000 000 tokens.
-    pub const MAX_ENTRIES: usize = 1_000_000;
+    pub const MAX_ENTRIES: usize = MAX_REUSE_ENTRIES;
 
     /// The default share of the lifetime a token must still have to be
     /// handed out again: 50 %.
@@ -131,6 +135,54 @@ impl Default for TokenReuse {
     }
 }
 
+/// A token reuse cache: bounded, concurrent, and cheap to clone (clones
+/// share it).
+///
+/// [`JwtSignerLayer::reuse_tokens`](super::JwtSignerLayer::reuse_tokens)
+/// gives each service the layer builds a cache of its own (a fresh one on
+/// every [`Layer::layer`](tower_layer::Layer::layer) call, as tower's
+/// `ConcurrencyLimitLayer` makes a fresh semaphore; clones of that service
+/// share it). axum's `Router::layer` calls `layer` once per route, so each
+/// route then has its own cache, each bounded by
+/// [`TokenReuse::max_entries`]. To use one cache across routes, or across
+/// several layers, build a `TokenCache` and hand it to
+/// [`JwtSignerLayer::reuse_tokens_in`](super::JwtSignerLayer::reuse_tokens_in),
+/// as tower's `GlobalConcurrencyLimitLayer` takes one shared semaphore:
+/// every service built from those layers then shares this one cache and
+/// its one bound.
+///
+/// A token is handed out again only by a service whose settings made it:
+/// services of the same layer (or of its clones) share tokens through the
+/// cache; a layer configured differently (another scheme, `typ`, lifetime,
+/// or any other setting) shares the bound, never its tokens.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_jwt_signer::signer::{TokenCache, TokenReuse};
+/// use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = KeyRegistry::generate(Algorithm::ES256)?;
+/// let cache = TokenCache::new(TokenReuse::new().max_entries(50_000)?);
+/// let signer = JwtSignerLayer::new(registry)
+///     .audience("orders-api")?
+///     .reuse_tokens_in(cache.clone());
+/// // Both routes hand out each other's tokens, from one cache of at most
+/// // 50 000 tokens.
+/// let app: Router = Router::new()
+///     .route("/orders", get(|| async { "orders" }))
+///     .route("/invoices", get(|| async { "invoices" }))
+///     .layer(signer);
+/// assert_eq!(cache.len(), 0);
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Arc<Sets>,
+}
+
 /// How many entries share one lock and one lookup: a set-associative cache.
 const WAYS: usize = 8;
 
@@ -145,13 +197,18 @@ struct Slot {
     /// Holding it also means a signer's address cannot be reused by another
     /// key while the entry lives.
     signer: Arc<dyn JwsSigner>,
+    /// The settings that made it: only they hand it out again.
+    settings: u64,
     iat: u64,
-    exp: u64,
+    /// The last second it may be handed out (`exp` minus the lifetime it
+    /// must keep).
+    until: u64,
 }
 
 /// What a hit must match besides the claims.
 pub(crate) struct Lookup<'a> {
     pub(crate) active: &'a Arc<dyn JwsSigner>,
+    pub(crate) settings: u64,
     pub(crate) now: u64,
 }
 
@@ -160,68 +217,94 @@ pub(crate) struct NewEntry {
     pub(crate) hash: u64,
     pub(crate) key: Box<[u8]>,
     pub(crate) signer: Arc<dyn JwsSigner>,
+    pub(crate) settings: u64,
     pub(crate) iat: u64,
-    pub(crate) exp: u64,
+    pub(crate) until: u64,
 }
 
 /// The bounded cache: `sets` of at most [`WAYS`] entries each, every set
 /// behind its own lock. A claims set hashes (SipHash with a random key, so
 /// request data cannot aim at one set) to one set; a full set replaces the
-/// entry that expires first. The total never exceeds `max_entries`.
-pub(crate) struct ReuseCache {
+/// entry whose reuse ends first. The total never exceeds `max_entries`.
+struct Sets {
+    settings: TokenReuse,
     sets: Box<[Mutex<Vec<Slot>>]>,
     /// How many entries each set may hold: `WAYS`, and fewer for the last
     /// set when `max_entries` is not a multiple of `WAYS`.
     last_ways: usize,
     hasher: std::collections::hash_map::RandomState,
-    min_remaining: u64,
 }
 
-impl ReuseCache {
-    pub(crate) fn new(settings: TokenReuse, ttl: u64) -> Self {
+impl TokenCache {
+    /// An empty cache with these settings.
+    pub fn new(settings: TokenReuse) -> Self {
         let max = settings.max_entries;
         let set_count = max.div_ceil(WAYS);
         let last_ways = max - (set_count - 1) * WAYS;
-        ReuseCache {
-            sets: (0..set_count).map(|_| Mutex::new(Vec::new())).collect(),
-            last_ways,
-            hasher: std::collections::hash_map::RandomState::new(),
-            min_remaining: settings.min_remaining_secs(ttl),
+        TokenCache {
+            inner: Arc::new(Sets {
+                settings,
+                sets: (0..set_count).map(|_| Mutex::new(Vec::new())).collect(),
+                last_ways,
+                hasher: std::collections::hash_map::RandomState::new(),
+            }),
         }
     }
 
+    /// The settings it was built with.
+    pub fn settings(&self) -> TokenReuse {
+        self.inner.settings
+    }
+
+    /// How many tokens it holds now: at most
+    /// [`TokenReuse::max_entries`].
+    pub fn len(&self) -> usize {
+        self.inner
+            .sets
+            .iter()
+            .map(|set| set.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    /// Whether it holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub(crate) fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+        self.inner.hasher.hash_one(key)
     }
 
     fn set(&self, hash: u64) -> (&Mutex<Vec<Slot>>, usize) {
+        let sets = &self.inner.sets;
         // The high bits pick the set (the low bits are compared first in
         // the set: both are good bits of SipHash).
-        let index = ((hash >> 32) as usize) % self.sets.len();
-        let ways = if index + 1 == self.sets.len() {
-            self.last_ways
+        let index = ((hash >> 32) as usize) % sets.len();
+        let ways = if index + 1 == sets.len() {
+            self.inner.last_ways
         } else {
             WAYS
         };
-        (&self.sets[index], ways)
+        (&sets[index], ways)
     }
 
-    /// The cached token for these claims, if it was signed by the active key
-    /// and still has enough lifetime.
+    /// The cached token for these claims, if these settings made it, the
+    /// active key signed it, and it may still be handed out.
     pub(crate) fn get(&self, hash: u64, key: &[u8], lookup: &Lookup<'_>) -> Option<HeaderValue> {
         let (set, _) = self.set(hash);
         let set = set.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = set
-            .iter()
-            .find(|slot| slot.hash == hash && *slot.key == *key)?;
+        let slot = set.iter().find(|slot| {
+            slot.hash == hash && slot.settings == lookup.settings && *slot.key == *key
+        })?;
         let usable = std::ptr::addr_eq(Arc::as_ptr(&slot.signer), Arc::as_ptr(lookup.active))
             && slot.iat <= lookup.now
-            && slot.exp >= lookup.now.saturating_add(self.min_remaining);
+            && lookup.now <= slot.until;
         usable.then(|| slot.value.clone())
     }
 
     /// Remembers a freshly signed token, replacing the entry for the same
-    /// claims, else an empty way, else the entry that expires first.
+    /// claims under the same settings, else an empty way, else the entry
+    /// whose reuse ends first.
     pub(crate) fn insert(&self, entry: NewEntry, value: HeaderValue) {
         let (set, ways) = self.set(entry.hash);
         let slot = Slot {
@@ -229,39 +312,44 @@ impl ReuseCache {
             key: entry.key,
             value,
             signer: entry.signer,
+            settings: entry.settings,
             iat: entry.iat,
-            exp: entry.exp,
+            until: entry.until,
         };
         let mut set = set.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(same) = set
-            .iter_mut()
-            .find(|old| old.hash == slot.hash && old.key == slot.key)
-        {
+        if let Some(same) = set.iter_mut().find(|old| {
+            old.hash == slot.hash && old.settings == slot.settings && old.key == slot.key
+        }) {
             *same = slot;
         } else if set.len() < ways {
             if set.capacity() == 0 {
                 set.reserve_exact(ways);
             }
             set.push(slot);
-        } else if let Some(oldest) = set.iter_mut().min_by_key(|old| old.exp) {
+        } else if let Some(oldest) = set.iter_mut().min_by_key(|old| old.until) {
             *oldest = slot;
         }
     }
 
-    /// Drops every entry (after a rotation: the old key's tokens are never
-    /// handed out again, and its signer is released).
-    pub(crate) fn clear(&self) {
-        for set in &*self.sets {
-            set.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    /// Drops every entry another key signed (after a rotation: the old
+    /// key's tokens are never handed out again, and its signer is
+    /// released). Entries of `active` stay: another service sharing this
+    /// cache may have seen the rotation first.
+    pub(crate) fn retain_signer(&self, active: &Arc<dyn JwsSigner>) {
+        for set in &*self.inner.sets {
+            set.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|slot| std::ptr::addr_eq(Arc::as_ptr(&slot.signer), Arc::as_ptr(active)));
         }
     }
+}
 
-    /// How many tokens are cached now.
-    pub(crate) fn len(&self) -> usize {
-        self.sets
-            .iter()
-            .map(|set| set.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("settings", &self.inner.settings)
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -274,13 +362,16 @@ mod tests {
         Arc::new(SigningKey::generate(Algorithm::ES256).unwrap())
     }
 
-    fn entry(cache: &ReuseCache, key: &[u8], signer: &Arc<dyn JwsSigner>, iat: u64) -> NewEntry {
+    /// A 60 s token signed at `iat` under settings 1, handed out again while
+    /// 30 s remain.
+    fn entry(cache: &TokenCache, key: &[u8], signer: &Arc<dyn JwsSigner>, iat: u64) -> NewEntry {
         NewEntry {
             hash: cache.hash(key),
             key: key.into(),
             signer: Arc::clone(signer),
+            settings: 1,
             iat,
-            exp: iat + 60,
+            until: iat + 60 - TokenReuse::new().min_remaining_secs(60),
         }
     }
 
@@ -302,8 +393,8 @@ mod tests {
     }
 
     #[test]
-    fn hit_needs_same_claims_same_key_and_lifetime() {
-        let cache = ReuseCache::new(TokenReuse::new(), 60);
+    fn hit_needs_same_claims_same_key_same_settings_and_lifetime() {
+        let cache = TokenCache::new(TokenReuse::new());
         let key = signer();
         let other = signer();
         cache.insert(
@@ -311,7 +402,11 @@ mod tests {
             HeaderValue::from_static("A"),
         );
         let hash = cache.hash(b"a");
-        let at = |now| Lookup { active: &key, now };
+        let at = |now| Lookup {
+            active: &key,
+            settings: 1,
+            now,
+        };
         assert_eq!(cache.get(hash, b"a", &at(1000)).unwrap(), "A");
         assert_eq!(cache.get(hash, b"a", &at(1030)).unwrap(), "A");
         assert!(cache.get(hash, b"a", &at(1031)).is_none(), "too old");
@@ -319,19 +414,39 @@ mod tests {
         assert!(cache.get(cache.hash(b"b"), b"b", &at(1000)).is_none());
         let rotated = Lookup {
             active: &other,
+            settings: 1,
             now: 1000,
         };
         assert!(cache.get(hash, b"a", &rotated).is_none(), "another key");
+        let elsewhere = Lookup {
+            active: &key,
+            settings: 2,
+            now: 1000,
+        };
+        assert!(
+            cache.get(hash, b"a", &elsewhere).is_none(),
+            "other settings"
+        );
         // Same hash, other bytes: no hit.
         assert!(cache.get(hash, b"a2", &at(1000)).is_none());
-        cache.clear();
-        assert_eq!(cache.len(), 0);
+        // Other settings, same claims: a second entry, beside the first.
+        let mut theirs = entry(&cache, b"a", &key, 1000);
+        theirs.settings = 2;
+        cache.insert(theirs, HeaderValue::from_static("B"));
+        assert_eq!(cache.get(hash, b"a", &elsewhere).unwrap(), "B");
+        assert_eq!(cache.get(hash, b"a", &at(1000)).unwrap(), "A");
+        // A clone is the same cache.
+        assert_eq!(cache.clone().len(), 2);
+        cache.retain_signer(&key);
+        assert_eq!(cache.len(), 2, "the active key's tokens stay");
+        cache.retain_signer(&other);
+        assert!(cache.is_empty());
     }
 
     #[test]
     fn bounded_for_any_size() {
         for max in [1, 3, 4, 5, 17, 1000] {
-            let cache = ReuseCache::new(TokenReuse::new().max_entries(max).unwrap(), 60);
+            let cache = TokenCache::new(TokenReuse::new().max_entries(max).unwrap());
             let key = signer();
             for i in 0..(max * 10) {
                 let claims = format!("sub-{i}");
@@ -341,7 +456,7 @@ mod tests {
                 );
                 assert!(cache.len() <= max, "{max}");
             }
-            assert!(cache.len() > 0);
+            assert!(!cache.is_empty());
         }
     }
 }

@@ -17,7 +17,8 @@ enum Source {
     Path,
     /// `req.method`.
     Method,
-    /// `req.host`: the URI authority, else the `Host` header.
+    /// `req.host`: the URI authority, else the `Host` header; never the
+    /// userinfo.
     Host,
 }
 
@@ -438,13 +439,16 @@ impl<'a> RequestValues<'a> {
             }),
             Source::Path => Some(Cow::Borrowed(self.parts.uri.path())),
             Source::Method => Some(Cow::Borrowed(self.parts.method.as_str())),
+            // The URI's authority wins (RFC 9112, section 3.2.2: a server
+            // ignores Host when the request target is in absolute form).
             Source::Host => match self.parts.uri.authority() {
-                Some(authority) => Some(Cow::Borrowed(authority.as_str())),
-                None => self
-                    .parts
-                    .headers
-                    .get(http::header::HOST)
-                    .map(|host| header_text(host.as_bytes())),
+                Some(authority) => Some(Cow::Borrowed(without_userinfo(authority.as_str()))),
+                None => self.parts.headers.get(http::header::HOST).map(|host| {
+                    match header_text(host.as_bytes()) {
+                        Cow::Borrowed(text) => Cow::Borrowed(without_userinfo(text)),
+                        Cow::Owned(text) => Cow::Owned(without_userinfo(&text).to_owned()),
+                    }
+                }),
             },
         };
         match (value, &expr.default) {
@@ -453,6 +457,14 @@ impl<'a> RequestValues<'a> {
             (None, None) => Err(RenderError::Missing(expr.source.to_string())),
         }
     }
+}
+
+/// `host[:port]` without the `userinfo@` an authority may start with: a
+/// password in a URL never becomes a claim.
+fn without_userinfo(authority: &str) -> &str {
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_userinfo, host)| host)
 }
 
 /// A header value as text: UTF-8 when it is, else with U+FFFD for the
@@ -518,6 +530,29 @@ mod tests {
             render("${req.host}", request),
             Err(RenderError::Missing("req.host".into()))
         );
+    }
+
+    /// Issue 16: `${req.host}` copied the absolute-form authority with its
+    /// userinfo: `GET http://user:secret@evil.example/` gave
+    /// `user:secret@evil.example`.
+    #[test]
+    fn host_never_copies_userinfo() {
+        let request = Request::get("http://user:secret@evil.example:8080/x")
+            .header("host", "gw.local")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            render("${req.host}", request).unwrap(),
+            "evil.example:8080",
+            "the authority wins over Host, without its userinfo"
+        );
+        let request = Request::get("http://user@api.example/").body(()).unwrap();
+        assert_eq!(render("${req.host}", request).unwrap(), "api.example");
+        let request = Request::get("/x")
+            .header("host", "user:secret@gw.local")
+            .body(())
+            .unwrap();
+        assert_eq!(render("${req.host}", request).unwrap(), "gw.local");
     }
 
     #[test]

@@ -244,7 +244,7 @@ async fn a_token_over_the_size_limit_is_refused_and_not_forwarded() {
     assert_eq!(calls.load(Ordering::Relaxed), 1);
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let len: usize = std::str::from_utf8(&bytes).unwrap().parse().unwrap();
-    assert!(len > crate::verifier::DEFAULT_MAX_TOKEN_LEN, "{len}");
+    assert!(len > crate::limits::DEFAULT_MAX_TOKEN_LEN, "{len}");
 
     assert!(matches!(
         layer().max_token_len(0),
@@ -283,4 +283,375 @@ fn service_accessors() {
     assert_eq!(signer.clone().into_inner(), 8);
     let _layer: JwtSignerLayer = JwtSigner::<()>::layer(KeyRegistry::empty());
     assert!(format!("{signer:?}").contains("JwtSigner"));
+}
+
+/// The token the inner service receives, echoed back in the body.
+async fn token_through<S>(service: &S) -> Bytes
+where
+    S: tower::Service<
+            Request<()>,
+            Response = Response<ResponseBody<Full<Bytes>>>,
+            Error = Infallible,
+        > + Clone,
+{
+    let response = service
+        .clone()
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+fn echo_token() -> impl tower::Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    service_fn(|request: Request<()>| async move {
+        let value = request.headers()["authorization"].as_bytes().to_vec();
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(value))))
+    })
+}
+
+#[tokio::test]
+async fn each_service_of_a_layer_has_its_own_reuse_cache_and_its_clones_share_it() {
+    let layer = layer().reuse_tokens(TokenReuse::new());
+    let first = layer.layer(echo_token());
+    let second = layer.layer(echo_token());
+
+    let token = token_through(&first).await;
+    assert_eq!(token_through(&first).await, token, "a clone reuses it");
+    assert_eq!(first.cached_tokens(), 1);
+    assert_eq!(second.cached_tokens(), 0, "another service, another cache");
+    assert_ne!(token_through(&second).await, token);
+    assert_eq!(second.cached_tokens(), 1);
+    assert_eq!(first.cached_tokens(), 1);
+}
+
+#[tokio::test]
+async fn services_given_one_token_cache_share_it() {
+    let cache = TokenCache::new(TokenReuse::new());
+    let layer = layer().reuse_tokens_in(cache.clone());
+    let first = layer.layer(echo_token());
+    let second = layer.clone().layer(echo_token());
+
+    let token = token_through(&first).await;
+    assert_eq!(token_through(&second).await, token, "one cache");
+    assert_eq!(cache.len(), 1);
+    assert_eq!(first.cached_tokens(), 1);
+    assert_eq!(second.cached_tokens(), 1);
+
+    // Other settings share the bound, never the tokens.
+    let other = layer.scheme("JWT").unwrap().layer(echo_token());
+    let theirs = token_through(&other).await;
+    assert!(theirs.starts_with(b"JWT ey"), "{theirs:?}");
+    assert_eq!(cache.len(), 2);
+    assert_eq!(token_through(&first).await, token);
+    assert_eq!(token_through(&other).await, theirs);
+}
+
+/// The inner service of the hardening tests: counts its calls and answers
+/// with the values of `name` it received, joined with `|`.
+fn echo_header(
+    name: &'static str,
+    calls: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    let calls = calls.clone();
+    service_fn(move |request: Request<()>| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let values: Vec<&str> = request
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        let body = Bytes::from(values.join("|"));
+        async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+    })
+}
+
+async fn status_and_body<S>(service: &S, request: Request<()>) -> (StatusCode, String)
+where
+    S: tower::Service<
+            Request<()>,
+            Response = Response<ResponseBody<Full<Bytes>>>,
+            Error = Infallible,
+        > + Clone,
+{
+    let response = service.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// Issue 16: under `ExistingToken::Keep`, a client that sent any value in
+/// the header had it forwarded and the claims closure (the access check
+/// that answers 401/403) never ran.
+#[tokio::test]
+async fn the_claims_closure_decides_under_every_policy() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let checked = |layer: JwtSignerLayer| {
+        layer.request_claims(|parts| match parts.headers.get("x-user") {
+            Some(user) if user == "banned" => Err(ClaimsRejection::forbidden("suspended")),
+            Some(user) => Ok(RequestClaims::new().subject(user.to_str().unwrap())),
+            None => Err(ClaimsRejection::unauthorized("not signed in")),
+        })
+    };
+    let with_token = |user: Option<&str>| {
+        let mut request = Request::get("/").header("authorization", "Bearer forged");
+        if let Some(user) = user {
+            request = request.header("x-user", user);
+        }
+        request.body(()).unwrap()
+    };
+    for policy in [
+        ExistingToken::Keep,
+        ExistingToken::Reject,
+        ExistingToken::Replace,
+    ] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service =
+            checked(layer().existing_token(policy)).layer(echo_header("authorization", &calls));
+
+        let (status, body) = status_and_body(&service, with_token(None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{policy}: {body}");
+        assert!(body.contains("\"unauthorized\""), "{policy}: {body}");
+        let (status, _) = status_and_body(&service, with_token(Some("banned"))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{policy}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{policy}: never forwarded");
+
+        // An accepted request goes on as the policy says.
+        let (status, body) = status_and_body(&service, with_token(Some("alice"))).await;
+        match policy {
+            ExistingToken::Keep => {
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(body, "Bearer forged", "the client's own value, unsigned");
+            }
+            ExistingToken::Reject => assert_eq!(status, StatusCode::BAD_REQUEST),
+            _ => {
+                assert_eq!(status, StatusCode::OK);
+                assert!(body.starts_with("Bearer ey"), "{body}");
+            }
+        }
+    }
+}
+
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>>;
+
+/// An inner service that keeps the headers of every request it receives.
+fn keep_headers(
+    seen: &Seen,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    let seen = seen.clone();
+    service_fn(move |request: Request<()>| {
+        seen.lock().unwrap().push(request.headers().clone());
+        async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) }
+    })
+}
+
+/// Sends `request` through `layer` and returns the headers the inner
+/// service received.
+async fn received(layer: &JwtSignerLayer, request: Request<()>) -> http::HeaderMap {
+    let seen = Seen::default();
+    let response = layer
+        .layer(keep_headers(&seen))
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    seen.pop().unwrap()
+}
+
+fn lines<'a>(headers: &'a http::HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
+}
+
+/// Issue 16: a client's `Connection: close, authorization` named the
+/// signed header as hop-by-hop, so that any compliant proxy between the
+/// signer and the backend dropped the token.
+#[tokio::test]
+async fn the_token_header_is_taken_out_of_every_connection_line() {
+    let request = |connection: &[&str]| {
+        let mut request = Request::get("/");
+        for line in connection {
+            request = request.header("connection", *line);
+        }
+        request.body(()).unwrap()
+    };
+    for offload in [Offload::Inline, Offload::Blocking] {
+        let default = layer().offload(offload);
+        let headers = received(&default, request(&["close, authorization"])).await;
+        assert_eq!(lines(&headers, "connection"), ["close"], "{offload}");
+        assert_eq!(lines(&headers, "authorization").len(), 1);
+        assert!(
+            headers["authorization"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer ey")
+        );
+
+        let headers = received(
+            &default,
+            request(&[
+                "Authorization",
+                "keep-alive",
+                "x-other ,\tAUTHORIZATION ,, te",
+            ]),
+        )
+        .await;
+        assert_eq!(
+            lines(&headers, "connection"),
+            ["keep-alive", "x-other, te"],
+            "{offload}: the other tokens stay, in order"
+        );
+
+        let headers = received(&default, request(&["authorization", " AuThOrIzAtIoN "])).await;
+        assert!(
+            headers.get("connection").is_none(),
+            "{offload}: nothing left, no Connection header"
+        );
+
+        let custom = layer()
+            .offload(offload)
+            .header_name("X-JWT-Token")
+            .unwrap()
+            .without_scheme();
+        let headers = received(&custom, request(&["X-JWT-TOKEN,  upgrade", "close"])).await;
+        assert_eq!(
+            lines(&headers, "connection"),
+            ["upgrade", "close"],
+            "{offload}"
+        );
+        assert!(headers["x-jwt-token"].to_str().unwrap().starts_with("ey"));
+        let headers = received(&custom, request(&["close, authorization"])).await;
+        assert_eq!(
+            lines(&headers, "connection"),
+            ["close, authorization"],
+            "{offload}: another header's name stays"
+        );
+    }
+
+    // Keep forwards the client's value: it is not named away either.
+    let keep = layer().existing_token(ExistingToken::Keep);
+    let mut request = request(&["close, authorization"]);
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer client".parse().unwrap());
+    let headers = received(&keep, request).await;
+    assert_eq!(lines(&headers, "connection"), ["close"]);
+    assert_eq!(lines(&headers, "authorization"), ["Bearer client"]);
+}
+
+/// The names in `headers` that read as `name` once `_` is read as `-`.
+fn spelled_like<'a>(headers: &'a http::HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .keys()
+        .map(http::HeaderName::as_str)
+        .filter(|key| key.replace('_', "-") == name.replace('_', "-"))
+        .collect()
+}
+
+/// Issue 16: with a custom header name holding a `-`, a client header
+/// spelled with `_` (`X_JWT_Token`) was forwarded next to ours, and a
+/// backend mapping `_` to `-` (CGI, WSGI) could read the client's.
+#[tokio::test]
+async fn look_alikes_of_the_token_header_never_reach_the_backend() {
+    let custom = |policy: ExistingToken, offload: Offload| {
+        layer()
+            .header_name("X-JWT-Token")
+            .unwrap()
+            .without_scheme()
+            .existing_token(policy)
+            .offload(offload)
+    };
+    let request = |own: Option<&str>| {
+        let mut request = Request::get("/")
+            .header("X_JWT_Token", "forged")
+            .header("x-jwt_token", "forged")
+            .header("X_Jwt-TOKEN", "forged")
+            .header("x-jwt-tokens", "unrelated")
+            .header("x_user", "alice");
+        if let Some(own) = own {
+            request = request.header("x-jwt-token", own);
+        }
+        request.body(()).unwrap()
+    };
+    let only_ours = |headers: &http::HeaderMap, label: &str| {
+        assert_eq!(
+            spelled_like(headers, "x-jwt-token"),
+            ["x-jwt-token"],
+            "{label}"
+        );
+        assert_eq!(lines(headers, "x-jwt-token").len(), 1, "{label}");
+        assert_eq!(headers["x-jwt-tokens"], "unrelated", "{label}");
+        assert_eq!(headers["x_user"], "alice", "{label}");
+    };
+    for offload in [Offload::Inline, Offload::Blocking] {
+        for policy in [
+            ExistingToken::Replace,
+            ExistingToken::Keep,
+            ExistingToken::Reject,
+        ] {
+            let label = format!("{policy}, {offload}");
+            // Without the header itself: every policy signs.
+            let headers = received(&custom(policy, offload), request(None)).await;
+            only_ours(&headers, &label);
+            assert!(headers["x-jwt-token"].to_str().unwrap().starts_with("ey"));
+        }
+        let label = format!("replace, {offload}");
+        let replace = custom(ExistingToken::Replace, offload);
+        let headers = received(&replace, request(Some("client"))).await;
+        only_ours(&headers, &label);
+        assert!(headers["x-jwt-token"].to_str().unwrap().starts_with("ey"));
+    }
+    // Keep forwards the client's value of the header itself, and no
+    // look-alike.
+    let keep = custom(ExistingToken::Keep, Offload::Inline);
+    let headers = received(&keep, request(Some("client"))).await;
+    only_ours(&headers, "keep");
+    assert_eq!(headers["x-jwt-token"], "client");
+
+    // A name with `_` loses its `-` look-alikes the same way.
+    let underscored = layer().header_name("x_jwt").unwrap();
+    let headers = received(
+        &underscored,
+        Request::get("/")
+            .header("X-JWT", "forged")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(spelled_like(&headers, "x_jwt"), ["x_jwt"]);
+    // Authorization has no look-alike; nothing else is touched.
+    let headers = received(
+        &layer(),
+        Request::get("/")
+            .header("x_user", "alice")
+            .header("x-user", "bob")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(headers["x_user"], "alice");
+    assert_eq!(headers["x-user"], "bob");
 }

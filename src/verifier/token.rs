@@ -21,7 +21,7 @@ use crate::keys::Algorithm;
 use crate::registry::KeyRegistry;
 
 /// The default size limit of a token, in bytes (8 KiB).
-pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+pub const DEFAULT_MAX_TOKEN_LEN: usize = crate::limits::DEFAULT_MAX_TOKEN_LEN;
 
 /// The default clock-skew leeway for `exp` and `nbf` (30 s).
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
