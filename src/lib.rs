@@ -89,6 +89,8 @@ pub mod verifier;
 #[doc(inline)]
 pub use clock::Clock;
 #[doc(inline)]
+pub use error::ConfigError;
+#[doc(inline)]
 pub use jwks::{JWKS_PATH, JwksService};
 #[doc(inline)]
 pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
