@@ -370,7 +370,8 @@ async fn fetch_task(remote: Arc<Remote>) -> Result<(), FetchError> {
     let old = remote.cache.load_full();
     let outcome = match result {
         Ok(Fetched::Fresh { set, etag, ttl }) => {
-            for skipped in set.skipped() {
+            // Keys anyone could forge for were logged as they were refused.
+            for skipped in set.skipped().iter().filter(|s| s.weakness().is_none()) {
                 tracing::warn!(url = %remote.uri, "JWKS key skipped: {skipped}");
             }
             tracing::debug!(url = %remote.uri, keys = set.len(), ttl = ?ttl, "JWKS fetched");
