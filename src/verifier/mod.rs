@@ -29,8 +29,10 @@
 //!    signatures are malleable, as RFC 7518 allows: `(r, n - s)` verifies
 //!    too, so never use the token's bytes as a replay-cache key (use `jti`).
 //! 6. The claims: a JSON object without duplicate members; `exp` (required
-//!    by default) and `nbf` with a leeway (30 s by default); `iss` and `aud`
-//!    when configured; any other required claims.
+//!    by default) and `nbf` with a leeway (30 s by default); `iat`, when
+//!    present, a number that is not negative and not later than now plus
+//!    the leeway; `iss` and `aud` when configured; any other required
+//!    claims.
 //!
 //! # Responses
 //!

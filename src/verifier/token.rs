@@ -23,7 +23,7 @@ use crate::registry::KeyRegistry;
 /// The default size limit of a token, in bytes (8 KiB).
 pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
 
-/// The default clock-skew leeway for `exp` and `nbf` (30 s).
+/// The default clock-skew leeway for `exp`, `nbf` and `iat` (30 s).
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// Where a [`Verifier`] takes its public keys from.
@@ -203,8 +203,8 @@ impl Verifier {
         Ok(self)
     }
 
-    /// The clock-skew allowance for `exp` and `nbf` (default 30 s; zero is
-    /// allowed). Whole and fractional seconds are honoured.
+    /// The clock-skew allowance for `exp`, `nbf` and `iat` (default 30 s;
+    /// zero is allowed). Whole and fractional seconds are honoured.
     pub fn with_leeway(mut self, leeway: Duration) -> Self {
         self.rules_mut().leeway = leeway;
         self
@@ -248,8 +248,8 @@ impl Verifier {
         self
     }
 
-    /// The clock for `exp` and `nbf` ([`Clock::tokio`] follows paused time
-    /// in tests).
+    /// The clock for `exp`, `nbf` and `iat` ([`Clock::tokio`] follows paused
+    /// time in tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.rules_mut().clock = clock;
         self
@@ -477,7 +477,17 @@ impl Verifier {
         {
             return Err(VerifyError::NotYetValid);
         }
-        date("iat")?;
+        // RFC 7519 makes `iat` informational; a token issued later than
+        // now (beyond the clock skew) or before 1970 was not made by a
+        // working issuer, so it is refused, as PyJWT, jose4j and others do.
+        if let Some(iat) = date("iat")? {
+            if iat < 0.0 {
+                return Err(VerifyError::InvalidClaim("iat"));
+            }
+            if now + leeway < iat {
+                return Err(VerifyError::IssuedInFuture);
+            }
+        }
         if let Some(issuer) = &rules.issuer {
             match claims.get("iss") {
                 None => return Err(VerifyError::MissingClaim("iss".to_owned())),
@@ -648,6 +658,9 @@ pub enum VerifyError {
     Expired,
     /// `nbf` is in the future, beyond the leeway.
     NotYetValid,
+    /// `iat` is in the future, beyond the leeway: the token claims to be
+    /// issued later than now.
+    IssuedInFuture,
     /// `iss` is not the configured issuer.
     WrongIssuer,
     /// `aud` does not contain the configured audience.
@@ -655,7 +668,7 @@ pub enum VerifyError {
     /// A required claim is absent.
     MissingClaim(String),
     /// A registered claim has the wrong type (`exp`, `nbf`, `iat` must be
-    /// numbers).
+    /// numbers) or value (`iat` must not be negative).
     InvalidClaim(&'static str),
     /// No keys are available (the remote JWK Set has never been fetched,
     /// the last good one is too old, or the key source holds no usable
@@ -718,10 +731,16 @@ impl fmt::Display for VerifyError {
             VerifyError::InvalidSignature => f.write_str("the signature is invalid"),
             VerifyError::Expired => f.write_str("the token has expired"),
             VerifyError::NotYetValid => f.write_str("the token is not valid yet"),
+            VerifyError::IssuedInFuture => f.write_str("the token is issued in the future"),
             VerifyError::WrongIssuer => f.write_str("the token's issuer is not accepted"),
             VerifyError::WrongAudience => f.write_str("the token is not meant for this audience"),
             VerifyError::MissingClaim(name) => write!(f, "the claim {name} is missing"),
-            VerifyError::InvalidClaim(name) => write!(f, "the claim {name} is not a number"),
+            VerifyError::InvalidClaim(name) => {
+                write!(
+                    f,
+                    "the claim {name} is not a valid date (a number of seconds)"
+                )
+            }
             VerifyError::KeysUnavailable(reason) => {
                 write!(f, "no verification keys available: {reason}")
             }
@@ -871,5 +890,56 @@ mod tests {
         let lenient = Verifier::new(KeySource::fixed(keys.clone()));
         let token = compact(&key, &header(&key), &json!({"exp": now - 10}));
         assert!(lenient.verify_with(&token, &keys).is_ok());
+    }
+
+    /// Issue 16: an `iat` far in the future (or negative) used to pass.
+    #[test]
+    fn iat_later_than_now_plus_the_leeway_or_negative_is_refused() {
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let keys = JwkSet::from_public_jwks([key.public_jwk()]);
+        let now = crate::clock::unix_seconds(std::time::SystemTime::now());
+        let exp = now + 60;
+        let verifier = Verifier::new(KeySource::fixed(keys.clone()))
+            .with_issuer("gw")
+            .with_audience("api")
+            .with_leeway(Duration::ZERO);
+        let check = |claims: Value| {
+            let token = compact(&key, &header(&key), &claims);
+            verifier.verify_with(&token, &keys)
+        };
+        // Later than now plus the leeway (zero here), negative, or not
+        // a number.
+        assert_eq!(
+            check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": now + 5})),
+            Err(VerifyError::IssuedInFuture)
+        );
+        assert_eq!(
+            check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": 9_999_999_999u64})),
+            Err(VerifyError::IssuedInFuture)
+        );
+        for iat in [
+            json!(-1),
+            json!(-1e300),
+            json!(i64::MIN),
+            json!("0"),
+            json!(null),
+        ] {
+            assert_eq!(
+                check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": iat})),
+                Err(VerifyError::InvalidClaim("iat")),
+                "{iat}"
+            );
+        }
+        assert!(check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": now})).is_ok());
+        assert!(check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": 0})).is_ok());
+        let lenient = Verifier::new(KeySource::fixed(keys.clone()));
+        // With the default 30 s leeway: issued 20 s ahead of this clock, but not 40 s.
+        let token = compact(&key, &header(&key), &json!({"exp": exp, "iat": now + 20}));
+        assert!(lenient.verify_with(&token, &keys).is_ok());
+        let token = compact(&key, &header(&key), &json!({"exp": exp, "iat": now + 40}));
+        assert_eq!(
+            lenient.verify_with(&token, &keys),
+            Err(VerifyError::IssuedInFuture)
+        );
     }
 }

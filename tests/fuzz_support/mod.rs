@@ -275,7 +275,14 @@ fn check_claim_rules(payload: &Value) -> Result<(), String> {
     {
         return Err("not yet valid".to_owned());
     }
-    number("iat")?;
+    if let Some(iat) = number("iat")? {
+        if iat < 0.0 {
+            return Err("iat is negative".to_owned());
+        }
+        if now + LEEWAY < iat {
+            return Err("issued in the future".to_owned());
+        }
+    }
     if claims.get("iss") != Some(&Value::from(ISSUER)) {
         return Err("iss".to_owned());
     }
