@@ -213,7 +213,8 @@ fn public_params<T: HasPublic>(
             }
             // A modulus anyone can factor or invert (small factor, prime,
             // ROCA) is never published.
-            super::check_rsa_modulus(rsa.n()).map_err(KeyError::WeakKey)?;
+            let Ok(verdict) = super::check_rsa_modulus(rsa.n(), &super::NoLimit);
+            verdict.map_err(KeyError::WeakKey)?;
             // BigNum::to_vec is minimal big-endian: no leading zero octet.
             Ok(PublicParams::Rsa {
                 n: rsa.n().to_vec(),

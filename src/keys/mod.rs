@@ -51,4 +51,4 @@ pub use kid::{InvalidKid, Kid, MAX_KID_LEN};
 pub use signer::{JwsSigner, JwsSignerExt};
 pub use signing_key::SigningKey;
 pub use weak::WeakKey;
-pub(crate) use weak::{check_ed25519, check_rsa_modulus};
+pub(crate) use weak::{Budget, NoLimit, OutOfTime, Until, check_ed25519, check_rsa_modulus};

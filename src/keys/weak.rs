@@ -30,7 +30,9 @@
 //! always sign, and a modulus whose factors are close together or otherwise
 //! special may still be factored by others.
 
+use std::convert::Infallible;
 use std::fmt;
+use std::time::Instant;
 
 use openssl::bn::{BigNum, BigNumContext, BigNumRef};
 
@@ -162,23 +164,69 @@ const fn odd_primes() -> [u16; ODD_PRIMES_LEN] {
 /// The Miller-Rabin bases: the first twelve primes.
 const MILLER_RABIN_BASES: [u32; 12] = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37];
 
+/// How long a check may run: the prime test of a large modulus is the
+/// costly part (about 2 s per base for 16384 bits), so a JWK Set fetched
+/// under a time bound stops between two steps once its time is up.
+pub(crate) trait Budget {
+    /// What running out of time is ([`Infallible`] for [`NoLimit`]).
+    type Exhausted;
+
+    /// `Err` once the time is up.
+    fn check(&self) -> Result<(), Self::Exhausted>;
+}
+
+/// No time bound: key import, and sets parsed by the caller.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NoLimit;
+
+impl Budget for NoLimit {
+    type Exhausted = Infallible;
+
+    fn check(&self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// Until this instant (`None`: no bound). Wall time of the thread that
+/// checks: the checks run off the async runtime.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Until(pub(crate) Option<Instant>);
+
+/// The time of an [`Until`] is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutOfTime;
+
+impl Budget for Until {
+    type Exhausted = OutOfTime;
+
+    fn check(&self) -> Result<(), OutOfTime> {
+        match self.0 {
+            Some(deadline) if Instant::now() >= deadline => Err(OutOfTime),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Refuses an RSA modulus that anyone can factor or invert at once: a
 /// prime factor below 2^16, the ROCA fingerprint, or a modulus that passes
 /// a Miller-Rabin test (a prime). Meant for moduli of 2048 bits or more
-/// (checked before).
-pub(crate) fn check_rsa_modulus(n: &BigNumRef) -> Result<(), WeakKey> {
+/// (checked before). The outer `Err` is the budget running out.
+pub(crate) fn check_rsa_modulus<B: Budget>(
+    n: &BigNumRef,
+    budget: &B,
+) -> Result<Result<(), WeakKey>, B::Exhausted> {
     if let Some(factor) = small_factor(n) {
-        return Err(WeakKey::RsaSmallFactor { factor });
+        return Ok(Err(WeakKey::RsaSmallFactor { factor }));
     }
     if has_roca_fingerprint(n) {
-        return Err(WeakKey::RsaRocaFingerprint);
+        return Ok(Err(WeakKey::RsaRocaFingerprint));
     }
     // An OpenSSL failure (memory) is not a verdict on the key: the caller
     // reports it when it builds the key from the same numbers.
-    if is_probable_prime(n).unwrap_or(false) {
-        return Err(WeakKey::RsaPrimeModulus);
+    if is_probable_prime(n, budget)?.unwrap_or(false) {
+        return Ok(Err(WeakKey::RsaPrimeModulus));
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// The smallest prime factor of `n` below 2^16, if any (2 included).
@@ -200,39 +248,70 @@ fn small_factor(n: &BigNumRef) -> Option<u32> {
     None
 }
 
-/// Miller-Rabin to [`MILLER_RABIN_BASES`]: `true` when `n` (odd, above
-/// the largest base) is a strong probable prime to every base.
-fn is_probable_prime(n: &BigNumRef) -> Result<bool, openssl::error::ErrorStack> {
-    let mut ctx = BigNumContext::new()?;
-    let one = BigNum::from_u32(1)?;
-    let mut n_minus_1 = BigNum::new()?;
-    n_minus_1.checked_sub(n, &one)?;
+/// Miller-Rabin to [`MILLER_RABIN_BASES`]: `Some(true)` when `n` (odd,
+/// above the largest base) is a strong probable prime to every base,
+/// `None` when OpenSSL fails; the budget is checked before each base.
+fn is_probable_prime<B: Budget>(n: &BigNumRef, budget: &B) -> Result<Option<bool>, B::Exhausted> {
+    let mut ctx = BigNumContext::new().ok();
+    let one = BigNum::from_u32(1).ok();
+    let (Some(ctx), Some(one)) = (ctx.as_mut(), one) else {
+        return Ok(None);
+    };
+    let Ok(mut n_minus_1) = BigNum::new() else {
+        return Ok(None);
+    };
+    if n_minus_1.checked_sub(n, &one).is_err() {
+        return Ok(None);
+    }
     // n - 1 = d * 2^s with d odd.
     let mut s = 0;
     while !n_minus_1.is_bit_set(s) {
         s += 1;
     }
-    let mut d = BigNum::new()?;
-    d.rshift(&n_minus_1, s)?;
-    'bases: for base in MILLER_RABIN_BASES {
-        let base = BigNum::from_u32(base)?;
-        let mut x = BigNum::new()?;
-        x.mod_exp(&base, &d, n, &mut ctx)?;
-        if x == one || x == n_minus_1 {
-            continue;
-        }
-        for _ in 1..s {
-            let mut square = BigNum::new()?;
-            square.mod_sqr(&x, n, &mut ctx)?;
-            x = square;
-            if x == n_minus_1 {
-                continue 'bases;
-            }
-        }
-        // A witness: n is composite.
-        return Ok(false);
+    let Ok(mut d) = BigNum::new() else {
+        return Ok(None);
+    };
+    if d.rshift(&n_minus_1, s).is_err() {
+        return Ok(None);
     }
-    Ok(true)
+    for base in MILLER_RABIN_BASES {
+        budget.check()?;
+        match strong_probable_prime(n, &n_minus_1, &d, s, base, &one, ctx) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Some(false)),
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(true))
+}
+
+/// One Miller-Rabin round: whether `n` is a strong probable prime to
+/// `base`, with `n - 1 = d * 2^s`.
+fn strong_probable_prime(
+    n: &BigNumRef,
+    n_minus_1: &BigNumRef,
+    d: &BigNumRef,
+    s: i32,
+    base: u32,
+    one: &BigNumRef,
+    ctx: &mut BigNumContext,
+) -> Result<bool, openssl::error::ErrorStack> {
+    let base = BigNum::from_u32(base)?;
+    let mut x = BigNum::new()?;
+    x.mod_exp(&base, d, n, ctx)?;
+    if *x == *one || *x == *n_minus_1 {
+        return Ok(true);
+    }
+    for _ in 1..s {
+        let mut square = BigNum::new()?;
+        square.mod_sqr(&x, n, ctx)?;
+        x = square;
+        if *x == *n_minus_1 {
+            return Ok(true);
+        }
+    }
+    // A witness: n is composite.
+    Ok(false)
 }
 
 /// The small primes of the ROCA fingerprint test (Nemec et al., "The Return
@@ -308,12 +387,15 @@ mod tests {
     #[test]
     fn rsa_moduli_primes_small_factors_and_real_keys() {
         let prime = BigNum::get_rfc3526_prime_2048().unwrap();
-        assert_eq!(check_rsa_modulus(&prime), Err(WeakKey::RsaPrimeModulus));
+        assert_eq!(
+            check_rsa_modulus(&prime, &NoLimit).unwrap(),
+            Err(WeakKey::RsaPrimeModulus)
+        );
         for factor in [3u32, 65_521] {
             let mut n = BigNum::get_rfc3526_prime_2048().unwrap();
             n.mul_word(factor).unwrap();
             assert_eq!(
-                check_rsa_modulus(&n),
+                check_rsa_modulus(&n, &NoLimit).unwrap(),
                 Err(WeakKey::RsaSmallFactor { factor })
             );
         }
@@ -321,10 +403,10 @@ mod tests {
         // and 65537 * p is not prime.
         let mut n = BigNum::get_rfc3526_prime_2048().unwrap();
         n.mul_word(65_537).unwrap();
-        assert_eq!(check_rsa_modulus(&n), Ok(()));
+        assert_eq!(check_rsa_modulus(&n, &NoLimit).unwrap(), Ok(()));
         for _ in 0..2 {
             let rsa = Rsa::generate(2048).unwrap();
-            assert_eq!(check_rsa_modulus(rsa.n()), Ok(()));
+            assert_eq!(check_rsa_modulus(rsa.n(), &NoLimit).unwrap(), Ok(()));
         }
     }
 
@@ -423,6 +505,25 @@ mod tests {
         let der = pkey.public_key_to_der().unwrap();
         let result = PublicJwk::from_spki_der(&der, Algorithm::RS256, None);
         assert_eq!(weak(result), expected);
+    }
+
+    #[test]
+    fn a_passed_deadline_stops_the_prime_test() {
+        let prime = BigNum::get_rfc3526_prime_2048().unwrap();
+        let past = Until(Some(Instant::now()));
+        assert_eq!(check_rsa_modulus(&prime, &past), Err(OutOfTime));
+        // The cheap checks still answer first.
+        let mut three_q = BigNum::get_rfc3526_prime_2048().unwrap();
+        three_q.mul_word(3).unwrap();
+        assert_eq!(
+            check_rsa_modulus(&three_q, &past),
+            Ok(Err(WeakKey::RsaSmallFactor { factor: 3 }))
+        );
+        let later = Until(Instant::now().checked_add(std::time::Duration::from_secs(3600)));
+        assert_eq!(
+            check_rsa_modulus(&prime, &later),
+            Ok(Err(WeakKey::RsaPrimeModulus))
+        );
     }
 
     #[test]

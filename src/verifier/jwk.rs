@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey};
@@ -15,7 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::b64;
 use crate::keys::{
-    Algorithm, EcCurve, KeyKind, PublicJwk, WeakKey, check_ed25519, check_rsa_modulus,
+    Algorithm, Budget, EcCurve, KeyKind, NoLimit, OutOfTime, PublicJwk, Until, WeakKey,
+    check_ed25519, check_rsa_modulus,
 };
 
 /// The longest `kid` a verifying key may have, in bytes. Keys with a longer
@@ -96,6 +98,21 @@ impl JwkSet {
         Self::from_value(&value)
     }
 
+    /// [`parse`](Self::parse), giving up with [`OutOfTime`] once
+    /// `deadline` has passed (checked before each key and each round of
+    /// the RSA prime test): a fetched set is parsed within the fetch's time
+    /// bound.
+    pub(crate) fn parse_until(
+        json: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Result<Self, JwkSetError>, OutOfTime> {
+        let value: Value = match serde_json::from_slice(json) {
+            Ok(value) => value,
+            Err(err) => return Ok(Err(JwkSetError::NotJson(err.to_string()))),
+        };
+        Self::from_value_within(&value, &Until(deadline))
+    }
+
     /// Builds a set from a JWK Set already parsed as JSON; see
     /// [`parse`](Self::parse).
     ///
@@ -103,6 +120,40 @@ impl JwkSet {
     ///
     /// As [`parse`](Self::parse).
     pub fn from_value(value: &Value) -> Result<Self, JwkSetError> {
+        let Ok(result) = Self::from_value_within(value, &NoLimit);
+        result
+    }
+
+    /// [`from_value`](Self::from_value) within a time budget (the outer
+    /// `Err`), checked before each key.
+    fn from_value_within<B: Budget>(
+        value: &Value,
+        budget: &B,
+    ) -> Result<Result<Self, JwkSetError>, B::Exhausted> {
+        let entries = match Self::check_set(value) {
+            Ok(entries) => entries,
+            Err(err) => return Ok(Err(err)),
+        };
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut skipped = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            budget.check()?;
+            let kid = entry.get("kid").and_then(Value::as_str).map(printable);
+            let result = match entry {
+                Value::Object(jwk) => VerifyingKey::from_map(jwk, Origin::Foreign, budget)?,
+                _ => Err(Skip::Unusable("the entry is not a JSON object".to_owned())),
+            };
+            match result {
+                Ok(key) => keys.push(Arc::new(key)),
+                Err(skip) => skipped.push(SkippedKey::new(index, kid, skip)),
+            }
+        }
+        Ok(Ok(JwkSet { keys, skipped }))
+    }
+
+    /// The whole-set checks (a JSON object with a `keys` array, no private
+    /// members, no duplicate kids); returns the entries.
+    fn check_set(value: &Value) -> Result<&[Value], JwkSetError> {
         let Value::Object(set) = value else {
             return Err(JwkSetError::NotASet("the document is not a JSON object"));
         };
@@ -112,7 +163,6 @@ impl JwkSet {
         let Value::Array(entries) = entries else {
             return Err(JwkSetError::NotASet("the \"keys\" member is not an array"));
         };
-        // Whole-set checks first: private members and duplicate kids.
         let mut kids = HashSet::new();
         for (index, entry) in entries.iter().enumerate() {
             let Value::Object(jwk) = entry else { continue };
@@ -125,20 +175,7 @@ impl JwkSet {
                 return Err(JwkSetError::DuplicateKid(printable(kid)));
             }
         }
-        let mut keys = Vec::with_capacity(entries.len());
-        let mut skipped = Vec::new();
-        for (index, entry) in entries.iter().enumerate() {
-            let kid = entry.get("kid").and_then(Value::as_str).map(printable);
-            let result = match entry {
-                Value::Object(jwk) => VerifyingKey::from_map(jwk, Origin::Foreign),
-                _ => Err(Skip::Unusable("the entry is not a JSON object".to_owned())),
-            };
-            match result {
-                Ok(key) => keys.push(Arc::new(key)),
-                Err(skip) => skipped.push(SkippedKey::new(index, kid, skip)),
-            }
-        }
-        Ok(JwkSet { keys, skipped })
+        Ok(entries)
     }
 
     /// Builds a set from our own public JWKs (for example a
@@ -154,7 +191,8 @@ impl JwkSet {
                 Value::Object(map) => map,
                 _ => continue,
             };
-            match VerifyingKey::from_map(&map, Origin::PublicJwk) {
+            let Ok(result) = VerifyingKey::from_map(&map, Origin::PublicJwk, &NoLimit);
+            match result {
                 Ok(key) => keys.push(Arc::new(key)),
                 Err(skip) => {
                     skipped.push(SkippedKey::new(index, Some(jwk.kid().to_string()), skip))
@@ -309,12 +347,6 @@ enum Skip {
     Weak(WeakKey),
 }
 
-impl From<String> for Skip {
-    fn from(reason: String) -> Self {
-        Skip::Unusable(reason)
-    }
-}
-
 /// Where a JWK comes from: the checks a [`PublicJwk`] passed when it was
 /// made are not run again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,14 +467,23 @@ impl VerifyingKey {
         }
     }
 
-    fn from_map(jwk: &Map<String, Value>, origin: Origin) -> Result<Self, Skip> {
-        let key = Self::parse_map(jwk)?;
+    /// The key, or why it is skipped; the outer `Err` is the budget
+    /// running out.
+    fn from_map<B: Budget>(
+        jwk: &Map<String, Value>,
+        origin: Origin,
+        budget: &B,
+    ) -> Result<Result<Self, Skip>, B::Exhausted> {
+        let key = match Self::parse_map(jwk) {
+            Ok(key) => key,
+            Err(reason) => return Ok(Err(Skip::Unusable(reason))),
+        };
         if origin == Origin::Foreign
-            && let Some(weak) = key.material.weakness()
+            && let Some(weak) = key.material.weakness(budget)?
         {
-            return Err(Skip::Weak(weak));
+            return Ok(Err(Skip::Weak(weak)));
         }
-        Ok(key)
+        Ok(Ok(key))
     }
 
     fn parse_map(jwk: &Map<String, Value>) -> Result<Self, String> {
@@ -530,18 +571,18 @@ impl Material {
     /// Why anyone could forge signatures for this key, if they could: an
     /// Ed25519 small-order point, an RSA modulus with a small factor, prime
     /// or with the ROCA fingerprint (see [`WeakKey`]).
-    fn weakness(&self) -> Option<WeakKey> {
-        match self {
-            Material::Rsa { pkey, .. } => {
-                let rsa = pkey.rsa().ok()?;
-                check_rsa_modulus(rsa.n()).err()
-            }
-            Material::Ed25519 { pkey } => {
-                let x = pkey.raw_public_key().ok()?;
-                check_ed25519(&x).err()
-            }
+    fn weakness<B: Budget>(&self, budget: &B) -> Result<Option<WeakKey>, B::Exhausted> {
+        Ok(match self {
+            Material::Rsa { pkey, .. } => match pkey.rsa() {
+                Ok(rsa) => check_rsa_modulus(rsa.n(), budget)?.err(),
+                Err(_) => None,
+            },
+            Material::Ed25519 { pkey } => match pkey.raw_public_key() {
+                Ok(x) => check_ed25519(&x).err(),
+                Err(_) => None,
+            },
             Material::Ec { .. } => None,
-        }
+        })
     }
 }
 
@@ -823,6 +864,30 @@ mod tests {
             ]
         );
         assert!(set.skipped()[0].reason().contains("small-order"));
+    }
+
+    #[test]
+    fn a_passed_deadline_stops_the_parse_between_keys() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let json = serde_json::to_vec(&serde_json::json!({"keys": [key.public_jwk().to_value()]}))
+            .unwrap();
+        let now = Some(Instant::now());
+        assert!(matches!(JwkSet::parse_until(&json, now), Err(OutOfTime)));
+        // Whole-set refusals and an empty set need no key check.
+        assert!(matches!(
+            JwkSet::parse_until(b"[]", now),
+            Ok(Err(JwkSetError::NotASet(_)))
+        ));
+        assert!(
+            matches!(JwkSet::parse_until(br#"{"keys":[]}"#, now), Ok(Ok(set)) if set.is_empty())
+        );
+        let later = Instant::now().checked_add(std::time::Duration::from_secs(3600));
+        for deadline in [None, later] {
+            let Ok(Ok(set)) = JwkSet::parse_until(&json, deadline) else {
+                panic!("the set parses");
+            };
+            assert_eq!(set.len(), 1);
+        }
     }
 
     #[test]
