@@ -356,7 +356,11 @@ mod tests {
     fn the_sieve_finds_the_odd_primes_below_2_to_the_16() {
         assert_eq!(&ODD_PRIMES[..6], &[3, 5, 7, 11, 13, 17]);
         assert_eq!(ODD_PRIMES[ODD_PRIMES_LEN - 1], 65_521);
-        let is_prime = |p: u32| (2..p).take_while(|d| d * d <= p).all(|d| p % d != 0);
+        let is_prime = |p: u32| {
+            (2..p)
+                .take_while(|d| d * d <= p)
+                .all(|d| !p.is_multiple_of(d))
+        };
         let odd_primes: Vec<u32> = (3..1 << 16).step_by(2).filter(|&p| is_prime(p)).collect();
         assert!(ODD_PRIMES.iter().map(|&p| u32::from(p)).eq(odd_primes));
     }
