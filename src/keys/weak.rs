@@ -37,9 +37,9 @@ use std::time::Instant;
 use openssl::bn::{BigNum, BigNumContext, BigNumRef};
 
 /// Why a well-formed public key is refused: anyone, not only its holder,
-/// can make signatures that verify with it. See
-/// [`KeyError::WeakKey`](super::KeyError::WeakKey) and
-/// [`JwkSet`](crate::verifier::JwkSet).
+/// can make signatures that verify with it. Key imports refuse such keys
+/// with [`KeyError::WeakKey`](super::KeyError::WeakKey); the verifier's JWK
+/// Sets skip them (`SkippedKey::weakness`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WeakKey {
