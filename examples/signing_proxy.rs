@@ -327,6 +327,14 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let registry =
         tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system())).await??;
     let signer = signer_layer(&options, registry.clone())?;
+    let rotation = policy.as_ref().map(|policy| {
+        format!(
+            "rotating every {} s; each next key published {} s ahead; old keys kept {} s",
+            policy.rotate_every().as_secs(),
+            policy.prepublish().as_secs(),
+            policy.retain().as_secs(),
+        )
+    });
     // Rotates for as long as the proxy serves (stopped when dropped).
     let _rotator = policy.map(|policy| KeyRotator::spawn(registry.clone(), policy));
     let kid = registry
@@ -342,6 +350,9 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     );
     if let Some(dir) = &options.key_dir {
         println!("keys in {}", dir.display());
+    }
+    if let Some(rotation) = rotation {
+        println!("{rotation}");
     }
     serve(listener, &options, signer).await?;
     Ok(())

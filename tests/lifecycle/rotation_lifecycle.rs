@@ -501,3 +501,66 @@ async fn an_empty_registry_gets_an_active_key_at_once() {
     assert_eq!(registry.store().unwrap().load().unwrap().len(), 1);
     rotator.stop().await;
 }
+
+/// The policy the signing proxy example builds from `--key-dir DIR
+/// --rotate-every 600 --ttl 30` (its defaults: prepublish the smaller of
+/// half the period and the JWKS max-age, retain ttl + 60 s of leeway),
+/// driven on tokio's paused clock. The example's own flags and what it
+/// reports are tested on the real binary (`tools::lifecycle_proxy`).
+#[tokio::test(start_paused = true)]
+async fn rotate_every_rotates_the_keys_in_the_key_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let open = |clock: Clock| {
+        KeyRegistry::builder()
+            .clock(clock)
+            .generate_if_missing(Algorithm::ES256)
+            .store(
+                DirKeyStore::options(&dir)
+                    .algorithm(Algorithm::ES256)
+                    .open()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let period = Duration::from_secs(600);
+    let max_age = tower_jwt_signer::jwks::DEFAULT_JWKS_MAX_AGE;
+    let policy = RotationPolicy::builder(period, Duration::from_secs(30))
+        .jwks_max_age(max_age)
+        .algorithm(Algorithm::ES256)
+        .prepublish((period / 2).min(max_age))
+        .build()
+        .unwrap();
+    assert_eq!(policy.prepublish(), Duration::from_secs(300));
+    assert_eq!(policy.retain(), Duration::from_secs(30 + 60));
+    let registry = open(Clock::tokio());
+    let first = registry.current().active().unwrap().kid().clone();
+    let rotator = KeyRotator::spawn(registry.clone(), policy);
+
+    // Published 300 s (half the period) before it signs.
+    tokio::time::sleep(Duration::from_secs(301)).await;
+    let snapshot = registry.current();
+    assert_eq!(snapshot.active().unwrap().kid(), &first);
+    let next = snapshot
+        .keys()
+        .iter()
+        .find(|k| k.state() == KeyState::Next)
+        .expect("published half a period ahead")
+        .kid()
+        .clone();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let snapshot = registry.current();
+    assert_eq!(snapshot.active().unwrap().kid(), &next);
+    assert_eq!(snapshot.get(&first).unwrap().state(), KeyState::Retiring);
+    // Retained ttl + leeway = 90 s, then gone from the JWKS and the dir.
+    tokio::time::sleep(Duration::from_secs(91)).await;
+    assert!(registry.current().get(&first).is_none());
+    assert!(!dir.join(format!("{first}.key.json")).exists());
+    assert!(dir.join(format!("{next}.key.json")).exists());
+    rotator.stop().await;
+
+    // A restart picks up the rotated key.
+    let again = open(Clock::system());
+    assert_eq!(again.current().active().unwrap().kid(), &next);
+}

@@ -22,11 +22,7 @@
 //! keys did rotate under load), and JWKS fetches (see [`fetch_bound`]).
 //! No timing threshold: a slow machine sends fewer requests and rotates no
 //! less safely. The long run with memory over time is `examples/soak.rs`,
-//! whose flags and a short run are checked here too.
-
-#[allow(dead_code)]
-#[path = "../../examples/soak.rs"]
-mod soak_tool;
+//! whose flags and a short run are checked in `tools::soak_tool`.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -190,100 +186,4 @@ async fn soak() {
     };
     assert_eq!(stored, published_kids(&registry));
     assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
-
-#[test]
-fn the_soak_tool_reads_its_flags() {
-    use soak_tool::{Command, Options, parse_args};
-    assert_eq!(
-        parse_args(args(&[])).unwrap(),
-        Command::Run(Options::default())
-    );
-    assert_eq!(parse_args(args(&["-h"])).unwrap(), Command::Help);
-    let Command::Run(options) = parse_args(args(&[
-        "--duration",
-        "600",
-        "--clients=8",
-        "--report-every",
-        "30",
-        "--rotate-every",
-        "2",
-        "--ttl",
-        "10",
-        "--alg",
-        "EdDSA",
-        "--key-dir",
-        "/tmp/keys",
-        "--reuse",
-    ]))
-    .unwrap() else {
-        panic!("a run");
-    };
-    assert_eq!(
-        options,
-        Options {
-            duration: Duration::from_secs(600),
-            clients: 8,
-            report_every: Duration::from_secs(30),
-            rotate_every: Duration::from_secs(2),
-            ttl: Duration::from_secs(10),
-            alg: Algorithm::EdDSA,
-            key_dir: Some("/tmp/keys".into()),
-            reuse: true,
-        }
-    );
-    for bad in [
-        &["--clients", "0"][..],
-        &["--duration", "0"],
-        &["--duration", "soon"],
-        &["--alg", "HS256"],
-        &["--verbose"],
-        &["--reuse=yes"],
-        &["600"],
-    ] {
-        assert!(parse_args(args(bad)).is_err(), "{bad:?}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_soak_tool_reports_counts_and_memory_over_time() {
-    let options = soak_tool::Options {
-        duration: Duration::from_secs(3),
-        clients: 4,
-        report_every: Duration::from_secs(1),
-        // The gateway's token cache, under rotation too.
-        reuse: true,
-        ..soak_tool::Options::default()
-    };
-    let mut lines = Vec::new();
-    let report = tokio::time::timeout(
-        LIMIT,
-        soak_tool::run(&options, |sample, rate| {
-            lines.push(soak_tool::table_line(sample, rate));
-        }),
-    )
-    .await
-    .expect("the run ended in time")
-    .expect("the run worked");
-    eprintln!("{}\n{}", soak_tool::TABLE_HEADER, lines.join("\n"));
-    // A line a second, and one at the end.
-    assert!(report.samples.len() >= 2, "{lines:?}");
-    assert_eq!(lines.len(), report.samples.len());
-    let last = &report.last;
-    assert!(last.clean(), "{last:?}");
-    assert!(last.requests > 0);
-    assert_eq!(last.arrivals, last.requests);
-    assert!(last.jwks_fetches >= 1);
-    assert!(last.keys_published >= 2, "{last:?}");
-    assert!(last.rss_kib.is_some_and(|rss| rss > 0));
-    assert!(last.peak_rss_kib >= last.rss_kib);
-    // Counts never go back.
-    for pair in report.samples.windows(2) {
-        assert!(pair[1].requests >= pair[0].requests);
-        assert!(pair[1].elapsed >= pair[0].elapsed);
-    }
 }

@@ -8,6 +8,8 @@ pub mod fuzz;
 pub mod jose;
 pub mod lifecycle;
 pub mod logs;
+pub mod process;
 pub mod signer;
 pub mod soak;
+pub mod upstream;
 pub mod verifier;

@@ -33,13 +33,18 @@ pub(crate) fn segment(part: &str) -> Value {
 /// JWK, never from the token. Checks `exp` and `nbf` with the verifier's
 /// own clock.
 pub(crate) fn verify(token: &str, registry: &KeyRegistry) -> Result<Verified, String> {
+    verify_against(token, registry.current().jwks_bytes())
+}
+
+/// [`verify`] against JWKS bytes (as fetched from a gateway).
+pub(crate) fn verify_against(token: &str, jwks: &[u8]) -> Result<Verified, String> {
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
         return Err(format!("not a compact JWS: {} parts", parts.len()));
     }
     let header = segment(parts[0]);
     let kid = header["kid"].as_str().ok_or("no kid")?;
-    let jwks: Value = serde_json::from_slice(registry.current().jwks_bytes()).unwrap();
+    let jwks: Value = serde_json::from_slice(jwks).map_err(|e| format!("JWKS: {e}"))?;
     let jwk = jwks["keys"]
         .as_array()
         .unwrap()

@@ -1,171 +1,123 @@
-//! The signing proxy's key flags: `--key-dir` keeps the keys (and kids)
-//! across restarts, `--rotate-every`, `--prepublish` and `--retain` drive
-//! the rotator, and settings that cannot work are refused before start.
+//! The signing proxy's key flags, through the real binary: `--key-dir`
+//! keeps the keys (and kids) across restarts, `--rotate-every`,
+//! `--prepublish` and `--retain` set the rotation the proxy reports when
+//! it starts, and settings that cannot work are refused before it
+//! listens. (How such a policy rotates the keys of a directory over time,
+//! which needs tokio's paused clock, is
+//! `lifecycle::rotation_lifecycle::rotate_every_rotates_the_keys_in_the_key_dir`,
+//! built from the same library pieces.)
 
-#[allow(dead_code)]
-#[path = "../../examples/signing_proxy.rs"]
-mod signing_proxy;
+use tower_jwt_signer::rotation::RotationConfigError;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
+use super::signing_proxy::{get, jwks, proxy};
 use crate::support::lifecycle::{published_kids, verify_with_jwks};
-use crate::support::signer::{AbortOnDrop, fetch};
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use signing_proxy::{Command, Options, open_registry, parse_args, rotation_policy, serve};
-use tokio::net::TcpListener;
-use tower_jwt_signer::rotation::{KeyRotator, RotationConfigError};
-use tower_jwt_signer::{Algorithm, Clock, JWKS_PATH, KeyRegistry, KeyState};
+use crate::support::process::{Example, Finished, LIMIT};
+use crate::support::upstream::Upstream;
 
-fn options(flags: &[&str]) -> Options {
-    let mut all = vec!["--upstream", "http://127.0.0.1:1"];
+/// The rotation line the proxy prints at start with `flags`.
+async fn rotation_line(flags: &[&str]) -> String {
+    let mut all = vec!["--upstream", "http://127.0.0.1:1", "--alg", "EdDSA"];
     all.extend_from_slice(flags);
-    match parse_args(all.iter().map(|s| (*s).to_owned())).unwrap() {
-        Command::Run(options) => *options,
-        Command::Help => panic!("not help"),
-    }
+    let (running, _) = proxy(&all).await;
+    running
+        .line_async("the rotation line", |line| {
+            line.starts_with("rotating every")
+        })
+        .await
 }
 
-#[test]
-fn rotation_flags_and_their_defaults() {
+/// Runs the proxy with `flags` after `--upstream`; it must exit.
+fn refused(flags: &[&str]) -> Finished {
+    let mut all = vec![
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    all.extend_from_slice(flags);
+    Example::new("signing_proxy").run(&all, LIMIT)
+}
+
+#[tokio::test]
+async fn rotation_flags_and_their_defaults() {
     // No --rotate-every: no rotation.
-    assert!(rotation_policy(&options(&[])).unwrap().is_none());
+    let upstream = Upstream::start().await;
+    let (plain, addr) = proxy(&["--upstream", &upstream.url()]).await;
+    // The start lines are printed before it serves: once it has answered,
+    // they are all out.
+    let _ = get(addr, "/").await;
+    plain
+        .line_async("the start line", |line| line.contains("signing proxy on"))
+        .await;
+    assert!(
+        !plain.transcript().contains("rotating every"),
+        "{}",
+        plain.transcript()
+    );
+    drop(plain);
 
     // prepublish: the smaller of half the period and the JWKS max-age;
-    // retain: ttl + leeway.
-    let policy = rotation_policy(&options(&["--rotate-every", "86400"]))
-        .unwrap()
-        .unwrap();
-    assert_eq!(policy.rotate_every(), Duration::from_secs(86400));
-    assert_eq!(policy.prepublish(), Duration::from_secs(300));
-    assert_eq!(policy.retain(), Duration::from_secs(60 + 60));
-    let policy = rotation_policy(&options(&[
-        "--rotate-every",
-        "120",
-        "--ttl",
-        "30",
-        "--alg",
-        "EdDSA",
-    ]))
-    .unwrap()
-    .unwrap();
-    assert_eq!(policy.prepublish(), Duration::from_secs(60));
-    assert_eq!(policy.retain(), Duration::from_secs(30 + 60));
-    assert_eq!(policy.algorithm(), Some(Algorithm::EdDSA));
-    let policy = rotation_policy(&options(&[
-        "--rotate-every",
-        "3600",
-        "--jwks-max-age",
-        "60",
-        "--prepublish",
-        "900",
-        "--retain",
-        "7200",
-    ]))
-    .unwrap()
-    .unwrap();
-    assert_eq!(policy.prepublish(), Duration::from_secs(900));
-    assert_eq!(policy.retain(), Duration::from_secs(7200));
-
-    // Settings that cannot work.
-    let refused = |flags: &[&str]| rotation_policy(&options(flags)).unwrap_err();
+    // retain: ttl + 60 s of leeway.
     assert_eq!(
-        refused(&["--rotate-every", "0"]),
-        RotationConfigError::ZeroPeriod
+        rotation_line(&["--rotate-every", "86400"]).await,
+        "rotating every 86400 s; each next key published 300 s ahead; old keys kept 120 s"
     );
-    assert!(matches!(
-        refused(&["--rotate-every", "3600", "--prepublish", "3601"]),
-        RotationConfigError::PrepublishLongerThanPeriod { .. }
-    ));
-    assert!(matches!(
-        refused(&["--rotate-every", "3600", "--retain", "100"]),
-        RotationConfigError::RetainTooShort { .. }
-    ));
-    let parse = |flags: &[&str]| {
-        let mut all = vec!["--upstream", "http://x"];
-        all.extend_from_slice(flags);
-        parse_args(all.iter().map(|s| (*s).to_owned()))
-    };
+    assert_eq!(
+        rotation_line(&["--rotate-every", "120", "--ttl", "30"]).await,
+        "rotating every 120 s; each next key published 60 s ahead; old keys kept 90 s"
+    );
+    assert_eq!(
+        rotation_line(&[
+            "--rotate-every",
+            "3600",
+            "--jwks-max-age",
+            "60",
+            "--prepublish",
+            "900",
+            "--retain",
+            "7200",
+        ])
+        .await,
+        "rotating every 3600 s; each next key published 900 s ahead; old keys kept 7200 s"
+    );
+
+    // Settings that cannot work: refused before anything listens, with the
+    // policy's own error.
+    let zero = RotationConfigError::ZeroPeriod.to_string();
     for (flags, expected) in [
+        (&["--rotate-every", "0"][..], zero.as_str()),
+        (
+            &["--rotate-every", "3600", "--prepublish", "3601"][..],
+            "prepublish (3601s) is longer than the rotation period (3600s)",
+        ),
+        (
+            &["--rotate-every", "3600", "--retain", "100"][..],
+            "retain (100s) is shorter than its minimum",
+        ),
         (
             &["--prepublish", "10"][..],
             "--prepublish needs --rotate-every",
         ),
         (&["--retain", "10"][..], "--retain needs --rotate-every"),
-        (&["--rotate-every", "daily"][..], "--rotate-every"),
+        (
+            &["--rotate-every", "daily"][..],
+            "invalid value \"daily\" for --rotate-every",
+        ),
         (&["--key-dir"][..], "--key-dir needs a value"),
     ] {
-        let err = parse(flags).unwrap_err();
-        assert!(err.contains(expected), "{flags:?}: {err}");
-    }
-}
-
-/// An upstream that records the bearer tokens it receives.
-async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>, AbortOnDrop) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let tokens = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&tokens);
-    let task = tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let seen = Arc::clone(&seen);
-                    async move {
-                        if let Some(value) = request.headers().get("authorization") {
-                            let value = value.to_str().unwrap();
-                            seen.lock()
-                                .unwrap()
-                                .push(value.strip_prefix("Bearer ").unwrap().to_owned());
-                        }
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, tokens, AbortOnDrop(task))
-}
-
-/// Starts the proxy as `run` does (registry from the options), on a free
-/// port; returns its address, registry and task.
-async fn start(options: Options) -> (SocketAddr, KeyRegistry, AbortOnDrop) {
-    let options = Arc::new(options);
-    let opening = Arc::clone(&options);
-    let registry = tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system()))
+        let finished = tokio::task::spawn_blocking({
+            let flags: Vec<String> = flags.iter().map(|s| (*s).to_owned()).collect();
+            move || refused(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+        })
         .await
-        .unwrap()
         .unwrap();
-    let layer = signing_proxy::signer_layer(&options, registry.clone()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let _ = serve(listener, &options, layer).await;
-    });
-    (addr, registry, AbortOnDrop(task))
-}
-
-async fn get(url: String) -> (StatusCode, Bytes) {
-    let (parts, body) = fetch(
-        Request::builder()
-            .method(Method::GET)
-            .uri(url)
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    (parts.status, body)
+        assert_eq!(finished.code(), Some(2), "{flags:?}: {finished:?}");
+        assert!(
+            finished.stderr.starts_with(&format!("error: {expected}")),
+            "{flags:?}: {}",
+            finished.stderr
+        );
+    }
 }
 
 #[tokio::test]
@@ -173,102 +125,58 @@ async fn key_dir_keeps_the_kid_across_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("keys");
     let dir_flag = dir.to_str().unwrap().to_owned();
-    let (upstream_addr, tokens, _upstream) = upstream().await;
-    let upstream_url = format!("http://{upstream_addr}");
+    let upstream = Upstream::start().await;
+    let upstream_url = upstream.url();
     let flags = ["--upstream", &upstream_url, "--key-dir", &dir_flag];
 
     // First run: a key is created in the directory and signs.
-    let (addr, registry, proxy) = start(options(&flags)).await;
-    let (status, _) = get(format!("http://{addr}/orders")).await;
-    assert_eq!(status, StatusCode::OK);
-    let token = tokens.lock().unwrap()[0].clone();
-    let (_, jwks) = get(format!("http://{addr}{JWKS_PATH}")).await;
-    let kids = published_kids(&jwks);
+    let (first, addr) = proxy(&flags).await;
+    let (status, _) = get(addr, "/orders").await;
+    assert_eq!(status, http::StatusCode::CREATED);
+    let token = upstream.tokens()[0].clone();
+    let first_jwks = jwks(addr).await;
+    let kids = published_kids(&first_jwks);
     assert_eq!(kids.len(), 1);
-    verify_with_jwks(&token, &jwks).unwrap();
+    verify_with_jwks(&token, &first_jwks).unwrap();
     assert!(dir.join(format!("{}.key.json", kids[0])).exists());
-    drop(proxy);
-    drop(registry);
+    drop(first);
 
     // Second run: the same kid; the old token verifies through the new
     // proxy's JWKS, and new tokens use the same key.
-    let (addr, _registry, _proxy) = start(options(&flags)).await;
-    let (_, jwks_again) = get(format!("http://{addr}{JWKS_PATH}")).await;
+    let (_proxy, addr) = proxy(&flags).await;
+    let jwks_again = jwks(addr).await;
     assert_eq!(published_kids(&jwks_again), kids);
     verify_with_jwks(&token, &jwks_again).unwrap();
-    let (status, _) = get(format!("http://{addr}/again")).await;
-    assert_eq!(status, StatusCode::OK);
-    let second = tokens.lock().unwrap()[1].clone();
+    let (status, _) = get(addr, "/again").await;
+    assert_eq!(status, http::StatusCode::CREATED);
+    let second = upstream.tokens()[1].clone();
     let header = jsonwebtoken::decode_header(&second).unwrap();
     assert_eq!(header.kid.as_deref(), Some(kids[0].as_str()));
 
     // Without --key-dir a restart gets a new key.
-    let (addr, _registry, _proxy) = start(options(&["--upstream", &upstream_url])).await;
-    let (_, jwks_memory) = get(format!("http://{addr}{JWKS_PATH}")).await;
-    assert_ne!(published_kids(&jwks_memory), kids);
+    let (_memory, addr) = proxy(&["--upstream", &upstream_url]).await;
+    assert_ne!(published_kids(&jwks(addr).await), kids);
 }
 
-#[test]
-fn key_dir_with_keys_of_another_algorithm_does_not_start() {
+#[tokio::test]
+async fn key_dir_with_keys_of_another_algorithm_does_not_start() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("keys");
     let dir_flag = dir.to_str().unwrap().to_owned();
-    open_registry(&options(&["--key-dir", &dir_flag]), Clock::system()).unwrap();
-    let err = open_registry(
-        &options(&["--key-dir", &dir_flag, "--alg", "RS256"]),
-        Clock::system(),
-    )
-    .unwrap_err();
-    let message = err.to_string();
+    // An ES256 key is made and kept.
+    let (first, _) = proxy(&["--upstream", "http://127.0.0.1:1", "--key-dir", &dir_flag]).await;
+    drop(first);
+    let finished =
+        tokio::task::spawn_blocking(move || refused(&["--key-dir", &dir_flag, "--alg", "RS256"]))
+            .await
+            .unwrap();
+    // Not a usage error: the store refused the directory, naming the file.
+    assert_eq!(finished.code(), Some(1), "{finished:?}");
+    let message = &finished.stderr;
     assert!(message.contains(".key.json"), "{message}");
     assert!(
         message.contains("its key is for ES256, but this key store is for RS256"),
         "{message}"
     );
-}
-
-#[tokio::test(start_paused = true)]
-async fn rotate_every_rotates_the_keys_in_the_key_dir() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("keys");
-    let dir_flag = dir.to_str().unwrap().to_owned();
-    let options = options(&[
-        "--key-dir",
-        &dir_flag,
-        "--rotate-every",
-        "600",
-        "--ttl",
-        "30",
-    ]);
-    let clock = Clock::tokio();
-    let registry = open_registry(&options, clock.clone()).unwrap();
-    let first = registry.current().active().unwrap().kid().clone();
-    let policy = rotation_policy(&options).unwrap().unwrap();
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
-
-    // Published 300 s (half the period) before it signs.
-    tokio::time::sleep(Duration::from_secs(301)).await;
-    let snapshot = registry.current();
-    assert_eq!(snapshot.active().unwrap().kid(), &first);
-    let next = snapshot
-        .keys()
-        .iter()
-        .find(|k| k.state() == KeyState::Next)
-        .expect("published half a period ahead")
-        .kid()
-        .clone();
-    tokio::time::sleep(Duration::from_secs(300)).await;
-    let snapshot = registry.current();
-    assert_eq!(snapshot.active().unwrap().kid(), &next);
-    assert_eq!(snapshot.get(&first).unwrap().state(), KeyState::Retiring);
-    // Retained ttl + leeway = 90 s, then gone from the JWKS and the dir.
-    tokio::time::sleep(Duration::from_secs(91)).await;
-    assert!(registry.current().get(&first).is_none());
-    assert!(!dir.join(format!("{first}.key.json")).exists());
-    assert!(dir.join(format!("{next}.key.json")).exists());
-    rotator.stop().await;
-
-    // A restart picks up the rotated key.
-    let again = open_registry(&options, Clock::system()).unwrap();
-    assert_eq!(again.current().active().unwrap().kid(), &next);
+    assert!(!finished.stdout.contains("signing proxy on"));
 }

@@ -1,151 +1,148 @@
-//! The quickstart example, driven in-process over real sockets on
+//! The quickstart example, the real binary, over real sockets on
 //! 127.0.0.1: the gateway signs, the backend verifies with
-//! `JwtVerifierLayer` and a `RemoteJwks` fetched from the gateway.
+//! `JwtVerifierLayer` and a `RemoteJwks` fetched from the gateway (or from
+//! the URL `--jwks-url` gives).
 
-#[allow(dead_code)]
-#[path = "../../examples/quickstart.rs"]
-mod quickstart;
-
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
-use quickstart::{Command, parse_args, request_once, start};
-use tokio::net::TcpListener;
+use serde_json::{Value, json};
 use tower_jwt_signer::verifier::VerifyError;
-use tower_jwt_signer::{Algorithm, KeyRegistry};
+use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
+use crate::support::jose::compact;
+use crate::support::process::{Example, Finished, LIMIT, Running};
+use crate::support::verifier::{JwksServer, Mode};
+
+fn quickstart(args: &[&str]) -> Finished {
+    Example::new("quickstart").run(args, LIMIT)
+}
+
+/// The JSON that follows `title` in `--once`'s output.
+fn printed_json(stdout: &str, title: &str) -> Value {
+    let start = stdout
+        .find(title)
+        .unwrap_or_else(|| panic!("no {title:?} in {stdout}"))
+        + title.len();
+    let mut values = serde_json::Deserializer::from_str(&stdout[start..]).into_iter::<Value>();
+    values.next().expect("a JSON value").expect("valid JSON")
 }
 
 #[test]
 fn flags() {
-    assert_eq!(
-        parse_args(args(&[])).unwrap(),
-        Command::Run {
-            alg: Algorithm::ES256,
-            once: false
-        }
-    );
-    assert_eq!(
-        parse_args(args(&["--alg", "EdDSA", "--once"])).unwrap(),
-        Command::Run {
-            alg: Algorithm::EdDSA,
-            once: true
-        }
-    );
-    assert_eq!(
-        parse_args(args(&["--alg=PS384"])).unwrap(),
-        Command::Run {
-            alg: Algorithm::PS384,
-            once: false
-        }
-    );
-    assert_eq!(parse_args(args(&["--help"])).unwrap(), Command::Help);
-    assert_eq!(parse_args(args(&["-h"])).unwrap(), Command::Help);
-    for bad in [
-        &["--alg", "HS256"][..],
-        &["--alg"],
-        &["--nope"],
-        &["once"],
-        &["--once=yes"],
+    let help = quickstart(&["--help"]);
+    assert_eq!(help.code(), Some(0));
+    assert!(help.stdout.contains("USAGE:"), "{}", help.stdout);
+    assert_eq!(quickstart(&["-h"]).stdout, help.stdout);
+    for (bad, expected) in [
+        (&["--alg", "HS256"][..], "HS256"),
+        (&["--alg"], "--alg needs a value"),
+        (&["--nope"], "unknown flag --nope"),
+        (&["once"], "unexpected argument \"once\""),
+        (&["--once=yes"], "unknown flag --once"),
+        (&["--listen", "here"], "for --listen"),
+        (&["--backend-listen", "here"], "for --backend-listen"),
+        (&["--jwks-url"], "--jwks-url needs a value"),
+        (&["--alg", "none"], "none"),
     ] {
-        let err = parse_args(args(bad)).unwrap_err();
-        assert!(!err.is_empty(), "{bad:?}");
+        let finished = quickstart(bad);
+        assert_eq!(finished.code(), Some(2), "{bad:?}: {finished:?}");
+        assert!(
+            finished.stderr.starts_with("error: ") && finished.stderr.contains(expected),
+            "{bad:?}: {}",
+            finished.stderr
+        );
+        assert!(finished.stdout.is_empty(), "{bad:?}");
     }
-    assert!(
-        parse_args(args(&["--alg", "none"]))
-            .unwrap_err()
-            .contains("none")
-    );
+    // --alg=VALUE works as --alg VALUE (and --once prints the header).
+    let once = quickstart(&["--alg=PS384", "--once"]);
+    assert_eq!(once.code(), Some(0), "{once:?}");
+    assert_eq!(printed_json(&once.stdout, "header:")["alg"], "PS384");
 }
 
-#[tokio::test]
-async fn once_verifies_the_round_trip() {
-    let verified =
-        tokio::time::timeout(Duration::from_secs(60), quickstart::once(Algorithm::ES256))
-            .await
-            .expect("bounded")
-            .expect("ran");
-    assert!(verified);
+#[test]
+fn once_verifies_the_round_trip() {
+    let finished = quickstart(&["--once"]);
+    assert_eq!(finished.code(), Some(0), "{finished:?}");
+    let claims = printed_json(&finished.stdout, "verified claims:");
+    assert_eq!(claims["iss"], "quickstart-gateway");
+    assert_eq!(claims["aud"], "quickstart-backend");
 }
 
-#[tokio::test]
-async fn the_backend_verifies_tokens_of_every_algorithm_family() {
-    for alg in [
-        Algorithm::ES256,
-        Algorithm::ES512,
-        Algorithm::EdDSA,
-        Algorithm::PS256,
-        Algorithm::RS256,
-    ] {
-        let registry = KeyRegistry::generate(alg).unwrap();
-        let kid = registry.current().active().unwrap().kid().clone();
-        let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = quickstart::jwks_url(gateway.local_addr().unwrap());
-        let servers = start(registry, gateway, backend, &url).unwrap();
-        let outcome = tokio::time::timeout(Duration::from_secs(30), request_once(servers.gateway))
-            .await
-            .expect("bounded")
-            .unwrap();
-        assert!(outcome.verified(), "{alg}: {outcome:?}");
-        assert_eq!(outcome.body["header"]["alg"], alg.as_str());
-        assert_eq!(outcome.body["header"]["kid"], kid.as_str());
-        assert_eq!(outcome.body["claims"]["iss"], "quickstart-gateway");
-        assert_eq!(outcome.body["claims"]["path"], "/hello");
-        assert!(outcome.body["claims"]["exp"].is_u64());
+#[test]
+fn the_backend_verifies_tokens_of_every_algorithm_family() {
+    for alg in ["ES256", "ES512", "EdDSA", "PS256", "RS256"] {
+        let finished = quickstart(&["--once", "--alg", alg]);
+        assert_eq!(finished.code(), Some(0), "{alg}: {finished:?}");
+        let header = printed_json(&finished.stdout, "header:");
+        let claims = printed_json(&finished.stdout, "verified claims:");
+        assert_eq!(header["alg"], alg);
+        assert!(header["kid"].as_str().is_some_and(|kid| !kid.is_empty()));
+        assert_eq!(claims["iss"], "quickstart-gateway");
+        assert_eq!(claims["path"], "/hello");
+        assert_eq!(claims["method"], "GET");
+        assert_eq!(claims["client"], "quickstart --once");
+        assert!(claims["exp"].is_u64());
+        // The token printed is the one whose header and claims these are.
+        let token = finished
+            .stdout
+            .lines()
+            .skip_while(|line| *line != "token:")
+            .nth(1)
+            .expect("the token line");
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3, "{token}");
+        let decoded =
+            |part: &str| -> Value { serde_json::from_slice(&b64().decode(part).unwrap()).unwrap() };
+        assert_eq!(decoded(parts[0]), header);
+        assert_eq!(decoded(parts[1]), claims);
     }
 }
 
 #[tokio::test]
 async fn the_backend_refuses_a_token_it_cannot_verify() {
     // The backend trusts another gateway's JWKS: the token names a kid that
-    // set does not hold, so verification fails and `--once` would exit 1.
+    // set does not hold, so verification fails and `--once` exits 1.
     let other = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let other_gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let other_backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let other_url = quickstart::jwks_url(other_gateway.local_addr().unwrap());
-    let _other = start(other, other_gateway, other_backend, &other_url).unwrap();
-
-    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let servers = start(registry, gateway, backend, &other_url).unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), request_once(servers.gateway))
+    let jwks = JwksServer::start(Mode::Jwks(JwksService::new(other))).await;
+    let url = jwks.url();
+    let finished = tokio::task::spawn_blocking(move || quickstart(&["--once", "--jwks-url", &url]))
         .await
-        .expect("bounded")
         .unwrap();
-    assert!(!outcome.verified());
-    assert_eq!(outcome.status, http::StatusCode::UNAUTHORIZED);
+    assert_eq!(finished.code(), Some(1), "{finished:?}");
+    assert!(finished.stdout.is_empty(), "{}", finished.stdout);
+    let stderr = &finished.stderr;
     assert!(
-        outcome
-            .challenge
-            .as_deref()
-            .unwrap()
-            .starts_with("Bearer error=\"invalid_token\""),
-        "{outcome:?}"
+        stderr.starts_with("the backend did not verify the token (401 Unauthorized, WWW-Authenticate: Bearer error=\"invalid_token\""),
+        "{stderr}"
     );
-    assert_eq!(outcome.body["verified"], false);
+    let body = printed_json(stderr, "):");
+    assert_eq!(body["verified"], false);
     assert_eq!(
-        outcome.body["error"],
+        body["error"],
         VerifyError::UnknownKid.to_string(),
-        "{outcome:?}"
+        "{stderr}"
     );
+    assert!(jwks.hits() >= 1, "the backend fetched the other JWKS");
+}
 
-    // The backend alone, without a token: refused.
-    let (status, challenge, body) = get(servers.backend, None).await;
-    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
-    assert_eq!(challenge.as_deref(), Some("Bearer"));
-    assert_eq!(body["error"], VerifyError::MissingToken.to_string());
+/// The quickstart running until killed, on free ports, its backend
+/// trusting `jwks_url` if given: the process, the gateway and the backend.
+async fn running(jwks_url: Option<&str>) -> (Running, SocketAddr, SocketAddr) {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--backend-listen", "127.0.0.1:0"];
+    if let Some(url) = jwks_url {
+        args.extend(["--jwks-url", url]);
+    }
+    let process = Example::new("quickstart").spawn(&args);
+    let gateway = process.address("gateway on").await;
+    let backend = process.address("backend on").await;
+    (process, gateway, backend)
 }
 
 /// `GET /hello` at `addr`, with a bearer token if given: the status, the
 /// challenge and the JSON body.
-async fn get(
-    addr: std::net::SocketAddr,
-    token: Option<&str>,
-) -> (http::StatusCode, Option<String>, serde_json::Value) {
+async fn get(addr: SocketAddr, token: Option<&str>) -> (http::StatusCode, Option<String>, Value) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let mut request = http::Request::get(format!("http://{addr}/hello"));
@@ -171,28 +168,21 @@ async fn get(
 
 #[tokio::test]
 async fn the_backend_checks_the_signature_and_the_claims() {
-    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = quickstart::jwks_url(gateway.local_addr().unwrap());
-    let servers = start(registry.clone(), gateway, backend, &url).unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), request_once(servers.gateway))
-        .await
-        .expect("bounded")
-        .unwrap();
-    assert!(outcome.verified(), "{outcome:?}");
-    let token = outcome.body["token"].as_str().unwrap().to_owned();
+    let (_process, gateway, backend) = running(None).await;
+    let (status, _, outcome) = get(gateway, None).await;
+    assert_eq!(status, http::StatusCode::OK, "{outcome}");
+    assert_eq!(outcome["verified"], true);
+    let token = outcome["token"].as_str().unwrap().to_owned();
 
     // The gateway's token, replayed straight to the backend: accepted.
-    let (status, _, body) = get(servers.backend, Some(&token)).await;
+    let (status, _, body) = get(backend, Some(&token)).await;
     assert_eq!(status, http::StatusCode::OK);
-    assert_eq!(body["claims"]["jti"], outcome.body["claims"]["jti"]);
+    assert_eq!(body["claims"]["jti"], outcome["claims"]["jti"]);
 
     // The same token with its payload changed: the signature no longer
     // matches.
     let parts: Vec<&str> = token.split('.').collect();
-    let mut claims: serde_json::Value =
-        serde_json::from_slice(&b64().decode(parts[1]).unwrap()).unwrap();
+    let mut claims: Value = serde_json::from_slice(&b64().decode(parts[1]).unwrap()).unwrap();
     claims["path"] = "/admin".into();
     let tampered = format!(
         "{}.{}.{}",
@@ -200,30 +190,45 @@ async fn the_backend_checks_the_signature_and_the_claims() {
         b64().encode(serde_json::to_vec(&claims).unwrap()),
         parts[2]
     );
-    let (status, challenge, body) = get(servers.backend, Some(&tampered)).await;
+    let (status, challenge, body) = get(backend, Some(&tampered)).await;
     assert_eq!(status, http::StatusCode::UNAUTHORIZED);
     assert!(challenge.unwrap().contains("invalid_token"));
     assert_eq!(body["error"], VerifyError::InvalidSignature.to_string());
 
-    // A token the gateway's key signed for another audience: refused.
-    claims["path"] = "/hello".into();
-    claims["aud"] = "someone-else".into();
-    let input = format!(
-        "{}.{}",
-        parts[0],
-        b64().encode(serde_json::to_vec(&claims).unwrap())
-    );
-    let snapshot = registry.current();
-    let signature = snapshot
-        .active()
-        .unwrap()
-        .signer()
-        .sign(input.as_bytes())
-        .unwrap();
-    let other_audience = format!("{input}.{}", b64().encode(signature));
-    let (status, _, body) = get(servers.backend, Some(&other_audience)).await;
+    // The backend alone, without a token: refused.
+    let (status, challenge, body) = get(backend, None).await;
     assert_eq!(status, http::StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error"], VerifyError::WrongAudience.to_string());
+    assert_eq!(challenge.as_deref(), Some("Bearer"));
+    assert_eq!(body["error"], VerifyError::MissingToken.to_string());
+}
+
+#[tokio::test]
+async fn the_backend_requires_the_gateways_issuer_and_audience() {
+    // The backend trusts a JWKS whose key the test holds, so the test can
+    // sign what the gateway never would.
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let jwks = JwksServer::start(Mode::Jwks(JwksService::new(KeyRegistry::new(key.clone())))).await;
+    let (_process, _, backend) = running(Some(&jwks.url())).await;
+    let now = crate::support::verifier::now();
+    let good = json!({
+        "iss": "quickstart-gateway", "aud": "quickstart-backend",
+        "iat": now, "exp": now + 60, "path": "/hello",
+    });
+    let (status, _, body) = get(backend, Some(&compact(&key, &good))).await;
+    assert_eq!(status, http::StatusCode::OK, "{body}");
+    for (change, refusal) in [
+        (json!({"aud": "someone-else"}), VerifyError::WrongAudience),
+        (json!({"iss": "another-gateway"}), VerifyError::WrongIssuer),
+        (json!({"exp": now - 3600}), VerifyError::Expired),
+    ] {
+        let mut claims = good.clone();
+        for (name, value) in change.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        let (status, _, body) = get(backend, Some(&compact(&key, &claims))).await;
+        assert_eq!(status, http::StatusCode::UNAUTHORIZED, "{change}");
+        assert_eq!(body["error"], refusal.to_string(), "{change}");
+    }
 }
 
 fn b64() -> base64::engine::GeneralPurpose {

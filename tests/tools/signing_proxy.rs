@@ -1,129 +1,73 @@
-//! The signing proxy example end to end over real sockets on 127.0.0.1,
-//! in front of a recording test upstream.
+//! The signing proxy example end to end: the real binary, over real
+//! sockets on 127.0.0.1, in front of a recording test upstream. Tokens are
+//! checked with jsonwebtoken (OpenSSL for ES512) against the JWKS the
+//! proxy serves.
 
-#[allow(dead_code)]
-#[path = "../../examples/signing_proxy.rs"]
-mod signing_proxy;
-
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use crate::support::signer::{AbortOnDrop, fetch, segment, verify};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use signing_proxy::{Command, Options, parse_args, serve, signer_layer};
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use tokio::net::TcpListener;
-use tower_jwt_signer::{Algorithm, JWKS_PATH, KeyRegistry};
+use tower_jwt_signer::JWKS_PATH;
 
-/// A request as the upstream received it.
-#[derive(Debug, Clone)]
-struct Received {
-    method: Method,
-    uri: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
+use crate::support::process::{Example, LIMIT, Running};
+use crate::support::signer::{fetch, segment, verify_against};
+use crate::support::upstream::Upstream;
 
-type Log = Arc<Mutex<Vec<Received>>>;
-
-/// An upstream that records every request and answers 201 with a body, a
-/// custom header and a hop-by-hop header.
-async fn upstream() -> (SocketAddr, Log, AbortOnDrop) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let log: Log = Arc::default();
-    let seen = Arc::clone(&log);
-    let task = tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let seen = Arc::clone(&seen);
-                    async move {
-                        let (parts, body) = request.into_parts();
-                        let body = body.collect().await.unwrap().to_bytes();
-                        seen.lock().unwrap().push(Received {
-                            method: parts.method,
-                            uri: parts.uri.to_string(),
-                            headers: parts.headers,
-                            body,
-                        });
-                        let mut response =
-                            Response::new(Full::new(Bytes::from_static(b"from upstream")));
-                        *response.status_mut() = StatusCode::CREATED;
-                        response
-                            .headers_mut()
-                            .insert("x-upstream", "yes".parse().unwrap());
-                        response
-                            .headers_mut()
-                            .insert("proxy-authenticate", "Basic".parse().unwrap());
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, log, AbortOnDrop(task))
-}
-
-fn options(flags: &[&str]) -> Options {
-    match parse_args(flags.iter().map(|s| (*s).to_owned())).unwrap() {
-        Command::Run(options) => *options,
-        Command::Help => panic!("not help"),
-    }
-}
-
-/// Starts the proxy on a free port with `registry`.
-async fn proxy(flags: &[&str], registry: &KeyRegistry) -> (SocketAddr, AbortOnDrop) {
-    let options = options(flags);
-    let layer = signer_layer(&options, registry.clone()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let _ = serve(listener, &options, layer).await;
-    });
-    (addr, AbortOnDrop(task))
+/// The proxy on a free port with `flags` (and `--listen 127.0.0.1:0`);
+/// returns the running process and its address.
+pub(super) async fn proxy(flags: &[&str]) -> (Running, SocketAddr) {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    let running = Example::new("signing_proxy").spawn(&args);
+    let addr = running.address("signing proxy on").await;
+    (running, addr)
 }
 
 fn request(method: Method, uri: String) -> http::request::Builder {
     Request::builder().method(method).uri(uri)
 }
 
+/// `GET http://addr{path}`: the status and the body.
+pub(super) async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
+    let (parts, body) = fetch(
+        request(Method::GET, format!("http://{addr}{path}"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    (parts.status, body)
+}
+
+/// The JWKS the proxy at `addr` serves.
+pub(super) async fn jwks(addr: SocketAddr) -> Bytes {
+    let (status, body) = get(addr, JWKS_PATH).await;
+    assert_eq!(status, StatusCode::OK);
+    body
+}
+
 #[tokio::test]
 async fn requests_arrive_unchanged_except_for_the_token() {
-    let (upstream_addr, log, _upstream) = upstream().await;
-    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let upstream_url = format!("http://{upstream_addr}");
-    let (addr, _proxy) = proxy(
-        &[
-            "--upstream",
-            &upstream_url,
-            "--issuer",
-            "gw",
-            "--audience",
-            "orders",
-            "--subject",
-            "svc-gateway",
-            "--ttl",
-            "120",
-            "--claim",
-            "tenant=${req.headers.x-tenant:public}",
-            "--claim",
-            "team=core",
-            "--claim",
-            "n=${number:req.query.n:0}",
-        ],
-        &registry,
-    )
+    let upstream = Upstream::start().await;
+    let (_proxy, addr) = proxy(&[
+        "--upstream",
+        &upstream.url(),
+        "--issuer",
+        "gw",
+        "--audience",
+        "orders",
+        "--subject",
+        "svc-gateway",
+        "--ttl",
+        "120",
+        "--claim",
+        "tenant=${req.headers.x-tenant:public}",
+        "--claim",
+        "team=core",
+        "--claim",
+        "n=${number:req.query.n:0}",
+    ])
     .await;
 
     let request = request(
@@ -150,7 +94,7 @@ async fn requests_arrive_unchanged_except_for_the_token() {
     assert!(parts.headers.get("proxy-authenticate").is_none());
     assert_eq!(&body[..], b"from upstream");
 
-    let received = log.lock().unwrap().clone();
+    let received = upstream.received();
     assert_eq!(received.len(), 1);
     let got = &received[0];
     assert_eq!(got.method, Method::POST);
@@ -161,7 +105,7 @@ async fn requests_arrive_unchanged_except_for_the_token() {
     assert_eq!(got.headers.get_all("x-multi").iter().count(), 2);
     assert_eq!(got.headers["content-type"], "text/plain");
     assert_eq!(got.headers["content-length"], "11");
-    assert_eq!(got.headers["host"], upstream_addr.to_string());
+    assert_eq!(got.headers["host"], upstream.addr.to_string());
     for hop in [
         "x-hop",
         "te",
@@ -174,7 +118,7 @@ async fn requests_arrive_unchanged_except_for_the_token() {
     let values: Vec<_> = got.headers.get_all("authorization").iter().collect();
     assert_eq!(values.len(), 1);
     let token = values[0].to_str().unwrap().strip_prefix("Bearer ").unwrap();
-    let claims = verify(token, &registry).unwrap().claims;
+    let claims = verify_against(token, &jwks(addr).await).unwrap().claims;
     assert_eq!(claims["iss"], "gw");
     assert_eq!(claims["aud"], "orders");
     assert_eq!(claims["sub"], "svc-gateway");
@@ -189,31 +133,37 @@ async fn requests_arrive_unchanged_except_for_the_token() {
 
 #[tokio::test]
 async fn a_connection_header_cannot_strip_the_token() {
-    let (upstream_addr, log, _upstream) = upstream().await;
-    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let upstream_url = format!("http://{upstream_addr}");
-    let (addr, _proxy) = proxy(&["--upstream", &upstream_url], &registry).await;
+    let upstream = Upstream::start().await;
+    let (_proxy, addr) = proxy(&["--upstream", &upstream.url()]).await;
     let request = request(Method::GET, format!("http://{addr}/"))
         .header("connection", "authorization, keep-alive")
         .body(Full::default())
         .unwrap();
     let (parts, _) = fetch(request).await;
     assert_eq!(parts.status, StatusCode::CREATED);
-    let got = log.lock().unwrap()[0].clone();
-    let token = got.headers["authorization"].to_str().unwrap();
-    verify(token.strip_prefix("Bearer ").unwrap(), &registry).unwrap();
+    let token = upstream.received()[0].bearer().expect("a token");
+    verify_against(&token, &jwks(addr).await).unwrap();
 }
 
 #[tokio::test]
 async fn the_jwks_is_answered_by_the_proxy_and_never_forwarded() {
-    let (upstream_addr, log, _upstream) = upstream().await;
-    let registry = KeyRegistry::generate(Algorithm::EdDSA).unwrap();
-    let upstream_url = format!("http://{upstream_addr}");
-    let (addr, _proxy) = proxy(
-        &["--upstream", &upstream_url, "--jwks-max-age", "42"],
-        &registry,
-    )
+    let upstream = Upstream::start().await;
+    let (proxy, addr) = proxy(&[
+        "--upstream",
+        &upstream.url(),
+        "--alg",
+        "EdDSA",
+        "--jwks-max-age",
+        "42",
+    ])
     .await;
+    // The kid the proxy says it signs with.
+    let started = proxy.line("the start line", |l| l.contains("signing proxy on"));
+    let kid = started
+        .split("kid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the start line names the kid");
     let (parts, body) = fetch(
         request(Method::GET, format!("http://{addr}{JWKS_PATH}"))
             .body(Full::default())
@@ -222,7 +172,13 @@ async fn the_jwks_is_answered_by_the_proxy_and_never_forwarded() {
     .await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(parts.headers["cache-control"], "public, max-age=42");
-    assert_eq!(&body[..], &registry.current().jwks_bytes()[..]);
+    let set: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let keys = set["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{set}");
+    assert_eq!(keys[0]["kid"], kid);
+    assert_eq!(keys[0]["alg"], "EdDSA");
+    assert_eq!(keys[0]["crv"], "Ed25519");
+    assert!(keys[0].get("d").is_none(), "no private member");
     let (parts, _) = fetch(
         request(Method::POST, format!("http://{addr}{JWKS_PATH}"))
             .body(Full::default())
@@ -231,7 +187,7 @@ async fn the_jwks_is_answered_by_the_proxy_and_never_forwarded() {
     .await;
     assert_eq!(parts.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(
-        log.lock().unwrap().is_empty(),
+        upstream.received().is_empty(),
         "nothing reached the upstream"
     );
 }
@@ -242,39 +198,22 @@ async fn an_unreachable_upstream_gives_502_and_the_proxy_keeps_serving() {
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closed_addr = closed.local_addr().unwrap();
     drop(closed);
-    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let upstream_url = format!("http://{closed_addr}");
-    let (addr, _proxy) = proxy(&["--upstream", &upstream_url], &registry).await;
+    let (_proxy, addr) = proxy(&["--upstream", &format!("http://{closed_addr}")]).await;
     for _ in 0..2 {
-        let (parts, body) = fetch(
-            request(Method::GET, format!("http://{addr}/x"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(parts.status, StatusCode::BAD_GATEWAY);
+        let (status, body) = get(addr, "/x").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"], "bad_gateway");
     }
-    let (parts, _) = fetch(
-        request(Method::GET, format!("http://{addr}{JWKS_PATH}"))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(parts.status, StatusCode::OK);
+    let (status, _) = get(addr, JWKS_PATH).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn policies_header_and_scheme_flags() {
-    let (upstream_addr, log, _upstream) = upstream().await;
-    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let upstream_url = format!("http://{upstream_addr}/base/");
-    let (addr, _proxy) = proxy(
-        &["--upstream", &upstream_url, "--existing", "reject"],
-        &registry,
-    )
-    .await;
+    let upstream = Upstream::start().await;
+    let upstream_url = format!("{}/base/", upstream.url());
+    let (_proxy, addr) = proxy(&["--upstream", &upstream_url, "--existing", "reject"]).await;
     let (parts, body) = fetch(
         request(Method::GET, format!("http://{addr}/x"))
             .header("authorization", "Bearer mine")
@@ -285,19 +224,16 @@ async fn policies_header_and_scheme_flags() {
     assert_eq!(parts.status, StatusCode::BAD_REQUEST);
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"], "token_present");
-    assert!(log.lock().unwrap().is_empty());
+    assert!(upstream.received().is_empty());
 
-    let (addr, _proxy2) = proxy(
-        &[
-            "--upstream",
-            &upstream_url,
-            "--header",
-            "X-JWT-Token",
-            "--scheme",
-            "",
-        ],
-        &registry,
-    )
+    let (_proxy2, addr) = proxy(&[
+        "--upstream",
+        &upstream_url,
+        "--header",
+        "X-JWT-Token",
+        "--scheme",
+        "",
+    ])
     .await;
     let (parts, _) = fetch(
         request(Method::GET, format!("http://{addr}/x?y=1"))
@@ -307,17 +243,21 @@ async fn policies_header_and_scheme_flags() {
     )
     .await;
     assert_eq!(parts.status, StatusCode::CREATED);
-    let got = log.lock().unwrap()[0].clone();
+    let got = upstream.received()[0].clone();
     assert_eq!(got.uri, "/base/x?y=1", "the base path is kept");
     assert_eq!(got.headers["authorization"], "Basic YTpi");
     let token = got.headers["x-jwt-token"].to_str().unwrap();
     assert_eq!(segment(token.split('.').next().unwrap())["typ"], "JWT");
-    verify(token, &registry).unwrap();
+    verify_against(token, &jwks(addr).await).unwrap();
+}
+
+/// Runs the proxy with `flags`; it must exit before listening.
+fn refused(flags: &[&str]) -> crate::support::process::Finished {
+    Example::new("signing_proxy").run(flags, LIMIT)
 }
 
 #[test]
 fn bad_flags_give_clear_errors() {
-    let parse = |flags: &[&str]| parse_args(flags.iter().map(|s| (*s).to_owned()));
     for (flags, expected) in [
         (&[][..], "--upstream URL is required"),
         (&["--upstream"][..], "--upstream needs a value"),
@@ -345,37 +285,65 @@ fn bad_flags_give_clear_errors() {
             "unknown flag --frobnicate",
         ),
         (&["stray"][..], "unexpected argument"),
+        // Settings the signer refuses are reported before anything listens.
+        (&["--upstream", "http://x", "--ttl", "0"][..], "lifetime"),
+        (
+            &["--upstream", "http://x", "--header", "bad name"][..],
+            "header name",
+        ),
+        (
+            &["--upstream", "http://x", "--header", "Connection"][..],
+            "hop-by-hop",
+        ),
+        (
+            &["--upstream", "http://x", "--scheme", "Bea rer"][..],
+            "scheme",
+        ),
+        (
+            &["--upstream", "http://x", "--claim", "x=${req.nope}"][..],
+            "unknown expression",
+        ),
+        (
+            &["--upstream", "http://x", "--claim", "exp=1"][..],
+            "computed by the signer",
+        ),
+        (
+            &["--upstream", "http://x", "--issuer", ""][..],
+            "cannot be empty",
+        ),
     ] {
-        let err = parse(flags).unwrap_err();
-        assert!(err.contains(expected), "{flags:?}: {err}");
+        let finished = refused(flags);
+        assert_eq!(finished.code(), Some(2), "{flags:?}: {finished:?}");
+        assert!(
+            finished.stderr.starts_with("error: ") && finished.stderr.contains(expected),
+            "{flags:?}: {}",
+            finished.stderr
+        );
+        assert!(finished.stderr.contains("Run with --help"), "{flags:?}");
+        assert!(finished.stdout.is_empty(), "{flags:?}: {}", finished.stdout);
     }
-    assert!(matches!(parse(&["--help"]), Ok(Command::Help)));
-
-    // Settings the signer refuses are reported before anything listens.
-    for (flags, expected) in [
-        (&["--ttl", "0"][..], "lifetime"),
-        (&["--header", "bad name"][..], "header name"),
-        (&["--header", "Connection"][..], "hop-by-hop"),
-        (&["--scheme", "Bea rer"][..], "scheme"),
-        (&["--claim", "x=${req.nope}"][..], "unknown expression"),
-        (&["--claim", "exp=1"][..], "computed by the signer"),
-        (&["--issuer", ""][..], "cannot be empty"),
-    ] {
-        let mut all = vec!["--upstream", "http://127.0.0.1:1"];
-        all.extend_from_slice(flags);
-        let options = options(&all);
-        let err = signer_layer(&options, KeyRegistry::empty()).unwrap_err();
-        assert!(err.to_string().contains(expected), "{flags:?}: {err}");
-    }
+    let help = refused(&["--help"]);
+    assert_eq!(help.code(), Some(0));
+    assert!(help.stdout.contains("USAGE:"), "{}", help.stdout);
+    assert!(help.stdout.contains("--upstream URL"), "{}", help.stdout);
 }
 
 #[tokio::test]
 async fn run_refuses_to_start_on_a_busy_port() {
     let busy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
-    let options = options(&["--upstream", "http://127.0.0.1:1", "--listen", &busy_addr]);
-    let result = tokio::time::timeout(Duration::from_secs(30), signing_proxy::run(options))
-        .await
-        .expect("returns at once");
-    assert!(result.is_err());
+    let finished = tokio::task::spawn_blocking(move || {
+        refused(&["--upstream", "http://127.0.0.1:1", "--listen", &busy_addr])
+    })
+    .await
+    .unwrap();
+    // Not a usage error (2): it could not listen (1), and says why.
+    assert_eq!(finished.code(), Some(1), "{finished:?}");
+    assert!(
+        finished.stderr.contains("error: ") && finished.stderr.contains("Address already in use"),
+        "{}",
+        finished.stderr
+    );
+    assert!(!finished.stdout.contains("signing proxy on"));
+    drop(busy);
 }
