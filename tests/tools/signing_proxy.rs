@@ -13,7 +13,7 @@ use tower_jwt_signer::JWKS_PATH;
 
 use crate::support::process::{Example, LIMIT, Running};
 use crate::support::signer::{fetch, segment, verify_against};
-use crate::support::upstream::Upstream;
+use crate::support::upstream::{Upstream, raw_exchange};
 
 /// The proxy on a free port with `flags` (and `--listen 127.0.0.1:0`);
 /// returns the running process and its address.
@@ -346,4 +346,75 @@ async fn run_refuses_to_start_on_a_busy_port() {
     );
     assert!(!finished.stdout.contains("signing proxy on"));
     drop(busy);
+}
+
+/// A raw request line and `Connection: close`, for [`raw_exchange`].
+fn raw(request_line: &str) -> String {
+    format!("{request_line}\r\nHost: proxy.test\r\nConnection: close\r\n\r\n")
+}
+
+/// Issue 16, "Example proxy": a path whose dot-segments climb above the
+/// upstream's base path (`GET /../../admin` was forwarded as
+/// `/api/../../admin`, with a signed token), in any spelling, is refused
+/// with 400 and never forwarded; `OPTIONS *` and `CONNECT` are not
+/// forwarded either. Dot-segments that stay inside are normalised (RFC 3986
+/// section 5.2.4) before the request is signed and forwarded.
+#[tokio::test]
+async fn dot_segments_never_climb_above_the_base_path() {
+    let upstream = Upstream::start().await;
+    let base = format!("{}/api", upstream.url());
+    let (_proxy, addr) = proxy(&["--upstream", &base, "--claim", "path=${req.path}"]).await;
+
+    for (request_line, status) in [
+        ("GET /../../admin HTTP/1.1", 400),
+        ("GET /.. HTTP/1.1", 400),
+        ("GET /a/../../admin HTTP/1.1", 400),
+        ("GET /a/b/../../../admin?x=1 HTTP/1.1", 400),
+        ("GET /%2e%2e/admin HTTP/1.1", 400),
+        ("GET /%2E%2E/%2e%2E/admin HTTP/1.1", 400),
+        ("GET /.%2e/admin HTTP/1.1", 400),
+        ("GET /%2e./admin HTTP/1.1", 400),
+        ("GET /..%2fadmin HTTP/1.1", 400),
+        ("GET /a%2F..%2F..%2Fadmin HTTP/1.1", 400),
+        ("GET /..%5cadmin HTTP/1.1", 400),
+        ("GET /..;/admin HTTP/1.1", 400),
+        ("GET /a/..;x=1/../admin HTTP/1.1", 400),
+        ("GET http://proxy.test/../admin HTTP/1.1", 400),
+        ("OPTIONS * HTTP/1.1", 400),
+        ("CONNECT 127.0.0.1:443 HTTP/1.1", 405),
+        ("CONNECT proxy.test:80 HTTP/1.1", 405),
+    ] {
+        let response = raw_exchange(addr, &raw(request_line)).await;
+        assert_eq!(response.status, status, "{request_line}: {}", response.head);
+        assert!(
+            upstream.received().is_empty(),
+            "{request_line} was forwarded: {:?}",
+            upstream.received()
+        );
+        if status == 400 {
+            let body: serde_json::Value = serde_json::from_slice(&response.body)
+                .unwrap_or_else(|_| panic!("{request_line}: {:?}", response.body));
+            assert_eq!(body["error"], "bad_request", "{request_line}");
+        }
+    }
+
+    // Inside the base path: normalised, then signed and forwarded; the
+    // query is left as it is.
+    for (request_line, forwarded, signed_path) in [
+        ("GET /a/./b/../c?q=../x HTTP/1.1", "/api/a/c?q=../x", "/a/c"),
+        ("GET /docs/.. HTTP/1.1", "/api/", "/"),
+        ("GET /a/%2e/b/%2E%2E/c/ HTTP/1.1", "/api/a/c/", "/a/c/"),
+        ("GET /plain/path HTTP/1.1", "/api/plain/path", "/plain/path"),
+    ] {
+        let before = upstream.received().len();
+        let response = raw_exchange(addr, &raw(request_line)).await;
+        assert_eq!(response.status, 201, "{request_line}: {}", response.head);
+        let received = upstream.received();
+        assert_eq!(received.len(), before + 1, "{request_line}");
+        let got = &received[before];
+        assert_eq!(got.uri, forwarded, "{request_line}");
+        let token = got.bearer().expect("a token");
+        let claims = verify_against(&token, &jwks(addr).await).unwrap().claims;
+        assert_eq!(claims["path"], signed_path, "{request_line}");
+    }
 }
