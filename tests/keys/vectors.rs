@@ -1,26 +1,15 @@
-//! Known answers from `../shared/vectors/` (RFC 7520 cookbook, RFC 8037).
-//!
-//! These read files outside the crate, so they are `#[ignore]`d: a fresh
-//! clone's `cargo test` stays honest, and `.ci/run` runs them with
-//! `cargo test -- --ignored`.
+//! Known answers (RFC 7520 cookbook, RFC 8037, RFC 7638) from the copies in
+//! `tests/data/` (see its README for their source), so that plain
+//! `cargo test` checks them.
 
-use std::path::PathBuf;
-
-use crate::support::jose::{b64, openssl_verifies, unb64};
 use serde_json::Value;
+use tower_jwt_signer::keys::PublicJwk;
 use tower_jwt_signer::{Algorithm, KeyError, SigningKey};
 
+use crate::support::jose::{b64, openssl_verifies, public_key, test_data, their_thumbprint, unb64};
+
 fn vector(path: &str) -> Value {
-    let full: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "shared", "vectors", path]
-        .iter()
-        .collect();
-    let text = std::fs::read_to_string(&full).unwrap_or_else(|err| {
-        panic!(
-            "{}: {err} (run from a checkout next to ../shared)",
-            full.display()
-        )
-    });
-    serde_json::from_str(&text).unwrap()
+    test_data(&format!("jose-cookbook/{path}"))
 }
 
 /// The cookbook's kid, `bilbo.baggins@hobbiton.example`, holds an `@`,
@@ -39,9 +28,8 @@ fn import_cookbook_key(case: &Value) -> SigningKey {
 }
 
 #[test]
-#[ignore = "reads ../shared/vectors; run by .ci/run with --ignored"]
 fn rfc7520_4_1_rs256_signature_is_byte_for_byte_the_cookbooks() {
-    let case = vector("jose-cookbook/jws/4_1.rsa_v15_signature.json");
+    let case = vector("jws/4_1.rsa_v15_signature.json");
     let key = import_cookbook_key(&case);
     assert_eq!(key.algorithm(), Algorithm::RS256);
     let input = case["signing"]["sig-input"].as_str().unwrap();
@@ -51,20 +39,19 @@ fn rfc7520_4_1_rs256_signature_is_byte_for_byte_the_cookbooks() {
         format!("{input}.{}", b64(&signature)),
         case["output"]["compact"].as_str().unwrap()
     );
+    // The kid is the key's RFC 7638 thumbprint, as jsonwebtoken computes it.
+    assert_eq!(
+        key.kid().as_str(),
+        their_thumbprint(&case["input"]["key"]),
+        "computed from the cookbook's JWK, not ours"
+    );
 }
 
 #[test]
-#[ignore = "reads ../shared/vectors; run by .ci/run with --ignored"]
 fn rfc7520_ps384_and_es512_signatures_verify_with_our_public_jwks() {
     for (file, alg) in [
-        (
-            "jose-cookbook/jws/4_2.rsa-pss_signature.json",
-            Algorithm::PS384,
-        ),
-        (
-            "jose-cookbook/jws/4_3.ecdsa_signature.json",
-            Algorithm::ES512,
-        ),
+        ("jws/4_2.rsa-pss_signature.json", Algorithm::PS384),
+        ("jws/4_3.ecdsa_signature.json", Algorithm::ES512),
     ] {
         let case = vector(file);
         let key = import_cookbook_key(&case);
@@ -101,16 +88,17 @@ fn rfc7520_ps384_and_es512_signatures_verify_with_our_public_jwks() {
 }
 
 #[test]
-#[ignore = "reads ../shared/vectors; run by .ci/run with --ignored"]
 fn rfc8037_ed25519_signature_and_thumbprint() {
-    let case = vector("jose-cookbook/curve25519/jws.json");
+    let case = vector("curve25519/jws.json");
     let key = import_cookbook_key(&case);
     assert_eq!(key.algorithm(), Algorithm::EdDSA);
     // RFC 8037 appendix A.3.
-    assert_eq!(
-        key.kid().as_str(),
-        "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
-    );
+    const THUMBPRINT: &str = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
+    assert_eq!(key.kid().as_str(), THUMBPRINT);
+    assert_eq!(key.public_jwk().thumbprint(), THUMBPRINT);
+    // The independent thumbprint the other tests rely on agrees with the
+    // RFC.
+    assert_eq!(their_thumbprint(&case["input"]["key"]), THUMBPRINT);
     let jwk = key.public_jwk().to_value();
     assert_eq!(jwk["x"], case["input"]["key"]["x"]);
     let input = case["signing"]["sig-input"].as_str().unwrap();
@@ -123,4 +111,21 @@ fn rfc8037_ed25519_signature_and_thumbprint() {
         input.as_bytes(),
         &signature
     ));
+}
+
+#[test]
+fn rfc7638_section_3_1_thumbprint() {
+    // The RSA public key of RFC 7638 section 3.1 (RFC 7517 appendix A.1),
+    // imported from its SubjectPublicKeyInfo made by OpenSSL.
+    let case = test_data("rfc7638_3_1.json");
+    let expected = case["thumbprint"].as_str().unwrap();
+    let der = public_key(&case["jwk"]).public_key_to_der().unwrap();
+    let jwk = PublicJwk::from_spki_der(&der, Algorithm::RS256, None).unwrap();
+    assert_eq!(jwk.thumbprint(), expected);
+    assert_eq!(jwk.kid().as_str(), expected);
+    assert_eq!(jwk.to_value()["n"], case["jwk"]["n"]);
+    assert_eq!(jwk.to_value()["e"], case["jwk"]["e"]);
+    // The independent thumbprint the other tests rely on agrees with the
+    // RFC (members other than kty, n and e do not count).
+    assert_eq!(their_thumbprint(&case["jwk"]), expected);
 }

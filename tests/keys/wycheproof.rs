@@ -1,4 +1,6 @@
-//! Wycheproof JWS and JWK vectors (`../shared/vectors/wycheproof/`).
+//! Wycheproof JWS and JWK vectors (`../shared/vectors/wycheproof/`, too
+//! large to copy into `tests/data`; `#[ignore]`d, run by `.ci/run` with
+//! `--ignored`).
 //!
 //! * `json_web_signature_test.json`: for every asymmetric group the verdict
 //!   matches `result`, with four documented exceptions where the vector's
@@ -12,24 +14,20 @@
 //! The vectors verify JWS, not JWT (their payloads are not claims sets), so
 //! `Verifier::verify_jws_with` is used: everything but the claims.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 use tower_jwt_signer::verifier::{JwkSet, JwkSetError, KeySource, Verifier, VerifyError};
 
+use crate::support::jose::shared_vectors;
+
 fn load(name: &str) -> Value {
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "shared",
-        "vectors",
-        "wycheproof",
-        name,
-    ]
-    .iter()
-    .collect();
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let path = shared_vectors().join("wycheproof").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+        panic!(
+            "{}: {err} (run from a checkout next to ../shared, or set \
+             TOWER_JWT_SIGNER_VECTORS to its vectors directory)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).unwrap()
 }
 

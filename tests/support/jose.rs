@@ -128,3 +128,37 @@ pub fn jsonwebtoken_alg(alg: Algorithm) -> Option<jsonwebtoken::Algorithm> {
         Algorithm::ES512 => return None,
     })
 }
+
+/// A JSON file of known answers in `tests/data/` (see its README).
+pub fn test_data(path: &str) -> Value {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("data")
+        .join(path);
+    let text =
+        std::fs::read_to_string(&full).unwrap_or_else(|err| panic!("{}: {err}", full.display()));
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", full.display()))
+}
+
+/// `../shared/vectors` next to the crate (the Wycheproof vectors, too large
+/// to copy into `tests/data`), or the directory `TOWER_JWT_SIGNER_VECTORS`
+/// names (a worktree that is not next to `../shared`).
+pub fn shared_vectors() -> std::path::PathBuf {
+    match std::env::var_os("TOWER_JWT_SIGNER_VECTORS") {
+        Some(dir) => dir.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("shared")
+            .join("vectors"),
+    }
+}
+
+/// The RFC 7638 SHA-256 thumbprint of a public JWK, computed by
+/// jsonwebtoken (not by this crate): the independent answer for "the kid is
+/// the thumbprint". Checked against the RFCs' own examples in
+/// `keys::vectors`.
+pub fn their_thumbprint(jwk: &Value) -> String {
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).expect("a JWK");
+    jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+        .expect("a thumbprint")
+}
