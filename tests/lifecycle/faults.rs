@@ -8,11 +8,15 @@
 //! with jsonwebtoken), no request went unanswered or got a 5xx, and every
 //! key file in the directory still parses.
 //!
-//! Running as root (as CI containers often do), `chmod` does not stop
-//! writes: the read-only test then uses `chattr +i` or a read-only bind
-//! mount, and the full-disk test mounts a small tmpfs. Where the machine
-//! allows none of these, a `KeyStore` wrapper fails the writes with the same
-//! OS error; each test prints which mechanism it used.
+//! The faults are real (`support::disk`): the key directory is made
+//! read-only by the kernel (a read-only bind mount as root, `chmod` for an
+//! unprivileged user) and the full disk is a small tmpfs that really fills
+//! up, so the real `DirKeyStore` meets each fault and must leave every file
+//! whole and no temporary file behind by itself. Mounting needs root with
+//! `CAP_SYS_ADMIN` (CI runs as root): where it is refused, these tests fail
+//! saying so, they do not fall back to a fake. The one wrapper left,
+//! `FullAfterSaves`, only picks the moment the real disk fills (between the
+//! two writes of an activation, which no outside timing can hit).
 
 use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt as _;
@@ -23,17 +27,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpListener;
 use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
+use tower_jwt_signer::store::KeyStore;
 use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
 use tower_jwt_signer::{
     Algorithm, Clock, DirKeyStore, KeyRegistry, KeyState, RegistryError, SigningKey,
 };
 
 use crate::support::chain::{AUDIENCE, Gateway, ISSUER, jwks_url, signer};
+use crate::support::disk::{ENOSPC, FullAfterSaves, ReadOnly, SmallDisk, os_error};
 use crate::support::logs::logs;
 use crate::support::soak::{
-    Audit, Backend, ENOSPC, JwksServer, KidLog, Load, LoadStats, ReadOnly, SmallDisk,
-    SwitchableStore, active_kid, key_files, published_kids, stored_keys, stored_kids, temp_files,
-    wait_until,
+    Audit, Backend, JwksServer, KidLog, Load, LoadStats, active_kid, key_files, published_kids,
+    stored_keys, stored_kids, temp_files, wait_until,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -56,8 +61,7 @@ async fn bounded<F: Future>(future: F) -> F::Output {
 }
 
 /// A registry on `store` with an ES256 key, built off the runtime thread.
-async fn open_registry(store: &Arc<SwitchableStore>, clock: Clock) -> KeyRegistry {
-    let store = Arc::clone(store);
+async fn open_registry(store: impl KeyStore + 'static, clock: Clock) -> KeyRegistry {
     tokio::task::spawn_blocking(move || {
         KeyRegistry::builder()
             .clock(clock)
@@ -174,8 +178,7 @@ async fn the_jwks_server_restarts_in_the_middle_of_a_run() {
     bounded(async {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
-        let store = SwitchableStore::open(&dir);
-        let registry = open_registry(&store, Clock::system()).await;
+        let registry = open_registry(DirKeyStore::open(&dir).unwrap(), Clock::system()).await;
         let mut jwks = JwksServer::start(&registry).await;
         let chain = chain(&registry, Some(&jwks)).await;
         let load = Load::start(chain.gateway.addr, CLIENTS);
@@ -258,8 +261,7 @@ async fn the_key_directory_becomes_read_only() {
         logs();
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
-        let store = SwitchableStore::open(&dir);
-        let registry = open_registry(&store, Clock::system()).await;
+        let registry = open_registry(DirKeyStore::open(&dir).unwrap(), Clock::system()).await;
         let period = Duration::from_secs(2);
         let rotator = KeyRotator::spawn(registry.clone(), policy(period, None));
         let chain = chain(&registry, None).await;
@@ -268,7 +270,7 @@ async fn the_key_directory_becomes_read_only() {
         let first = active_kid(&registry);
         let second = rotated_from(&first, &registry, &clients).await;
 
-        let mut read_only = ReadOnly::apply(&dir, &store);
+        let mut read_only = ReadOnly::apply(&dir);
         eprintln!("read-only by {:?}", read_only.how());
         wait_until("a failed rotation step", WAIT, || {
             !step_failures(&dir).is_empty()
@@ -313,16 +315,7 @@ async fn a_full_disk() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
         let mut disk = SmallDisk::mount(&dir, "256k");
-        eprintln!(
-            "full disk: {}",
-            if disk.is_mounted() {
-                "a 256 KiB tmpfs"
-            } else {
-                "mount refused: the store wrapper fails saves with ENOSPC"
-            }
-        );
-        let store = SwitchableStore::open(&dir);
-        let registry = open_registry(&store, Clock::system()).await;
+        let registry = open_registry(DirKeyStore::open(&dir).unwrap(), Clock::system()).await;
         let period = Duration::from_secs(2);
         // Old keys are kept past the end of the test: removing one would
         // free space, and the disk should stay full while it is.
@@ -336,7 +329,7 @@ async fn a_full_disk() {
         let first = active_kid(&registry);
         rotated_from(&first, &registry, &clients).await;
 
-        disk.fill(&store);
+        disk.fill();
         wait_until("a failed rotation step", WAIT, || {
             !step_failures(&dir).is_empty()
         })
@@ -361,10 +354,7 @@ async fn a_full_disk() {
         let RegistryError::Store(store_err) = &err else {
             panic!("not a store error: {err}");
         };
-        let os = std::error::Error::source(store_err)
-            .and_then(|source| source.downcast_ref::<std::io::Error>())
-            .and_then(std::io::Error::raw_os_error);
-        assert_eq!(os, Some(ENOSPC), "{err}");
+        assert_eq!(os_error(store_err), Some(ENOSPC), "{err}");
         assert_eq!(published_kids(&registry), published);
 
         tokio::time::sleep(period + Duration::from_secs(1)).await;
@@ -382,15 +372,15 @@ async fn a_full_disk() {
         assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
         assert_eq!(stored_kids(&dir), published);
 
-        disk.free(&store);
+        disk.free();
         rotated_from(&signing, &registry, &clients).await;
 
         let clients = load.stop().await;
         rotator.stop().await;
         nothing_lost_nothing_unsigned(&dir, &registry, &chain, &clients);
+        // Nothing may hold a file on the tmpfs when it is unmounted.
         drop(chain);
         drop(registry);
-        drop(store);
     })
     .await;
 }
@@ -402,14 +392,24 @@ async fn a_full_disk() {
 /// it is whole and loads; the published keys do not change, so the same key
 /// keeps signing; the rotator retries and, once there is space, activates
 /// the key that was published for it.
+///
+/// THE FAULT IS REAL, ONLY ITS MOMENT IS PICKED BY A WRAPPER. The key
+/// directory is a real 256 KiB tmpfs. `FullAfterSaves` lets the
+/// activation's first write (the old key as retiring) through, then fills
+/// the tmpfs for real and hands the second write (the new key as active)
+/// to the real `DirKeyStore`, which fails with the real `ENOSPC`, as does
+/// the rollback. No timing from outside the store can land between those
+/// two writes; everything else (temporary files, renames, clean-up) is the
+/// real store's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_that_fills_up_in_the_middle_of_an_activation() {
     bounded(async {
         logs();
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
-        let store = SwitchableStore::open(&dir);
-        let registry = open_registry(&store, Clock::system()).await;
+        let _disk = SmallDisk::mount(&dir, "256k");
+        let store = FullAfterSaves::open(&dir);
+        let registry = open_registry(Arc::clone(&store), Clock::system()).await;
         let rotator = KeyRotator::spawn(
             registry.clone(),
             policy(Duration::from_secs(2), Some(Duration::from_secs(120))),
@@ -438,7 +438,7 @@ async fn a_disk_that_fills_up_in_the_middle_of_an_activation() {
             let (kid, at) = next.unwrap();
             let at = at.expect("the rotator schedules its next keys");
             if registry.clock().now() + Duration::from_millis(300) < at {
-                store.fail_writes_after(1, ENOSPC, false);
+                store.fill_after(1);
                 break kid;
             }
             // Too close to call: the next one.
@@ -449,6 +449,13 @@ async fn a_disk_that_fills_up_in_the_middle_of_an_activation() {
             !logs().matching(&["cannot roll back", &dir_name]).is_empty()
         })
         .await;
+        assert!(store.is_full());
+        // The real store's own error: the disk is full.
+        let reported = logs().matching(&["cannot roll back", &dir_name]);
+        assert!(
+            reported[0].contains("No space left on device"),
+            "{reported:?}"
+        );
         eprintln!(
             "reported: {}",
             logs().matching(&["cannot roll back", &dir_name])[0]
@@ -513,7 +520,7 @@ async fn a_disk_that_fills_up_in_the_middle_of_an_activation() {
         assert_eq!(stored_kids(&copy), stored_kids(&dir));
 
         // Space again: the retried step activates the published next key.
-        store.heal();
+        store.free();
         let now = rotated_from(&signing, &registry, &clients).await;
         assert_eq!(now, next);
 
@@ -617,9 +624,8 @@ async fn the_clock_jumps_forward_and_back() {
     bounded(async {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
-        let store = SwitchableStore::open(&dir);
         let (clock, offset) = jumping_clock();
-        let registry = open_registry(&store, clock.clone()).await;
+        let registry = open_registry(DirKeyStore::open(&dir).unwrap(), clock.clone()).await;
         let period = Duration::from_secs(1);
         let policy = policy(period, None);
         let retain = policy.retain();
@@ -675,29 +681,47 @@ async fn the_clock_jumps_forward_and_back() {
         // keeps signing, the rotator does not thrash, and no key leaves
         // early. (Rotation waits until the clock reaches the keys' times
         // again; the rotator looks again at least every minute.)
-        let signing = active_kid(&registry);
         let published = published_kids(&registry);
-        let ok = clients.ok();
+        let before = clients.ok_by_kid();
         let since = jump(&load, &offset, -4).await;
+        let back_at = clock.now();
         tokio::time::sleep(Duration::from_secs(3)).await;
         no_burst(since);
-        assert!(clients.ok() >= ok + 20, "{}", clients.summary());
+        // No key was activated once the clock went back: no activation time
+        // falls between the jump and now. (A step that read the clock just
+        // before the jump may still have activated its key: its time is
+        // from before the jump.)
+        let now = clock.now();
+        for key in registry.current().keys() {
+            if let Some(at) = key.activated_at() {
+                assert!(
+                    !(back_at..=now).contains(&at),
+                    "{} activated at {at:?}, after the clock went back to {back_at:?}",
+                    key.kid()
+                );
+            }
+        }
+        // The active key keeps signing: it signed 20 more answered requests
+        // since the jump.
+        let signing = active_kid(&registry);
+        let gained = clients.ok_with(&signing) - before.get(&signing).copied().unwrap_or(0);
+        assert!(gained >= 20, "{signing}: {gained}; {}", clients.summary());
         let still = published_kids(&registry);
         assert!(
             published.iter().all(|kid| still.contains(kid)),
             "no key leaves early: {published:?} then {still:?}"
         );
-        eprintln!(
-            "after the jump back: {} signs (was {signing}); {} keys published (were {})",
-            active_kid(&registry),
-            still.len(),
-            published.len(),
-        );
 
         let clients = load.stop().await;
         rotator.stop().await;
         // Across every jump, every request was verified.
-        assert_eq!(clients.failures(), 0, "{}", clients.summary());
+        assert_eq!(
+            clients.failures(),
+            0,
+            "{}; backend: {}",
+            clients.summary(),
+            chain.backend.stats.summary()
+        );
         assert_eq!(chain.backend.stats.refused_total(), 0);
         nothing_lost_nothing_unsigned(&dir, &registry, &chain, &clients);
     })

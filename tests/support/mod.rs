@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod chain;
+pub mod disk;
 pub mod fuzz;
 pub mod jose;
 pub mod lifecycle;
