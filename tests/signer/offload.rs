@@ -3,7 +3,8 @@
 //! or panicking signature fails closed (500, the inner service is not
 //! called).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -217,6 +218,157 @@ async fn a_dropped_request_never_reaches_the_inner_service() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(seen.count(), 1);
+}
+
+/// A key that counts its signatures and says when it is dropped.
+#[derive(Debug)]
+struct Counted {
+    key: SigningKey,
+    signatures: Arc<AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+impl JwsSigner for Counted {
+    fn public_jwk(&self) -> &PublicJwk {
+        self.key.public_jwk()
+    }
+
+    fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.signatures.fetch_add(1, Ordering::SeqCst);
+        self.key.sign(input)
+    }
+}
+
+/// A key whose signatures wait until the gate opens (at most a minute, so
+/// that a failing test never hangs a signing thread for good).
+#[derive(Debug)]
+struct Gated {
+    key: SigningKey,
+    started: Arc<AtomicUsize>,
+    open: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl JwsSigner for Gated {
+    fn public_jwk(&self) -> &PublicJwk {
+        self.key.public_jwk()
+    }
+
+    fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let (open, opened) = &*self.open;
+        let guard = open.lock().unwrap();
+        let (guard, _) = opened
+            .wait_timeout_while(guard, Duration::from_secs(60), |open| !*open)
+            .unwrap();
+        drop(guard);
+        self.key.sign(input)
+    }
+}
+
+/// Polls `condition` every millisecond; panics after 30 s.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
+}
+
+/// A request dropped while its signature waits for a signing thread is
+/// never signed: every signing thread is held busy, the request is queued
+/// and dropped, the threads are released, and once the queued job is gone
+/// (its key, held by nothing else, is dropped) the key has made no
+/// signature. The same request not dropped is signed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_before_its_turn_is_not_signed() {
+    // The pool's size: one thread per core, at most 16 (`signer::pool`).
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(16);
+    for drop_it in [true, false] {
+        let started = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let gated = JwtSignerLayer::new(KeyRegistry::new(Gated {
+            key: SigningKey::generate(Algorithm::ES256).unwrap(),
+            started: Arc::clone(&started),
+            open: Arc::clone(&open),
+        }))
+        .offload(Offload::Blocking);
+        let mut holders = tokio::task::JoinSet::new();
+        for _ in 0..threads {
+            let service = gated.layer(tower::service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            }));
+            holders.spawn(service.oneshot(Request::get("/").body(()).unwrap()));
+        }
+        // Every signing thread is inside a gated signature (other tests'
+        // jobs, if any, finish first: none of them waits).
+        until("every signing thread held", || {
+            started.load(Ordering::SeqCst) >= threads
+        })
+        .await;
+
+        let signatures = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let registry = KeyRegistry::new(Counted {
+            key: SigningKey::generate(Algorithm::ES256).unwrap(),
+            signatures: Arc::clone(&signatures),
+            dropped: Arc::clone(&dropped),
+        });
+        let seen = Seen::default();
+        let mut service = JwtSignerLayer::new(registry)
+            .offload(Offload::Blocking)
+            .layer(recording(&seen));
+        service.ready().await.unwrap();
+        // The call queues the signature; no thread is free to take it.
+        let future = service.call(Request::get("/").body(()).unwrap());
+        let kept = if drop_it {
+            drop(future);
+            None
+        } else {
+            Some(future)
+        };
+        // From here on only the queued job holds the key.
+        drop(service);
+        assert_eq!(signatures.load(Ordering::SeqCst), 0, "not signed yet");
+
+        // Release the signing threads.
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        while let Some(held) = holders.join_next().await {
+            assert_eq!(held.unwrap().unwrap().status(), StatusCode::OK);
+        }
+        if let Some(kept) = kept {
+            let response = tokio::time::timeout(Duration::from_secs(30), kept)
+                .await
+                .expect("bounded")
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        until("the queued job is done with the key", || {
+            dropped.load(Ordering::SeqCst)
+        })
+        .await;
+        if drop_it {
+            assert_eq!(
+                signatures.load(Ordering::SeqCst),
+                0,
+                "a dropped request was signed"
+            );
+            assert_eq!(seen.count(), 0);
+        } else {
+            assert_eq!(signatures.load(Ordering::SeqCst), 1);
+            assert_eq!(seen.count(), 1);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
