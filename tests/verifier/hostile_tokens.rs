@@ -13,7 +13,7 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use serde_json::json;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
+use tower_jwt_signer::verifier::{RemoteJwks, Verifier, VerifyError};
 use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
 
 use crate::support::jose::{b64, compact, public_key, unb64};
@@ -126,8 +126,18 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     let good_es = compact(&es, &claims());
     let good_rs = compact(&rs, &claims());
     let es_signature = unb64(good_es.rsplit('.').next().unwrap());
-    let mut hostile: Vec<(String, String)> = Vec::new();
-    let mut add = |name: &str, token: String| hostile.push((name.to_owned(), token));
+    // Each hostile token with the refusal it must get: the reason is
+    // asserted, not only the status (the challenge's error_description is
+    // the `VerifyError`'s description).
+    let mut hostile: Vec<(String, String, VerifyError)> = Vec::new();
+    let mut add = |name: &str, expected: VerifyError, token: String| {
+        hostile.push((name.to_owned(), token, expected));
+    };
+    use VerifyError::{
+        CriticalHeader, Expired, InvalidClaim, InvalidSignature, KeyMismatch, KidRequired,
+        Malformed, MissingClaim, NotYetValid, TooLarge, UnknownKid, UnsupportedAlgorithm,
+        WrongAudience, WrongIssuer,
+    };
 
     // alg none, in every casing, with and without a signature.
     for casing in none_casings() {
@@ -137,13 +147,19 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
             claims().to_string().as_bytes(),
             b"",
         );
-        add(&format!("alg {casing}, no signature"), unsigned.clone());
+        add(
+            &format!("alg {casing}, no signature"),
+            UnsupportedAlgorithm,
+            unsigned.clone(),
+        );
         add(
             &format!("alg {casing}, junk signature"),
+            UnsupportedAlgorithm,
             with_signature(&unsigned, b"junk"),
         );
         add(
             &format!("alg {casing}, real ES256 signature"),
+            UnsupportedAlgorithm,
             with_signature(&unsigned, &es_signature),
         );
     }
@@ -162,19 +178,25 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     ] {
         add(
             &format!("HS256 keyed with {what}"),
+            UnsupportedAlgorithm,
             hs256(rs.kid(), &secret),
         );
     }
     let mut ec_point = vec![4u8];
     ec_point.extend(unb64(es_jwk["x"].as_str().unwrap()));
     ec_point.extend(unb64(es_jwk["y"].as_str().unwrap()));
-    add("HS256 keyed with the EC point", hs256(es.kid(), &ec_point));
+    add(
+        "HS256 keyed with the EC point",
+        UnsupportedAlgorithm,
+        hs256(es.kid(), &ec_point),
+    );
 
     // The attacker's key under a real kid, and key/algorithm confusion.
     let mut header = header_of(&attacker);
     header["kid"] = json!(es.kid().as_str());
     add(
         "attacker key, real kid",
+        InvalidSignature,
         sign_with_header(&attacker, &header, &claims()),
     );
     let ps_with_rs_key = SigningKey::from_pkcs8_pem(rs.to_pkcs8_pem().unwrap(), Algorithm::PS256)
@@ -182,18 +204,21 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
         .with_kid(rs.kid().clone());
     add(
         "PS256 by the RS256 key (the key says RS256)",
+        KeyMismatch,
         compact(&ps_with_rs_key, &claims()),
     );
     let mut header = header_of(&es);
     header["alg"] = json!("RS256");
     add(
         "RS256 named with the EC kid",
+        KeyMismatch,
         with_signature(&sign_with_header(&es, &header, &claims()), &es_signature),
     );
     let mut header = header_of(&rs);
     header["alg"] = json!("ES256");
     add(
         "ES256 named with the RSA kid",
+        KeyMismatch,
         sign_with_header(&es, &header, &claims()),
     );
 
@@ -204,17 +229,20 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     header["jwk"] = attacker_jwk.clone();
     add(
         "embedded jwk, real kid",
+        InvalidSignature,
         sign_with_header(&attacker, &header, &claims()),
     );
     let header = json!({"alg": "ES256", "jwk": attacker_jwk});
     add(
         "embedded jwk, no kid",
+        KidRequired,
         sign_with_header(&attacker, &header, &claims()),
     );
     let mut header = header_of(&attacker);
     header["jku"] = json!(attacker_jwks.url());
     add(
         "jku to the attacker's JWKS",
+        UnknownKid,
         sign_with_header(&attacker, &header, &claims()),
     );
     let mut header = header_of(&attacker);
@@ -222,6 +250,7 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     header["x5u"] = json!(format!("http://{}/cert.pem", attacker_jwks.addr));
     add(
         "x5u to the attacker's server",
+        InvalidSignature,
         sign_with_header(&attacker, &header, &claims()),
     );
     let mut header = header_of(&attacker);
@@ -229,6 +258,7 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     header["x5c"] = json!([STANDARD_NO_PAD.encode(&attacker_cert)]);
     add(
         "x5c with the attacker's certificate",
+        InvalidSignature,
         sign_with_header(&attacker, &header, &claims()),
     );
 
@@ -244,14 +274,22 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
         header["kid"] = json!(kid);
         add(
             &format!("kid {:?}", &kid[..kid.len().min(24)]),
+            UnknownKid,
             sign_with_header(&es, &header, &claims()),
         );
     }
-    for kid in [json!(""), json!(5), json!(null), json!(["a"])] {
+    let not_a_string = Malformed("the header's kid is not a string");
+    for (kid, expected) in [
+        (json!(""), UnknownKid),
+        (json!(5), not_a_string.clone()),
+        (json!(null), not_a_string.clone()),
+        (json!(["a"]), not_a_string),
+    ] {
         let mut header = header_of(&es);
         header["kid"] = kid.clone();
         add(
             &format!("kid {kid}"),
+            expected,
             sign_with_header(&es, &header, &claims()),
         );
     }
@@ -278,6 +316,7 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     ] {
         add(
             &format!("ES256 signature {what}"),
+            InvalidSignature,
             with_signature(&good_es, &signature),
         );
     }
@@ -288,26 +327,53 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     forged["sub"] = json!("mallory");
     add(
         "tampered payload",
+        InvalidSignature,
         format!("{}.{}.{}", parts[0], b64(forged.to_string()), parts[2]),
     );
-    add("stripped signature", format!("{}.{}.", parts[0], parts[1]));
-    add("two parts", format!("{}.{}", parts[0], parts[1]));
-    add("four parts", format!("{good_es}.{}", parts[2]));
+    let not_three_parts = Malformed("the token is not three base64url parts separated by dots");
+    add(
+        "stripped signature",
+        Malformed("the signature is missing"),
+        format!("{}.{}.", parts[0], parts[1]),
+    );
+    add(
+        "two parts",
+        not_three_parts.clone(),
+        format!("{}.{}", parts[0], parts[1]),
+    );
+    add(
+        "four parts",
+        not_three_parts,
+        format!("{good_es}.{}", parts[2]),
+    );
     add(
         "RSA signature truncated",
+        InvalidSignature,
         with_signature(&good_rs, &unb64(good_rs.rsplit('.').next().unwrap())[1..]),
     );
 
     // Claims that do not pass.
     let now = crate::support::verifier::now();
-    for (what, change) in [
-        ("expired", json!({"exp": now - 3600})),
-        ("not yet valid", json!({"nbf": now + 3600})),
-        ("wrong iss", json!({"iss": "evil"})),
-        ("wrong aud", json!({"aud": "other"})),
-        ("aud array without us", json!({"aud": ["a", "b"]})),
-        ("exp as a string", json!({"exp": (now + 600).to_string()})),
-        ("no exp", json!({"exp": null})),
+    for (what, change, expected) in [
+        ("expired", json!({"exp": now - 3600}), Expired),
+        ("not yet valid", json!({"nbf": now + 3600}), NotYetValid),
+        ("wrong iss", json!({"iss": "evil"}), WrongIssuer),
+        ("wrong aud", json!({"aud": "other"}), WrongAudience),
+        (
+            "aud array without us",
+            json!({"aud": ["a", "b"]}),
+            WrongAudience,
+        ),
+        (
+            "exp as a string",
+            json!({"exp": (now + 600).to_string()}),
+            InvalidClaim("exp"),
+        ),
+        (
+            "no exp",
+            json!({"exp": null}),
+            MissingClaim("exp".to_owned()),
+        ),
     ] {
         let mut claims = claims();
         for (name, value) in change.as_object().unwrap() {
@@ -317,17 +383,19 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
                 claims[name] = value.clone();
             }
         }
-        add(what, compact(&es, &claims));
+        add(what, expected, compact(&es, &claims));
     }
 
     // Malformed base64 and JSON (signed by the real key where it matters).
     let header_b64 = parts[0];
     add(
         "padded header",
+        Malformed("the header is not strict base64url"),
         format!("{header_b64}=.{}.{}", parts[1], parts[2]),
     );
     add(
         "standard-alphabet signature",
+        Malformed("the signature is not strict base64url"),
         format!(
             "{}.{}.{}+/",
             parts[0],
@@ -335,8 +403,11 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
             &parts[2][..parts[2].len() - 2]
         ),
     );
+    // The signature is checked over the signing input as sent, before the
+    // payload is decoded: the space makes it another input.
     add(
         "space inside",
+        InvalidSignature,
         format!("{}.{} .{}", parts[0], parts[1], parts[2]),
     );
     let es_header = header_of(&es).to_string();
@@ -376,18 +447,24 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     let signature = es.sign(input.as_bytes()).unwrap();
     add(
         "non-canonical header base64 (validly signed)",
+        Malformed("the header is not strict base64url"),
         format!("{input}.{}", b64(signature)),
     );
+    let header_not_json = Malformed("the header is not a JSON object");
+    let payload_not_json = Malformed("the payload is not a JSON object");
     add(
         "header not JSON",
+        header_not_json.clone(),
         sign_raw(b"not json", claims_text.as_bytes()),
     );
     add(
         "header an array",
+        header_not_json.clone(),
         sign_raw(b"[\"ES256\"]", claims_text.as_bytes()),
     );
     add(
         "header not UTF-8",
+        header_not_json.clone(),
         sign_raw(b"{\"alg\":\"ES256\xff\"}", claims_text.as_bytes()),
     );
     let duplicate_alg = format!(
@@ -396,19 +473,26 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     );
     add(
         "header with alg twice",
+        header_not_json,
         sign_raw(duplicate_alg.as_bytes(), claims_text.as_bytes()),
     );
     add(
         "payload not JSON",
+        payload_not_json.clone(),
         sign_raw(es_header.as_bytes(), b"not json"),
     );
-    add("payload an array", sign_raw(es_header.as_bytes(), b"[1,2]"));
+    add(
+        "payload an array",
+        payload_not_json.clone(),
+        sign_raw(es_header.as_bytes(), b"[1,2]"),
+    );
     let duplicate_exp = format!(
         "{{\"iss\":\"gateway\",\"aud\":\"api\",\"exp\":{},\"exp\":1}}",
         now + 600
     );
     add(
         "payload with exp twice",
+        payload_not_json,
         sign_raw(es_header.as_bytes(), duplicate_exp.as_bytes()),
     );
     let mut crit = header_of(&es);
@@ -416,17 +500,24 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     crit["exp"] = json!(now + 600);
     add(
         "crit header (validly signed)",
+        CriticalHeader,
         sign_with_header(&es, &crit, &claims()),
     );
 
     // Oversized tokens: refused by size, before parsing.
     let mut big = claims();
     big["padding"] = json!("x".repeat(9000));
-    add("9 KiB token", compact(&es, &big));
-    add("64 KiB of dots", ".".repeat(64 * 1024));
+    let too_large = |token: &str| TooLarge {
+        len: token.len(),
+        max: 8192,
+    };
+    let nine_kib = compact(&es, &big);
+    add("9 KiB token", too_large(&nine_kib), nine_kib);
+    let dots = ".".repeat(64 * 1024);
+    add("64 KiB of dots", too_large(&dots), dots);
 
     assert!(hostile.len() > 100, "{}", hostile.len());
-    for (name, token) in &hostile {
+    for (name, token, expected) in &hostile {
         let reply = get_bearer(backend.addr, token).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{name}");
         let challenge = reply
@@ -441,7 +532,7 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
             "{name}: {description}"
         );
         assert!(!description.contains("mallory") && !description.contains("etc/passwd"));
-        eprintln!("{name}: {description}");
+        assert_eq!(description, expected.description(), "{name}: {expected:?}");
     }
     let too_big = get_bearer(backend.addr, &hostile.last().unwrap().1).await;
     assert!(too_big.challenge().unwrap().contains("limit is 8192"));
