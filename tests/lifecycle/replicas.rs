@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::lifecycle::{published_kids, sign, verify_with_jwks};
 use tower_jwt_signer::rotation::{KeyRotator, OldKeys, RotationPolicy};
-use tower_jwt_signer::store::{DirKeyStore, StoreFollower};
+use tower_jwt_signer::store::{DirKeyStore, StoreError, StoreFollower};
 use tower_jwt_signer::{Algorithm, Clock, KeyRegistry, KeyState, RegistryError};
 
 const PERIOD: Duration = Duration::from_secs(3600);
@@ -203,15 +203,35 @@ fn a_replica_keeps_its_keys_while_the_directory_is_broken() {
     let replica = open(&dir, &clock, false);
     let before = replica.current();
     let bad = dir.join("half-written-by-hand.key.json");
-    std::fs::write(&bad, "{\"version\": 1,").unwrap();
+    // Half written, with the mode the store writes (0600): the store
+    // refuses it for its content, not for its permissions.
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&bad)
+            .unwrap()
+            .write_all(b"{\"version\": 1,")
+            .unwrap();
+    }
     let err = replica.reload().unwrap_err();
-    assert!(matches!(err, RegistryError::Store(_)), "{err}");
+    assert!(
+        matches!(&err, RegistryError::Store(StoreError::Corrupt { path, .. }) if *path == bad),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("half-written-by-hand.key.json"));
     assert_eq!(replica.current().version(), before.version());
     // The writer cannot change anything either: it works from what is
     // stored, and that cannot be read.
     let writer_version = writer.current().version();
-    assert!(writer.rotate(Duration::from_secs(60)).is_err());
+    let err = writer.rotate(Duration::from_secs(60)).unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Store(StoreError::Corrupt { path, .. }) if *path == bad),
+        "{err:?}"
+    );
     assert_eq!(writer.current().version(), writer_version);
     // Fixed by hand: both go on.
     std::fs::remove_file(&bad).unwrap();
