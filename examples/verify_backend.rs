@@ -137,7 +137,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("verifying backend on http://{}", args.listen);
+    // The bound address: with `--listen 127.0.0.1:0`, the port chosen.
+    match listener.local_addr() {
+        Ok(addr) => eprintln!("verifying backend on http://{addr}"),
+        Err(_) => eprintln!("verifying backend on http://{}", args.listen),
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
