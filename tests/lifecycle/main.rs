@@ -10,6 +10,7 @@ mod config;
 mod faults;
 mod key_store_crash;
 mod key_store_dir;
+mod key_store_hardening;
 mod registry_concurrency;
 mod replicas;
 mod restart;

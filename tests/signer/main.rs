@@ -8,6 +8,7 @@ mod support;
 mod chain;
 mod composition;
 mod config;
+mod hardening;
 mod layer;
 mod offload;
 mod reuse;

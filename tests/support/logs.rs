@@ -1,13 +1,15 @@
 //! The log lines of the whole test binary: one global `tracing`
-//! subscriber (INFO and up) that writes into memory, installed on first
-//! use. Every test of a binary shares it, so a test looks only for lines
-//! that name its own keys or directory.
+//! subscriber (DEBUG and up, each line naming the thread that emitted it)
+//! that writes into memory, installed on first use. Every test of a binary
+//! shares it, so a test looks only for lines that name its own keys,
+//! directory or URL.
 
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The log lines of this process (`tracing`, INFO and up), captured by a
-/// global subscriber installed on first use.
+/// The log lines of this process (`tracing`, DEBUG and up, as
+/// `<time> <LEVEL> <thread name> <target>: <message>`), captured by a global
+/// subscriber installed on first use.
 pub fn logs() -> &'static Logs {
     static LOGS: OnceLock<Logs> = OnceLock::new();
     LOGS.get_or_init(|| {
@@ -16,7 +18,8 @@ pub fn logs() -> &'static Logs {
         let _ = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
+            .with_thread_names(true)
+            .with_max_level(tracing::Level::DEBUG)
             .try_init();
         logs
     })

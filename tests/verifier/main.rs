@@ -8,6 +8,7 @@ mod support;
 #[cfg(feature = "axum")]
 mod axum_extractor;
 mod config;
+mod hardening;
 mod hostile_tokens;
 mod interop_josekit;
 mod interop_jsonwebtoken;

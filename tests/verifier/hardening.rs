@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -32,6 +32,8 @@ use tokio::task::JoinHandle;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, Verifier};
 use tower_jwt_signer::{Algorithm, SigningKey};
+
+use crate::support::logs::logs;
 
 fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -374,45 +376,14 @@ async fn tokens_forged_for_a_prime_or_small_factor_rsa_modulus_are_refused() {
 
 // ------------------------------------------------------------ JWKS parse
 
-/// Every event of this test binary, formatted with the name of the thread
-/// that emitted it (one global subscriber: a blocking thread does not see
-/// a test's thread-local one).
-fn captured_events() -> Arc<Mutex<Vec<u8>>> {
-    static EVENTS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    EVENTS
-        .get_or_init(|| {
-            #[derive(Clone)]
-            struct Sink(Arc<Mutex<Vec<u8>>>);
-            impl std::io::Write for Sink {
-                fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                    self.0.lock().unwrap().extend_from_slice(bytes);
-                    Ok(bytes.len())
-                }
-                fn flush(&mut self) -> std::io::Result<()> {
-                    Ok(())
-                }
-            }
-            let events = Arc::new(Mutex::new(Vec::new()));
-            let sink = Sink(events.clone());
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(move || sink.clone())
-                .with_ansi(false)
-                .with_thread_names(true)
-                .with_max_level(tracing::Level::DEBUG)
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).unwrap();
-            events
-        })
-        .clone()
-}
-
 /// Issue 16: about 1 MB of keys took 4.3 s of CPU inside the async fetch,
 /// on the runtime's worker. Here the runtime has one worker, the test's
 /// own thread: the parse must run on another thread (tokio's blocking
 /// pool), never on it.
 #[tokio::test]
 async fn the_jwks_is_parsed_on_a_blocking_thread_not_on_the_runtime_worker() {
-    let events = captured_events();
+    // Installed before the fetch, so that its events are captured.
+    let logs = logs();
     let worker = std::thread::current().name().unwrap().to_owned();
     let keys: Vec<Value> = (0..20)
         .map(|_| {
@@ -428,13 +399,9 @@ async fn the_jwks_is_parsed_on_a_blocking_thread_not_on_the_runtime_worker() {
     remote.prefetch().await.unwrap();
     assert_eq!(remote.current().unwrap().len(), 20);
 
-    let text = String::from_utf8(events.lock().unwrap().clone()).unwrap();
     let url = remote.url().to_string();
-    let parsing: Vec<&str> = text
-        .lines()
-        .filter(|line| line.contains("parsing the JWKS") && line.contains(&url))
-        .collect();
-    assert_eq!(parsing.len(), 1, "{text}");
+    let parsing = logs.matching(&["parsing the JWKS", &url]);
+    assert_eq!(parsing.len(), 1, "{:?}", logs.lines());
     // `<time> DEBUG <thread name> <target>: parsing the JWKS ...`
     let thread = parsing[0].split_whitespace().nth(2).unwrap();
     assert_ne!(thread, worker, "parsed on the runtime's worker thread");
