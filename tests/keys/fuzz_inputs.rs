@@ -1,4 +1,4 @@
-//! The fuzz targets' checks (`tests/fuzz_support`), run by `cargo test`
+//! The fuzz targets' checks (`tests/support/fuzz`), run by `cargo test`
 //! on proptest inputs: mutations of valid tokens, JWK Sets, templates, keys
 //! and key files, plus arbitrary bytes, and every committed seed in
 //! `fuzz/seeds/`. See `fuzz/README.md` for the fuzzers themselves.
