@@ -47,7 +47,7 @@
 //!
 //! | piece | module |
 //! |---|---|
-//! | [`SigningKey`]: a private key with its [`Algorithm`] and [`Kid`] (generate, import PKCS#8 or JWK, export); any [`JwsSigner`] (an HSM, a KMS) can stand in for it | [`keys`] |
+//! | [`SigningKey`]: a private key with its [`Algorithm`] and [`Kid`] (generate, import PKCS#8 or JWK, export); any [`SigningBackend`](keys::SigningBackend) (an HSM, a KMS) can stand in for it | [`keys`] |
 //! | [`KeyRegistry`]: the shared keys (next, active, retiring), read as lock-free snapshots and rotated atomically | [`registry`] |
 //! | [`JwksService`]: serves the registry's public keys with `Cache-Control` and `ETag` | [`jwks`] |
 //! | [`JwtSignerLayer`] / [`JwtSigner`]: signs every forwarded request, fails closed | [`signer`] |
@@ -93,7 +93,7 @@ pub use error::ConfigError;
 #[doc(inline)]
 pub use jwks::{JWKS_PATH, JwksService};
 #[doc(inline)]
-pub use keys::{Algorithm, JwsSigner, KeyError, Kid, PublicJwk, SigningKey};
+pub use keys::{Algorithm, KeyError, Kid, PublicJwk, SigningKey};
 #[doc(inline)]
 pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
 #[doc(inline)]

@@ -37,19 +37,19 @@
 //! ```
 
 mod algorithm;
+mod backend;
 mod error;
 mod jwk;
 mod kid;
-mod signer;
 mod signing_key;
 mod state;
 mod weak;
 
 pub use algorithm::{Algorithm, EcCurve, KeyKind, UnknownAlgorithm};
+pub use backend::SigningBackend;
 pub use error::{KeyError, SignError};
 pub use jwk::PublicJwk;
 pub use kid::{InvalidKid, Kid, MAX_KID_LEN};
-pub use signer::{JwsSigner, JwsSignerExt};
 pub use signing_key::SigningKey;
 pub use state::KeyState;
 pub use weak::WeakKey;

@@ -10,12 +10,12 @@ use super::published::PublishedKey;
 use super::registry::KeyRegistry;
 use super::write;
 use crate::clock::Clock;
-use crate::keys::{Algorithm, JwsSigner, KeyError, KeyState, SigningKey};
+use crate::keys::{Algorithm, KeyError, KeyState, SigningBackend, SigningKey};
 use crate::store::KeyStore;
 
 impl KeyRegistry {
     /// A registry whose only key, `key`, is active.
-    pub fn new(key: impl JwsSigner + 'static) -> Self {
+    pub fn new(key: impl SigningBackend + 'static) -> Self {
         Self::builder()
             .active(key)
             .build()
@@ -67,15 +67,17 @@ impl KeyRegistryBuilder {
     }
 
     /// Adds the active key.
-    pub fn active(self, key: impl JwsSigner + 'static) -> Self {
+    pub fn active(self, key: impl SigningBackend + 'static) -> Self {
         let now = self.clock.now();
-        self.key(PublishedKey::from_signer(key, KeyState::Active, now).with_activated_at(Some(now)))
+        self.key(
+            PublishedKey::from_backend(key, KeyState::Active, now).with_activated_at(Some(now)),
+        )
     }
 
     /// Adds a next key (published, not signing).
-    pub fn next(self, key: impl JwsSigner + 'static) -> Self {
+    pub fn next(self, key: impl SigningBackend + 'static) -> Self {
         let now = self.clock.now();
-        self.key(PublishedKey::from_signer(key, KeyState::Next, now))
+        self.key(PublishedKey::from_backend(key, KeyState::Next, now))
     }
 
     /// Adds a key with its state and metadata as they are, for example as

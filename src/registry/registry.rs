@@ -12,7 +12,7 @@ use super::published::PublishedKey;
 use super::snapshot::KeySnapshot;
 use super::write::WriteThrough;
 use crate::clock::Clock;
-use crate::keys::{JwsSigner, KeyState, Kid, SigningKey};
+use crate::keys::{KeyState, Kid, SigningBackend, SigningKey};
 use crate::store::KeyStore;
 
 /// The shared registry of signing keys. See the [module docs](crate::registry).
@@ -53,7 +53,7 @@ impl KeyRegistry {
     /// # Errors
     ///
     /// [`RegistryError::DuplicateKid`] if the kid is already published.
-    pub fn add_next(&self, key: impl JwsSigner + 'static) -> Result<Kid, RegistryError> {
+    pub fn add_next(&self, key: impl SigningBackend + 'static) -> Result<Kid, RegistryError> {
         self.add_next_due(key, None)
     }
 
@@ -64,12 +64,12 @@ impl KeyRegistry {
     /// [`RegistryError::DuplicateKid`] if the kid is already published.
     pub fn add_next_due(
         &self,
-        key: impl JwsSigner + 'static,
+        key: impl SigningBackend + 'static,
         activates_at: Option<SystemTime>,
     ) -> Result<Kid, RegistryError> {
         let now = self.clock().now();
         let mut key =
-            PublishedKey::from_signer(key, KeyState::Next, now).with_activates_at(activates_at);
+            PublishedKey::from_backend(key, KeyState::Next, now).with_activates_at(activates_at);
         let kid = key.kid().clone();
         self.update(|keys| {
             ensure_unique(keys, &kid)?;
@@ -128,11 +128,11 @@ impl KeyRegistry {
     /// published but is not next.
     pub fn rotate_to(
         &self,
-        key: impl JwsSigner + 'static,
+        key: impl SigningBackend + 'static,
         retain: Duration,
     ) -> Result<Kid, RegistryError> {
         let now = self.clock().now();
-        let key = PublishedKey::from_signer(key, KeyState::Next, now);
+        let key = PublishedKey::from_backend(key, KeyState::Next, now);
         let kid = key.kid().clone();
         self.update(|keys| {
             ensure_unique(keys, &kid)?;

@@ -35,7 +35,7 @@ use crate::keys::Algorithm;
 /// is answered `500` (`signing_failed`) and the inner service is not
 /// called. Should no signing thread start, signatures are made inline.
 ///
-/// A [`JwsSigner`](crate::JwsSigner) backed by an HSM or a KMS that blocks
+/// A [`SigningBackend`](crate::keys::SigningBackend) backed by an HSM or a KMS that blocks
 /// on the network should use [`Blocking`](Self::Blocking) whatever its
 /// algorithm.
 ///

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::HeaderValue;
 
 use super::error::{MAX_REUSE_ENTRIES, SignerConfigError};
-use crate::keys::JwsSigner;
+use crate::keys::SigningBackend;
 
 /// Hand out a recently signed token again when a request's claims equal
 /// those of that token. Off by default; turn it on with
@@ -196,7 +196,7 @@ struct Slot {
     /// The key that signed it; compared with the active key on every hit.
     /// Holding it also means a signer's address cannot be reused by another
     /// key while the entry lives.
-    signer: Arc<dyn JwsSigner>,
+    backend: Arc<dyn SigningBackend>,
     /// The settings that made it: only they hand it out again.
     settings: u64,
     iat: u64,
@@ -207,7 +207,7 @@ struct Slot {
 
 /// What a hit must match besides the claims.
 pub(crate) struct Lookup<'a> {
-    pub(crate) active: &'a Arc<dyn JwsSigner>,
+    pub(crate) active: &'a Arc<dyn SigningBackend>,
     pub(crate) settings: u64,
     pub(crate) now: u64,
 }
@@ -216,7 +216,7 @@ pub(crate) struct Lookup<'a> {
 pub(crate) struct NewEntry {
     pub(crate) hash: u64,
     pub(crate) key: Box<[u8]>,
-    pub(crate) signer: Arc<dyn JwsSigner>,
+    pub(crate) backend: Arc<dyn SigningBackend>,
     pub(crate) settings: u64,
     pub(crate) iat: u64,
     pub(crate) until: u64,
@@ -296,7 +296,7 @@ impl TokenCache {
         let slot = set.iter().find(|slot| {
             slot.hash == hash && slot.settings == lookup.settings && *slot.key == *key
         })?;
-        let usable = std::ptr::addr_eq(Arc::as_ptr(&slot.signer), Arc::as_ptr(lookup.active))
+        let usable = std::ptr::addr_eq(Arc::as_ptr(&slot.backend), Arc::as_ptr(lookup.active))
             && slot.iat <= lookup.now
             && lookup.now <= slot.until;
         usable.then(|| slot.value.clone())
@@ -311,7 +311,7 @@ impl TokenCache {
             hash: entry.hash,
             key: entry.key,
             value,
-            signer: entry.signer,
+            backend: entry.backend,
             settings: entry.settings,
             iat: entry.iat,
             until: entry.until,
@@ -332,14 +332,14 @@ impl TokenCache {
     }
 
     /// Drops every entry another key signed (after a rotation: the old
-    /// key's tokens are never handed out again, and its signer is
+    /// key's tokens are never handed out again, and its backend is
     /// released). Entries of `active` stay: another service sharing this
     /// cache may have seen the rotation first.
-    pub(crate) fn retain_signer(&self, active: &Arc<dyn JwsSigner>) {
+    pub(crate) fn retain_backend(&self, active: &Arc<dyn SigningBackend>) {
         for set in &*self.inner.sets {
             set.lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .retain(|slot| std::ptr::addr_eq(Arc::as_ptr(&slot.signer), Arc::as_ptr(active)));
+                .retain(|slot| std::ptr::addr_eq(Arc::as_ptr(&slot.backend), Arc::as_ptr(active)));
         }
     }
 }
@@ -358,17 +358,22 @@ mod tests {
     use super::*;
     use crate::{Algorithm, SigningKey};
 
-    fn signer() -> Arc<dyn JwsSigner> {
+    fn backend() -> Arc<dyn SigningBackend> {
         Arc::new(SigningKey::generate(Algorithm::ES256).unwrap())
     }
 
     /// A 60 s token signed at `iat` under settings 1, handed out again while
     /// 30 s remain.
-    fn entry(cache: &TokenCache, key: &[u8], signer: &Arc<dyn JwsSigner>, iat: u64) -> NewEntry {
+    fn entry(
+        cache: &TokenCache,
+        key: &[u8],
+        backend: &Arc<dyn SigningBackend>,
+        iat: u64,
+    ) -> NewEntry {
         NewEntry {
             hash: cache.hash(key),
             key: key.into(),
-            signer: Arc::clone(signer),
+            backend: Arc::clone(backend),
             settings: 1,
             iat,
             until: iat + 60 - TokenReuse::new().min_remaining_secs(60),
@@ -395,8 +400,8 @@ mod tests {
     #[test]
     fn hit_needs_same_claims_same_key_same_settings_and_lifetime() {
         let cache = TokenCache::new(TokenReuse::new());
-        let key = signer();
-        let other = signer();
+        let key = backend();
+        let other = backend();
         cache.insert(
             entry(&cache, b"a", &key, 1000),
             HeaderValue::from_static("A"),
@@ -437,9 +442,9 @@ mod tests {
         assert_eq!(cache.get(hash, b"a", &at(1000)).unwrap(), "A");
         // A clone is the same cache.
         assert_eq!(cache.clone().len(), 2);
-        cache.retain_signer(&key);
+        cache.retain_backend(&key);
         assert_eq!(cache.len(), 2, "the active key's tokens stay");
-        cache.retain_signer(&other);
+        cache.retain_backend(&other);
         assert!(cache.is_empty());
     }
 
@@ -447,7 +452,7 @@ mod tests {
     fn bounded_for_any_size() {
         for max in [1, 3, 4, 5, 17, 1000] {
             let cache = TokenCache::new(TokenReuse::new().max_entries(max).unwrap());
-            let key = signer();
+            let key = backend();
             for i in 0..(max * 10) {
                 let claims = format!("sub-{i}");
                 cache.insert(

@@ -31,7 +31,7 @@
 //! one transaction never holds part of a change.
 //!
 //! Only [`SigningKey`]s can be stored (the store needs the private key);
-//! adding another [`JwsSigner`](crate::JwsSigner) to a registry built on a
+//! adding another [`SigningBackend`](crate::keys::SigningBackend) to a registry built on a
 //! store fails with [`StoreError::NotStorable`].
 //!
 //! # Blocking

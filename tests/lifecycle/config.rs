@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tower_jwt_signer::keys::{JwsSigner, PublicJwk, SignError};
+use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
 use tower_jwt_signer::registry::RegistryError;
 use tower_jwt_signer::rotation::{RotationConfigError, RotationPolicy};
 use tower_jwt_signer::store::{
@@ -66,7 +66,7 @@ fn rotating_a_registry_without_keys_is_refused() {
 #[derive(Debug)]
 struct Hsm(SigningKey);
 
-impl JwsSigner for Hsm {
+impl SigningBackend for Hsm {
     fn public_jwk(&self) -> &PublicJwk {
         self.0.public_jwk()
     }

@@ -9,11 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::lifecycle::dir_picture;
 use serde_json::Value;
+use tower_jwt_signer::keys::SigningBackend;
 use tower_jwt_signer::store::{
     DirKeyStore, KeyStore, LoosePermissions, MemoryKeyStore, StoreError, StoreLock, StoredKey,
 };
 use tower_jwt_signer::{
-    Algorithm, JwsSigner, KeyRegistry, KeyState, Kid, PublicJwk, RegistryError, SigningKey,
+    Algorithm, KeyRegistry, KeyState, Kid, PublicJwk, RegistryError, SigningKey,
 };
 
 fn mode(path: &Path) -> u32 {
@@ -496,7 +497,7 @@ fn kids_the_directory_cannot_name_are_refused_and_nothing_is_published() {
 #[derive(Debug)]
 struct Remote(SigningKey);
 
-impl JwsSigner for Remote {
+impl SigningBackend for Remote {
     fn public_jwk(&self) -> &PublicJwk {
         self.0.public_jwk()
     }

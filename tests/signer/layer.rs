@@ -11,10 +11,9 @@ use http::{HeaderValue, Request, StatusCode};
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
 use tower_jwt_signer::keys::SignError;
+use tower_jwt_signer::keys::SigningBackend;
 use tower_jwt_signer::signer::{ClaimsRejection, ExistingToken, RequestClaims};
-use tower_jwt_signer::{
-    Algorithm, Clock, JwsSigner, JwtSignerLayer, KeyRegistry, PublicJwk, SigningKey,
-};
+use tower_jwt_signer::{Algorithm, Clock, JwtSignerLayer, KeyRegistry, PublicJwk, SigningKey};
 
 /// Sends one request through `layer` to a recording inner service.
 async fn send(
@@ -341,7 +340,7 @@ async fn no_active_key_answers_503_and_forwards_nothing() {
 #[derive(Debug)]
 struct BrokenHsm(PublicJwk);
 
-impl JwsSigner for BrokenHsm {
+impl SigningBackend for BrokenHsm {
     fn public_jwk(&self) -> &PublicJwk {
         &self.0
     }

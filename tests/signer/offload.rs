@@ -13,8 +13,9 @@ use crate::support::signer::{Seen, bearer, json_body, recording, verify};
 use http::{Request, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tower_jwt_signer::keys::SignError;
+use tower_jwt_signer::keys::SigningBackend;
 use tower_jwt_signer::signer::Offload;
-use tower_jwt_signer::{Algorithm, JwsSigner, JwtSignerLayer, KeyRegistry, PublicJwk, SigningKey};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, PublicJwk, SigningKey};
 
 /// A key that notes the thread each signature is made on, and can be told
 /// to panic or to fail.
@@ -44,7 +45,7 @@ impl Watched {
     }
 }
 
-impl JwsSigner for Watched {
+impl SigningBackend for Watched {
     fn public_jwk(&self) -> &PublicJwk {
         self.key.public_jwk()
     }
@@ -234,7 +235,7 @@ impl Drop for Counted {
     }
 }
 
-impl JwsSigner for Counted {
+impl SigningBackend for Counted {
     fn public_jwk(&self) -> &PublicJwk {
         self.key.public_jwk()
     }
@@ -254,7 +255,7 @@ struct Gated {
     open: Arc<(Mutex<bool>, Condvar)>,
 }
 
-impl JwsSigner for Gated {
+impl SigningBackend for Gated {
     fn public_jwk(&self) -> &PublicJwk {
         self.key.public_jwk()
     }

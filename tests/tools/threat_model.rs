@@ -14,11 +14,10 @@ use openssl::ec::EcGroup;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt, service_fn};
 use tower_jwt_signer::keys::SignError;
+use tower_jwt_signer::keys::SigningBackend;
 use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
 use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, Verifier, VerifyError};
-use tower_jwt_signer::{
-    Algorithm, JwsSigner, JwtSignerLayer, KeyRegistry, KeyState, PublicJwk, SigningKey,
-};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, KeyState, PublicJwk, SigningKey};
 
 use crate::support::jose::{b64, unb64};
 use crate::support::verifier::{JwksServer, Mode, bounded, claims, header_of, sign_with_header};
@@ -41,7 +40,7 @@ impl Write for Captured {
 #[derive(Debug)]
 struct BrokenHsm(PublicJwk);
 
-impl JwsSigner for BrokenHsm {
+impl SigningBackend for BrokenHsm {
     fn public_jwk(&self) -> &PublicJwk {
         &self.0
     }

@@ -60,7 +60,7 @@ async fn forward(State(state): State<Forward>, request: Request) -> impl IntoRes
     let mut input = crate::support::jose::b64(header.to_string());
     input.push('.');
     input.push_str(&crate::support::jose::b64(claims.to_string()));
-    let signature = active.signer().sign(input.as_bytes()).unwrap();
+    let signature = active.backend().sign(input.as_bytes()).unwrap();
     let token = format!("{input}.{}", crate::support::jose::b64(signature));
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
