@@ -62,6 +62,60 @@ fn rotating_a_registry_without_keys_is_refused() {
     assert!(matches!(err, RegistryError::NoActiveKey), "{err:?}");
 }
 
+#[test]
+fn registry_token_ttl_outside_whole_seconds_from_one_second_to_a_day_is_refused() {
+    for ttl in [
+        Duration::ZERO,
+        Duration::from_millis(1500),
+        Duration::from_secs(86_401),
+    ] {
+        let err = KeyRegistry::builder().token_ttl(ttl).build().unwrap_err();
+        let RegistryError::Config(err) = err else {
+            panic!("{ttl:?}: {err:?}");
+        };
+        assert_eq!(err.setting(), "token_ttl", "{ttl:?}");
+        assert!(err.reason().contains("whole seconds from 1 s"), "{err}");
+    }
+    for ttl in [Duration::from_secs(1), Duration::from_secs(86_400)] {
+        let registry = KeyRegistry::builder().token_ttl(ttl).build().unwrap();
+        assert_eq!(registry.token_ttl(), ttl);
+    }
+    assert_eq!(KeyRegistry::empty().token_ttl(), MINUTE);
+}
+
+#[test]
+fn registry_jwks_max_age_outside_whole_seconds_up_to_a_day_is_refused() {
+    for max_age in [Duration::from_millis(100), Duration::from_secs(86_401)] {
+        let err = KeyRegistry::builder()
+            .jwks_max_age(max_age)
+            .build()
+            .unwrap_err();
+        let RegistryError::Config(err) = err else {
+            panic!("{max_age:?}: {err:?}");
+        };
+        assert_eq!(err.setting(), "jwks_max_age", "{max_age:?}");
+    }
+    for max_age in [Duration::ZERO, Duration::from_secs(86_400)] {
+        let registry = KeyRegistry::builder().jwks_max_age(max_age).build().unwrap();
+        assert_eq!(registry.jwks_max_age(), max_age);
+    }
+    assert_eq!(KeyRegistry::empty().jwks_max_age(), Duration::from_secs(300));
+}
+
+#[test]
+fn a_refused_registry_setting_touches_no_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let err = KeyRegistry::builder()
+        .token_ttl(Duration::ZERO)
+        .store(DirKeyStore::open(&dir).unwrap())
+        .generate_if_missing(Algorithm::ES256)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Config(_)), "{err:?}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
+
 /// A signer that is not a `SigningKey` (an HSM, a KMS).
 #[derive(Debug)]
 struct Hsm(SigningKey);
