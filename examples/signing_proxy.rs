@@ -121,7 +121,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
     let mut existing = ExistingToken::Replace;
     let (mut offload, mut reuse) = (Offload::Auto, false);
     let mut claims = Vec::new();
-    let mut jwks_max_age = tower_jwt_signer::jwks::DEFAULT_JWKS_MAX_AGE;
+    let mut jwks_max_age = Duration::from_secs(300);
     let (mut key_dir, mut rotate_every, mut prepublish, mut retain) = (None, None, None, None);
     while let Some((flag, inline)) = args.next_flag()? {
         match flag.as_str() {
@@ -211,12 +211,21 @@ pub(crate) fn rotation_policy(
     policy.build().map(Some)
 }
 
+/// A registry with the options' settings and no keys (no I/O): to check
+/// the other settings against before anything starts.
+pub(crate) fn settings_registry(options: &Options) -> Result<KeyRegistry, RegistryError> {
+    KeyRegistry::builder()
+        .jwks_max_age(options.jwks_max_age)
+        .build()
+}
+
 /// The key registry: in memory, or loaded from (and kept in) `--key-dir`,
 /// with a fresh key when there is none. Blocking (file I/O, key
 /// generation).
 pub(crate) fn open_registry(options: &Options, clock: Clock) -> Result<KeyRegistry, RegistryError> {
     let builder = KeyRegistry::builder()
         .clock(clock)
+        .jwks_max_age(options.jwks_max_age)
         .generate_if_missing(options.alg);
     match &options.key_dir {
         // Keys of another algorithm than --alg in the directory stop the
@@ -275,7 +284,8 @@ pub(crate) async fn serve(
     options: &Options,
     signer: JwtSignerLayer,
 ) -> std::io::Result<()> {
-    let jwks = JwksService::new(signer.registry().clone()).with_max_age(options.jwks_max_age);
+    // Cache-Control: max-age is the registry's --jwks-max-age.
+    let jwks = JwksService::new(signer.registry().clone());
     // Hop-by-hop headers go first, so that a `Connection` header can never
     // name the token header away after it was added.
     let forward = ServiceBuilder::new()
@@ -379,8 +389,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Check the signer and rotation settings before anything starts.
-    if let Err(err) = signer_layer(&options, KeyRegistry::empty()) {
+    // Check the registry, signer and rotation settings before anything
+    // starts, on a registry with the options' settings and no keys.
+    let settings = match settings_registry(&options) {
+        Ok(registry) => registry,
+        Err(err) => {
+            eprintln!("error: {err}\n\nRun with --help for usage.");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = signer_layer(&options, settings) {
         eprintln!("error: {err}\n\nRun with --help for usage.");
         return ExitCode::from(2);
     }

@@ -100,7 +100,7 @@ impl KeyRegistryBuilder {
     /// How long verifiers may cache the JWKS (default 300 s; whole seconds,
     /// at most one day). The [`JwksService`](crate::JwksService) serves
     /// `Cache-Control: max-age` with it unless told a shorter
-    /// [`max_age`](crate::JwksService::with_max_age), and the
+    /// [`max_age`](crate::jwks::JwksServiceBuilder::max_age), and the
     /// [`KeyRotator`](crate::KeyRotator) publishes each next key at least
     /// this long before it signs. See [`KeyRegistry::jwks_max_age`].
     pub fn jwks_max_age(mut self, max_age: Duration) -> Self {

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::jwks::DEFAULT_JWKS_MAX_AGE;
 use crate::keys::Algorithm;
+use crate::registry::DEFAULT_JWKS_MAX_AGE;
 
 /// The default leeway verifiers allow on `exp` (the `jsonwebtoken` crate's
 /// default): 60 seconds.
@@ -108,7 +108,7 @@ impl RotationPolicyBuilder {
     }
 
     /// The `max-age` the JWKS is served with (default
-    /// [`DEFAULT_JWKS_MAX_AGE`]): the default prepublish time.
+    /// 300 s): the default prepublish time.
     pub fn jwks_max_age(mut self, max_age: Duration) -> Self {
         self.jwks_max_age = max_age;
         self

@@ -96,10 +96,16 @@ fn registry_jwks_max_age_outside_whole_seconds_up_to_a_day_is_refused() {
         assert_eq!(err.setting(), "jwks_max_age", "{max_age:?}");
     }
     for max_age in [Duration::ZERO, Duration::from_secs(86_400)] {
-        let registry = KeyRegistry::builder().jwks_max_age(max_age).build().unwrap();
+        let registry = KeyRegistry::builder()
+            .jwks_max_age(max_age)
+            .build()
+            .unwrap();
         assert_eq!(registry.jwks_max_age(), max_age);
     }
-    assert_eq!(KeyRegistry::empty().jwks_max_age(), Duration::from_secs(300));
+    assert_eq!(
+        KeyRegistry::empty().jwks_max_age(),
+        Duration::from_secs(300)
+    );
 }
 
 #[test]

@@ -525,7 +525,7 @@ async fn rotate_every_rotates_the_keys_in_the_key_dir() {
             .unwrap()
     };
     let period = Duration::from_secs(600);
-    let max_age = tower_jwt_signer::jwks::DEFAULT_JWKS_MAX_AGE;
+    let max_age = Duration::from_secs(300); // the JWKS max-age, by default
     let policy = RotationPolicy::builder(period, Duration::from_secs(30))
         .jwks_max_age(max_age)
         .algorithm(Algorithm::ES256)

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use http::HeaderName;
-use tower_jwt_signer::jwks::JwksConfigError;
 use tower_jwt_signer::verifier::{
     RemoteJwks, RemoteJwksError, TokenSource, Verifier, VerifierConfigError, VerifyError,
 };
@@ -37,14 +36,33 @@ fn jwks_path_without_a_leading_slash_or_with_a_query_is_refused() {
         "/é",
         "/a\r\nb",
     ] {
-        let err = JwksService::new(registry.clone())
-            .with_path(path)
+        let err = JwksService::builder(registry.clone())
+            .path(path)
+            .build()
             .unwrap_err();
-        assert!(
-            matches!(err, JwksConfigError::InvalidPath(_)),
-            "{path:?}: {err:?}"
-        );
+        assert_eq!(err.setting(), "path", "{path:?}: {err:?}");
     }
+}
+
+#[test]
+fn jwks_max_age_longer_than_the_registrys_or_fractional_is_refused() {
+    let registry = KeyRegistry::builder()
+        .active(es256())
+        .jwks_max_age(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for max_age in [Duration::from_secs(61), Duration::from_millis(500)] {
+        let err = JwksService::builder(registry.clone())
+            .max_age(max_age)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "max_age", "{max_age:?}: {err:?}");
+    }
+    let jwks = JwksService::builder(registry)
+        .max_age(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert_eq!(jwks.max_age(), Duration::from_secs(30));
 }
 
 // --- Verifier -------------------------------------------------------------------

@@ -227,8 +227,12 @@ async fn rotation_is_learned_on_demand_and_old_tokens_verify_while_published() {
 #[tokio::test]
 async fn cache_control_is_honoured_and_304_keeps_the_set() {
     let key = es256();
-    let registry = KeyRegistry::new(key.clone());
-    let service = JwksService::new(registry.clone()).with_max_age(Duration::from_secs(120));
+    let registry = KeyRegistry::builder()
+        .active(key.clone())
+        .jwks_max_age(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let service = JwksService::new(registry.clone());
     let server = JwksServer::start(Mode::Jwks(service)).await;
     let remote = RemoteJwks::new(server.url()).unwrap();
     remote.prefetch().await.unwrap();
