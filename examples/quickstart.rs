@@ -28,9 +28,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower_jwt_signer::verifier::{
-    JwtVerifierLayer, RemoteJwks, RemoteJwksError, VerifiedClaims, Verifier, VerifyError,
+    JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier, VerifyError,
 };
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
+use tower_jwt_signer::{
+    Algorithm, ConfigError, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry,
+};
 
 const HELP: &str = "\
 quickstart: a signing gateway and a verifying backend on 127.0.0.1
@@ -161,7 +163,7 @@ pub(crate) fn gateway(registry: KeyRegistry, backend: SocketAddr) -> Router {
 /// from the published key, never from the token. A verified request gets
 /// JSON with the token, its header and the claims; a refused one gets the
 /// layer's status and `WWW-Authenticate` challenge, with the reason as JSON.
-pub(crate) fn backend(jwks_url: &str) -> Result<Router, RemoteJwksError> {
+pub(crate) fn backend(jwks_url: &str) -> Result<Router, ConfigError> {
     let jwks = RemoteJwks::new(jwks_url)?;
     let verifier = Verifier::new(jwks)
         .with_issuer(ISSUER)

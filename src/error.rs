@@ -39,10 +39,6 @@ pub struct ConfigError {
     reason: Cow<'static, str>,
 }
 
-#[allow(
-    dead_code,
-    reason = "the builders move to ConfigError one by one (issue 10); remove once they have"
-)]
 impl ConfigError {
     /// `setting` refused `value` (shown with its `Debug` form, cut to 200
     /// characters) because of `reason`.

@@ -113,11 +113,7 @@ pub use claims::VerifiedClaims;
 pub use future::ResponseFuture;
 pub use jwk::{JwkSet, JwkSetError, MAX_VERIFY_KID_LEN, SkippedKey, VerifyingKey};
 pub use layer::JwtVerifierLayer;
-pub use remote::{
-    DEFAULT_CACHE_TTL, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_CACHE_TTL, DEFAULT_MAX_JWKS_LEN,
-    DEFAULT_MAX_STALE, DEFAULT_MIN_CACHE_TTL, DEFAULT_REFRESH_COOLDOWN, FetchError, RemoteJwks,
-    RemoteJwksBuilder, RemoteJwksError,
-};
+pub use remote::{FetchError, RemoteJwks, RemoteJwksBuilder};
 pub use service::JwtVerifier;
 pub use source::TokenSource;
 pub use token::{
