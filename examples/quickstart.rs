@@ -165,9 +165,10 @@ pub(crate) fn gateway(registry: KeyRegistry, backend: SocketAddr) -> Router {
 /// layer's status and `WWW-Authenticate` challenge, with the reason as JSON.
 pub(crate) fn backend(jwks_url: &str) -> Result<Router, ConfigError> {
     let jwks = RemoteJwks::new(jwks_url)?;
-    let verifier = Verifier::new(jwks)
-        .with_issuer(ISSUER)
-        .with_audience(AUDIENCE);
+    let verifier = Verifier::builder(jwks)
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()?;
     Ok(Router::new()
         .fallback(answer)
         .layer(JwtVerifierLayer::new(verifier))

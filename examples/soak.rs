@@ -415,10 +415,11 @@ pub(crate) async fn run(
         .cache_ttl_bounds(cache, cache)
         .refresh_cooldown(cache)
         .build()?;
-    let verifier = Verifier::new(remote)
-        .with_issuer(ISSUER)
-        .with_audience(AUDIENCE)
-        .with_leeway(LEEWAY);
+    let verifier = Verifier::builder(remote)
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .leeway(LEEWAY)
+        .build()?;
     let backend_app = backend(verifier, &counters);
     let gateway_app = gateway(
         &registry,

@@ -348,8 +348,8 @@ impl JwtSignerLayer {
     }
 
     /// The longest token the signer makes, in bytes, without the scheme
-    /// (default 8 KiB: [`DEFAULT_MAX_TOKEN_LEN`](crate::verifier::DEFAULT_MAX_TOKEN_LEN),
-    /// the limit of this crate's [`Verifier`](crate::verifier::Verifier)).
+    /// (default 8 KiB, the default limit of this crate's
+    /// [`Verifier`](crate::verifier::Verifier)).
     /// A request whose claims would make a longer token (templates copying
     /// long header values, say) is answered `400` with `token_too_large`
     /// and is not forwarded: its backend would refuse the token anyway, and

@@ -91,11 +91,13 @@ async fn chain(registry: &KeyRegistry, jwks: Option<&JwksServer>) -> Chain {
         .refresh_cooldown(COOLDOWN)
         .build()
         .unwrap();
-    let verifier = Verifier::new(remote.clone())
-        .with_issuer(ISSUER)
-        .with_audience(AUDIENCE)
-        .with_leeway(LEEWAY)
-        .with_clock(registry.clock().clone());
+    let verifier = Verifier::builder(remote.clone())
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .leeway(LEEWAY)
+        .clock(registry.clock().clone())
+        .build()
+        .unwrap();
     let backend = Backend::start(verifier, Audit::new(registry.clone())).await;
     let signer = signer(registry.clone()).ttl(TOKEN_TTL).unwrap();
     let gateway = Gateway::start_with(signer, registry.clone(), listener, backend.addr);

@@ -98,10 +98,12 @@ async fn soak() {
         .refresh_cooldown(COOLDOWN)
         .build()
         .unwrap();
-    let verifier = Verifier::new(remote.clone())
-        .with_issuer(ISSUER)
-        .with_audience(AUDIENCE)
-        .with_leeway(LEEWAY);
+    let verifier = Verifier::builder(remote.clone())
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .leeway(LEEWAY)
+        .build()
+        .unwrap();
     let backend = Backend::start(verifier, Audit::new(registry.clone())).await;
     let signer = signer(registry.clone()).ttl(TOKEN_TTL).unwrap();
     let gateway = Gateway::start_with(signer, registry.clone(), listener, backend.addr);

@@ -267,7 +267,10 @@ async fn replay_within_the_lifetime_is_not_prevented_but_aud_binds_a_backend() {
         layer.layer(inner.clone()).oneshot(request).await.unwrap();
     }
     let tokens = seen.lock().unwrap().clone();
-    let orders = Verifier::new(registry.clone()).with_audience("orders-api");
+    let orders = Verifier::builder(registry.clone())
+        .audience("orders-api")
+        .build()
+        .unwrap();
     let first = orders.verify(&tokens[0]).await.unwrap();
     // The same token, presented again: accepted again.
     let again = orders.verify(&tokens[0]).await.unwrap();
@@ -280,7 +283,10 @@ async fn replay_within_the_lifetime_is_not_prevented_but_aud_binds_a_backend() {
         Some(22)
     );
     // Another backend that checks its own audience refuses it.
-    let billing = Verifier::new(registry).with_audience("billing-api");
+    let billing = Verifier::builder(registry)
+        .audience("billing-api")
+        .build()
+        .unwrap();
     assert_eq!(
         billing.verify(&tokens[0]).await.unwrap_err(),
         VerifyError::WrongAudience

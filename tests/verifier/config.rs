@@ -70,10 +70,69 @@ fn jwks_max_age_longer_than_the_registrys_or_fractional_is_refused() {
 #[test]
 fn verifier_with_an_empty_algorithm_list_is_refused() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let err = Verifier::new(registry)
-        .with_algorithms(Vec::<Algorithm>::new())
+    let err = Verifier::builder(registry)
+        .algorithms(Vec::<Algorithm>::new())
+        .build()
         .unwrap_err();
-    assert_eq!(err, VerifierConfigError::NoAlgorithms);
+    assert_eq!(err.setting(), "algorithms");
+    assert!(err.reason().contains("no token could ever verify"), "{err}");
+}
+
+/// The same checks as the signer's (`tests/signer/config.rs`): a verifier
+/// that could never accept a token, or only a malformed one, is refused.
+#[test]
+fn verifier_with_an_empty_issuer_audience_typ_or_claim_name_is_refused() {
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let builder = || Verifier::builder(registry.clone());
+    for (builder, setting) in [
+        (builder().issuer(""), "issuer"),
+        (builder().audience(""), "audience"),
+        (builder().typ(""), "typ"),
+        (builder().required_claims(["exp", ""]), "required_claims"),
+    ] {
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.setting(), setting, "{err}");
+    }
+    assert!(
+        builder()
+            .issuer("gw")
+            .audience("api")
+            .typ("JWT")
+            .required_claims(["exp", "sub"])
+            .build()
+            .is_ok()
+    );
+}
+
+#[test]
+fn verifier_with_a_zero_size_limit_is_refused() {
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let err = Verifier::builder(registry.clone())
+        .max_token_len(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "max_token_len");
+    assert!(Verifier::builder(registry).max_token_len(1).build().is_ok());
+}
+
+#[test]
+fn verifier_leeway_over_a_day_is_refused() {
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    for leeway in [Duration::from_secs(86_401), Duration::MAX] {
+        let err = Verifier::builder(registry.clone())
+            .leeway(leeway)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "leeway", "{leeway:?}");
+    }
+    for leeway in [Duration::ZERO, Duration::from_secs(86_400)] {
+        assert!(
+            Verifier::builder(registry.clone())
+                .leeway(leeway)
+                .build()
+                .is_ok()
+        );
+    }
 }
 
 #[test]

@@ -106,9 +106,11 @@ async fn hostile_tokens_are_refused_without_a_5xx() {
     let remote = RemoteJwks::new(jwks.url()).unwrap();
     remote.prefetch().await.unwrap();
     let backend = Backend::start(
-        Verifier::new(remote.clone())
-            .with_issuer("gateway")
-            .with_audience("api"),
+        Verifier::builder(remote.clone())
+            .issuer("gateway")
+            .audience("api")
+            .build()
+            .unwrap(),
     )
     .await;
 

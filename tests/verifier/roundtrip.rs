@@ -101,10 +101,11 @@ async fn every_algorithm_round_trips_through_a_gateway_and_a_remote_jwks() {
         let jwks_url = format!("http://{}{JWKS_PATH}", listener.local_addr().unwrap());
         let remote = RemoteJwks::new(&jwks_url).unwrap();
         let backend = Backend::start(
-            Verifier::new(remote.clone())
-                .with_issuer("gateway")
-                .with_audience("api")
-                .with_algorithms([alg])
+            Verifier::builder(remote.clone())
+                .issuer("gateway")
+                .audience("api")
+                .algorithms([alg])
+                .build()
                 .unwrap(),
         )
         .await;
