@@ -112,11 +112,11 @@ mod token;
 pub use claims::VerifiedClaims;
 pub use future::ResponseFuture;
 pub use jwk::{JwkSet, JwkSetError, SkippedKey, VerifyingKey};
-pub use layer::JwtVerifierLayer;
+pub use layer::{JwtVerifierLayer, JwtVerifierLayerBuilder};
 pub use remote::{FetchError, RemoteJwks, RemoteJwksBuilder};
 pub use service::JwtVerifier;
 pub use source::TokenSource;
-pub use token::{KeySource, Verifier, VerifierBuilder, VerifierConfigError, VerifyError};
+pub use token::{KeySource, Verifier, VerifierBuilder, VerifyError};
 
 #[cfg(doc)]
 use crate::keys::Algorithm;

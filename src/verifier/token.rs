@@ -1001,30 +1001,6 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
-/// Why a [`Verifier`] setting was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum VerifierConfigError {
-    /// A scheme, cookie name or query parameter name that cannot appear in
-    /// a request.
-    InvalidName {
-        /// What was named (`"scheme"`, `"cookie name"`, ...).
-        what: &'static str,
-    },
-}
-
-impl fmt::Display for VerifierConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VerifierConfigError::InvalidName { what } => {
-                write!(f, "invalid token {what}: it cannot appear in a request")
-            }
-        }
-    }
-}
-
-impl std::error::Error for VerifierConfigError {}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 use tower_jwt_signer::verifier::{
-    RemoteJwks, TokenSource, Verifier, VerifierConfigError, VerifyError,
+    JwtVerifierLayer, RemoteJwks, TokenSource, Verifier, VerifyError,
 };
 use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
 
@@ -137,28 +137,36 @@ fn verifier_leeway_over_a_day_is_refused() {
 
 #[test]
 fn token_source_names_that_cannot_appear_in_a_request_are_refused() {
+    let verifier = Verifier::new(KeyRegistry::generate(Algorithm::ES256).unwrap());
+    let build = |source: TokenSource| {
+        JwtVerifierLayer::builder(verifier.clone())
+            .token_source(source)
+            .build()
+    };
     let auth = HeaderName::from_static("authorization");
+    let mut refused = Vec::new();
     for scheme in ["Bearer\r\n", "Bear er", ""] {
-        let err = TokenSource::header(auth.clone(), Some(scheme)).unwrap_err();
-        assert_eq!(err, VerifierConfigError::InvalidName { what: "scheme" });
+        refused.push((TokenSource::header(auth.clone(), Some(scheme)), "scheme"));
     }
     for name in ["", "a;b", "a=b", "a b"] {
-        let err = TokenSource::cookie(name).unwrap_err();
-        assert_eq!(
-            err,
-            VerifierConfigError::InvalidName {
-                what: "cookie name"
-            }
-        );
+        refused.push((TokenSource::cookie(name), "cookie name"));
     }
     for name in ["", "a b", "a&b", "a=b", "%41"] {
-        let err = TokenSource::query(name).unwrap_err();
-        assert_eq!(
-            err,
-            VerifierConfigError::InvalidName {
-                what: "query parameter name"
-            }
-        );
+        refused.push((TokenSource::query(name), "query parameter name"));
+    }
+    for (source, what) in refused {
+        let text = format!("{source:?}");
+        let err = build(source).unwrap_err();
+        assert_eq!(err.setting(), "token_source", "{text}");
+        assert!(err.reason().contains(what), "{text}: {err}");
+    }
+    for source in [
+        TokenSource::bearer(),
+        TokenSource::header(auth, None),
+        TokenSource::cookie("gw"),
+        TokenSource::query("access_token"),
+    ] {
+        assert!(build(source).is_ok());
     }
 }
 

@@ -229,28 +229,28 @@ async fn token_sources_header_cookie_and_query() {
     let verifier = Verifier::new(KeyRegistry::new(key.clone()));
     let cases: Vec<(TokenSource, Request<Full<Bytes>>)> = vec![
         (
-            TokenSource::header(HeaderName::from_static("x-gateway-jwt"), None).unwrap(),
+            TokenSource::header(HeaderName::from_static("x-gateway-jwt"), None),
             Request::get("/")
                 .header("x-gateway-jwt", &token)
                 .body(Full::default())
                 .unwrap(),
         ),
         (
-            TokenSource::header(header::AUTHORIZATION, Some("JWT")).unwrap(),
+            TokenSource::header(header::AUTHORIZATION, Some("JWT")),
             Request::get("/")
                 .header(header::AUTHORIZATION, format!("jwt {token}"))
                 .body(Full::default())
                 .unwrap(),
         ),
         (
-            TokenSource::cookie("gw").unwrap(),
+            TokenSource::cookie("gw"),
             Request::get("/")
                 .header(header::COOKIE, format!("theme=dark; gw={token}"))
                 .body(Full::default())
                 .unwrap(),
         ),
         (
-            TokenSource::query("access_token").unwrap(),
+            TokenSource::query("access_token"),
             Request::get(format!("/x?a=1&access_token={token}"))
                 .body(Full::default())
                 .unwrap(),
@@ -258,16 +258,20 @@ async fn token_sources_header_cookie_and_query() {
     ];
     for (source, request) in cases {
         let calls = Arc::new(AtomicUsize::new(0));
-        let service = JwtVerifierLayer::new(verifier.clone())
-            .with_token_source(source.clone())
+        let service = JwtVerifierLayer::builder(verifier.clone())
+            .token_source(source.clone())
+            .build()
+            .unwrap()
             .layer_service(echo(calls.clone()));
         let response = service.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{source:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
     // The custom scheme is named in the challenge.
-    let service = JwtVerifierLayer::new(verifier)
-        .with_token_source(TokenSource::header(header::AUTHORIZATION, Some("JWT")).unwrap())
+    let service = JwtVerifierLayer::builder(verifier)
+        .token_source(TokenSource::header(header::AUTHORIZATION, Some("JWT")))
+        .build()
+        .unwrap()
         .layer_service(echo(Arc::default()));
     let response = service.oneshot(request(Some(&token))).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
