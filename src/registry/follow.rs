@@ -8,30 +8,10 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::registry::KeyRegistry;
+use crate::error::ConfigError;
 
 /// The longest poll interval [`StoreFollower::spawn`] accepts: 100 years.
-pub const MAX_FOLLOWER_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// Why a [`StoreFollower`] could not be started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FollowerConfigError {
-    /// The poll interval is zero or longer than [`MAX_FOLLOWER_INTERVAL`].
-    InvalidInterval(Duration),
-}
-
-impl fmt::Display for FollowerConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FollowerConfigError::InvalidInterval(interval) => write!(
-                f,
-                "invalid store poll interval {interval:?}: it must be more than zero and at most 100 years"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for FollowerConfigError {}
+const MAX_FOLLOWER_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A background task that keeps a registry in step with its store: every
 /// `interval` it calls [`KeyRegistry::reload`] on a blocking thread, so keys
@@ -48,8 +28,8 @@ impl std::error::Error for FollowerConfigError {}
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_jwt_signer::KeyRegistry;
-/// use tower_jwt_signer::store::{DirKeyStore, StoreFollower};
+/// use tower_jwt_signer::registry::StoreFollower;
+/// use tower_jwt_signer::{DirKeyStore, KeyRegistry};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -77,16 +57,20 @@ impl StoreFollower {
     ///
     /// # Errors
     ///
-    /// [`FollowerConfigError::InvalidInterval`] if `interval` is zero (a
-    /// busy loop) or longer than [`MAX_FOLLOWER_INTERVAL`] (a timer that
-    /// cannot be armed).
+    /// A [`ConfigError`] (setting `"interval"`) if `interval` is zero (a
+    /// busy loop) or longer than 100 years (a timer that cannot be armed).
+    /// It is refused before anything is spawned.
     ///
     /// # Panics
     ///
     /// When called outside a tokio runtime, like `tokio::spawn`.
-    pub fn spawn(registry: KeyRegistry, interval: Duration) -> Result<Self, FollowerConfigError> {
+    pub fn spawn(registry: KeyRegistry, interval: Duration) -> Result<Self, ConfigError> {
         if interval.is_zero() || interval > MAX_FOLLOWER_INTERVAL {
-            return Err(FollowerConfigError::InvalidInterval(interval));
+            return Err(ConfigError::new(
+                "interval",
+                interval,
+                "the store poll interval must be more than zero and at most 100 years",
+            ));
         }
         let task = tokio::spawn(follow(registry, interval));
         Ok(StoreFollower { task, interval })
@@ -156,7 +140,7 @@ mod tests {
             Duration::MAX,
         ] {
             let err = StoreFollower::spawn(KeyRegistry::empty(), interval).unwrap_err();
-            assert_eq!(err, FollowerConfigError::InvalidInterval(interval));
+            assert_eq!(err.setting(), "interval");
         }
     }
 

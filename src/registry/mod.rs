@@ -91,7 +91,7 @@ mod write;
 pub use crate::keys::KeyState;
 pub use builder::KeyRegistryBuilder;
 pub use error::RegistryError;
-pub use follow::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
+pub use follow::StoreFollower;
 pub use published::PublishedKey;
 pub use registry::KeyRegistry;
 pub use snapshot::KeySnapshot;

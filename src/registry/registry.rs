@@ -252,7 +252,7 @@ impl KeyRegistry {
     /// Nothing is written. A registry without a store returns `Ok(false)`.
     ///
     /// Blocking (see the [store module docs](crate::store#blocking));
-    /// [`StoreFollower`](crate::store::StoreFollower) calls it periodically.
+    /// [`StoreFollower`](crate::registry::StoreFollower) calls it periodically.
     ///
     /// # Errors
     ///

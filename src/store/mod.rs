@@ -40,7 +40,7 @@
 //! With a store, every registry change and [`KeyRegistry::reload`] block
 //! the calling thread for that long: in async code, call them from
 //! `tokio::task::spawn_blocking`. The [`KeyRotator`](crate::rotation::KeyRotator)
-//! and the [`StoreFollower`] already do.
+//! and the [`StoreFollower`](crate::registry::StoreFollower) already do.
 //!
 //! # Replicas: one writer, many readers
 //!
@@ -48,7 +48,7 @@
 //! Kubernetes Secret). The recommended setup is **one writer**, which runs
 //! the [`KeyRotator`](crate::rotation::KeyRotator), and **many readers**,
 //! which sign with the active key and serve the JWKS, each following the
-//! directory with a [`StoreFollower`] (or calling [`KeyRegistry::reload`]).
+//! directory with a [`StoreFollower`](crate::registry::StoreFollower) (or calling [`KeyRegistry::reload`]).
 //! A follower sees another process's change within one poll interval; give
 //! the rotation policy that interval
 //! ([`RotationPolicyBuilder::follower_poll_interval`](crate::rotation::RotationPolicyBuilder::follower_poll_interval))
@@ -113,10 +113,6 @@ pub use change::{KeySave, StoreChange};
 pub use dir::{DirKeyStore, DirKeyStoreOptions, ForeignOwner, KEY_FILE_SUFFIX, LoosePermissions};
 pub use memory::MemoryKeyStore;
 pub use stored::StoredKey;
-
-// Phase-1 compatibility: the follower drives a registry, so it lives in the
-// registry module; this path keeps working until the public API is redone.
-pub use crate::registry::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
 
 /// Where a [`KeyRegistry`](crate::registry::KeyRegistry) keeps its keys across restarts.
 ///

@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
-use tower_jwt_signer::registry::RegistryError;
+use tower_jwt_signer::registry::{RegistryError, StoreFollower};
 use tower_jwt_signer::rotation::{RotationConfigError, RotationPolicy};
-use tower_jwt_signer::store::{
-    DirKeyStore, FollowerConfigError, KeyStore, StoreError, StoreFollower, StoredKey,
-};
+use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoreError, StoredKey};
 use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, Kid, SigningKey};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -392,7 +390,7 @@ async fn follower_with_a_zero_or_endless_interval_is_refused() {
         .unwrap();
     for interval in [Duration::ZERO, Duration::MAX, CENTURY_AND_A_DAY] {
         let err = StoreFollower::spawn(registry.clone(), interval).unwrap_err();
-        assert_eq!(err, FollowerConfigError::InvalidInterval(interval));
+        assert_eq!(err.setting(), "interval");
     }
     let follower = StoreFollower::spawn(registry, Duration::from_secs(5)).unwrap();
     follower.stop().await;

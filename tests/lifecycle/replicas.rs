@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::lifecycle::{published_kids, sign, verify_with_jwks};
+use tower_jwt_signer::registry::StoreFollower;
 use tower_jwt_signer::rotation::{KeyRotator, OldKeys, RotationPolicy};
-use tower_jwt_signer::store::{DirKeyStore, StoreError, StoreFollower};
+use tower_jwt_signer::store::{DirKeyStore, StoreError};
 use tower_jwt_signer::{Algorithm, Clock, KeyRegistry, KeyState, RegistryError};
 
 const PERIOD: Duration = Duration::from_secs(3600);
