@@ -231,7 +231,7 @@ pub(crate) fn open_registry(options: &Options, clock: Clock) -> Result<KeyRegist
         // Keys of another algorithm than --alg in the directory stop the
         // start with an error that names the file.
         Some(dir) => builder
-            .store(DirKeyStore::options(dir).algorithm(options.alg).open()?)
+            .store(DirKeyStore::builder(dir).algorithm(options.alg).open()?)
             .build(),
         None => builder.build(),
     }

@@ -39,7 +39,7 @@ const MAX_FOLLOWER_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 360
 /// #     .generate_if_missing(tower_jwt_signer::Algorithm::ES256).build()?;
 /// // A replica: signs with the keys the writer keeps in `dir`.
 /// let replica = KeyRegistry::builder()
-///     .store(DirKeyStore::options(&dir).create(false).open()?)
+///     .store(DirKeyStore::builder(&dir).create(false).open()?)
 ///     .build()?;
 /// let follower = StoreFollower::spawn(replica.clone(), Duration::from_secs(5))?;
 /// # follower.stop().await;

@@ -110,7 +110,7 @@ use std::sync::Arc;
 use crate::keys::{Algorithm, KeyError, Kid};
 
 pub use change::{KeySave, StoreChange};
-pub use dir::{DirKeyStore, DirKeyStoreOptions, ForeignOwner, KEY_FILE_SUFFIX, LoosePermissions};
+pub use dir::{DirKeyStore, DirKeyStoreBuilder, ForeignOwner, LoosePermissions};
 pub use memory::MemoryKeyStore;
 pub use stored::StoredKey;
 
@@ -339,7 +339,7 @@ pub enum StoreError {
         source: KeyError,
     },
     /// A key of another algorithm than the store is configured for
-    /// ([`DirKeyStoreOptions::algorithm`]).
+    /// ([`DirKeyStoreBuilder::algorithm`]).
     WrongAlgorithm {
         /// The file.
         path: PathBuf,
@@ -466,7 +466,7 @@ impl fmt::Display for StoreError {
             ),
             StoreError::ForeignOwner { path, owner, euid } => write!(
                 f,
-                "{}: owned by uid {owner}, but this process runs as uid {euid}; whoever owns a key directory or key file chooses the signing key (chown {euid} {}, or accept that owner with DirKeyStoreOptions::foreign_owner)",
+                "{}: owned by uid {owner}, but this process runs as uid {euid}; whoever owns a key directory or key file chooses the signing key (chown {euid} {}, or accept that owner with DirKeyStoreBuilder::foreign_owner)",
                 path.display(),
                 path.display()
             ),

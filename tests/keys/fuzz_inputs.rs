@@ -535,7 +535,7 @@ fn harness_reaches_the_deep_paths() {
     let dir = scratch();
     let file = key_file_bytes(0, KeyState::Active);
     crate::support::fuzz::key_file(dir.path(), &file);
-    let store = DirKeyStore::options(dir.path())
+    let store = DirKeyStore::builder(dir.path())
         .create(false)
         .open()
         .unwrap();

@@ -268,7 +268,7 @@ fn key_dir_that_is_a_file_is_refused() {
 #[test]
 fn missing_key_dir_is_refused_when_it_may_not_be_created() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = DirKeyStore::options(tmp.path().join("missing"))
+    let err = DirKeyStore::builder(tmp.path().join("missing"))
         .create(false)
         .open()
         .unwrap_err();
@@ -318,7 +318,7 @@ fn key_file_readable_by_others_is_refused() {
 #[test]
 fn key_of_another_algorithm_than_the_store_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = DirKeyStore::options(tmp.path().join("keys"))
+    let store = DirKeyStore::builder(tmp.path().join("keys"))
         .algorithm(Algorithm::ES256)
         .open()
         .unwrap();

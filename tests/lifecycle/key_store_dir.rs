@@ -271,7 +271,7 @@ fn a_key_of_the_wrong_algorithm_stops_start_up() {
         |dir| {
             KeyRegistry::builder()
                 .store(
-                    DirKeyStore::options(dir)
+                    DirKeyStore::builder(dir)
                         .algorithm(Algorithm::ES256)
                         .open()?,
                 )
@@ -411,7 +411,7 @@ fn loose_permissions_are_refused_by_default_and_can_be_downgraded_to_a_warning()
     // Warn: loads, leaves the mode as it is.
     let registry = KeyRegistry::builder()
         .store(
-            DirKeyStore::options(&dir)
+            DirKeyStore::builder(&dir)
                 .loose_permissions(LoosePermissions::Warn)
                 .open()
                 .unwrap(),
@@ -425,7 +425,7 @@ fn loose_permissions_are_refused_by_default_and_can_be_downgraded_to_a_warning()
 #[test]
 fn a_missing_directory_is_an_error_when_creation_is_off() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = DirKeyStore::options(tmp.path().join("nope"))
+    let err = DirKeyStore::builder(tmp.path().join("nope"))
         .create(false)
         .open()
         .unwrap_err();

@@ -28,7 +28,7 @@ fn policy() -> RotationPolicy {
 fn open(dir: &Path, clock: &Clock, create: bool) -> KeyRegistry {
     let mut builder = KeyRegistry::builder()
         .clock(clock.clone())
-        .store(DirKeyStore::options(dir).create(create).open().unwrap());
+        .store(DirKeyStore::builder(dir).create(create).open().unwrap());
     if create {
         builder = builder.generate_if_missing(Algorithm::ES256);
     }

@@ -516,7 +516,7 @@ async fn rotate_every_rotates_the_keys_in_the_key_dir() {
             .clock(clock)
             .generate_if_missing(Algorithm::ES256)
             .store(
-                DirKeyStore::options(&dir)
+                DirKeyStore::builder(&dir)
                     .algorithm(Algorithm::ES256)
                     .open()
                     .unwrap(),

@@ -595,7 +595,7 @@ pub fn active_kid(registry: &KeyRegistry) -> String {
 /// Every key in `dir`, loaded by a fresh `DirKeyStore`: panics unless every
 /// key file parses.
 pub fn stored_keys(dir: &Path) -> Vec<StoredKey> {
-    let store = DirKeyStore::options(dir).create(false).open().unwrap();
+    let store = DirKeyStore::builder(dir).create(false).open().unwrap();
     store
         .load()
         .unwrap_or_else(|err| panic!("the key files in {} must parse: {err}", dir.display()))

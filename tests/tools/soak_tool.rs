@@ -104,7 +104,7 @@ fn the_soak_tool_reads_its_flags() {
         )
     );
     // The gateway kept its keys in --key-dir, of --alg.
-    let stored = DirKeyStore::options(&dir)
+    let stored = DirKeyStore::builder(&dir)
         .create(false)
         .open()
         .unwrap()

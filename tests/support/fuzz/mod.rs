@@ -1116,7 +1116,7 @@ pub fn key_file(dir: &Path, data: &[u8]) {
             .expect("a key file");
         file.write_all(data).expect("written");
     }
-    let store = DirKeyStore::options(dir)
+    let store = DirKeyStore::builder(dir)
         .create(false)
         .open()
         .expect("the scratch directory opens");
