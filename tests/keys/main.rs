@@ -8,5 +8,6 @@ mod support;
 mod config;
 mod fuzz_inputs;
 mod signing_key;
+mod stored;
 mod vectors;
 mod wycheproof;
