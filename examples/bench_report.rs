@@ -1,11 +1,13 @@
-//! Measures the signing layer against the raw signature, the `jsonwebtoken`
-//! crate, a pipeline that signs nothing and a static-bytes service, all in
-//! one process, the cases interleaved (A B C ... A B C ...), and prints a
-//! Markdown table of medians and one `ratio NAME: VALUE` line per target.
+//! Measures, for each of the ten algorithms, the signing layer against the
+//! raw aws-lc-rs signature and the `jsonwebtoken` crate, and our verifier
+//! against `jsonwebtoken::decode`; then a pipeline that signs nothing and a
+//! static-bytes service. All in one process, the cases interleaved
+//! (A B C ... A B C ...); prints a Markdown table of medians, one
+//! `ratio NAME: VALUE` line per target and a table of the targets.
 //!
 //! ```text
-//! cargo run --release --example bench_report            # about a minute
-//! cargo run --release --example bench_report -- --quick # under 30 s
+//! cargo run --release --example bench_report            # about two minutes
+//! cargo run --release --example bench_report -- --quick # about a minute
 //! ```
 //!
 //! Every case makes the same token: header `{"alg","typ","kid"}`, claims
@@ -23,10 +25,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use http_body_util::Full;
-use openssl::ecdsa::EcdsaSig;
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
-use openssl::sign::Signer;
 use serde::Serialize;
 use tower::util::MapRequestLayer;
 use tower::{Layer, Service, service_fn};
@@ -38,7 +36,7 @@ use tower_jwt_signer::{
 
 /// One measured case: runs `n` operations.
 struct Case {
-    name: &'static str,
+    name: String,
     run: Box<dyn FnMut(u64)>,
     /// Operations per batch, calibrated so a batch takes about the target.
     batch: u64,
@@ -46,7 +44,7 @@ struct Case {
 }
 
 impl Case {
-    fn new(name: &'static str, run: impl FnMut(u64) + 'static) -> Self {
+    fn new(name: String, run: impl FnMut(u64) + 'static) -> Self {
         Case {
             name,
             run: Box::new(run),
@@ -99,15 +97,15 @@ fn backend(request: Request<()>) -> std::future::Ready<Result<Response<Full<Byte
 /// inline (offloading is measured apart, see `examples/load.rs`).
 fn layer(registry: &KeyRegistry) -> JwtSignerLayer {
     JwtSignerLayer::new(registry.clone())
-        .issuer("https://gateway.example")
-        .and_then(|l| l.audience("orders-api"))
+        .issuer(ISSUER)
+        .and_then(|l| l.audience(AUDIENCE))
         .and_then(|l| l.subject("alice"))
         .expect("valid claims")
         .offload(Offload::Inline)
 }
 
 /// One request through `layer` to the backend, `n` times.
-fn layer_case(name: &'static str, layer: JwtSignerLayer) -> Case {
+fn layer_case(name: String, layer: JwtSignerLayer) -> Case {
     let mut service = layer.layer(service_fn(backend));
     Case::new(name, move |n| {
         for _ in 0..n {
@@ -137,30 +135,59 @@ fn sample_token(layer: &JwtSignerLayer) -> String {
     value.strip_prefix("Bearer ").expect("Bearer").to_owned()
 }
 
-/// The raw primitive: OpenSSL (the `openssl` crate), the key parsed once,
-/// the same signing input, producing the JWS signature (ECDSA as `r || s`).
-/// It is the fastest of the OpenSSL paths measured (see `BENCHMARKS.md`).
-fn raw_case(name: &'static str, key: &SigningKey, signing_input: Vec<u8>) -> Case {
-    let pkey: PKey<Private> =
-        PKey::private_key_from_pkcs8(&key.to_pkcs8_der().expect("export")).expect("parse");
-    let alg = key.algorithm();
-    let ec = (alg == Algorithm::ES256).then(|| pkey.ec_key().expect("an EC key"));
+/// The raw primitive: aws-lc-rs (the `aws-lc-rs` crate), the key parsed
+/// once from our PKCS#8 export, the same signing input, producing the JWS
+/// signature (ECDSA as fixed `r || s`, RSA-PSS with a salt as long as the
+/// hash), one fresh `Vec` per signature as the layer makes.
+fn raw_case(name: String, key: &SigningKey, signing_input: Vec<u8>) -> Case {
+    use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
+    enum Raw {
+        Rsa(RsaKeyPair, &'static sig::RsaSignatureEncoding),
+        Ecdsa(EcdsaKeyPair),
+        Ed25519(Ed25519KeyPair),
+    }
+    let der = key.to_pkcs8_der().expect("export");
+    let raw = match key.algorithm() {
+        Algorithm::ES256 => Raw::Ecdsa(
+            EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &der).expect("P-256"),
+        ),
+        Algorithm::ES384 => Raw::Ecdsa(
+            EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, &der).expect("P-384"),
+        ),
+        Algorithm::ES512 => Raw::Ecdsa(
+            EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P521_SHA512_FIXED_SIGNING, &der).expect("P-521"),
+        ),
+        Algorithm::EdDSA => {
+            Raw::Ed25519(Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).expect("Ed25519"))
+        }
+        alg => {
+            let encoding = match alg {
+                Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
+                Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
+                Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
+                Algorithm::PS256 => &sig::RSA_PSS_SHA256,
+                Algorithm::PS384 => &sig::RSA_PSS_SHA384,
+                _ => &sig::RSA_PSS_SHA512,
+            };
+            Raw::Rsa(RsaKeyPair::from_pkcs8(&der).expect("RSA"), encoding)
+        }
+    };
+    let rng = aws_lc_rs::rand::SystemRandom::new();
     Case::new(name, move |n| {
         for _ in 0..n {
-            let signature = match alg {
-                Algorithm::ES256 => {
-                    let digest = openssl::sha::sha256(&signing_input);
-                    let sig = EcdsaSig::sign(&digest, ec.as_ref().expect("EC")).expect("sign");
-                    let mut out = sig.r().to_vec_padded(32).expect("r");
-                    out.extend_from_slice(&sig.s().to_vec_padded(32).expect("s"));
+            let signature = match &raw {
+                Raw::Rsa(pair, encoding) => {
+                    let mut out = vec![0; pair.public_modulus_len()];
+                    pair.sign(*encoding, &rng, &signing_input, &mut out)
+                        .expect("sign");
                     out
                 }
-                Algorithm::EdDSA => Signer::new_without_digest(&pkey)
-                    .and_then(|mut s| s.sign_oneshot_to_vec(&signing_input))
-                    .expect("sign"),
-                _ => Signer::new(MessageDigest::sha256(), &pkey)
-                    .and_then(|mut s| s.sign_oneshot_to_vec(&signing_input))
-                    .expect("sign"),
+                Raw::Ecdsa(pair) => pair
+                    .sign(&rng, &signing_input)
+                    .expect("sign")
+                    .as_ref()
+                    .to_vec(),
+                Raw::Ed25519(pair) => pair.sign(&signing_input).as_ref().to_vec(),
             };
             black_box(signature);
         }
@@ -178,27 +205,35 @@ struct Claims<'a> {
     sub: &'a str,
 }
 
+/// The `jsonwebtoken` crate's name for `alg`; it has no ES512.
+fn jsonwebtoken_alg(alg: Algorithm) -> Option<jsonwebtoken::Algorithm> {
+    use jsonwebtoken::Algorithm as J;
+    Some(match alg {
+        Algorithm::RS256 => J::RS256,
+        Algorithm::RS384 => J::RS384,
+        Algorithm::RS512 => J::RS512,
+        Algorithm::PS256 => J::PS256,
+        Algorithm::PS384 => J::PS384,
+        Algorithm::PS512 => J::PS512,
+        Algorithm::ES256 => J::ES256,
+        Algorithm::ES384 => J::ES384,
+        Algorithm::EdDSA => J::EdDSA,
+        Algorithm::ES512 => return None,
+    })
+}
+
 /// The `jsonwebtoken` crate making the same token the way a user would:
 /// `EncodingKey` built once from the PKCS#8 PEM, `encode` per token with
 /// the same header and claims. Its jti comes from a pool made up front, so
 /// it pays nothing for randomness (we do).
-fn jsonwebtoken_case(name: &'static str, key: &SigningKey) -> Case {
+fn jsonwebtoken_case(name: String, key: &SigningKey, alg: jsonwebtoken::Algorithm) -> Case {
     use jsonwebtoken::{EncodingKey, Header, encode};
+    use tower_jwt_signer::keys::KeyKind;
     let pem = key.to_pkcs8_pem().expect("export");
-    let (alg, encoding_key) = match key.algorithm() {
-        Algorithm::ES256 => (
-            jsonwebtoken::Algorithm::ES256,
-            EncodingKey::from_ec_pem(pem.as_bytes()),
-        ),
-        Algorithm::EdDSA => (
-            jsonwebtoken::Algorithm::EdDSA,
-            EncodingKey::from_ed_pem(pem.as_bytes()),
-        ),
-        Algorithm::RS256 => (
-            jsonwebtoken::Algorithm::RS256,
-            EncodingKey::from_rsa_pem(pem.as_bytes()),
-        ),
-        other => panic!("no jsonwebtoken case for {other}"),
+    let encoding_key = match key.algorithm().key_kind() {
+        KeyKind::Rsa => EncodingKey::from_rsa_pem(pem.as_bytes()),
+        KeyKind::Ed25519 => EncodingKey::from_ed_pem(pem.as_bytes()),
+        _ => EncodingKey::from_ec_pem(pem.as_bytes()),
     };
     let encoding_key = encoding_key.expect("jsonwebtoken takes the key");
     let mut header = Header::new(alg);
@@ -206,7 +241,7 @@ fn jsonwebtoken_case(name: &'static str, key: &SigningKey) -> Case {
     let jtis: Vec<String> = (0..1024)
         .map(|_| {
             let mut bytes = [0u8; 16];
-            openssl::rand::rand_bytes(&mut bytes).expect("random");
+            aws_lc_rs::rand::fill(&mut bytes).expect("random");
             base64_url(&bytes)
         })
         .collect();
@@ -222,8 +257,8 @@ fn jsonwebtoken_case(name: &'static str, key: &SigningKey) -> Case {
                 nbf: now,
                 exp: now + 60,
                 jti: &jtis[next % jtis.len()],
-                iss: "https://gateway.example",
-                aud: "orders-api",
+                iss: ISSUER,
+                aud: AUDIENCE,
                 sub: "alice",
             };
             next += 1;
@@ -237,16 +272,63 @@ fn base64_url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Our verifier on a token of `key`, the key set parsed once.
-fn verify_case(name: &'static str, registry: &KeyRegistry, token: String) -> Case {
+const ISSUER: &str = "https://gateway.example";
+const AUDIENCE: &str = "orders-api";
+
+/// Our verifier on a token of `key`, the key set parsed once; it checks the
+/// signature, `exp`, `nbf` (and `iat`), `iss` and `aud`.
+fn verify_case(name: String, registry: &KeyRegistry, token: String) -> Case {
     let snapshot = registry.current();
     let keys = JwkSet::from_public_jwks(snapshot.keys().iter().map(|k| k.public_jwk()));
-    let verifier = Verifier::new(registry.clone());
+    let verifier = Verifier::builder(registry.clone())
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()
+        .expect("a valid verifier");
     Case::new(name, move |n| {
         for _ in 0..n {
             black_box(verifier.verify_with(&token, &keys).expect("verifies"));
         }
     })
+}
+
+/// `jsonwebtoken::decode` on the same token, the `DecodingKey` built once
+/// from the public JWK, with the same checks: signature, `exp`, `nbf`,
+/// `iss`, `aud`; the claims come out as a JSON map, as ours do.
+fn jsonwebtoken_verify_case(
+    name: String,
+    key: &SigningKey,
+    alg: jsonwebtoken::Algorithm,
+    token: String,
+) -> Case {
+    use jsonwebtoken::{DecodingKey, Validation, decode, jwk::Jwk};
+    let jwk: Jwk = serde_json::from_value(key.public_jwk().to_value()).expect("a JWK");
+    let decoding_key = DecodingKey::from_jwk(&jwk).expect("jsonwebtoken takes the key");
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    Case::new(name, move |n| {
+        for _ in 0..n {
+            let data = decode::<serde_json::Map<String, serde_json::Value>>(
+                &token,
+                &decoding_key,
+                &validation,
+            )
+            .expect("verifies");
+            black_box(data);
+        }
+    })
+}
+
+/// One algorithm's cases and ratios.
+struct PerAlgorithm {
+    alg: Algorithm,
+    key: SigningKey,
+    registry: KeyRegistry,
+    input: Vec<u8>,
+    token: String,
 }
 
 struct Options {
@@ -275,25 +357,29 @@ fn main() {
     };
     let started = Instant::now();
 
-    let es256 = SigningKey::generate(Algorithm::ES256).expect("key");
-    let eddsa = SigningKey::generate(Algorithm::EdDSA).expect("key");
-    let rs256 = SigningKey::generate(Algorithm::RS256).expect("key");
-    let registry = |key: &SigningKey| KeyRegistry::new(key.clone());
-    let (es256_registry, eddsa_registry, rs256_registry) =
-        (registry(&es256), registry(&eddsa), registry(&rs256));
-
-    let input = |registry: &KeyRegistry| {
-        let token = sample_token(&layer(registry));
-        let cut = token.rfind('.').expect("a compact JWS");
-        (token.as_bytes()[..cut].to_vec(), token)
-    };
-    let (es256_input, es256_token) = input(&es256_registry);
-    let (eddsa_input, eddsa_token) = input(&eddsa_registry);
-    let (rs256_input, rs256_token) = input(&rs256_registry);
+    let per_alg: Vec<PerAlgorithm> = Algorithm::ALL
+        .into_iter()
+        .map(|alg| {
+            let key = SigningKey::generate(alg).expect("key");
+            let registry = KeyRegistry::new(key.clone());
+            let token = sample_token(&layer(&registry));
+            let cut = token.rfind('.').expect("a compact JWS");
+            PerAlgorithm {
+                alg,
+                input: token.as_bytes()[..cut].to_vec(),
+                token,
+                key,
+                registry,
+            }
+        })
+        .collect();
+    let es256 = &per_alg[6];
+    assert_eq!(es256.alg, Algorithm::ES256);
+    let es256_registry = es256.registry.clone();
 
     // The no-signing floor: the same pipeline, but the layer only inserts a
     // ready header value.
-    let ready = HeaderValue::from_str(&format!("Bearer {es256_token}")).expect("a header value");
+    let ready = HeaderValue::from_str(&format!("Bearer {}", es256.token)).expect("a header value");
     let mut floor = MapRequestLayer::new(move |mut request: Request<()>| {
         request
             .headers_mut()
@@ -325,43 +411,61 @@ fn main() {
         std::future::ready(Ok::<_, Infallible>(response))
     });
 
-    let mut cases = vec![
-        raw_case("ES256 raw OpenSSL", &es256, es256_input),
-        layer_case("ES256 JwtSigner", layer(&es256_registry)),
-        jsonwebtoken_case("ES256 jsonwebtoken", &es256),
-        raw_case("EdDSA raw OpenSSL", &eddsa, eddsa_input),
-        layer_case("EdDSA JwtSigner", layer(&eddsa_registry)),
-        jsonwebtoken_case("EdDSA jsonwebtoken", &eddsa),
-        raw_case("RS256 raw OpenSSL", &rs256, rs256_input),
-        layer_case("RS256 JwtSigner", layer(&rs256_registry)),
-        jsonwebtoken_case("RS256 jsonwebtoken", &rs256),
-        Case::new("no-signing floor", move |n| {
+    let mut cases = Vec::new();
+    for one in &per_alg {
+        let alg = one.alg;
+        cases.push(raw_case(
+            format!("{alg} raw aws-lc-rs"),
+            &one.key,
+            one.input.clone(),
+        ));
+        cases.push(layer_case(format!("{alg} JwtSigner"), layer(&one.registry)));
+        if let Some(theirs) = jsonwebtoken_alg(alg) {
+            cases.push(jsonwebtoken_case(
+                format!("{alg} jsonwebtoken"),
+                &one.key,
+                theirs,
+            ));
+        }
+        cases.push(verify_case(
+            format!("{alg} verify"),
+            &one.registry,
+            one.token.clone(),
+        ));
+        if let Some(theirs) = jsonwebtoken_alg(alg) {
+            cases.push(jsonwebtoken_verify_case(
+                format!("{alg} jsonwebtoken verify"),
+                &one.key,
+                theirs,
+                one.token.clone(),
+            ));
+        }
+    }
+    cases.extend([
+        Case::new("no-signing floor".to_owned(), move |n| {
             for _ in 0..n {
                 poll_ready(&mut floor);
                 black_box(ready_now(floor.call(request())).expect("infallible"));
             }
         }),
         layer_case(
-            "ES256 JwtSigner, token reused",
+            "ES256 JwtSigner, token reused".to_owned(),
             layer(&es256_registry).reuse_tokens(TokenReuse::new()),
         ),
-        Case::new("JwksService", move |n| {
+        Case::new("JwksService".to_owned(), move |n| {
             for _ in 0..n {
                 let request = Request::get(JWKS_PATH).body(()).expect("request");
                 let response = ready_now(Service::call(&mut jwks, request)).expect("infallible");
                 black_box(response);
             }
         }),
-        Case::new("static-bytes service", move |n| {
+        Case::new("static-bytes service".to_owned(), move |n| {
             for _ in 0..n {
                 let request = Request::get(JWKS_PATH).body(()).expect("request");
                 black_box(ready_now(fixed.call(request)).expect("infallible"));
             }
         }),
-        verify_case("ES256 verify", &es256_registry, es256_token),
-        verify_case("EdDSA verify", &eddsa_registry, eddsa_token),
-        verify_case("RS256 verify", &rs256_registry, rs256_token),
-    ];
+    ]);
 
     // Warm up (first calls pay for lazy initialisation, in jsonwebtoken's
     // backend for one), then calibrate: a batch lasts about `batch_time`.
@@ -418,37 +522,50 @@ fn main() {
     // Each ratio is (ops/s of the first) / (ops/s of the second), from the
     // medians: above 1 means the first is faster.
     let ratio = |fast: &str, slow: &str| median(slow) / median(fast);
-    let ratios = [
-        (
-            "es256_layer_vs_raw",
-            ratio("ES256 JwtSigner", "ES256 raw OpenSSL"),
-        ),
-        (
-            "eddsa_layer_vs_raw",
-            ratio("EdDSA JwtSigner", "EdDSA raw OpenSSL"),
-        ),
-        (
-            "rs256_layer_vs_raw",
-            ratio("RS256 JwtSigner", "RS256 raw OpenSSL"),
-        ),
-        (
-            "es256_layer_vs_jsonwebtoken",
-            ratio("ES256 JwtSigner", "ES256 jsonwebtoken"),
-        ),
-        (
-            "rs256_layer_vs_jsonwebtoken",
-            ratio("RS256 JwtSigner", "RS256 jsonwebtoken"),
-        ),
-        (
-            "reuse_vs_floor",
-            ratio("ES256 JwtSigner, token reused", "no-signing floor"),
-        ),
-        (
-            "jwks_vs_static",
-            ratio("JwksService", "static-bytes service"),
-        ),
-    ];
-    for (name, value) in ratios {
+    let mut ratios: Vec<(String, f64, f64)> = Vec::new();
+    for one in &per_alg {
+        let alg = one.alg;
+        let lower = alg.as_str().to_ascii_lowercase();
+        let fast_enough = if alg.is_rsa() { 0.95 } else { 0.90 };
+        ratios.push((
+            format!("{lower}_layer_vs_raw"),
+            ratio(&format!("{alg} JwtSigner"), &format!("{alg} raw aws-lc-rs")),
+            fast_enough,
+        ));
+        if jsonwebtoken_alg(alg).is_some() {
+            ratios.push((
+                format!("{lower}_layer_vs_jsonwebtoken"),
+                ratio(&format!("{alg} JwtSigner"), &format!("{alg} jsonwebtoken")),
+                1.15,
+            ));
+            ratios.push((
+                format!("{lower}_verify_vs_jsonwebtoken"),
+                ratio(
+                    &format!("{alg} verify"),
+                    &format!("{alg} jsonwebtoken verify"),
+                ),
+                1.0,
+            ));
+        }
+    }
+    ratios.push((
+        "reuse_vs_floor".to_owned(),
+        ratio("ES256 JwtSigner, token reused", "no-signing floor"),
+        0.25,
+    ));
+    ratios.push((
+        "jwks_vs_static".to_owned(),
+        ratio("JwksService", "static-bytes service"),
+        0.5,
+    ));
+    for (name, value, _) in &ratios {
         println!("ratio {name}: {value:.3}");
+    }
+    println!();
+    println!("| ratio | target | measured | met |");
+    println!("|---|---:|---:|---|");
+    for (name, value, target) in &ratios {
+        let met = if value >= target { "yes" } else { "**no**" };
+        println!("| `{name}` | >= {target:.2} | {value:.3} | {met} |");
     }
 }
