@@ -4,20 +4,18 @@ use std::fmt;
 
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
-use openssl::ecdsa::EcdsaSig;
-use openssl::error::ErrorStack;
-use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, Private};
-use openssl::rsa::{Padding, Rsa};
-use openssl::sign::{RsaPssSaltlen, Signer};
+use openssl::rsa::Rsa;
+use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::jwk::{crypto, first_openssl_reason};
 use super::{Algorithm, EcCurve, KeyError, KeyKind, Kid, PublicJwk, SignError, SigningBackend};
 use crate::b64;
 
-/// The largest RSA modulus accepted on import, in bits (OpenSSL's own limit).
-const MAX_RSA_BITS: u32 = 16_384;
+/// The largest RSA modulus accepted on import, in bits: aws-lc-rs signs
+/// with moduli of 2048 to 8192 bits.
+const MAX_RSA_BITS: u32 = 8192;
 
 /// One private key, its algorithm and its key id.
 ///
@@ -48,9 +46,63 @@ const MAX_RSA_BITS: u32 = 16_384;
 pub struct SigningKey {
     jwk: PublicJwk,
     pkey: PKey<Private>,
-    /// The EC key of an ES* key, taken out of `pkey` once so that signing
-    /// goes straight to ECDSA on the digest.
-    ec: Option<EcKey<Private>>,
+    /// The key as aws-lc-rs holds it, parsed once: what signs.
+    signer: Arc<Signer>,
+}
+
+/// An aws-lc-rs key pair with what its algorithm needs to sign.
+enum Signer {
+    Rsa {
+        pair: aws_lc_rs::signature::RsaKeyPair,
+        /// PKCS#1 v1.5 or PSS (salt as long as the hash, MGF1 with the
+        /// same hash: RFC 7518 section 3.5) with the algorithm's hash.
+        encoding: &'static aws_lc_rs::signature::RsaSignatureEncoding,
+    },
+    /// ECDSA with the fixed-length `r || s` signature JWS uses.
+    Ecdsa(aws_lc_rs::signature::EcdsaKeyPair),
+    Ed25519(aws_lc_rs::signature::Ed25519KeyPair),
+}
+
+impl Signer {
+    /// Parses a PKCS#8 `PrivateKeyInfo` for `algorithm`.
+    fn from_pkcs8(der: &[u8], algorithm: Algorithm) -> Result<Self, aws_lc_rs::error::KeyRejected> {
+        use aws_lc_rs::signature as sig;
+        let ecdsa = |alg| sig::EcdsaKeyPair::from_pkcs8(alg, der).map(Signer::Ecdsa);
+        let rsa = |encoding| {
+            sig::RsaKeyPair::from_pkcs8(der).map(|pair| Signer::Rsa { pair, encoding })
+        };
+        match algorithm {
+            Algorithm::RS256 => rsa(&sig::RSA_PKCS1_SHA256),
+            Algorithm::RS384 => rsa(&sig::RSA_PKCS1_SHA384),
+            Algorithm::RS512 => rsa(&sig::RSA_PKCS1_SHA512),
+            Algorithm::PS256 => rsa(&sig::RSA_PSS_SHA256),
+            Algorithm::PS384 => rsa(&sig::RSA_PSS_SHA384),
+            Algorithm::PS512 => rsa(&sig::RSA_PSS_SHA512),
+            Algorithm::ES256 => ecdsa(&sig::ECDSA_P256_SHA256_FIXED_SIGNING),
+            Algorithm::ES384 => ecdsa(&sig::ECDSA_P384_SHA384_FIXED_SIGNING),
+            Algorithm::ES512 => ecdsa(&sig::ECDSA_P521_SHA512_FIXED_SIGNING),
+            Algorithm::EdDSA => {
+                sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map(Signer::Ed25519)
+            }
+        }
+    }
+
+    /// The JWS signature of `input`: RSA as long as the modulus, ECDSA as
+    /// `r || s` (each as long as the curve's coordinates), Ed25519 64 bytes.
+    fn sign(&self, input: &[u8]) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        // aws-lc-rs ignores the generator it is handed: AWS-LC draws its
+        // own randomness (RSA-PSS salts, ECDSA nonces).
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        match self {
+            Signer::Rsa { pair, encoding } => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(*encoding, &rng, input, &mut signature)?;
+                Ok(signature)
+            }
+            Signer::Ecdsa(pair) => Ok(pair.sign(&rng, input)?.as_ref().to_vec()),
+            Signer::Ed25519(pair) => Ok(pair.sign(input).as_ref().to_vec()),
+        }
+    }
 }
 
 impl SigningKey {
@@ -300,11 +352,15 @@ impl SigningKey {
         // Type, curve, size and exponent checks, and the public members.
         let jwk = PublicJwk::from_public_key(&pkey, algorithm, kid)?;
         check_consistency(&pkey)?;
-        let ec = match algorithm.key_kind() {
-            KeyKind::Ec(_) => Some(pkey.ec_key().map_err(crypto)?),
-            _ => None,
-        };
-        Ok(SigningKey { jwk, pkey, ec })
+        let der = pkey.private_key_to_pkcs8().map_err(crypto)?;
+        let signer = Signer::from_pkcs8(&der, algorithm).map_err(|err| KeyError::InconsistentKey {
+            reason: format!("aws-lc-rs refuses the key: {err}"),
+        })?;
+        Ok(SigningKey {
+            jwk,
+            pkey,
+            signer: Arc::new(signer),
+        })
     }
 
     /// Returns this key with a custom key id instead of the thumbprint.
@@ -335,52 +391,11 @@ impl SigningKey {
     ///
     /// # Errors
     ///
-    /// [`SignError::Crypto`] if OpenSSL fails.
+    /// [`SignError::Crypto`] if the cryptographic library fails.
     pub fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, SignError> {
-        self.sign_raw(signing_input)
-            .map_err(|err| SignError::Crypto(first_openssl_reason(&err)))
-    }
-
-    /// Signs with OpenSSL directly, on the key parsed once: ECDSA on the
-    /// digest (then `r || s`, each padded to the curve's length), EdDSA and
-    /// RSA through one-shot `EVP_DigestSign`.
-    fn sign_raw(&self, input: &[u8]) -> Result<Vec<u8>, ErrorStack> {
-        let algorithm = self.algorithm();
-        match (algorithm.key_kind(), &self.ec) {
-            (KeyKind::Ec(curve), Some(ec)) => {
-                let signature = match curve {
-                    EcCurve::P256 => EcdsaSig::sign(&openssl::sha::sha256(input), ec)?,
-                    EcCurve::P384 => EcdsaSig::sign(&openssl::sha::sha384(input), ec)?,
-                    EcCurve::P521 => EcdsaSig::sign(&openssl::sha::sha512(input), ec)?,
-                };
-                let len = i32::try_from(curve.coordinate_len()).expect("small");
-                let mut out = signature.r().to_vec_padded(len)?;
-                out.extend_from_slice(&signature.s().to_vec_padded(len)?);
-                Ok(out)
-            }
-            (KeyKind::Ed25519, _) => {
-                Signer::new_without_digest(&self.pkey)?.sign_oneshot_to_vec(input)
-            }
-            _ => {
-                let (digest, pss) = match algorithm {
-                    Algorithm::RS256 => (MessageDigest::sha256(), false),
-                    Algorithm::RS384 => (MessageDigest::sha384(), false),
-                    Algorithm::RS512 => (MessageDigest::sha512(), false),
-                    Algorithm::PS256 => (MessageDigest::sha256(), true),
-                    Algorithm::PS384 => (MessageDigest::sha384(), true),
-                    _ => (MessageDigest::sha512(), true),
-                };
-                let mut signer = Signer::new(digest, &self.pkey)?;
-                if pss {
-                    // RFC 7518 section 3.5: MGF1 with the same hash, a salt
-                    // as long as the hash.
-                    signer.set_rsa_padding(Padding::PKCS1_PSS)?;
-                    signer.set_rsa_mgf1_md(digest)?;
-                    signer.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
-                }
-                signer.sign_oneshot_to_vec(input)
-            }
-        }
+        self.signer
+            .sign(signing_input)
+            .map_err(|_| SignError::Crypto("aws-lc-rs could not sign".to_owned()))
     }
 
     /// Exports the private key as PKCS#8 PEM, for persistence. The kid is
@@ -467,7 +482,7 @@ impl Clone for SigningKey {
         SigningKey {
             jwk: self.jwk.clone(),
             pkey: self.pkey.clone(),
-            ec: self.ec.clone(),
+            signer: Arc::clone(&self.signer),
         }
     }
 }
