@@ -6,8 +6,8 @@ use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::pkey::{Id, PKey, Private};
 use openssl::rsa::Rsa;
-use std::sync::Arc;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 use super::jwk::{crypto, first_openssl_reason};
 use super::{Algorithm, EcCurve, KeyError, KeyKind, Kid, PublicJwk, SignError, SigningBackend};
@@ -68,9 +68,8 @@ impl Signer {
     fn from_pkcs8(der: &[u8], algorithm: Algorithm) -> Result<Self, aws_lc_rs::error::KeyRejected> {
         use aws_lc_rs::signature as sig;
         let ecdsa = |alg| sig::EcdsaKeyPair::from_pkcs8(alg, der).map(Signer::Ecdsa);
-        let rsa = |encoding| {
-            sig::RsaKeyPair::from_pkcs8(der).map(|pair| Signer::Rsa { pair, encoding })
-        };
+        let rsa =
+            |encoding| sig::RsaKeyPair::from_pkcs8(der).map(|pair| Signer::Rsa { pair, encoding });
         match algorithm {
             Algorithm::RS256 => rsa(&sig::RSA_PKCS1_SHA256),
             Algorithm::RS384 => rsa(&sig::RSA_PKCS1_SHA384),
@@ -353,9 +352,10 @@ impl SigningKey {
         let jwk = PublicJwk::from_public_key(&pkey, algorithm, kid)?;
         check_consistency(&pkey)?;
         let der = pkey.private_key_to_pkcs8().map_err(crypto)?;
-        let signer = Signer::from_pkcs8(&der, algorithm).map_err(|err| KeyError::InconsistentKey {
-            reason: format!("aws-lc-rs refuses the key: {err}"),
-        })?;
+        let signer =
+            Signer::from_pkcs8(&der, algorithm).map_err(|err| KeyError::InconsistentKey {
+                reason: format!("aws-lc-rs refuses the key: {err}"),
+            })?;
         Ok(SigningKey {
             jwk,
             pkey,

@@ -5,13 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use openssl::bn::{BigNum, BigNumContext};
-use openssl::ec::{EcGroup, EcKey};
-use openssl::ecdsa::EcdsaSig;
-use openssl::hash::MessageDigest;
-use openssl::pkey::{Id, PKey, Public};
-use openssl::rsa::{Padding, Rsa};
-use openssl::sign::{RsaPssSaltlen, Verifier as OsslVerifier};
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use serde_json::{Map, Value};
 
 use crate::b64;
@@ -26,9 +20,13 @@ use crate::keys::{
 pub(crate) const MAX_VERIFY_KID_LEN: usize = 256;
 
 /// The smallest RSA modulus accepted for verification, in bits.
-const MIN_RSA_BITS: i32 = 2048;
-/// The largest RSA modulus accepted, in bits (OpenSSL's own limit).
-const MAX_RSA_BITS: i32 = 16_384;
+const MIN_RSA_BITS: usize = 2048;
+/// The largest RSA modulus accepted, in bits: aws-lc-rs verifies RSA
+/// signatures with moduli of 2048 to 8192 bits.
+const MAX_RSA_BITS: usize = 8192;
+/// The longest RSA public exponent accepted, in bits: AWS-LC refuses
+/// longer ones (a denial-of-service guard; real keys use 65537).
+const MAX_RSA_EXPONENT_BITS: usize = 33;
 
 /// JWK members that only private or symmetric keys have. A set that holds
 /// any of them is refused whole: a server that publishes them has leaked a
@@ -38,7 +36,7 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 /// A set of public keys ready to verify signatures.
 ///
 /// Every key is parsed once, when the set is built; verification reuses the
-/// parsed OpenSSL key. Keys that cannot be used are left out one by one and
+/// key as aws-lc-rs parsed it. Keys that cannot be used are left out one by one and
 /// listed by [`skipped`](Self::skipped); a set that holds private members
 /// (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`, `k`) or two keys with the same
 /// `kid` is refused whole.
@@ -48,8 +46,8 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 /// * `kty` is `RSA`, `EC` or `OKP`; `use`, when present, is `sig`;
 ///   `key_ops`, when present, contains `verify`;
 /// * `alg`, when present, is one of the ten [`Algorithm`]s and fits the key;
-/// * RSA: `n` and `e` are strict base64url, the modulus has 2048 to 16384
-///   bits, the exponent is odd and above 1;
+/// * RSA: `n` and `e` are strict base64url, the modulus has 2048 to 8192
+///   bits, the exponent is odd, above 1 and at most 33 bits long;
 /// * EC: `crv` is P-256, P-384 or P-521, `x` and `y` have exactly the
 ///   curve's length and the point is on the curve;
 /// * OKP: `crv` is `Ed25519` and `x` has 32 bytes;
@@ -59,7 +57,7 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 ///   with a prime factor below 2^16, not a prime modulus (Miller-Rabin to
 ///   12 bases), not a modulus with the ROCA fingerprint (CVE-2017-15361).
 ///   The prime test costs one modular exponentiation per RSA key (about
-///   3 ms for 2048 bits, 35 ms for 4096, 2 s for 16384), once per set;
+///   3 ms for 2048 bits, 35 ms for 4096, 0.3 s for 8192), once per set;
 /// * `kid`, when present, is a string of 1 to 256 bytes (a token with a
 ///   longer kid is refused without a lookup).
 ///
@@ -371,18 +369,23 @@ pub struct VerifyingKey {
 
 enum Material {
     Rsa {
-        pkey: PKey<Public>,
+        /// The modulus, big-endian without leading zeros (for the weak-key
+        /// checks).
+        n: Box<[u8]>,
         /// The modulus length in bytes: every signature has exactly this
         /// length.
         len: usize,
+        /// The key parsed once for each RSA algorithm it may verify: the
+        /// JWK's `alg` alone, or all six when it has none.
+        parsed: Vec<(Algorithm, ParsedPublicKey)>,
     },
     Ec {
         curve: EcCurve,
-        key: EcKey<Public>,
-        order: BigNum,
+        key: ParsedPublicKey,
     },
     Ed25519 {
-        pkey: PKey<Public>,
+        x: [u8; 32],
+        key: ParsedPublicKey,
     },
 }
 
@@ -443,30 +446,28 @@ impl VerifyingKey {
         if !self.fits(alg) {
             return Err(SignatureError::KeyMismatch);
         }
-        let ok = match &self.material {
-            Material::Rsa { pkey, len } => {
+        let verified = match &self.material {
+            Material::Rsa { len, parsed, .. } => {
                 if signature.len() != *len {
                     return Err(SignatureError::Malformed);
                 }
-                verify_rsa(pkey, alg, signing_input, signature)
+                let Some((_, key)) = parsed.iter().find(|(own, _)| *own == alg) else {
+                    return Err(SignatureError::KeyMismatch);
+                };
+                key.verify_sig(signing_input, signature)
             }
-            Material::Ec { curve, key, order } => {
-                verify_ecdsa(*curve, key, order, alg, signing_input, signature)?
+            Material::Ec { curve, key } => {
+                check_ecdsa_shape(*curve, signature)?;
+                key.verify_sig(signing_input, signature)
             }
-            Material::Ed25519 { pkey } => {
+            Material::Ed25519 { key, .. } => {
                 if signature.len() != 64 {
                     return Err(SignatureError::Malformed);
                 }
-                OsslVerifier::new_without_digest(pkey)
-                    .and_then(|mut v| v.verify_oneshot(signature, signing_input))
-                    .unwrap_or(false)
+                key.verify_sig(signing_input, signature)
             }
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(SignatureError::Invalid)
-        }
+        verified.map_err(|_| SignatureError::Invalid)
     }
 
     /// The key, or why it is skipped; the outer `Err` is the budget
@@ -536,7 +537,7 @@ impl VerifyingKey {
             None => return Err("\"kty\" is missing".into()),
         };
         let material = match kty {
-            "RSA" => rsa_material(jwk)?,
+            "RSA" => rsa_material(jwk, alg.filter(|alg| alg.is_rsa()))?,
             "EC" => ec_material(jwk)?,
             "OKP" => okp_material(jwk)?,
             "oct" => return Err("a symmetric key (oct) cannot verify asymmetric tokens".into()),
@@ -561,7 +562,7 @@ impl fmt::Debug for VerifyingKey {
             .field("kty", &self.key_type())
             .field("alg", &self.alg);
         match &self.material {
-            Material::Rsa { len, .. } => s.field("bits", &(len * 8)),
+            Material::Rsa { n, .. } => s.field("bits", &bit_len(n)),
             Material::Ec { curve, .. } => s.field("crv", curve),
             Material::Ed25519 { .. } => s.field("crv", &"Ed25519"),
         };
@@ -575,72 +576,89 @@ impl Material {
     /// or with the ROCA fingerprint (see [`WeakKey`]).
     fn weakness<B: Budget>(&self, budget: &B) -> Result<Option<WeakKey>, B::Exhausted> {
         Ok(match self {
-            Material::Rsa { pkey, .. } => match pkey.rsa() {
-                Ok(rsa) => check_rsa_modulus(rsa.n(), budget)?.err(),
+            Material::Rsa { n, .. } => match openssl::bn::BigNum::from_slice(n) {
+                Ok(n) => check_rsa_modulus(&n, budget)?.err(),
                 Err(_) => None,
             },
-            Material::Ed25519 { pkey } => match pkey.raw_public_key() {
-                Ok(x) => check_ed25519(&x).err(),
-                Err(_) => None,
-            },
+            Material::Ed25519 { x, .. } => check_ed25519(x).err(),
             Material::Ec { .. } => None,
         })
     }
 }
 
-fn digest(alg: Algorithm) -> MessageDigest {
-    match alg {
-        Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256 => MessageDigest::sha256(),
-        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => MessageDigest::sha384(),
-        Algorithm::RS512 | Algorithm::PS512 | Algorithm::ES512 => MessageDigest::sha512(),
-        Algorithm::EdDSA => MessageDigest::null(),
+/// The order of each curve's group, big-endian, as long as a coordinate
+/// (SEC 1 section 2.2.2; FIPS 186-4 appendix D.1.2).
+fn curve_order(curve: EcCurve) -> &'static [u8] {
+    const P256: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    const P384: [u8; 48] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37,
+        0x2d, 0xdf, 0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc,
+        0xc5, 0x29, 0x73,
+    ];
+    const P521: [u8; 66] = [
+        0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xfa, 0x51, 0x86, 0x87, 0x83, 0xbf, 0x2f, 0x96, 0x6b, 0x7f, 0xcc, 0x01,
+        0x48, 0xf7, 0x09, 0xa5, 0xd0, 0x3b, 0xb5, 0xc9, 0xb8, 0x89, 0x9c, 0x47, 0xae, 0xbb, 0x6f,
+        0xb7, 0x1e, 0x91, 0x38, 0x64, 0x09,
+    ];
+    match curve {
+        EcCurve::P256 => &P256,
+        EcCurve::P384 => &P384,
+        EcCurve::P521 => &P521,
     }
 }
 
-fn verify_rsa(pkey: &PKey<Public>, alg: Algorithm, input: &[u8], signature: &[u8]) -> bool {
-    let md = digest(alg);
-    let run = || -> Result<bool, openssl::error::ErrorStack> {
-        let mut verifier = OsslVerifier::new(md, pkey)?;
-        if matches!(alg, Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512) {
-            // RFC 7518 section 3.5: MGF1 with the same hash, salt as long
-            // as the hash.
-            verifier.set_rsa_padding(Padding::PKCS1_PSS)?;
-            verifier.set_rsa_mgf1_md(md)?;
-            verifier.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
-        } else {
-            verifier.set_rsa_padding(Padding::PKCS1)?;
-        }
-        verifier.update(input)?;
-        verifier.verify(signature)
-    };
-    run().unwrap_or(false)
-}
-
-fn verify_ecdsa(
-    curve: EcCurve,
-    key: &EcKey<Public>,
-    order: &BigNum,
-    alg: Algorithm,
-    input: &[u8],
-    signature: &[u8],
-) -> Result<bool, SignatureError> {
+/// A JWS ECDSA signature is `r || s`, each exactly as long as a coordinate,
+/// with 0 < r, s < n (SEC 1 section 4.1.4 step 1). AWS-LC checks the range
+/// too, but this costs nothing and does not depend on its version.
+fn check_ecdsa_shape(curve: EcCurve, signature: &[u8]) -> Result<(), SignatureError> {
     let len = curve.coordinate_len();
     if signature.len() != 2 * len {
         return Err(SignatureError::Malformed);
     }
-    let (r, s) = signature.split_at(len);
-    let r = BigNum::from_slice(r).map_err(|_| SignatureError::Malformed)?;
-    let s = BigNum::from_slice(s).map_err(|_| SignatureError::Malformed)?;
-    // 0 < r, s < n (SEC 1 section 4.1.4 step 1); OpenSSL checks this too,
-    // but the check costs nothing and does not depend on its version.
-    for value in [&r, &s] {
-        if value.num_bits() == 0 || value >= order {
+    let order = curve_order(curve);
+    for value in signature.chunks_exact(len) {
+        // Same length, big-endian: the byte order is the numeric order.
+        if value.iter().all(|&b| b == 0) || value >= order {
             return Err(SignatureError::Malformed);
         }
     }
-    let sig = EcdsaSig::from_private_components(r, s).map_err(|_| SignatureError::Malformed)?;
-    let hash = openssl::hash::hash(digest(alg), input).map_err(|_| SignatureError::Malformed)?;
-    Ok(sig.verify(&hash, key).unwrap_or(false))
+    Ok(())
+}
+
+/// The verification algorithm aws-lc-rs uses for a JWS RSA algorithm.
+fn rsa_parameters(alg: Algorithm) -> Option<&'static sig::RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        // RFC 7518 section 3.5: MGF1 with the same hash, a salt as long as
+        // the hash (aws-lc-rs's default salt length).
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// The number of bits of a big-endian number without leading zeros.
+fn bit_len(bytes: &[u8]) -> usize {
+    match bytes.first() {
+        None => 0,
+        Some(&top) => bytes.len() * 8 - top.leading_zeros() as usize,
+    }
+}
+
+/// A big-endian number without its leading zero octets.
+fn minimal(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
 }
 
 fn member_bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
@@ -653,12 +671,11 @@ fn member_bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String>
     }
 }
 
-fn rsa_material(jwk: &Map<String, Value>) -> Result<Material, String> {
+fn rsa_material(jwk: &Map<String, Value>, alg: Option<Algorithm>) -> Result<Material, String> {
     let n = member_bytes(jwk, "n")?;
     let e = member_bytes(jwk, "e")?;
-    let n = BigNum::from_slice(&n).map_err(|_| "\"n\" is not a number".to_owned())?;
-    let e = BigNum::from_slice(&e).map_err(|_| "\"e\" is not a number".to_owned())?;
-    let bits = n.num_bits();
+    let (n, e) = (minimal(&n), minimal(&e));
+    let bits = bit_len(n);
     if bits < MIN_RSA_BITS {
         return Err(format!(
             "an RSA modulus of {bits} bits is too small (at least {MIN_RSA_BITS})"
@@ -669,16 +686,36 @@ fn rsa_material(jwk: &Map<String, Value>) -> Result<Material, String> {
             "an RSA modulus of {bits} bits is too large (at most {MAX_RSA_BITS})"
         ));
     }
-    if !n.is_bit_set(0) {
+    if n[n.len() - 1] & 1 == 0 {
         return Err("the RSA modulus is even".into());
     }
-    if e.num_bits() <= 1 || !e.is_bit_set(0) || e.num_bits() > 64 || e >= n {
-        return Err("the RSA public exponent is 1, even, or out of range".into());
+    let e_bits = bit_len(e);
+    if e_bits <= 1 || e[e.len() - 1] & 1 == 0 || e_bits > MAX_RSA_EXPONENT_BITS {
+        return Err(format!(
+            "the RSA public exponent is 1, even, or longer than {MAX_RSA_EXPONENT_BITS} bits"
+        ));
     }
-    let len = usize::try_from(bits).unwrap_or(0).div_ceil(8);
-    let rsa = Rsa::from_public_components(n, e).map_err(|_| "invalid RSA key".to_owned())?;
-    let pkey = PKey::from_rsa(rsa).map_err(|_| "invalid RSA key".to_owned())?;
-    Ok(Material::Rsa { pkey, len })
+    let components = RsaPublicKeyComponents { n, e };
+    let algorithms: Vec<Algorithm> = match alg {
+        Some(alg) => vec![alg],
+        None => Algorithm::ALL.into_iter().filter(|a| a.is_rsa()).collect(),
+    };
+    let mut parsed = Vec::with_capacity(algorithms.len());
+    for alg in algorithms {
+        // An `alg` that does not fit an RSA key is refused by the caller.
+        let Some(params) = rsa_parameters(alg) else {
+            continue;
+        };
+        let key = components
+            .to_parsed_public_key(params)
+            .map_err(|_| "invalid RSA key".to_owned())?;
+        parsed.push((alg, key));
+    }
+    Ok(Material::Rsa {
+        n: n.into(),
+        len: bits.div_ceil(8),
+        parsed,
+    })
 }
 
 fn ec_material(jwk: &Map<String, Value>) -> Result<Material, String> {
@@ -696,18 +733,21 @@ fn ec_material(jwk: &Map<String, Value>) -> Result<Material, String> {
             "{curve} coordinates must be exactly {len} bytes each"
         ));
     }
-    let invalid = || format!("the point is not on {curve}");
-    let group = EcGroup::from_curve_name(curve.nid()).map_err(|_| invalid())?;
-    let x = BigNum::from_slice(&x).map_err(|_| invalid())?;
-    let y = BigNum::from_slice(&y).map_err(|_| invalid())?;
-    // Checks that the coordinates are in range and the point is on the
-    // curve (and not the point at infinity).
-    let key = EcKey::from_public_key_affine_coordinates(&group, &x, &y).map_err(|_| invalid())?;
-    key.check_key().map_err(|_| invalid())?;
-    let mut order = BigNum::new().map_err(|_| invalid())?;
-    let mut ctx = BigNumContext::new().map_err(|_| invalid())?;
-    group.order(&mut order, &mut ctx).map_err(|_| invalid())?;
-    Ok(Material::Ec { curve, key, order })
+    // The uncompressed point (SEC 1 section 2.3.3). aws-lc-rs checks that
+    // the coordinates are in range and the point is on the curve (and not
+    // the point at infinity).
+    let mut point = Vec::with_capacity(1 + 2 * len);
+    point.push(0x04);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    let algorithm = match curve {
+        EcCurve::P256 => &sig::ECDSA_P256_SHA256_FIXED,
+        EcCurve::P384 => &sig::ECDSA_P384_SHA384_FIXED,
+        EcCurve::P521 => &sig::ECDSA_P521_SHA512_FIXED,
+    };
+    let key = ParsedPublicKey::new(algorithm, &point)
+        .map_err(|_| format!("the point is not on {curve}"))?;
+    Ok(Material::Ec { curve, key })
 }
 
 fn okp_material(jwk: &Map<String, Value>) -> Result<Material, String> {
@@ -723,12 +763,12 @@ fn okp_material(jwk: &Map<String, Value>) -> Result<Material, String> {
         None => return Err("\"crv\" is missing".into()),
     }
     let x = member_bytes(jwk, "x")?;
-    if x.len() != 32 {
-        return Err("an Ed25519 \"x\" must be 32 bytes".into());
-    }
-    let pkey = PKey::public_key_from_raw_bytes(&x, Id::ED25519)
+    let x: [u8; 32] = x
+        .try_into()
+        .map_err(|_| "an Ed25519 \"x\" must be 32 bytes".to_owned())?;
+    let key = ParsedPublicKey::new(&sig::ED25519, x)
         .map_err(|_| "invalid Ed25519 public key".to_owned())?;
-    Ok(Material::Ed25519 { pkey })
+    Ok(Material::Ed25519 { x, key })
 }
 
 /// A value from a JWK Set, quoted and truncated for logs and errors.
@@ -741,6 +781,9 @@ fn printable(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::SigningKey;
+    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::ec::EcGroup;
+    use openssl::nid::Nid;
 
     fn set_of(keys: &[Value]) -> Result<JwkSet, JwkSetError> {
         JwkSet::from_value(&serde_json::json!({ "keys": keys }))
@@ -922,12 +965,55 @@ mod tests {
         );
     }
 
-    fn hex_order_p256() -> Vec<u8> {
-        let group = EcGroup::from_curve_name(EcCurve::P256.nid()).unwrap();
+    #[test]
+    fn rsa_moduli_above_8192_bits_and_exponents_above_33_bits_are_skipped() {
+        let key = SigningKey::generate(Algorithm::RS256).unwrap();
+        let jwk = key.public_jwk().to_value();
+        let with = |n: Vec<u8>, e: &[u8]| {
+            let mut jwk = jwk.clone();
+            jwk["kid"] = b64::encode(e).into();
+            jwk["n"] = b64::encode(n).into();
+            jwk["e"] = b64::encode(e).into();
+            jwk
+        };
+        let n = b64::decode(jwk["n"].as_str().unwrap()).unwrap();
+        let mut huge = vec![0xff; 1025];
+        huge[0] = 1;
+        let set = set_of(&[
+            with(n.clone(), &[0x01, 0x00, 0x00, 0x00, 0x01]), // 2^32 + 1: 33 bits
+            with(n.clone(), &[0x02, 0x00, 0x00, 0x00, 0x01]), // 2^33 + 1: 34 bits
+            with(huge, &[0x01, 0x00, 0x01]),                  // 8193 bits
+        ]);
+        let set = set.unwrap();
+        assert_eq!(set.len(), 1);
+        let reasons: Vec<&str> = set.skipped().iter().map(SkippedKey::reason).collect();
+        assert!(reasons[0].contains("longer than 33 bits"), "{reasons:?}");
+        assert!(reasons[1].contains("8193 bits is too large"), "{reasons:?}");
+    }
+
+    /// The group order, as OpenSSL (an independent implementation) has it.
+    fn openssl_order(nid: Nid) -> Vec<u8> {
+        let group = EcGroup::from_curve_name(nid).unwrap();
         let mut order = BigNum::new().unwrap();
         group
             .order(&mut order, &mut BigNumContext::new().unwrap())
             .unwrap();
-        order.to_vec()
+        order.to_vec_padded(66).unwrap()
+    }
+
+    fn hex_order_p256() -> Vec<u8> {
+        openssl_order(Nid::X9_62_PRIME256V1)[34..].to_vec()
+    }
+
+    #[test]
+    fn curve_orders_are_the_curves_own() {
+        for (curve, nid) in [
+            (EcCurve::P256, Nid::X9_62_PRIME256V1),
+            (EcCurve::P384, Nid::SECP384R1),
+            (EcCurve::P521, Nid::SECP521R1),
+        ] {
+            let order = openssl_order(nid);
+            assert_eq!(curve_order(curve), &order[66 - curve.coordinate_len()..]);
+        }
     }
 }
