@@ -86,28 +86,11 @@ impl EcCurve {
         }
     }
 
-    pub(crate) fn nid(self) -> openssl::nid::Nid {
-        match self {
-            EcCurve::P256 => openssl::nid::Nid::X9_62_PRIME256V1,
-            EcCurve::P384 => openssl::nid::Nid::SECP384R1,
-            EcCurve::P521 => openssl::nid::Nid::SECP521R1,
-        }
-    }
-
     pub(crate) fn from_name(name: &str) -> Option<Self> {
         match name {
             "P-256" => Some(EcCurve::P256),
             "P-384" => Some(EcCurve::P384),
             "P-521" => Some(EcCurve::P521),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn from_nid(nid: openssl::nid::Nid) -> Option<Self> {
-        match nid {
-            openssl::nid::Nid::X9_62_PRIME256V1 => Some(EcCurve::P256),
-            openssl::nid::Nid::SECP384R1 => Some(EcCurve::P384),
-            openssl::nid::Nid::SECP521R1 => Some(EcCurve::P521),
             _ => None,
         }
     }

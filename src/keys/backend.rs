@@ -10,7 +10,7 @@ use super::{PublicJwk, SignError};
 /// `Arc<dyn SigningBackend>`, so the private key does not have to live in this
 /// process: an implementation can forward [`sign`](SigningBackend::sign) to an
 /// HSM or a KMS. [`SigningKey`](super::SigningKey) is the in-process
-/// implementation, backed by OpenSSL.
+/// implementation, backed by aws-lc-rs.
 ///
 /// The key id and algorithm always come from [`public_jwk`](SigningBackend::public_jwk):
 /// the token header and the published JWKS can never disagree.

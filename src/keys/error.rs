@@ -36,7 +36,9 @@ pub enum KeyError {
         /// The size that was asked for.
         bits: u32,
     },
-    /// An RSA public exponent of 1 or an even exponent: the key is broken.
+    /// An RSA public exponent of 1 or an even exponent (the key is broken),
+    /// or one longer than 33 bits (refused by AWS-LC, a denial-of-service
+    /// guard; real keys use 65537).
     RsaBadExponent,
     /// A public key that anyone can forge signatures for (an Ed25519
     /// small-order point, an RSA modulus that is prime or has a small
@@ -92,7 +94,7 @@ impl fmt::Display for KeyError {
                 "cannot generate an RSA key of {bits} bits: choose 2048, 3072 or 4096"
             ),
             KeyError::RsaBadExponent => f.write_str(
-                "RSA key refused: its public exponent is 1 or even, which makes the key insecure or invalid",
+                "RSA key refused: its public exponent is 1 or even, which makes the key insecure or invalid, or longer than 33 bits",
             ),
             KeyError::WeakKey(weak) => write!(f, "key refused: {weak}"),
             KeyError::WrongKeyType { algorithm, found } => write!(

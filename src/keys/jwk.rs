@@ -2,10 +2,9 @@
 
 use std::fmt;
 
-use openssl::bn::BigNumContext;
-use openssl::pkey::{HasPublic, Id, PKeyRef};
 use serde::ser::SerializeMap;
 
+use super::asn1::{self, PublicParts};
 use super::{Algorithm, EcCurve, KeyError, KeyKind, Kid};
 use crate::b64;
 
@@ -67,22 +66,21 @@ impl PublicJwk {
         algorithm: Algorithm,
         kid: Option<Kid>,
     ) -> Result<Self, KeyError> {
-        let pkey =
-            openssl::pkey::PKey::public_key_from_der(der).map_err(|err| KeyError::Malformed {
-                format: "SPKI DER",
-                reason: first_openssl_reason(&err),
-            })?;
-        Self::from_public_key(&pkey, algorithm, kid)
+        let parts = asn1::parse_spki(der).map_err(|reason| KeyError::Malformed {
+            format: "SPKI DER",
+            reason,
+        })?;
+        Self::from_parts(&parts, algorithm, kid)
     }
 
-    /// Builds the JWK of an OpenSSL public key after checking that it fits
+    /// Builds the JWK of a public key after checking that it fits
     /// `algorithm`. The kid defaults to the thumbprint.
-    pub(crate) fn from_public_key<T: HasPublic>(
-        pkey: &PKeyRef<T>,
+    pub(crate) fn from_parts(
+        parts: &PublicParts,
         algorithm: Algorithm,
         kid: Option<Kid>,
     ) -> Result<Self, KeyError> {
-        let params = public_params(pkey, algorithm)?;
+        let params = public_params(parts, algorithm)?;
         let kid = match kid {
             Some(kid) => kid,
             None => Kid::new(params.thumbprint()).expect("a thumbprint is a valid kid"),
@@ -192,99 +190,103 @@ impl fmt::Debug for PublicJwk {
     }
 }
 
-/// Checks that `pkey` fits `algorithm` and extracts its public members.
-fn public_params<T: HasPublic>(
-    pkey: &PKeyRef<T>,
-    algorithm: Algorithm,
-) -> Result<PublicParams, KeyError> {
+/// The longest RSA public exponent accepted, in bits: AWS-LC refuses
+/// longer ones (a denial-of-service guard; real keys use 65537).
+pub(crate) const MAX_RSA_EXPONENT_BITS: usize = 33;
+
+/// Checks that a public key fits `algorithm` and keeps its public members.
+fn public_params(parts: &PublicParts, algorithm: Algorithm) -> Result<PublicParams, KeyError> {
     let wrong = |found: String| KeyError::WrongKeyType { algorithm, found };
-    match (pkey.id(), algorithm.key_kind()) {
-        (Id::RSA, KeyKind::Rsa) => {
-            let rsa = pkey.rsa().map_err(crypto)?;
-            let bits = u32::try_from(rsa.n().num_bits()).unwrap_or(0);
+    match (parts, algorithm.key_kind()) {
+        (PublicParts::Rsa { n, e }, KeyKind::Rsa) => {
+            let (n, e) = (minimal(n), minimal(e));
+            let bits = u32::try_from(bit_len(n)).unwrap_or(u32::MAX);
             if bits < 2048 {
                 return Err(KeyError::RsaKeyTooSmall { bits });
             }
-            let e = rsa.e();
             // An exponent of 1 makes the "signature" the message itself; an
-            // even one has no inverse modulo lambda(n).
-            if e.num_bits() <= 1 || !e.is_bit_set(0) {
+            // even one has no inverse modulo lambda(n); AWS-LC refuses one
+            // longer than 33 bits.
+            let odd = e.last().is_some_and(|b| b & 1 == 1);
+            if bit_len(e) <= 1 || !odd || bit_len(e) > MAX_RSA_EXPONENT_BITS {
                 return Err(KeyError::RsaBadExponent);
             }
             // A modulus anyone can factor or invert (small factor, prime,
             // ROCA) is never published.
-            let Ok(verdict) = super::check_rsa_modulus(rsa.n(), &super::NoLimit);
+            let n_bn = openssl::bn::BigNum::from_slice(n).map_err(crypto)?;
+            let Ok(verdict) = super::check_rsa_modulus(&n_bn, &super::NoLimit);
             verdict.map_err(KeyError::WeakKey)?;
-            // BigNum::to_vec is minimal big-endian: no leading zero octet.
             Ok(PublicParams::Rsa {
-                n: rsa.n().to_vec(),
+                n: n.to_vec(),
                 e: e.to_vec(),
             })
         }
-        (Id::EC, KeyKind::Ec(curve)) => {
-            let ec = pkey.ec_key().map_err(crypto)?;
-            let found = ec.group().curve_name().and_then(EcCurve::from_nid);
-            if found != Some(curve) {
-                return Err(wrong(match found {
+        (PublicParts::Ec { curve, point }, KeyKind::Ec(wanted)) => {
+            if *curve != Some(wanted) {
+                return Err(wrong(match curve {
                     Some(other) => format!("an EC key on {other}"),
                     None => "an EC key on an unsupported curve".to_owned(),
                 }));
             }
-            let mut ctx = BigNumContext::new().map_err(crypto)?;
-            let mut x = openssl::bn::BigNum::new().map_err(crypto)?;
-            let mut y = openssl::bn::BigNum::new().map_err(crypto)?;
-            ec.public_key()
-                .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
-                .map_err(crypto)?;
-            let len = i32::try_from(curve.coordinate_len()).expect("small");
+            // An uncompressed point, checked on the curve by the parser.
+            let len = wanted.coordinate_len();
+            if point.len() != 1 + 2 * len || point[0] != 0x04 {
+                return Err(KeyError::Crypto("not an uncompressed EC point".to_owned()));
+            }
             Ok(PublicParams::Ec {
-                crv: curve,
-                x: x.to_vec_padded(len).map_err(crypto)?,
-                y: y.to_vec_padded(len).map_err(crypto)?,
+                crv: wanted,
+                x: point[1..=len].to_vec(),
+                y: point[1 + len..].to_vec(),
             })
         }
-        (Id::ED25519, KeyKind::Ed25519) => {
-            let x = pkey.raw_public_key().map_err(crypto)?;
+        (PublicParts::Ed25519 { x }, KeyKind::Ed25519) => {
+            if x.len() != 32 {
+                return Err(KeyError::Malformed {
+                    format: "Ed25519 public key",
+                    reason: format!("{} bytes, not 32", x.len()),
+                });
+            }
             // A small-order point lets anyone forge; a key generated or
             // imported from a seed never is one, a SPKI can be.
-            super::check_ed25519(&x).map_err(KeyError::WeakKey)?;
-            Ok(PublicParams::Ed25519 { x })
+            super::check_ed25519(x).map_err(KeyError::WeakKey)?;
+            Ok(PublicParams::Ed25519 { x: x.clone() })
         }
-        (id, _) => Err(wrong(describe_key(pkey, id))),
+        (parts, _) => Err(wrong(describe(parts))),
     }
 }
 
 /// A short human description of a key, for error messages.
-pub(crate) fn describe_key<T: HasPublic>(pkey: &PKeyRef<T>, id: Id) -> String {
-    match id {
-        Id::RSA => format!("an RSA key of {} bits", pkey.bits()),
-        Id::RSA_PSS => "an RSA-PSS restricted key (use a plain rsaEncryption key)".to_owned(),
-        Id::EC => match pkey
-            .ec_key()
-            .ok()
-            .and_then(|ec| ec.group().curve_name())
-            .and_then(EcCurve::from_nid)
-        {
-            Some(curve) => format!("an EC key on {curve}"),
-            None => "an EC key on an unsupported curve".to_owned(),
-        },
-        Id::ED25519 => "an Ed25519 key".to_owned(),
-        Id::ED448 => "an Ed448 key (not supported)".to_owned(),
-        Id::X25519 | Id::X448 => "a key-agreement key (X25519/X448), not a signing key".to_owned(),
-        Id::DSA => "a DSA key".to_owned(),
-        Id::DH => "a Diffie-Hellman key".to_owned(),
-        other => format!("a key of unsupported type (OpenSSL id {})", other.as_raw()),
+pub(crate) fn describe(parts: &PublicParts) -> String {
+    match parts {
+        PublicParts::Rsa { n, .. } => format!("an RSA key of {} bits", bit_len(minimal(n))),
+        PublicParts::Ec {
+            curve: Some(curve), ..
+        } => format!("an EC key on {curve}"),
+        PublicParts::Ec { curve: None, .. } => "an EC key on an unsupported curve".to_owned(),
+        PublicParts::Ed25519 { .. } => "an Ed25519 key".to_owned(),
+        PublicParts::Other(description) => description.clone(),
     }
 }
 
-pub(crate) fn crypto(err: openssl::error::ErrorStack) -> KeyError {
-    KeyError::Crypto(first_openssl_reason(&err))
+/// The number of bits of a big-endian number without leading zeros.
+pub(crate) fn bit_len(bytes: &[u8]) -> usize {
+    match bytes.first() {
+        None => 0,
+        Some(&top) => bytes.len() * 8 - top.leading_zeros() as usize,
+    }
 }
 
-/// The first reason OpenSSL gives, without file names or addresses.
-pub(crate) fn first_openssl_reason(err: &openssl::error::ErrorStack) -> String {
-    err.errors()
-        .first()
-        .and_then(|e| e.reason().map(str::to_owned))
-        .unwrap_or_else(|| "unrecognised data".to_owned())
+/// A big-endian number without its leading zero octets.
+pub(crate) fn minimal(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+fn crypto(err: openssl::error::ErrorStack) -> KeyError {
+    KeyError::Crypto(
+        err.errors()
+            .first()
+            .and_then(|e| e.reason().map(str::to_owned))
+            .unwrap_or_else(|| "unrecognised data".to_owned()),
+    )
 }

@@ -37,6 +37,7 @@
 //! ```
 
 mod algorithm;
+mod asn1;
 mod backend;
 mod error;
 mod jwk;

@@ -1,15 +1,14 @@
 //! The in-process signing key: generate, import, export, sign.
 
 use std::fmt;
-
-use openssl::bn::{BigNum, BigNumContext};
-use openssl::ec::{EcGroup, EcKey, EcPoint};
-use openssl::pkey::{Id, PKey, Private};
-use openssl::rsa::Rsa;
-use serde_json::{Map, Value};
 use std::sync::Arc;
 
-use super::jwk::{crypto, first_openssl_reason};
+use aws_lc_rs::encoding::{AsBigEndian, AsDer};
+use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use serde_json::{Map, Value};
+
+use super::asn1::{self, PrivateParts, PublicParts};
+use super::jwk::{MAX_RSA_EXPONENT_BITS, bit_len, describe, minimal};
 use super::{Algorithm, EcCurve, KeyError, KeyKind, Kid, PublicJwk, SignError, SigningBackend};
 use crate::b64;
 
@@ -43,9 +42,9 @@ const MAX_RSA_BITS: u32 = 8192;
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Clone)]
 pub struct SigningKey {
     jwk: PublicJwk,
-    pkey: PKey<Private>,
     /// The key as aws-lc-rs holds it, parsed once: what signs.
     signer: Arc<Signer>,
 }
@@ -64,26 +63,62 @@ enum Signer {
 }
 
 impl Signer {
-    /// Parses a PKCS#8 `PrivateKeyInfo` for `algorithm`.
-    fn from_pkcs8(der: &[u8], algorithm: Algorithm) -> Result<Self, aws_lc_rs::error::KeyRejected> {
-        use aws_lc_rs::signature as sig;
-        let ecdsa = |alg| sig::EcdsaKeyPair::from_pkcs8(alg, der).map(Signer::Ecdsa);
-        let rsa =
-            |encoding| sig::RsaKeyPair::from_pkcs8(der).map(|pair| Signer::Rsa { pair, encoding });
+    /// The RSA encoding of an RS* or PS* algorithm: PKCS#1 v1.5, or PSS
+    /// with MGF1 and a salt as long as the hash (RFC 7518 section 3.5).
+    fn rsa_encoding(algorithm: Algorithm) -> &'static sig::RsaSignatureEncoding {
         match algorithm {
-            Algorithm::RS256 => rsa(&sig::RSA_PKCS1_SHA256),
-            Algorithm::RS384 => rsa(&sig::RSA_PKCS1_SHA384),
-            Algorithm::RS512 => rsa(&sig::RSA_PKCS1_SHA512),
-            Algorithm::PS256 => rsa(&sig::RSA_PSS_SHA256),
-            Algorithm::PS384 => rsa(&sig::RSA_PSS_SHA384),
-            Algorithm::PS512 => rsa(&sig::RSA_PSS_SHA512),
-            Algorithm::ES256 => ecdsa(&sig::ECDSA_P256_SHA256_FIXED_SIGNING),
-            Algorithm::ES384 => ecdsa(&sig::ECDSA_P384_SHA384_FIXED_SIGNING),
-            Algorithm::ES512 => ecdsa(&sig::ECDSA_P521_SHA512_FIXED_SIGNING),
-            Algorithm::EdDSA => {
-                sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map(Signer::Ed25519)
-            }
+            Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
+            Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
+            Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
+            Algorithm::PS256 => &sig::RSA_PSS_SHA256,
+            Algorithm::PS384 => &sig::RSA_PSS_SHA384,
+            _ => &sig::RSA_PSS_SHA512,
         }
+    }
+
+    /// The fixed-signature ECDSA algorithm of a curve.
+    fn ecdsa_algorithm(curve: EcCurve) -> &'static sig::EcdsaSigningAlgorithm {
+        match curve {
+            EcCurve::P256 => &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            EcCurve::P384 => &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+            EcCurve::P521 => &sig::ECDSA_P521_SHA512_FIXED_SIGNING,
+        }
+    }
+
+    /// The public key, as a `SubjectPublicKeyInfo` would hold it.
+    fn public_parts(&self) -> Result<PublicParts, KeyError> {
+        Ok(match self {
+            Signer::Rsa { pair, .. } => {
+                // aws-lc-rs's public key is the DER RSAPublicKey (RFC 8017).
+                let failed = |_| KeyError::Crypto("cannot read the RSA public key".to_owned());
+                let public =
+                    pkcs1::RsaPublicKey::try_from(pair.public_key().as_ref()).map_err(failed)?;
+                PublicParts::Rsa {
+                    n: public.modulus.as_bytes().to_vec(),
+                    e: public.public_exponent.as_bytes().to_vec(),
+                }
+            }
+            Signer::Ecdsa(pair) => PublicParts::Ec {
+                curve: Some(match pair.algorithm() {
+                    a if std::ptr::eq(a, &sig::ECDSA_P256_SHA256_FIXED_SIGNING) => EcCurve::P256,
+                    a if std::ptr::eq(a, &sig::ECDSA_P384_SHA384_FIXED_SIGNING) => EcCurve::P384,
+                    _ => EcCurve::P521,
+                }),
+                point: pair.public_key().as_ref().to_vec(),
+            },
+            Signer::Ed25519(pair) => PublicParts::Ed25519 {
+                x: pair.public_key().as_ref().to_vec(),
+            },
+        })
+    }
+
+    /// The private key as a PKCS#8 `PrivateKeyInfo` (v1).
+    fn to_pkcs8(&self) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        Ok(match self {
+            Signer::Rsa { pair, .. } => pair.as_der()?.as_ref().to_vec(),
+            Signer::Ecdsa(pair) => pair.to_pkcs8v1()?.as_ref().to_vec(),
+            Signer::Ed25519(pair) => pair.to_pkcs8v1()?.as_ref().to_vec(),
+        })
     }
 
     /// The JWS signature of `input`: RSA as long as the modulus, ECDSA as
@@ -125,20 +160,31 @@ impl SigningKey {
     /// [`KeyError::RsaKeySizeNotOffered`] for another RSA size,
     /// [`KeyError::Crypto`] if the cryptographic library fails.
     pub fn generate_with_rsa_bits(algorithm: Algorithm, bits: u32) -> Result<Self, KeyError> {
-        let pkey = match algorithm.key_kind() {
+        let failed = |_| KeyError::Crypto("aws-lc-rs could not generate the key".to_owned());
+        // Each fresh key goes through the importer's checks, as any other.
+        let der = match algorithm.key_kind() {
             KeyKind::Rsa => {
-                if !matches!(bits, 2048 | 3072 | 4096) {
-                    return Err(KeyError::RsaKeySizeNotOffered { bits });
-                }
-                PKey::from_rsa(Rsa::generate(bits).map_err(crypto)?).map_err(crypto)?
+                let size = match bits {
+                    2048 => aws_lc_rs::rsa::KeySize::Rsa2048,
+                    3072 => aws_lc_rs::rsa::KeySize::Rsa3072,
+                    4096 => aws_lc_rs::rsa::KeySize::Rsa4096,
+                    _ => return Err(KeyError::RsaKeySizeNotOffered { bits }),
+                };
+                let pair = RsaKeyPair::generate(size).map_err(failed)?;
+                pair.as_der().map_err(failed)?.as_ref().to_vec()
             }
-            KeyKind::Ec(curve) => {
-                let group = EcGroup::from_curve_name(curve.nid()).map_err(crypto)?;
-                PKey::from_ec_key(EcKey::generate(&group).map_err(crypto)?).map_err(crypto)?
-            }
-            KeyKind::Ed25519 => PKey::generate_ed25519().map_err(crypto)?,
+            KeyKind::Ec(curve) => EcdsaKeyPair::generate(Signer::ecdsa_algorithm(curve))
+                .and_then(|pair| pair.to_pkcs8v1())
+                .map_err(failed)?
+                .as_ref()
+                .to_vec(),
+            KeyKind::Ed25519 => Ed25519KeyPair::generate()
+                .and_then(|pair| pair.to_pkcs8v1())
+                .map_err(failed)?
+                .as_ref()
+                .to_vec(),
         };
-        Self::from_pkey(pkey, algorithm, None)
+        Self::from_der(&der, algorithm, "PKCS#8 DER")
     }
 
     /// Imports a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`).
@@ -175,15 +221,11 @@ impl SigningKey {
             }
             _ => return Err(malformed("the PEM block is not a PRIVATE KEY")),
         }
-        // The callback refuses any passphrase prompt: OpenSSL's default one
-        // would read from the terminal.
-        let pkey = PKey::private_key_from_pem_callback(pem, |_| Ok(0)).map_err(|err| {
-            KeyError::Malformed {
-                format: FORMAT,
-                reason: first_openssl_reason(&err),
-            }
+        let der = asn1::pem_decode(pem, "PRIVATE KEY").map_err(|reason| KeyError::Malformed {
+            format: FORMAT,
+            reason,
         })?;
-        Self::from_pkey(pkey, algorithm, None)
+        Self::from_der(&der, algorithm, FORMAT)
     }
 
     /// Imports a DER-encoded PKCS#8 `PrivateKeyInfo`.
@@ -192,22 +234,94 @@ impl SigningKey {
     ///
     /// A [`KeyError`] saying why the key was refused.
     pub fn from_pkcs8_der(der: &[u8], algorithm: Algorithm) -> Result<Self, KeyError> {
-        const FORMAT: &str = "PKCS#8 DER";
-        match PKey::private_key_from_pkcs8(der) {
-            Ok(pkey) => Self::from_pkey(pkey, algorithm, None),
-            Err(err) => {
-                if PKey::public_key_from_der(der).is_ok()
-                    || openssl::x509::X509::from_der(der).is_ok()
-                {
-                    Err(KeyError::PublicOnly { format: FORMAT })
-                } else {
-                    Err(KeyError::Malformed {
-                        format: FORMAT,
-                        reason: first_openssl_reason(&err),
-                    })
+        Self::from_der(der, algorithm, "PKCS#8 DER")
+    }
+
+    /// Checks a PKCS#8 key against `algorithm` and parses it for signing.
+    fn from_der(der: &[u8], algorithm: Algorithm, format: &'static str) -> Result<Self, KeyError> {
+        let parts = match asn1::parse_pkcs8(der) {
+            Ok(parts) => parts,
+            Err(_) if asn1::is_public(der) => return Err(KeyError::PublicOnly { format }),
+            Err(reason) => return Err(KeyError::Malformed { format, reason }),
+        };
+        let wrong = |found: String| KeyError::WrongKeyType { algorithm, found };
+        let signer = match (parts, algorithm.key_kind()) {
+            (PrivateParts::Rsa(rsa), KeyKind::Rsa) => {
+                if rsa.other_prime_infos.is_some() {
+                    return Err(KeyError::Malformed {
+                        format,
+                        reason: "multi-prime RSA keys are not supported".to_owned(),
+                    });
                 }
+                rsa_signer(
+                    RsaParts {
+                        n: rsa.modulus.as_bytes(),
+                        e: rsa.public_exponent.as_bytes(),
+                        d: rsa.private_exponent.as_bytes(),
+                        p: rsa.prime1.as_bytes(),
+                        q: rsa.prime2.as_bytes(),
+                        dp: rsa.exponent1.as_bytes(),
+                        dq: rsa.exponent2.as_bytes(),
+                        qi: rsa.coefficient.as_bytes(),
+                    },
+                    algorithm,
+                )?
             }
-        }
+            (PrivateParts::Ec { curve, sec1 }, KeyKind::Ec(wanted)) => {
+                if curve != Some(wanted) {
+                    return Err(wrong(match curve {
+                        Some(other) => format!("an EC key on {other}"),
+                        None => "an EC key on an unsupported curve".to_owned(),
+                    }));
+                }
+                // AWS-LC checks that the scalar is in range and that the
+                // public point, when the key has one, is its own.
+                let pair =
+                    EcdsaKeyPair::from_private_key_der(Signer::ecdsa_algorithm(wanted), sec1)
+                        .map_err(|_| {
+                            KeyError::InconsistentKey {
+                    reason:
+                        "the EC private scalar is out of range or does not match the public point"
+                            .to_owned(),
+                }
+                        })?;
+                Signer::Ecdsa(pair)
+            }
+            (PrivateParts::Ed25519 { seed }, KeyKind::Ed25519) => {
+                Signer::Ed25519(Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| {
+                    KeyError::Crypto("aws-lc-rs refuses the Ed25519 seed".to_owned())
+                })?)
+            }
+            (PrivateParts::Rsa(rsa), _) => {
+                return Err(wrong(describe(&PublicParts::Rsa {
+                    n: rsa.modulus.as_bytes().to_vec(),
+                    e: Vec::new(),
+                })));
+            }
+            (PrivateParts::Ec { curve, .. }, _) => {
+                return Err(wrong(describe(&PublicParts::Ec {
+                    curve,
+                    point: Vec::new(),
+                })));
+            }
+            (PrivateParts::Ed25519 { .. }, _) => return Err(wrong("an Ed25519 key".to_owned())),
+            (PrivateParts::Other(found), _) => return Err(wrong(found)),
+        };
+        Self::from_signer(signer, algorithm, None)
+    }
+
+    /// Builds the key from a parsed key pair: its public JWK (with the
+    /// public-key checks) and the signer.
+    fn from_signer(
+        signer: Signer,
+        algorithm: Algorithm,
+        kid: Option<Kid>,
+    ) -> Result<Self, KeyError> {
+        let jwk = PublicJwk::from_parts(&signer.public_parts()?, algorithm, kid)?;
+        Ok(SigningKey {
+            jwk,
+            signer: Arc::new(signer),
+        })
     }
 
     /// Imports a private JWK (RFC 7517, RFC 7518 section 6, RFC 8037).
@@ -301,8 +415,8 @@ impl SigningKey {
         if map.get("d").is_none() {
             return Err(KeyError::PublicOnly { format: "JWK" });
         }
-        let pkey = match kty {
-            "RSA" => rsa_from_jwk(map)?,
+        let signer = match kty {
+            "RSA" => return rsa_from_jwk(map, algorithm, kid),
             "EC" => {
                 let crv = crv.ok_or_else(|| jwk_malformed("\"crv\" is missing"))?;
                 let Some(curve) = EcCurve::from_name(crv) else {
@@ -330,37 +444,7 @@ impl SigningKey {
                 });
             }
         };
-        Self::from_pkey(pkey, algorithm, kid)
-    }
-
-    /// Validates an OpenSSL key against `algorithm` and builds the signer.
-    fn from_pkey(
-        pkey: PKey<Private>,
-        algorithm: Algorithm,
-        kid: Option<Kid>,
-    ) -> Result<Self, KeyError> {
-        if pkey.id() == Id::RSA && pkey.bits() > MAX_RSA_BITS {
-            return Err(KeyError::Malformed {
-                format: "RSA key",
-                reason: format!(
-                    "a modulus of {} bits is larger than the {MAX_RSA_BITS} supported",
-                    pkey.bits()
-                ),
-            });
-        }
-        // Type, curve, size and exponent checks, and the public members.
-        let jwk = PublicJwk::from_public_key(&pkey, algorithm, kid)?;
-        check_consistency(&pkey)?;
-        let der = pkey.private_key_to_pkcs8().map_err(crypto)?;
-        let signer =
-            Signer::from_pkcs8(&der, algorithm).map_err(|err| KeyError::InconsistentKey {
-                reason: format!("aws-lc-rs refuses the key: {err}"),
-            })?;
-        Ok(SigningKey {
-            jwk,
-            pkey,
-            signer: Arc::new(signer),
-        })
+        Self::from_signer(signer, algorithm, kid)
     }
 
     /// Returns this key with a custom key id instead of the thumbprint.
@@ -405,19 +489,20 @@ impl SigningKey {
     ///
     /// # Errors
     ///
-    /// [`KeyError::Crypto`] if OpenSSL fails.
+    /// [`KeyError::Crypto`] if the cryptographic library fails.
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
-        let pem = self.pkey.private_key_to_pem_pkcs8().map_err(crypto)?;
-        String::from_utf8(pem).map_err(|_| KeyError::Crypto("PEM is not ASCII".to_owned()))
+        Ok(asn1::pem_encode(&self.to_pkcs8_der()?, "PRIVATE KEY"))
     }
 
-    /// Exports the private key as DER-encoded PKCS#8.
+    /// Exports the private key as DER-encoded PKCS#8 (v1).
     ///
     /// # Errors
     ///
-    /// [`KeyError::Crypto`] if OpenSSL fails.
+    /// [`KeyError::Crypto`] if the cryptographic library fails.
     pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, KeyError> {
-        self.pkey.private_key_to_pkcs8().map_err(crypto)
+        self.signer
+            .to_pkcs8()
+            .map_err(|_| KeyError::Crypto("aws-lc-rs could not export the key".to_owned()))
     }
 
     /// Exports the private key as a JWK with its `kid` and `alg`, for
@@ -428,37 +513,46 @@ impl SigningKey {
     ///
     /// # Errors
     ///
-    /// [`KeyError::Crypto`] if OpenSSL fails.
+    /// [`KeyError::Crypto`] if the cryptographic library fails.
     pub fn to_private_jwk(&self) -> Result<String, KeyError> {
         let mut map = match self.jwk.to_value() {
             Value::Object(map) => map,
             _ => return Err(KeyError::Crypto("public JWK is not an object".to_owned())),
         };
-        match self.algorithm().key_kind() {
-            KeyKind::Rsa => {
-                let rsa = self.pkey.rsa().map_err(crypto)?;
-                let missing = || KeyError::Crypto("RSA key lacks CRT parameters".to_owned());
-                map.insert("d".into(), b64::encode(rsa.d().to_vec()).into());
+        let failed = |what: &str| KeyError::Crypto(format!("cannot export the {what}"));
+        match &*self.signer {
+            Signer::Rsa { .. } => {
+                // aws-lc-rs keeps the private members to itself: read them
+                // from its PKCS#8 export.
+                let der = self.to_pkcs8_der()?;
+                let Ok(PrivateParts::Rsa(rsa)) = asn1::parse_pkcs8(&der) else {
+                    return Err(failed("RSA private key"));
+                };
                 for (name, value) in [
-                    ("p", rsa.p()),
-                    ("q", rsa.q()),
-                    ("dp", rsa.dmp1()),
-                    ("dq", rsa.dmq1()),
-                    ("qi", rsa.iqmp()),
+                    ("d", rsa.private_exponent),
+                    ("p", rsa.prime1),
+                    ("q", rsa.prime2),
+                    ("dp", rsa.exponent1),
+                    ("dq", rsa.exponent2),
+                    ("qi", rsa.coefficient),
                 ] {
-                    let value = value.ok_or_else(missing)?;
-                    map.insert(name.into(), b64::encode(value.to_vec()).into());
+                    map.insert(name.into(), b64::encode(value.as_bytes()).into());
                 }
             }
-            KeyKind::Ec(curve) => {
-                let ec = self.pkey.ec_key().map_err(crypto)?;
-                let len = i32::try_from(curve.coordinate_len()).expect("small");
-                let d = ec.private_key().to_vec_padded(len).map_err(crypto)?;
-                map.insert("d".into(), b64::encode(d).into());
+            Signer::Ecdsa(pair) => {
+                // Big-endian, as long as a coordinate.
+                let d = pair
+                    .private_key()
+                    .as_be_bytes()
+                    .map_err(|_| failed("EC private key"))?;
+                map.insert("d".into(), b64::encode(d.as_ref()).into());
             }
-            KeyKind::Ed25519 => {
-                let d = self.pkey.raw_private_key().map_err(crypto)?;
-                map.insert("d".into(), b64::encode(d).into());
+            Signer::Ed25519(pair) => {
+                let seed = pair
+                    .seed()
+                    .and_then(|seed| seed.as_be_bytes())
+                    .map_err(|_| failed("Ed25519 seed"))?;
+                map.insert("d".into(), b64::encode(seed.as_ref()).into());
             }
         }
         // "use" belongs to published keys; a stored key does not need it.
@@ -477,48 +571,12 @@ impl SigningBackend for SigningKey {
     }
 }
 
-impl Clone for SigningKey {
-    fn clone(&self) -> Self {
-        SigningKey {
-            jwk: self.jwk.clone(),
-            pkey: self.pkey.clone(),
-            signer: Arc::clone(&self.signer),
-        }
-    }
-}
-
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
             .field("kid", self.kid())
             .field("algorithm", &self.algorithm())
             .finish_non_exhaustive()
-    }
-}
-
-/// Checks that the private and public halves belong together.
-fn check_consistency(pkey: &PKey<Private>) -> Result<(), KeyError> {
-    let inconsistent = |reason: &str| KeyError::InconsistentKey {
-        reason: reason.to_owned(),
-    };
-    match pkey.id() {
-        Id::RSA => {
-            let rsa = pkey.rsa().map_err(crypto)?;
-            match rsa.check_key() {
-                Ok(true) => Ok(()),
-                _ => Err(inconsistent(
-                    "the RSA private components do not match the modulus",
-                )),
-            }
-        }
-        Id::EC => {
-            let ec = pkey.ec_key().map_err(crypto)?;
-            ec.check_key()
-                .map_err(|_| inconsistent("the EC public point does not match the private scalar"))
-        }
-        // Ed25519 public keys are derived from the seed when parsed from
-        // PKCS#8; JWK import compares `x` explicitly.
-        _ => Ok(()),
     }
 }
 
@@ -558,38 +616,96 @@ fn bytes_member(map: &Map<String, Value>, name: &str) -> Result<Vec<u8>, KeyErro
     b64::decode(text).map_err(|_| jwk_malformed(format!("\"{name}\" is not base64url")))
 }
 
-fn bignum_member(map: &Map<String, Value>, name: &str) -> Result<BigNum, KeyError> {
-    BigNum::from_slice(&bytes_member(map, name)?).map_err(crypto)
+/// The members of an RSA private key, big-endian.
+struct RsaParts<'a> {
+    n: &'a [u8],
+    e: &'a [u8],
+    d: &'a [u8],
+    p: &'a [u8],
+    q: &'a [u8],
+    dp: &'a [u8],
+    dq: &'a [u8],
+    qi: &'a [u8],
 }
 
-fn rsa_from_jwk(map: &Map<String, Value>) -> Result<PKey<Private>, KeyError> {
-    let n = bignum_member(map, "n")?;
-    if n.num_bits() > MAX_RSA_BITS as i32 {
-        return Err(jwk_malformed(format!(
-            "a modulus of {} bits is larger than the {MAX_RSA_BITS} supported",
-            n.num_bits()
-        )));
-    }
-    if n.num_bits() < 2048 {
-        return Err(KeyError::RsaKeyTooSmall {
-            bits: u32::try_from(n.num_bits()).unwrap_or(0),
+/// Refuses a modulus larger than aws-lc-rs signs with (checked first: the
+/// weak-key checks on a huge modulus would cost seconds).
+fn check_rsa_max(n: &[u8], format: &'static str) -> Result<(), KeyError> {
+    let bits = bit_len(minimal(n));
+    if bits > MAX_RSA_BITS as usize {
+        return Err(KeyError::Malformed {
+            format,
+            reason: format!("a modulus of {bits} bits is larger than the {MAX_RSA_BITS} supported"),
         });
     }
-    let rsa = Rsa::from_private_components(
-        n,
-        bignum_member(map, "e")?,
-        bignum_member(map, "d")?,
-        bignum_member(map, "p")?,
-        bignum_member(map, "q")?,
-        bignum_member(map, "dp")?,
-        bignum_member(map, "dq")?,
-        bignum_member(map, "qi")?,
-    )
-    .map_err(crypto)?;
-    PKey::from_rsa(rsa).map_err(crypto)
+    Ok(())
 }
 
-fn ec_from_jwk(map: &Map<String, Value>, curve: EcCurve) -> Result<PKey<Private>, KeyError> {
+/// An RSA key from its members: the public checks (type, size, exponent,
+/// weak moduli), then AWS-LC's consistency check of every member.
+fn rsa_signer(parts: RsaParts<'_>, algorithm: Algorithm) -> Result<Signer, KeyError> {
+    check_rsa_max(parts.n, "RSA key")?;
+    let public = PublicParts::Rsa {
+        n: parts.n.to_vec(),
+        e: parts.e.to_vec(),
+    };
+    // Type, size, exponent and weak-modulus checks, before AWS-LC sees it.
+    PublicJwk::from_parts(&public, algorithm, None)?;
+    debug_assert!(bit_len(minimal(parts.e)) <= MAX_RSA_EXPONENT_BITS);
+    let components = aws_lc_rs::rsa::KeyPairComponents {
+        public_key: sig::RsaPublicKeyComponents {
+            n: minimal(parts.n),
+            e: minimal(parts.e),
+        },
+        d: parts.d,
+        p: parts.p,
+        q: parts.q,
+        dP: parts.dp,
+        dQ: parts.dq,
+        qInv: parts.qi,
+    };
+    let pair = RsaKeyPair::from_components(&components).map_err(|_| KeyError::InconsistentKey {
+        reason: "the RSA private components do not match the modulus".to_owned(),
+    })?;
+    Ok(Signer::Rsa {
+        pair,
+        encoding: Signer::rsa_encoding(algorithm),
+    })
+}
+
+fn rsa_from_jwk(
+    map: &Map<String, Value>,
+    algorithm: Algorithm,
+    kid: Option<Kid>,
+) -> Result<SigningKey, KeyError> {
+    let n = bytes_member(map, "n")?;
+    check_rsa_max(&n, "JWK")?;
+    let bits = bit_len(minimal(&n));
+    if bits < 2048 {
+        return Err(KeyError::RsaKeyTooSmall {
+            bits: u32::try_from(bits).unwrap_or(0),
+        });
+    }
+    let [e, d, p, q, dp, dq, qi] =
+        ["e", "d", "p", "q", "dp", "dq", "qi"].map(|name| bytes_member(map, name));
+    let (e, d, p, q, dp, dq, qi) = (e?, d?, p?, q?, dp?, dq?, qi?);
+    let signer = rsa_signer(
+        RsaParts {
+            n: &n,
+            e: &e,
+            d: &d,
+            p: &p,
+            q: &q,
+            dp: &dp,
+            dq: &dq,
+            qi: &qi,
+        },
+        algorithm,
+    )?;
+    SigningKey::from_signer(signer, algorithm, kid)
+}
+
+fn ec_from_jwk(map: &Map<String, Value>, curve: EcCurve) -> Result<Signer, KeyError> {
     let len = curve.coordinate_len();
     let [d, x, y] = ["d", "x", "y"].map(|name| bytes_member(map, name));
     let (d, x, y) = (d?, x?, y?);
@@ -601,34 +717,24 @@ fn ec_from_jwk(map: &Map<String, Value>, curve: EcCurve) -> Result<PKey<Private>
             )));
         }
     }
-    let group = EcGroup::from_curve_name(curve.nid()).map_err(crypto)?;
-    let d = BigNum::from_slice(&d).map_err(crypto)?;
-    let mut ctx = BigNumContext::new().map_err(crypto)?;
-    let mut point = EcPoint::new(&group).map_err(crypto)?;
-    point.mul_generator2(&group, &d, &mut ctx).map_err(crypto)?;
-    let ec = EcKey::from_private_components(&group, &d, &point).map_err(crypto)?;
-    ec.check_key().map_err(|_| KeyError::InconsistentKey {
-        reason: format!("\"d\" is not a valid {curve} private scalar"),
-    })?;
-    let pkey = PKey::from_ec_key(ec).map_err(crypto)?;
-    let derived = PublicJwk::from_public_key(&pkey, curve_alg(curve), None)?.to_value();
-    if derived["x"] != b64::encode(&x) || derived["y"] != b64::encode(&y) {
+    // The key of `d` alone (AWS-LC checks 0 < d < n and derives the public
+    // point), then the JWK's point must be that one.
+    let sec1 = asn1::sec1_private_key(curve, &d).map_err(KeyError::Crypto)?;
+    let pair = EcdsaKeyPair::from_private_key_der(Signer::ecdsa_algorithm(curve), &sec1).map_err(
+        |_| KeyError::InconsistentKey {
+            reason: format!("\"d\" is not a valid {curve} private scalar"),
+        },
+    )?;
+    let point = pair.public_key().as_ref();
+    if point.get(1..=len) != Some(&x[..]) || point.get(1 + len..) != Some(&y[..]) {
         return Err(KeyError::InconsistentKey {
             reason: "\"x\"/\"y\" do not match the private key \"d\"".to_owned(),
         });
     }
-    Ok(pkey)
+    Ok(Signer::Ecdsa(pair))
 }
 
-fn curve_alg(curve: EcCurve) -> Algorithm {
-    match curve {
-        EcCurve::P256 => Algorithm::ES256,
-        EcCurve::P384 => Algorithm::ES384,
-        EcCurve::P521 => Algorithm::ES512,
-    }
-}
-
-fn ed25519_from_jwk(map: &Map<String, Value>) -> Result<PKey<Private>, KeyError> {
+fn ed25519_from_jwk(map: &Map<String, Value>) -> Result<Signer, KeyError> {
     let d = bytes_member(map, "d")?;
     let x = bytes_member(map, "x")?;
     if d.len() != 32 || x.len() != 32 {
@@ -636,13 +742,14 @@ fn ed25519_from_jwk(map: &Map<String, Value>) -> Result<PKey<Private>, KeyError>
             "Ed25519 \"d\" and \"x\" must be 32 bytes each",
         ));
     }
-    let pkey = PKey::private_key_from_raw_bytes(&d, Id::ED25519).map_err(crypto)?;
-    if pkey.raw_public_key().map_err(crypto)? != x {
+    let pair = Ed25519KeyPair::from_seed_unchecked(&d)
+        .map_err(|_| KeyError::Crypto("aws-lc-rs refuses the Ed25519 seed".to_owned()))?;
+    if pair.public_key().as_ref() != x.as_slice() {
         return Err(KeyError::InconsistentKey {
             reason: "\"x\" does not match the private key \"d\"".to_owned(),
         });
     }
-    Ok(pkey)
+    Ok(Signer::Ed25519(pair))
 }
 
 #[cfg(test)]
