@@ -213,8 +213,7 @@ fn public_params(parts: &PublicParts, algorithm: Algorithm) -> Result<PublicPara
             }
             // A modulus anyone can factor or invert (small factor, prime,
             // ROCA) is never published.
-            let n_bn = openssl::bn::BigNum::from_slice(n).map_err(crypto)?;
-            let Ok(verdict) = super::check_rsa_modulus(&n_bn, &super::NoLimit);
+            let Ok(verdict) = super::check_rsa_modulus(n, &super::NoLimit);
             verdict.map_err(KeyError::WeakKey)?;
             Ok(PublicParams::Rsa {
                 n: n.to_vec(),
@@ -280,13 +279,4 @@ pub(crate) fn bit_len(bytes: &[u8]) -> usize {
 pub(crate) fn minimal(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
     &bytes[start..]
-}
-
-fn crypto(err: openssl::error::ErrorStack) -> KeyError {
-    KeyError::Crypto(
-        err.errors()
-            .first()
-            .and_then(|e| e.reason().map(str::to_owned))
-            .unwrap_or_else(|| "unrecognised data".to_owned()),
-    )
 }

@@ -68,7 +68,7 @@ struct EncodedHeader {
     encoded: String,
     /// The length of this key's signatures: a guess from the algorithm
     /// until the first signature, then the real one (an RSA modulus can be
-    /// 2048 to 16384 bits), so each token's buffer is allocated once, at
+    /// 2048 to 8192 bits), so each token's buffer is allocated once, at
     /// its size.
     signature_len: AtomicUsize,
 }

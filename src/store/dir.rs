@@ -36,7 +36,7 @@ const LOCK_FILE: &str = ".lock";
 const TEMP_MARK: &str = ".tmp-";
 /// The key file format this build reads and writes.
 const FORMAT_VERSION: u64 = 1;
-/// No key file is larger (an RSA-16384 private JWK is about 20 KiB).
+/// No key file is larger (an RSA-8192 private JWK, the largest key, is about 10 KiB).
 const MAX_FILE_LEN: u64 = 256 * 1024;
 /// The link Kubernetes points a volume's files through (`NAME ->
 /// ..data/NAME`).

@@ -78,8 +78,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 ///   (see [`JwkSet`]).
 /// * **Parsing:** the set is parsed and its keys checked on tokio's
 ///   blocking pool (`spawn_blocking`), never on a runtime worker: the RSA
-///   prime test costs one modular exponentiation per key (about 3 ms at
-///   2048 bits, 2 s at 16384), so a large set takes seconds of CPU. The
+///   prime test costs one modular exponentiation per key (about 7 ms at
+///   2048 bits, 0.37 s at 8192), so a large set takes seconds of CPU. The
 ///   parse counts against the fetch's timeout; at the deadline it stops
 ///   (between two keys or two rounds of the prime test) and the fetch fails
 ///   with [`FetchError::Timeout`], keeping the last good set.
@@ -510,8 +510,8 @@ async fn fetch_once(remote: &Remote) -> Result<Fetched, FetchError> {
                 }
             })?
             .to_bytes();
-        // Checking the keys costs CPU (the RSA prime test: about 3 ms for a
-        // 2048-bit key, 2 s for 16384 bits; a large set, seconds): off the
+        // Checking the keys costs CPU (the RSA prime test: about 7 ms for a
+        // 2048-bit key, 0.37 s for 8192 bits; a large set, seconds): off the
         // runtime's workers, and within the fetch's time bound.
         let url = remote.uri.clone();
         let parsed = tokio::task::spawn_blocking(move || {
