@@ -150,7 +150,10 @@ impl PublicParams {
                 )
             }
         };
-        b64::encode(openssl::sha::sha256(canonical.as_bytes()))
+        b64::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            canonical.as_bytes(),
+        ))
     }
 }
 

@@ -37,8 +37,8 @@ impl KeySnapshot {
             "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>(),
         }))
         .expect("public JWKs always serialise");
-        let digest = openssl::sha::sha256(&jwks);
-        let etag = format!("\"{}\"", b64::encode(&digest[..18]));
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &jwks);
+        let etag = format!("\"{}\"", b64::encode(&digest.as_ref()[..18]));
         KeySnapshot {
             version,
             keys,
