@@ -40,6 +40,9 @@ struct Case {
     run: Box<dyn FnMut(u64)>,
     /// Operations per batch, calibrated so a batch takes about the target.
     batch: u64,
+    /// The cases of a group run one after the other in each round, and
+    /// the ratios compare cases of the same group.
+    group: usize,
     samples: Vec<f64>,
 }
 
@@ -49,19 +52,28 @@ impl Case {
             name,
             run: Box::new(run),
             batch: 1,
+            group: 0,
             samples: Vec::new(),
         }
     }
 
+    fn in_group(mut self, group: usize) -> Self {
+        self.group = group;
+        self
+    }
+
     fn median(&self) -> f64 {
-        let mut sorted = self.samples.clone();
-        sorted.sort_by(f64::total_cmp);
-        let mid = sorted.len() / 2;
-        if sorted.len() % 2 == 1 {
-            sorted[mid]
-        } else {
-            (sorted[mid - 1] + sorted[mid]) / 2.0
-        }
+        median(self.samples.clone())
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
     }
 }
 
@@ -411,60 +423,65 @@ fn main() {
         std::future::ready(Ok::<_, Infallible>(response))
     });
 
+    // Groups: each algorithm's signing cases, its verifying cases, the
+    // floor and the reuse path, the two JWKS services.
     let mut cases = Vec::new();
-    for one in &per_alg {
+    for (i, one) in per_alg.iter().enumerate() {
         let alg = one.alg;
-        cases.push(raw_case(
-            format!("{alg} raw aws-lc-rs"),
-            &one.key,
-            one.input.clone(),
-        ));
-        cases.push(layer_case(format!("{alg} JwtSigner"), layer(&one.registry)));
+        let (sign, verify) = (2 * i, 2 * i + 1);
+        cases.push(
+            raw_case(format!("{alg} raw aws-lc-rs"), &one.key, one.input.clone()).in_group(sign),
+        );
+        cases.push(layer_case(format!("{alg} JwtSigner"), layer(&one.registry)).in_group(sign));
         if let Some(theirs) = jsonwebtoken_alg(alg) {
-            cases.push(jsonwebtoken_case(
-                format!("{alg} jsonwebtoken"),
-                &one.key,
-                theirs,
-            ));
+            cases.push(
+                jsonwebtoken_case(format!("{alg} jsonwebtoken"), &one.key, theirs).in_group(sign),
+            );
         }
-        cases.push(verify_case(
-            format!("{alg} verify"),
-            &one.registry,
-            one.token.clone(),
-        ));
+        cases.push(
+            verify_case(format!("{alg} verify"), &one.registry, one.token.clone()).in_group(verify),
+        );
         if let Some(theirs) = jsonwebtoken_alg(alg) {
-            cases.push(jsonwebtoken_verify_case(
-                format!("{alg} jsonwebtoken verify"),
-                &one.key,
-                theirs,
-                one.token.clone(),
-            ));
+            cases.push(
+                jsonwebtoken_verify_case(
+                    format!("{alg} jsonwebtoken verify"),
+                    &one.key,
+                    theirs,
+                    one.token.clone(),
+                )
+                .in_group(verify),
+            );
         }
     }
+    let (floor_group, jwks_group) = (2 * per_alg.len(), 2 * per_alg.len() + 1);
     cases.extend([
         Case::new("no-signing floor".to_owned(), move |n| {
             for _ in 0..n {
                 poll_ready(&mut floor);
                 black_box(ready_now(floor.call(request())).expect("infallible"));
             }
-        }),
+        })
+        .in_group(floor_group),
         layer_case(
             "ES256 JwtSigner, token reused".to_owned(),
             layer(&es256_registry).reuse_tokens(TokenReuse::new()),
-        ),
+        )
+        .in_group(floor_group),
         Case::new("JwksService".to_owned(), move |n| {
             for _ in 0..n {
                 let request = Request::get(JWKS_PATH).body(()).expect("request");
                 let response = ready_now(Service::call(&mut jwks, request)).expect("infallible");
                 black_box(response);
             }
-        }),
+        })
+        .in_group(jwks_group),
         Case::new("static-bytes service".to_owned(), move |n| {
             for _ in 0..n {
                 let request = Request::get(JWKS_PATH).body(()).expect("request");
                 black_box(ready_now(fixed.call(request)).expect("infallible"));
             }
-        }),
+        })
+        .in_group(jwks_group),
     ]);
 
     // Warm up (first calls pay for lazy initialisation, in jsonwebtoken's
@@ -487,16 +504,24 @@ fn main() {
             n *= 2;
         }
     }
-    // Interleaved rounds; the order rotates each round so no case always
-    // runs right after the same neighbour.
-    let count = cases.len();
+    // Interleaved rounds: each round runs every group, and within a group
+    // its cases one right after the other, so that the cases a ratio
+    // compares share the machine's load of that moment. The order of the
+    // groups and of the cases within each group rotates each round.
+    let groups = jwks_group + 1;
     for round in 0..rounds {
-        for i in 0..count {
-            let case = &mut cases[(i + round) % count];
-            let start = Instant::now();
-            (case.run)(case.batch);
-            let ns = start.elapsed().as_nanos() as f64 / case.batch as f64;
-            case.samples.push(ns);
+        for g in 0..groups {
+            let group = (g + round) % groups;
+            let members: Vec<usize> = (0..cases.len())
+                .filter(|&i| cases[i].group == group)
+                .collect();
+            for k in 0..members.len() {
+                let case = &mut cases[members[(k + round) % members.len()]];
+                let start = Instant::now();
+                (case.run)(case.batch);
+                let ns = start.elapsed().as_nanos() as f64 / case.batch as f64;
+                case.samples.push(ns);
+            }
         }
     }
 
@@ -512,16 +537,26 @@ fn main() {
         println!("| {} | {:.0} | {:.0} |", case.name, 1e9 / ns, ns);
     }
     println!();
-    let median = |name: &str| {
+    let case = |name: &str| {
         cases
             .iter()
             .find(|c| c.name == name)
-            .map(Case::median)
             .expect("a measured case")
     };
-    // Each ratio is (ops/s of the first) / (ops/s of the second), from the
-    // medians: above 1 means the first is faster.
-    let ratio = |fast: &str, slow: &str| median(slow) / median(fast);
+    // Each ratio is (ops/s of the first) / (ops/s of the second): the
+    // median over the rounds of the ratio within each round (the two ran
+    // back to back). Above 1 means the first is faster.
+    let ratio = |fast: &str, slow: &str| {
+        let (fast, slow) = (case(fast), case(slow));
+        assert_eq!(fast.group, slow.group, "a ratio compares one group");
+        median(
+            fast.samples
+                .iter()
+                .zip(&slow.samples)
+                .map(|(fast, slow)| slow / fast)
+                .collect(),
+        )
+    };
     let mut ratios: Vec<(String, f64, f64)> = Vec::new();
     for one in &per_alg {
         let alg = one.alg;
