@@ -1,6 +1,6 @@
 //! Criterion benches: one signed request through `JwtSigner` per algorithm
-//! (in process, a `service_fn` inner service, no network), the raw OpenSSL
-//! signature on the same signing input, the `jsonwebtoken` crate making the
+//! (in process, a `service_fn` inner service, no network), the raw aws-lc-rs
+//! signature on the same signing input (key parsed once), the `jsonwebtoken` crate making the
 //! same token, the no-signing floor and the token-reuse path.
 //!
 //! `cargo bench --bench signing`. `examples/bench_report.rs` runs the
@@ -18,11 +18,6 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use http_body_util::Full;
-use openssl::ecdsa::EcdsaSig;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Padding;
-use openssl::sign::{RsaPssSaltlen, Signer};
 use tower::util::MapRequestLayer;
 use tower::{Layer, Service, service_fn};
 use tower_jwt_signer::signer::{Offload, TokenReuse};
@@ -72,40 +67,49 @@ fn one_token(layer: &JwtSignerLayer) -> String {
     token.lock().unwrap().clone()
 }
 
-/// The raw JWS signature with OpenSSL, key parsed once.
-fn raw_sign(alg: Algorithm, pkey: &PKey<openssl::pkey::Private>, input: &[u8]) -> Vec<u8> {
-    let ecdsa = |digest: &[u8], len: i32| {
-        let sig = EcdsaSig::sign(digest, &pkey.ec_key().unwrap()).unwrap();
-        let mut out = sig.r().to_vec_padded(len).unwrap();
-        out.extend_from_slice(&sig.s().to_vec_padded(len).unwrap());
-        out
-    };
-    match alg {
-        Algorithm::ES256 => ecdsa(&openssl::sha::sha256(input), 32),
-        Algorithm::ES384 => ecdsa(&openssl::sha::sha384(input), 48),
-        Algorithm::ES512 => ecdsa(&openssl::sha::sha512(input), 66),
-        Algorithm::EdDSA => Signer::new_without_digest(pkey)
-            .unwrap()
-            .sign_oneshot_to_vec(input)
-            .unwrap(),
-        _ => {
-            let (md, pss) = match alg {
-                Algorithm::RS256 => (MessageDigest::sha256(), false),
-                Algorithm::RS384 => (MessageDigest::sha384(), false),
-                Algorithm::RS512 => (MessageDigest::sha512(), false),
-                Algorithm::PS256 => (MessageDigest::sha256(), true),
-                Algorithm::PS384 => (MessageDigest::sha384(), true),
-                _ => (MessageDigest::sha512(), true),
-            };
-            let mut signer = Signer::new(md, pkey).unwrap();
-            if pss {
-                signer.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
-                signer.set_rsa_mgf1_md(md).unwrap();
-                signer
-                    .set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)
-                    .unwrap();
+/// A key pair parsed once by aws-lc-rs, as the raw baseline.
+enum Raw {
+    Rsa(
+        aws_lc_rs::signature::RsaKeyPair,
+        &'static aws_lc_rs::signature::RsaSignatureEncoding,
+    ),
+    Ecdsa(aws_lc_rs::signature::EcdsaKeyPair),
+    Ed25519(aws_lc_rs::signature::Ed25519KeyPair),
+}
+
+impl Raw {
+    fn new(key: &SigningKey) -> Self {
+        use aws_lc_rs::signature as sig;
+        let der = key.to_pkcs8_der().unwrap();
+        let ecdsa = |alg| Raw::Ecdsa(sig::EcdsaKeyPair::from_pkcs8(alg, &der).unwrap());
+        let rsa = |encoding| Raw::Rsa(sig::RsaKeyPair::from_pkcs8(&der).unwrap(), encoding);
+        match key.algorithm() {
+            Algorithm::RS256 => rsa(&sig::RSA_PKCS1_SHA256),
+            Algorithm::RS384 => rsa(&sig::RSA_PKCS1_SHA384),
+            Algorithm::RS512 => rsa(&sig::RSA_PKCS1_SHA512),
+            Algorithm::PS256 => rsa(&sig::RSA_PSS_SHA256),
+            Algorithm::PS384 => rsa(&sig::RSA_PSS_SHA384),
+            Algorithm::PS512 => rsa(&sig::RSA_PSS_SHA512),
+            Algorithm::ES256 => ecdsa(&sig::ECDSA_P256_SHA256_FIXED_SIGNING),
+            Algorithm::ES384 => ecdsa(&sig::ECDSA_P384_SHA384_FIXED_SIGNING),
+            Algorithm::ES512 => ecdsa(&sig::ECDSA_P521_SHA512_FIXED_SIGNING),
+            Algorithm::EdDSA => {
+                Raw::Ed25519(sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap())
             }
-            signer.sign_oneshot_to_vec(input).unwrap()
+        }
+    }
+
+    /// The JWS signature (ECDSA as fixed `r || s`).
+    fn sign(&self, input: &[u8]) -> Vec<u8> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        match self {
+            Raw::Rsa(pair, encoding) => {
+                let mut out = vec![0; pair.public_modulus_len()];
+                pair.sign(*encoding, &rng, input, &mut out).unwrap();
+                out
+            }
+            Raw::Ecdsa(pair) => pair.sign(&rng, input).unwrap().as_ref().to_vec(),
+            Raw::Ed25519(pair) => pair.sign(input).as_ref().to_vec(),
         }
     }
 }
@@ -151,26 +155,10 @@ fn signing(c: &mut Criterion) {
 
         let token = one_token(&layer);
         let input = token.as_bytes()[..token.rfind('.').unwrap()].to_vec();
-        let pkey = PKey::private_key_from_pkcs8(&key.to_pkcs8_der().unwrap()).unwrap();
-        group.bench_function(BenchmarkId::new("raw OpenSSL", alg), |b| {
-            b.iter(|| raw_sign(alg, &pkey, black_box(&input)))
+        let raw = Raw::new(&key);
+        group.bench_function(BenchmarkId::new("raw aws-lc-rs", alg), |b| {
+            b.iter(|| raw.sign(black_box(&input)))
         });
-        if alg == Algorithm::ES256 {
-            // The generic EVP path (DER signature, then r || s), which
-            // josekit used: slower than ECDSA on the digest.
-            group.bench_function(BenchmarkId::new("raw OpenSSL EVP", alg), |b| {
-                b.iter(|| {
-                    let der = Signer::new(MessageDigest::sha256(), &pkey)
-                        .unwrap()
-                        .sign_oneshot_to_vec(black_box(&input))
-                        .unwrap();
-                    let sig = EcdsaSig::from_der(&der).unwrap();
-                    let mut out = sig.r().to_vec_padded(32).unwrap();
-                    out.extend_from_slice(&sig.s().to_vec_padded(32).unwrap());
-                    out
-                })
-            });
-        }
 
         if let Some(their_alg) = theirs(alg) {
             use jsonwebtoken::{EncodingKey, Header, encode};
