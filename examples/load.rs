@@ -12,7 +12,7 @@
 //!   with and without token reuse), loaded with `wrk` over loopback. The
 //!   scenarios run interleaved in rounds; the table has the medians and the
 //!   ratios to the direct upstream.
-//! * `offload-latency`: `signing_proxy` with RS256, signing inline or
+//! * `offload-latency`: `signing_proxy` with RS256 (or `--alg`), signing inline or
 //!   offloaded, saturated by `wrk -c64`, while a probe asks the same proxy
 //!   for the JWKS (answered without a signature) every 5 ms; the probe's
 //!   latency.
@@ -41,7 +41,7 @@ load: load tests for BENCHMARKS.md
 
 USAGE:
     load e2e [--duration SECS] [--rounds N] [--connections N]
-    load offload-latency [--seconds SECS]
+    load offload-latency [--seconds SECS] [--alg ALG]
     load reuse-memory
     load upstream [--listen ADDR]     (used by e2e)
 ";
@@ -62,7 +62,13 @@ fn main() -> Result<(), BoxError> {
             flag("--rounds", 3)? as usize,
             flag("--connections", 32)?,
         ),
-        Some("offload-latency") => offload_latency(Duration::from_secs(flag("--seconds", 4)?)),
+        Some("offload-latency") => {
+            let alg = match args.iter().position(|a| a == "--alg") {
+                Some(i) => args.get(i + 1).ok_or("--alg needs a value")?.clone(),
+                None => "RS256".to_owned(),
+            };
+            offload_latency(Duration::from_secs(flag("--seconds", 4)?), &alg)
+        }
         Some("reuse-memory") => reuse_memory(),
         Some("reuse-memory-one") => reuse_memory_one(args.get(1).ok_or("an algorithm")?.parse()?),
         Some("upstream") => {
@@ -364,7 +370,7 @@ impl Probe {
     }
 }
 
-fn offload_latency(seconds: Duration) -> Result<(), BoxError> {
+fn offload_latency(seconds: Duration, alg: &str) -> Result<(), BoxError> {
     let here = std::env::current_exe()?;
     let proxy = here.parent().ok_or("no directory")?.join("signing_proxy");
     let upstream = start(&here, &["upstream"])?;
@@ -378,17 +384,17 @@ fn offload_latency(seconds: Duration) -> Result<(), BoxError> {
             "--upstream",
             &target,
             "--alg",
-            "RS256",
+            alg,
             "--offload",
             mode,
         ];
         proxies.push(start(&proxy, &args)?);
     }
     println!(
-        "signing_proxy RS256 saturated by wrk -t1 -c64 -d{}s; a probe asks the same proxy for the JWKS (no signature) every 5 ms; 2 interleaved rounds, all samples pooled\n",
+        "signing_proxy {alg} saturated by wrk -t1 -c64 -d{}s; a probe asks the same proxy for the JWKS (no signature) every 5 ms; 2 interleaved rounds, all samples pooled\n",
         seconds.as_secs()
     );
-    println!("| signing | RS256 req/s (wrk) | probe p50 µs | probe p99 µs | probe max µs |");
+    println!("| signing | {alg} req/s (wrk) | probe p50 µs | probe p99 µs | probe max µs |");
     println!("|---|---:|---:|---:|---:|");
     // The probe alone first: the floor.
     let mut probe = Probe::connect(&proxies[0].url)?;
