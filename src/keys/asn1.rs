@@ -98,10 +98,9 @@ pub(crate) fn parse_pkcs8(der: &[u8]) -> Result<PrivateParts<'_>, String> {
         EC_PUBLIC_KEY => {
             let key = sec1::EcPrivateKey::from_der(info.private_key)
                 .map_err(|err| format!("not a SEC 1 ECPrivateKey: {}", reason(err)))?;
-            let named = match key.parameters {
-                Some(sec1::EcParameters::NamedCurve(oid)) => Some(oid),
-                None => None,
-            };
+            let named = key
+                .parameters
+                .map(|sec1::EcParameters::NamedCurve(oid)| oid);
             let curve = match (algorithm.parameters_oid().ok(), named) {
                 (Some(outer), Some(inner)) if outer != inner => {
                     return Err("the curve of the key and of its algorithm differ".to_owned());

@@ -253,7 +253,7 @@ fn small_factor(n: &BigUint) -> Option<u32> {
     for pair in ODD_PRIMES.chunks(2) {
         let product = pair.iter().map(|&p| u32::from(p)).product::<u32>();
         let residue = mod_word(n, product);
-        if let Some(&p) = pair.iter().find(|&&p| residue % u32::from(p) == 0) {
+        if let Some(&p) = pair.iter().find(|&&p| residue.is_multiple_of(u32::from(p))) {
             return Some(u32::from(p));
         }
     }
