@@ -168,8 +168,8 @@ impl Algorithm {
     /// core (tokio asks for at most 10 to 100 µs between two `.await`s).
     ///
     /// Measured with aws-lc-rs on the project's machine (`BENCHMARKS.md`):
-    /// RS* and PS* (2048 bits) about 800 µs, ES512 about 240 µs and ES384
-    /// about 125 µs are slow; ES256 (about 25 µs) and EdDSA (about 16 µs)
+    /// RS* and PS* (2048 bits) about 760 µs, ES512 about 215 µs and ES384
+    /// about 110 µs are slow; ES256 (about 20 µs) and EdDSA (about 12 µs)
     /// are not.
     pub fn is_slow(self) -> bool {
         !matches!(self, Algorithm::ES256 | Algorithm::EdDSA)

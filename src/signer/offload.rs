@@ -8,8 +8,8 @@ use crate::keys::Algorithm;
 
 /// Where the signer computes signatures.
 ///
-/// An RSA or RSA-PSS signature takes about 800 µs, ES512 about 240 µs and
-/// ES384 about 125 µs (aws-lc-rs, one core of the project's machine):
+/// An RSA or RSA-PSS signature takes about 760 µs, ES512 about 215 µs and
+/// ES384 about 110 µs (aws-lc-rs, one core of the project's machine):
 /// long enough that signing on the async worker thread delays every other
 /// task queued on it. [`Blocking`](Self::Blocking)
 /// signs on the signer's own threads instead, one per core (at most 16),
@@ -20,12 +20,13 @@ use crate::keys::Algorithm;
 /// signature (up to 512) that all compete with the runtime's workers for
 /// the cores, this keeps at most one signature per core in flight; the rest
 /// wait in a queue. `BENCHMARKS.md` measures what it buys: a cheap request
-/// on an RS256-saturated proxy waited 59 µs at the median instead of 5.7 ms
-/// (on the project's 2-core machine).
+/// on an RS256-saturated proxy waited 54 µs at the median instead of 18 ms,
+/// on an ES384-saturated one 108 µs instead of 4.9 ms (on the project's
+/// busy 2-core machine).
 ///
 /// The default, [`Auto`](Self::Auto), offloads the slow algorithms
 /// ([`Algorithm::is_slow`]: a signature over 100 µs; RS*, PS*, ES384,
-/// ES512) and signs ES256 (about 25 µs) and EdDSA (about 16 µs) inline,
+/// ES512) and signs ES256 (about 20 µs) and EdDSA (about 12 µs) inline,
 /// where the hand-off would cost more than it saves. It
 /// follows the active key: after a rotation to another algorithm the choice
 /// changes with it.
