@@ -149,40 +149,101 @@ pub(crate) fn parse_spki(der: &[u8]) -> Result<PublicParts, String> {
                 .parameters_oid()
                 .ok()
                 .and_then(EcCurve::from_oid);
-            if let Some(curve) = curve {
-                check_point(curve, key)?;
-            }
-            PublicParts::Ec {
-                curve,
-                point: key.to_vec(),
-            }
+            let point = match curve {
+                Some(curve) => uncompressed_point(curve, key)?,
+                None => key.to_vec(),
+            };
+            PublicParts::Ec { curve, point }
         }
         ED25519 => PublicParts::Ed25519 { x: key.to_vec() },
         _ => PublicParts::Other(describe_other(&spki.algorithm)),
     })
 }
 
-/// Checks that `point` is an uncompressed point on `curve`.
-fn check_point(curve: EcCurve, point: &[u8]) -> Result<(), String> {
+/// The uncompressed form `04 || x || y` of a point on `curve`, given
+/// uncompressed or compressed (SEC 1 section 2.3.3), checked to be on the
+/// curve.
+fn uncompressed_point(curve: EcCurve, point: &[u8]) -> Result<Vec<u8>, String> {
     use aws_lc_rs::signature as sig;
     let len = curve.coordinate_len();
-    match point.first() {
-        Some(0x04) if point.len() == 1 + 2 * len => {}
-        Some(0x02 | 0x03) => {
-            return Err(format!(
-                "a compressed {curve} point; export the key with an uncompressed point"
-            ));
+    let point = match point.first() {
+        Some(0x04) if point.len() == 1 + 2 * len => point.to_vec(),
+        Some(&prefix @ (0x02 | 0x03)) if point.len() == 1 + len => {
+            decompress(curve, &point[1..], prefix == 0x03)
+                .ok_or_else(|| format!("the point is not on {curve}"))?
         }
-        _ => return Err(format!("not an uncompressed {curve} point")),
-    }
+        _ => return Err(format!("not an encoded {curve} point")),
+    };
     let algorithm = match curve {
         EcCurve::P256 => &sig::ECDSA_P256_SHA256_FIXED,
         EcCurve::P384 => &sig::ECDSA_P384_SHA384_FIXED,
         EcCurve::P521 => &sig::ECDSA_P521_SHA512_FIXED,
     };
-    sig::ParsedPublicKey::new(algorithm, point)
-        .map(drop)
-        .map_err(|_| format!("the point is not on {curve}"))
+    sig::ParsedPublicKey::new(algorithm, &point)
+        .map_err(|_| format!("the point is not on {curve}"))?;
+    Ok(point)
+}
+
+/// The uncompressed point with x-coordinate `x` whose y is odd or even as
+/// asked, `None` when no point has that x. aws-lc-rs reads compressed
+/// points but only gives back the ones of its own keys, so the square root
+/// is ours: on these curves (`y^2 = x^3 - 3x + b` over a prime `p` with
+/// `p = 3 mod 4`) it is `(x^3 - 3x + b)^((p + 1) / 4)`, checked by squaring
+/// it back.
+fn decompress(curve: EcCurve, x: &[u8], odd: bool) -> Option<Vec<u8>> {
+    use num_bigint::BigUint;
+    let (p, b) = curve_params(curve);
+    let (p, b) = (BigUint::from_bytes_be(&p), BigUint::from_bytes_be(&b));
+    let x = BigUint::from_bytes_be(x);
+    if x >= p {
+        return None;
+    }
+    let three_x = (&x * 3u32) % &p;
+    let rhs = ((&x * &x % &p * &x) + &p - three_x + b) % &p;
+    let mut y = rhs.modpow(&((&p + 1u32) >> 2), &p);
+    if (&y * &y) % &p != rhs {
+        return None;
+    }
+    if y.bit(0) != odd {
+        if y == BigUint::from(0u32) {
+            return None;
+        }
+        y = &p - y;
+    }
+    let len = curve.coordinate_len();
+    let mut point = vec![0x04];
+    for value in [x, y] {
+        let bytes = value.to_bytes_be();
+        point.extend(std::iter::repeat_n(0, len - bytes.len()));
+        point.extend(bytes);
+    }
+    Some(point)
+}
+
+/// The field prime `p` and the constant `b` of each curve (`a = -3` for all
+/// three), big-endian (FIPS 186-4 appendix D.1.2).
+fn curve_params(curve: EcCurve) -> (Vec<u8>, Vec<u8>) {
+    let hex = |text: &str| -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap_or(0))
+            .collect()
+    };
+    let (p, b) = match curve {
+        EcCurve::P256 => (
+            "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
+            "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
+        ),
+        EcCurve::P384 => (
+            "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff",
+            "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
+        ),
+        EcCurve::P521 => (
+            "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            "0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00",
+        ),
+    };
+    (hex(p), hex(b))
 }
 
 /// Whether `der` is a public key or a certificate rather than a private
@@ -284,6 +345,91 @@ mod tests {
         assert_eq!(pem_decode(crlf.as_bytes(), "PRIVATE KEY").unwrap(), der);
         assert!(pem_decode(pem.as_bytes(), "PUBLIC KEY").is_err());
         assert!(pem_decode(&pem.as_bytes()[..pem.len() / 2], "PRIVATE KEY").is_err());
+    }
+
+    /// A compressed SPKI (OpenSSL writes it) gives the key its uncompressed
+    /// SPKI gives, for both parities of y, on every curve; our curve
+    /// constants are OpenSSL's.
+    #[test]
+    fn compressed_points_decompress_to_the_same_key() {
+        use openssl::bn::{BigNum, BigNumContext};
+        use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+        use openssl::nid::Nid;
+        let mut ctx = BigNumContext::new().unwrap();
+        for (curve, nid) in [
+            (EcCurve::P256, Nid::X9_62_PRIME256V1),
+            (EcCurve::P384, Nid::SECP384R1),
+            (EcCurve::P521, Nid::SECP521R1),
+        ] {
+            let group = EcGroup::from_curve_name(nid).unwrap();
+            let (mut p, mut a, mut b) = (
+                BigNum::new().unwrap(),
+                BigNum::new().unwrap(),
+                BigNum::new().unwrap(),
+            );
+            group
+                .components_gfp(&mut p, &mut a, &mut b, &mut ctx)
+                .unwrap();
+            let len = i32::try_from(curve.coordinate_len()).unwrap();
+            let (our_p, our_b) = curve_params(curve);
+            assert_eq!(our_p, p.to_vec_padded(len).unwrap(), "{curve} p");
+            assert_eq!(our_b, b.to_vec_padded(len).unwrap(), "{curve} b");
+            let mut parities = [false; 2];
+            for _ in 0..16 {
+                let key = EcKey::generate(&group).unwrap();
+                let public = key.public_key();
+                let uncompressed = public
+                    .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+                    .unwrap();
+                let compressed = public
+                    .to_bytes(&group, PointConversionForm::COMPRESSED, &mut ctx)
+                    .unwrap();
+                parities[usize::from(compressed[0] == 0x03)] = true;
+                assert_eq!(
+                    uncompressed_point(curve, &compressed).unwrap(),
+                    uncompressed
+                );
+                assert_eq!(
+                    uncompressed_point(curve, &uncompressed).unwrap(),
+                    uncompressed
+                );
+            }
+            assert_eq!(parities, [true, true], "{curve}: both parities seen");
+            // An x with no point on the curve, and one past p.
+            let mut bad = vec![0x02];
+            bad.extend(std::iter::repeat_n(0xff, curve.coordinate_len()));
+            assert!(uncompressed_point(curve, &bad).is_err());
+        }
+    }
+
+    #[test]
+    fn a_spki_with_a_compressed_point_gives_the_same_public_jwk() {
+        use crate::keys::{Algorithm, PublicJwk, SigningKey};
+        for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::ES512] {
+            let key = SigningKey::generate(alg).unwrap();
+            let jwk = key.public_jwk().to_value();
+            let coordinate = |name: &str| crate::b64::decode(jwk[name].as_str().unwrap()).unwrap();
+            let (x, y) = (coordinate("x"), coordinate("y"));
+            let mut compressed = vec![0x02 | (y[y.len() - 1] & 1)];
+            compressed.extend(&x);
+            let curve = match alg.key_kind() {
+                crate::keys::KeyKind::Ec(curve) => curve,
+                _ => unreachable!(),
+            };
+            let oid = curve.oid();
+            let params = der::asn1::AnyRef::from(&oid);
+            let spki = spki::SubjectPublicKeyInfoRef {
+                algorithm: AlgorithmIdentifierRef {
+                    oid: EC_PUBLIC_KEY,
+                    parameters: Some(params),
+                },
+                subject_public_key: der::asn1::BitStringRef::from_bytes(&compressed).unwrap(),
+            }
+            .to_der()
+            .unwrap();
+            let from_compressed = PublicJwk::from_spki_der(&spki, alg, None).unwrap();
+            assert_eq!(&from_compressed, key.public_jwk(), "{alg}");
+        }
     }
 
     #[test]
