@@ -102,6 +102,13 @@ impl KeyRegistryBuilder {
     /// a store, the key is saved before it is published. RSA generation
     /// blocks for a while.
     ///
+    /// With a store that another process leads
+    /// ([`KeyStore::is_leader`] says no: a replica of a fleet that does not
+    /// hold the leader lease), nothing is generated or activated here: the
+    /// registry starts with the stored keys, possibly none, and the leader's
+    /// key arrives when the registry follows the store
+    /// ([`StoreFollower`](crate::store::StoreFollower)).
+    ///
     /// A store that holds keys but none active (a change cut short by a
     /// crash or a full disk, between the old key leaving the active state
     /// and the new one reaching it) gets its oldest **next** key activated
@@ -147,7 +154,7 @@ impl KeyRegistryBuilder {
         };
         check_invariants(&keys)?;
         let loaded = write::load(store.as_ref())?;
-        let registry = KeyRegistry::assemble(clock, loaded, Some(store));
+        let registry = KeyRegistry::assemble(clock, loaded, Some(Arc::clone(&store)));
         if !keys.is_empty() {
             registry.update(|stored| {
                 for key in keys {
@@ -160,6 +167,14 @@ impl KeyRegistryBuilder {
         if let Some(algorithm) = generate_if_missing
             && registry.current().active().is_none()
         {
+            if !store.is_leader()? {
+                // The first key is the leader's to make; a follower picks it
+                // up from the store (and signs nothing until then).
+                tracing::info!(
+                    "the key store has no active key and another process leads it: leaving the first key to the leader"
+                );
+                return Ok(registry);
+            }
             let now = registry.clock().now();
             let activated = registry.transact(|stored| {
                 if stored.iter().any(|k| k.state() == KeyState::Active) {

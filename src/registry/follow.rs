@@ -4,13 +4,21 @@
 use std::fmt;
 use std::time::Duration;
 
+use futures_util::future::{Either, select};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::registry::KeyRegistry;
+use crate::error::ConfigError;
+use crate::store::StoreNotifications;
 
 /// The longest poll interval [`StoreFollower::spawn`] accepts: 100 years.
 pub const MAX_FOLLOWER_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The poll interval of [`StoreFollower::builder`] by default: 5 seconds.
+/// With a store that pushes its changes (Redis pub/sub) the poll only
+/// covers lost notifications.
+pub const DEFAULT_FOLLOWER_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a [`StoreFollower`] could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +45,15 @@ impl std::error::Error for FollowerConfigError {}
 /// `interval` it calls [`KeyRegistry::reload`] on a blocking thread, so keys
 /// that another process added, activated, retired or removed are published
 /// here within one interval.
+///
+/// A store that pushes its changes
+/// ([`KeyStore::notifications`](crate::store::KeyStore::notifications):
+/// Redis pub/sub) wakes the follower at once, so a change is published
+/// here within milliseconds; the poll still runs and covers the
+/// notifications that are lost (a reconnection, a full buffer). Give the
+/// [rotation policy](crate::rotation::RotationPolicyBuilder::follower_poll_interval)
+/// the poll interval, not the usual delay: that is how late a replica can
+/// be.
 ///
 /// A failed reload (a corrupt file, a missing directory) is logged with
 /// `tracing` and the registry keeps its current keys until a later reload
@@ -72,7 +89,67 @@ pub struct StoreFollower {
     interval: Duration,
 }
 
+/// Configures a [`StoreFollower`]; see [`StoreFollower::builder`].
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct StoreFollowerBuilder {
+    registry: KeyRegistry,
+    poll_interval: Duration,
+    notifications: bool,
+}
+
+impl StoreFollowerBuilder {
+    /// How often the store is reloaded whatever happens (default
+    /// [`DEFAULT_FOLLOWER_INTERVAL`], 5 s).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Whether to reload as soon as the store pushes a change (default
+    /// `true`; a store that pushes nothing is polled either way). `false`
+    /// polls only: useful to measure what the notifications save.
+    pub fn notifications(mut self, enabled: bool) -> Self {
+        self.notifications = enabled;
+        self
+    }
+
+    /// Starts the follower.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for `poll_interval` if it is zero (a busy loop) or
+    /// longer than [`MAX_FOLLOWER_INTERVAL`] (a timer that cannot be
+    /// armed).
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime, like `tokio::spawn`.
+    pub fn spawn(self) -> Result<StoreFollower, ConfigError> {
+        if self.poll_interval.is_zero() || self.poll_interval > MAX_FOLLOWER_INTERVAL {
+            return Err(ConfigError::new(
+                "poll_interval",
+                self.poll_interval,
+                "must be more than zero and at most 100 years",
+            ));
+        }
+        let interval = self.poll_interval;
+        let task = tokio::spawn(follow(self.registry, interval, self.notifications));
+        Ok(StoreFollower { task, interval })
+    }
+}
+
 impl StoreFollower {
+    /// A builder: the poll interval, and whether to use the store's change
+    /// notifications.
+    pub fn builder(registry: KeyRegistry) -> StoreFollowerBuilder {
+        StoreFollowerBuilder {
+            registry,
+            poll_interval: DEFAULT_FOLLOWER_INTERVAL,
+            notifications: true,
+        }
+    }
+
     /// Starts following `registry`'s store, reloading every `interval`.
     ///
     /// # Errors
@@ -88,7 +165,7 @@ impl StoreFollower {
         if interval.is_zero() || interval > MAX_FOLLOWER_INTERVAL {
             return Err(FollowerConfigError::InvalidInterval(interval));
         }
-        let task = tokio::spawn(follow(registry, interval));
+        let task = tokio::spawn(follow(registry, interval, true));
         Ok(StoreFollower { task, interval })
     }
 
@@ -120,13 +197,22 @@ impl fmt::Debug for StoreFollower {
     }
 }
 
-async fn follow(registry: KeyRegistry, interval: Duration) {
+async fn follow(registry: KeyRegistry, interval: Duration, use_notifications: bool) {
+    // Asked for here, inside the task: the store may spawn the task that
+    // listens for its changes, which needs the runtime.
+    let mut notifications = if use_notifications {
+        registry.store().and_then(|store| store.notifications())
+    } else {
+        None
+    };
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The first tick is immediate; the registry was just loaded.
     ticks.tick().await;
     loop {
-        ticks.tick().await;
+        if !next_wake(&mut ticks, &mut notifications).await {
+            continue;
+        }
         let reloading = registry.clone();
         match tokio::task::spawn_blocking(move || reloading.reload()).await {
             Ok(Ok(true)) => tracing::debug!(
@@ -141,6 +227,29 @@ async fn follow(registry: KeyRegistry, interval: Duration) {
             Err(err) => tracing::error!(error = %err, "the key store reload failed"),
         }
     }
+}
+
+/// Waits for the next poll tick or store notification. `false` when the
+/// notifications ended (nothing to reload for: the follower polls from now
+/// on).
+async fn next_wake(
+    ticks: &mut tokio::time::Interval,
+    notifications: &mut Option<StoreNotifications>,
+) -> bool {
+    let Some(pushed) = notifications else {
+        ticks.tick().await;
+        return true;
+    };
+    let ended = {
+        let tick = std::pin::pin!(ticks.tick());
+        let note = std::pin::pin!(pushed.changed());
+        matches!(select(tick, note).await, Either::Right((false, _)))
+    };
+    if ended {
+        tracing::warn!("the key store stopped sending change notifications; polling only");
+        *notifications = None;
+    }
+    !ended
 }
 
 #[cfg(test)]

@@ -67,7 +67,10 @@ mod write;
 pub use crate::keys::KeyState;
 pub use builder::KeyRegistryBuilder;
 pub use error::RegistryError;
-pub use follow::{FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower};
+pub use follow::{
+    DEFAULT_FOLLOWER_INTERVAL, FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower,
+    StoreFollowerBuilder,
+};
 pub use published::PublishedKey;
 pub use registry::KeyRegistry;
 pub use snapshot::KeySnapshot;

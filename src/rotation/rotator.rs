@@ -15,6 +15,7 @@ use super::planner::{Step, plan};
 use super::policy::RotationPolicy;
 use crate::keys::{KeyError, Kid};
 use crate::registry::{KeyRegistry, KeySnapshot, RegistryError};
+use crate::store::StoreError;
 
 /// The longest the task sleeps before looking again: bounds how late a
 /// step can be after the wall clock jumps.
@@ -23,6 +24,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// The pause after a step that changed nothing (a writer elsewhere got
 /// there first and the snapshot already shows it).
 const NO_PROGRESS_PAUSE: Duration = Duration::from_secs(1);
+
+/// How often a rotator whose process does not lead the key store looks
+/// again (sooner when the registry changes): bounds how long a new leader
+/// waits before its first step.
+const NOT_LEADER_PAUSE: Duration = Duration::from_secs(1);
 
 /// Why a rotation asked for by hand failed. Nothing was published.
 #[derive(Debug)]
@@ -181,6 +187,23 @@ async fn run(registry: KeyRegistry, policy: Arc<RotationPolicy>) {
         let now = registry.clock().now();
         match plan(snapshot.keys(), &policy, now) {
             Step::Act(_) => {
+                // Only the leader of a shared store rotates; the others
+                // leave the step to it, without generating a key.
+                match registry.store().map_or(Ok(true), |store| store.is_leader()) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(
+                            "another process leads the key store: leaving the rotation to it"
+                        );
+                        wait(&mut changes, NOT_LEADER_PAUSE).await;
+                        continue;
+                    }
+                    Err(err) => {
+                        store_unavailable(&err, &policy);
+                        tokio::time::sleep(policy.retry_after()).await;
+                        continue;
+                    }
+                }
                 let stepping = registry.clone();
                 let step_policy = Arc::clone(&policy);
                 let result =
@@ -194,6 +217,17 @@ async fn run(registry: KeyRegistry, policy: Arc<RotationPolicy>) {
                         if !progressed {
                             wait(&mut changes, NO_PROGRESS_PAUSE).await;
                         }
+                    }
+                    Ok(Err(RegistryError::Store(err))) if err.is_not_leader() => {
+                        tracing::info!(
+                            error = %err,
+                            "lost the lead of the key store: leaving the rotation to the new leader"
+                        );
+                        wait(&mut changes, NOT_LEADER_PAUSE).await;
+                    }
+                    Ok(Err(RegistryError::Store(err))) if err.is_unavailable() => {
+                        store_unavailable(&err, &policy);
+                        tokio::time::sleep(policy.retry_after()).await;
                     }
                     Ok(Err(err)) => {
                         tracing::error!(
@@ -219,6 +253,17 @@ async fn run(registry: KeyRegistry, policy: Arc<RotationPolicy>) {
             }
         }
     }
+}
+
+/// The warning each time a step is due but the key store cannot be
+/// reached: nothing changes, the active key keeps signing (past its period
+/// if need be), and the step is tried again after `retry_after`.
+fn store_unavailable(err: &StoreError, policy: &RotationPolicy) {
+    tracing::warn!(
+        error = %err,
+        retry_after = ?policy.retry_after(),
+        "cannot reach the key store: rotation waits, the active key keeps signing"
+    );
 }
 
 /// Sleeps for `delay` or until the registry changes.
