@@ -19,4 +19,6 @@ mod redis_server;
 #[cfg(feature = "redis")]
 mod records;
 #[cfg(feature = "redis")]
+mod replica;
+#[cfg(feature = "redis")]
 mod util;
