@@ -7,6 +7,7 @@
 //! cargo run --example quickstart              # gateway on :8080, backend on :9000
 //! cargo run --example quickstart -- --once    # one request on free ports, then exit
 //! cargo run --example quickstart -- --alg EdDSA
+//! cargo run --example quickstart -- --listen 127.0.0.1:0 --backend-listen 127.0.0.1:0
 //! ```
 
 #[path = "support/mod.rs"]
@@ -35,17 +36,23 @@ const HELP: &str = "\
 quickstart: a signing gateway and a verifying backend on 127.0.0.1
 
 USAGE:
-    quickstart [--alg ALG] [--once]
+    quickstart [--alg ALG] [--once] [--listen ADDR] [--backend-listen ADDR] [--jwks-url URL]
 
 OPTIONS:
-    --alg ALG    RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA [default: ES256]
-    --once       use free ports, send one request through the gateway, print the
-                 token, its header and the verified claims, and exit (0 only if the
-                 backend verified the token)
-    -h, --help   print this help
+    --alg ALG               RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA
+                            [default: ES256]
+    --once                  send one request through the gateway, print the token, its
+                            header and the verified claims, and exit (0 only if the
+                            backend verified the token)
+    --listen ADDR           the gateway's address [default: 127.0.0.1:8080, with --once
+                            a free port]
+    --backend-listen ADDR   the backend's address [default: 127.0.0.1:9000, with --once
+                            a free port]
+    --jwks-url URL          where the backend fetches its keys [default: the gateway's
+                            JWKS]; point it at another gateway to see tokens refused
+    -h, --help              print this help
 
-Without --once the gateway listens on 127.0.0.1:8080 and the backend on
-127.0.0.1:9000 until Ctrl-C.
+Without --once both run until Ctrl-C; the first line printed says where.
 ";
 
 /// The issuer and audience the gateway writes and the backend requires.
@@ -56,23 +63,58 @@ const AUDIENCE: &str = "quickstart-backend";
 #[derive(Debug, PartialEq)]
 pub(crate) enum Command {
     Help,
-    Run { alg: Algorithm, once: bool },
+    Run(Options),
+}
+
+/// The parsed command line of a run.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Options {
+    alg: Algorithm,
+    once: bool,
+    gateway: Option<SocketAddr>,
+    backend: Option<SocketAddr>,
+    jwks_url: Option<String>,
+}
+
+impl Options {
+    /// The gateway's address: as given, else a fixed port (a free one
+    /// with `--once`).
+    fn gateway(&self) -> SocketAddr {
+        let default = if self.once { 0 } else { 8080 };
+        self.gateway
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default)))
+    }
+
+    /// The backend's address, likewise.
+    fn backend(&self) -> SocketAddr {
+        let default = if self.once { 0 } else { 9000 };
+        self.backend
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default)))
+    }
 }
 
 /// Parses the arguments (without the program name).
 pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut args = Args::new(args);
-    let mut alg = Algorithm::ES256;
-    let mut once = false;
+    let mut options = Options {
+        alg: Algorithm::ES256,
+        once: false,
+        gateway: None,
+        backend: None,
+        jwks_url: None,
+    };
     while let Some((flag, inline)) = args.next_flag()? {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
-            "--alg" => alg = args.parsed(&flag, inline)?,
-            "--once" if inline.is_none() => once = true,
+            "--alg" => options.alg = args.parsed(&flag, inline)?,
+            "--once" if inline.is_none() => options.once = true,
+            "--listen" => options.gateway = Some(args.parsed(&flag, inline)?),
+            "--backend-listen" => options.backend = Some(args.parsed(&flag, inline)?),
+            "--jwks-url" => options.jwks_url = Some(args.value(&flag, inline)?),
             _ => return Err(support::unknown_flag(&flag)),
         }
     }
-    Ok(Command::Run { alg, once })
+    Ok(Command::Run(options))
 }
 
 /// The running gateway and backend; both stop when this is dropped.
@@ -260,14 +302,24 @@ pub(crate) async fn request_once(gateway: SocketAddr) -> Result<Outcome, String>
     })
 }
 
-/// `--once`: free ports, one request, print the result; true only if the
-/// backend verified the token.
-pub(crate) async fn once(alg: Algorithm) -> Result<bool, Box<dyn std::error::Error>> {
+/// Generates the gateway's key, binds both listeners and starts both.
+async fn start_from(options: &Options) -> Result<(Servers, String), Box<dyn std::error::Error>> {
+    let alg = options.alg;
     let registry = tokio::task::spawn_blocking(move || KeyRegistry::generate(alg)).await??;
-    let gateway_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let backend_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = jwks_url(gateway_listener.local_addr()?);
+    let gateway_listener = TcpListener::bind(options.gateway()).await?;
+    let backend_listener = TcpListener::bind(options.backend()).await?;
+    let url = match &options.jwks_url {
+        Some(url) => url.clone(),
+        None => jwks_url(gateway_listener.local_addr()?),
+    };
     let servers = start(registry, gateway_listener, backend_listener, &url)?;
+    Ok((servers, url))
+}
+
+/// `--once`: one request, print the result; true only if the backend
+/// verified the token.
+pub(crate) async fn once(options: &Options) -> Result<bool, Box<dyn std::error::Error>> {
+    let (servers, _) = start_from(options).await?;
     let outcome = request_once(servers.gateway).await?;
     drop(servers);
     if outcome.verified() {
@@ -291,15 +343,11 @@ pub(crate) async fn once(alg: Algorithm) -> Result<bool, Box<dyn std::error::Err
     Ok(outcome.verified())
 }
 
-async fn run_until_stopped(alg: Algorithm) -> Result<(), Box<dyn std::error::Error>> {
-    let registry = tokio::task::spawn_blocking(move || KeyRegistry::generate(alg)).await??;
-    let gateway_listener = TcpListener::bind("127.0.0.1:8080").await?;
-    let backend_listener = TcpListener::bind("127.0.0.1:9000").await?;
-    let url = jwks_url(gateway_listener.local_addr()?);
-    let servers = start(registry, gateway_listener, backend_listener, &url)?;
+async fn run_until_stopped(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let (servers, url) = start_from(options).await?;
     println!(
-        "gateway on http://{} ({alg}), backend on http://{}\n",
-        servers.gateway, servers.backend
+        "gateway on http://{} ({}), backend on http://{}\n",
+        servers.gateway, options.alg, servers.backend
     );
     println!("Try:");
     println!("  curl -s http://{}/hello", servers.gateway);
@@ -319,12 +367,12 @@ async fn run_until_stopped(alg: Algorithm) -> Result<(), Box<dyn std::error::Err
 }
 
 fn main() -> ExitCode {
-    let (alg, once_only) = match parse_args(std::env::args().skip(1)) {
+    let options = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Help) => {
             print!("{HELP}");
             return ExitCode::SUCCESS;
         }
-        Ok(Command::Run { alg, once }) => (alg, once),
+        Ok(Command::Run(options)) => options,
         Err(message) => {
             eprintln!("error: {message}\n\nRun with --help for usage.");
             return ExitCode::from(2);
@@ -337,8 +385,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if once_only {
-        match runtime.block_on(once(alg)) {
+    if options.once {
+        match runtime.block_on(once(&options)) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(err) => {
@@ -347,7 +395,7 @@ fn main() -> ExitCode {
             }
         }
     } else {
-        match runtime.block_on(run_until_stopped(alg)) {
+        match runtime.block_on(run_until_stopped(&options)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err}");

@@ -96,9 +96,12 @@ OPTIONS:
     -h, --help             print this help
 
 The JWKS is served at /.well-known/otoroshi/security/jwks.json on the same
-listener and is never forwarded. Hop-by-hop headers are removed. An
-unreachable upstream gives 502. Without --key-dir or --redis-url the key
-lives in memory and a restart publishes a new one.
+listener and is never forwarded. Hop-by-hop headers are removed. Paths
+are normalised (dot-segments, also as %2e, removed) before they are signed
+and forwarded; a path that would climb above the upstream's base path, or
+holds %2f, %5c or '..;', is refused with 400, as are OPTIONS * (400) and
+CONNECT (405). An unreachable upstream gives 502. Without --key-dir or
+--redis-url the key lives in memory and a restart publishes a new one.
 
 With --redis-url, every replica runs with the same flags (--rotate-every on
 each is safe and recommended: only the holder of the leader lease rotates).
@@ -458,6 +461,12 @@ pub(crate) async fn serve(
         let jwks = jwks.clone();
         let forward = forward.clone();
         async move {
+            // Dot-segments, `OPTIONS *` and `CONNECT` are refused here,
+            // before anything is signed.
+            let request = match support::checked_target(request) {
+                Ok(request) => request,
+                Err(refused) => return Ok(refused.into_response()),
+            };
             let response: Response<AnyBody> = if request.uri().path() == JWKS_PATH {
                 jwks.oneshot(request).await?.map(boxed)
             } else {
@@ -522,6 +531,14 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system())).await??
     };
     let signer = signer_layer(&options, registry.clone())?;
+    let rotation = policy.as_ref().map(|policy| {
+        format!(
+            "rotating every {} s; each next key published {} s ahead; old keys kept {} s",
+            policy.rotate_every().as_secs(),
+            policy.prepublish().as_secs(),
+            policy.retain().as_secs(),
+        )
+    });
     // Rotates for as long as the proxy serves (stopped when dropped).
     let rotator = policy.map(|policy| KeyRotator::spawn(registry.clone(), policy));
     let kid = registry
@@ -537,6 +554,9 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     );
     if let Some(dir) = &options.key_dir {
         println!("keys in {}", dir.display());
+    }
+    if let Some(rotation) = rotation {
+        println!("{rotation}");
     }
     #[cfg(feature = "redis")]
     if let Some(fleet) = &fleet {

@@ -1,5 +1,6 @@
 //! Code shared by the examples (not an example itself): a small HTTP/1
-//! forwarder built on hyper-util's client, hop-by-hop header handling, and
+//! forwarder built on hyper-util's client, request-target checks (dot
+//! segments, `OPTIONS *`, `CONNECT`), hop-by-hop header handling, and
 //! command-line parsing.
 #![allow(dead_code)] // each example uses a part
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -88,6 +89,124 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) fn strip_request<B>(mut request: Request<B>) -> Request<B> {
     remove_hop_by_hop(request.headers_mut());
     request
+}
+
+/// A request path with its dot-segments removed (RFC 3986 section 5.2.4),
+/// `%2e` read as `.` (section 6.2.2.2), or why it is refused:
+///
+/// * a dot-segment that would climb above the root: forwarded under the
+///   upstream's base path, `/../admin` would leave it (`/api/../admin` is
+///   `/admin` to the upstream);
+/// * an encoded slash or backslash (`%2f`, `%5c`) or a backslash: an
+///   upstream that decodes them sees other segments than this check did;
+/// * a dot-segment with parameters (`..;/`), which some servers read as
+///   `..`;
+/// * a target that is not a path (`*`).
+///
+/// The query is not part of `path` and is left alone.
+pub(crate) fn normalise_path(path: &str) -> Result<String, &'static str> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("the request target is not a path");
+    };
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+        return Err("the path holds an encoded slash or a backslash");
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        let name = decoded.split(';').next().unwrap_or_default();
+        match (name, decoded.contains(';')) {
+            ("." | "..", true) => return Err("the path holds a dot-segment with parameters"),
+            (".", false) => {}
+            ("..", false) => {
+                if kept.pop().is_none() {
+                    return Err("the path climbs above the base path");
+                }
+            }
+            _ => {
+                kept.push(segment);
+                continue;
+            }
+        }
+        // A final `.` or `..` leaves the path ending in `/`.
+        if i == last {
+            kept.push("");
+        }
+    }
+    Ok(format!("/{}", kept.join("/")))
+}
+
+/// Why [`checked_target`] does not forward a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refused {
+    status: StatusCode,
+    reason: &'static str,
+}
+
+impl Refused {
+    /// The answer: `400` (`bad_request`) or `405` (`method_not_allowed`,
+    /// with `Allow`), the reason as JSON.
+    pub(crate) fn into_response(self) -> Response<AnyBody> {
+        let error = if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            "method_not_allowed"
+        } else {
+            "bad_request"
+        };
+        let mut response = json_response(
+            self.status,
+            &serde_json::json!({"error": error, "reason": self.reason}),
+        );
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        response
+    }
+}
+
+/// The request, its path normalised by [`normalise_path`], or why it is
+/// refused: `405` for `CONNECT` (a tunnel is not a request to forward),
+/// `400` for a target that is not a path (`OPTIONS *`) or a path
+/// [`normalise_path`] refuses. Run it before the signer, so that what is
+/// signed (`${req.path}`) is what is forwarded and nothing refused is
+/// signed.
+pub(crate) fn checked_target<B>(request: Request<B>) -> Result<Request<B>, Refused> {
+    if request.method() == Method::CONNECT {
+        return Err(Refused {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            reason: "CONNECT is not forwarded",
+        });
+    }
+    let refuse = |reason| Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason,
+    };
+    let path = normalise_path(request.uri().path()).map_err(refuse)?;
+    if path == request.uri().path() {
+        return Ok(request);
+    }
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut uri = Uri::builder();
+    if let Some(scheme) = parts.uri.scheme() {
+        uri = uri.scheme(scheme.clone());
+    }
+    if let Some(authority) = parts.uri.authority() {
+        uri = uri.authority(authority.clone());
+    }
+    parts.uri = uri
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| refuse("the normalised path is not a valid URI"))?;
+    Ok(Request::from_parts(parts, body))
 }
 
 /// Where requests are forwarded: `http://host:port` and an optional base
@@ -204,6 +323,14 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Also here, for a forwarder with no check in front of it.
+        let request = match checked_target(request) {
+            Ok(request) => request,
+            Err(refused) => {
+                let response = refused.into_response();
+                return Box::pin(async move { Ok(response) });
+            }
+        };
         let (mut parts, body) = request.into_parts();
         let uri = match self.upstream.uri(parts.uri.path_and_query()) {
             Ok(uri) => uri,

@@ -1,4 +1,4 @@
-//! Fuzz target `claim_template`: see `tests/fuzz_support/mod.rs` (`support::claim_template`)
+//! Fuzz target `claim_template`: see `tests/support/fuzz/mod.rs` (`support::claim_template`)
 //! for the input format and what is checked.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! Fuzz target `jwk_set`: see `tests/fuzz_support/mod.rs` (`support::jwk_set`)
+//! Fuzz target `jwk_set`: see `tests/support/fuzz/mod.rs` (`support::jwk_set`)
 //! for the input format and what is checked.
 #![no_main]
 

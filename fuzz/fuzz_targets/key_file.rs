@@ -1,4 +1,4 @@
-//! Fuzz target `key_file`: see `tests/fuzz_support/mod.rs`
+//! Fuzz target `key_file`: see `tests/support/fuzz/mod.rs`
 //! (`support::key_file`) for the input format and what is checked.
 #![no_main]
 

@@ -1,4 +1,4 @@
-//! Fuzz target `key_import`: see `tests/fuzz_support/mod.rs` (`support::key_import`)
+//! Fuzz target `key_import`: see `tests/support/fuzz/mod.rs` (`support::key_import`)
 //! for the input format and what is checked.
 #![no_main]
 

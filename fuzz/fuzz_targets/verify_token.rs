@@ -1,4 +1,4 @@
-//! Fuzz target `verify_token`: see `tests/fuzz_support/mod.rs` (`support::verify_token`)
+//! Fuzz target `verify_token`: see `tests/support/fuzz/mod.rs` (`support::verify_token`)
 //! for the input format and what is checked.
 #![no_main]
 

@@ -38,6 +38,10 @@ pub enum KeyError {
     },
     /// An RSA public exponent of 1 or an even exponent: the key is broken.
     RsaBadExponent,
+    /// A public key that anyone can forge signatures for (an Ed25519
+    /// small-order point, an RSA modulus that is prime or has a small
+    /// factor, the ROCA fingerprint): see [`WeakKey`](super::WeakKey).
+    WeakKey(super::WeakKey),
     /// The key's type or curve does not fit the algorithm (a P-256 key for
     /// ES384, an RSA key for ES256, an Ed448 key for EdDSA, ...).
     WrongKeyType {
@@ -90,6 +94,7 @@ impl fmt::Display for KeyError {
             KeyError::RsaBadExponent => f.write_str(
                 "RSA key refused: its public exponent is 1 or even, which makes the key insecure or invalid",
             ),
+            KeyError::WeakKey(weak) => write!(f, "key refused: {weak}"),
             KeyError::WrongKeyType { algorithm, found } => write!(
                 f,
                 "{algorithm} needs {}, but the key is {found}",
@@ -133,6 +138,7 @@ impl std::error::Error for KeyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             KeyError::InvalidKid(err) => Some(err),
+            KeyError::WeakKey(weak) => Some(weak),
             _ => None,
         }
     }

@@ -60,7 +60,8 @@ impl PublicJwk {
     /// # Errors
     ///
     /// [`KeyError`] when the DER does not parse, or the key does not fit the
-    /// algorithm (RSA under 2048 bits, a bad exponent, the wrong curve, ...).
+    /// algorithm (RSA under 2048 bits, a bad exponent, the wrong curve, ...),
+    /// or anyone could forge signatures for it ([`KeyError::WeakKey`]).
     pub fn from_spki_der(
         der: &[u8],
         algorithm: Algorithm,
@@ -210,6 +211,10 @@ fn public_params<T: HasPublic>(
             if e.num_bits() <= 1 || !e.is_bit_set(0) {
                 return Err(KeyError::RsaBadExponent);
             }
+            // A modulus anyone can factor or invert (small factor, prime,
+            // ROCA) is never published.
+            let Ok(verdict) = super::check_rsa_modulus(rsa.n(), &super::NoLimit);
+            verdict.map_err(KeyError::WeakKey)?;
             // BigNum::to_vec is minimal big-endian: no leading zero octet.
             Ok(PublicParams::Rsa {
                 n: rsa.n().to_vec(),
@@ -238,9 +243,13 @@ fn public_params<T: HasPublic>(
                 y: y.to_vec_padded(len).map_err(crypto)?,
             })
         }
-        (Id::ED25519, KeyKind::Ed25519) => Ok(PublicParams::Ed25519 {
-            x: pkey.raw_public_key().map_err(crypto)?,
-        }),
+        (Id::ED25519, KeyKind::Ed25519) => {
+            let x = pkey.raw_public_key().map_err(crypto)?;
+            // A small-order point lets anyone forge; a key generated or
+            // imported from a seed never is one, a SPKI can be.
+            super::check_ed25519(&x).map_err(KeyError::WeakKey)?;
+            Ok(PublicParams::Ed25519 { x })
+        }
         (id, _) => Err(wrong(describe_key(pkey, id))),
     }
 }

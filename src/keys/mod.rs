@@ -7,7 +7,11 @@
 //! Keys are checked when they are made or imported, never at request time:
 //! RSA keys of at least 2048 bits with an odd exponent above 1, EC keys on
 //! the curve their algorithm names, Ed25519 (not Ed448) for EdDSA, and
-//! private halves that match their public halves.
+//! private halves that match their public halves. Public halves that anyone
+//! can forge signatures for are refused ([`WeakKey`]): Ed25519 small-order
+//! points, RSA moduli with a prime factor below 2^16, prime RSA moduli, and
+//! moduli with the ROCA fingerprint. The verifier skips the same keys in a
+//! JWK Set, so a JWKS built from these keys never publishes one.
 //!
 //! # Example
 //!
@@ -39,6 +43,7 @@ mod kid;
 mod signer;
 mod signing_key;
 mod state;
+mod weak;
 
 pub use algorithm::{Algorithm, EcCurve, KeyKind, UnknownAlgorithm};
 pub use error::{KeyError, SignError};
@@ -47,3 +52,5 @@ pub use kid::{InvalidKid, Kid, MAX_KID_LEN};
 pub use signer::{JwsSigner, JwsSignerExt};
 pub use signing_key::SigningKey;
 pub use state::KeyState;
+pub use weak::WeakKey;
+pub(crate) use weak::{Budget, NoLimit, OutOfTime, Until, check_ed25519, check_rsa_modulus};

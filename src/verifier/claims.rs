@@ -17,6 +17,10 @@ use crate::keys::Algorithm;
 ///
 /// `Debug` lists the claim names only, not their values.
 ///
+/// Every number is the one the token holds, exactly: a token whose numbers
+/// would be rounded (an integer beyond 64 bits, a decimal beyond `f64`
+/// precision) is refused (see the [module docs](super#numbers-in-the-claims)).
+///
 /// # Example
 ///
 /// ```

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey};
@@ -14,7 +15,10 @@ use openssl::sign::{RsaPssSaltlen, Verifier as OsslVerifier};
 use serde_json::{Map, Value};
 
 use crate::b64;
-use crate::keys::{Algorithm, EcCurve, KeyKind, PublicJwk};
+use crate::keys::{
+    Algorithm, Budget, EcCurve, KeyKind, NoLimit, OutOfTime, PublicJwk, Until, WeakKey,
+    check_ed25519, check_rsa_modulus,
+};
 
 /// The longest `kid` a verifying key may have, in bytes. Keys with a longer
 /// kid are skipped; tokens with a longer kid are refused without a lookup.
@@ -44,11 +48,17 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 ///   `key_ops`, when present, contains `verify`;
 /// * `alg`, when present, is one of the ten [`Algorithm`]s and fits the key;
 /// * RSA: `n` and `e` are strict base64url, the modulus has 2048 to 16384
-///   bits, the exponent is odd and above 1, and the modulus does not carry
-///   the ROCA fingerprint (CVE-2017-15361);
+///   bits, the exponent is odd and above 1;
 /// * EC: `crv` is P-256, P-384 or P-521, `x` and `y` have exactly the
 ///   curve's length and the point is on the curve;
 /// * OKP: `crv` is `Ed25519` and `x` has 32 bytes;
+/// * anyone but its holder cannot forge signatures for it
+///   ([`WeakKey`], logged at `warn` level when refused): not an Ed25519
+///   small-order point (in any of its 14 encodings), not an RSA modulus
+///   with a prime factor below 2^16, not a prime modulus (Miller-Rabin to
+///   12 bases), not a modulus with the ROCA fingerprint (CVE-2017-15361).
+///   The prime test costs one modular exponentiation per RSA key (about
+///   3 ms for 2048 bits, 35 ms for 4096, 2 s for 16384), once per set;
 /// * `kid`, when present, is a string of 1 to [`MAX_VERIFY_KID_LEN`] bytes.
 ///
 /// # Example
@@ -88,6 +98,21 @@ impl JwkSet {
         Self::from_value(&value)
     }
 
+    /// [`parse`](Self::parse), giving up with [`OutOfTime`] once
+    /// `deadline` has passed (checked before each key and each round of
+    /// the RSA prime test): a fetched set is parsed within the fetch's time
+    /// bound.
+    pub(crate) fn parse_until(
+        json: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Result<Self, JwkSetError>, OutOfTime> {
+        let value: Value = match serde_json::from_slice(json) {
+            Ok(value) => value,
+            Err(err) => return Ok(Err(JwkSetError::NotJson(err.to_string()))),
+        };
+        Self::from_value_within(&value, &Until(deadline))
+    }
+
     /// Builds a set from a JWK Set already parsed as JSON; see
     /// [`parse`](Self::parse).
     ///
@@ -95,6 +120,40 @@ impl JwkSet {
     ///
     /// As [`parse`](Self::parse).
     pub fn from_value(value: &Value) -> Result<Self, JwkSetError> {
+        let Ok(result) = Self::from_value_within(value, &NoLimit);
+        result
+    }
+
+    /// [`from_value`](Self::from_value) within a time budget (the outer
+    /// `Err`), checked before each key.
+    fn from_value_within<B: Budget>(
+        value: &Value,
+        budget: &B,
+    ) -> Result<Result<Self, JwkSetError>, B::Exhausted> {
+        let entries = match Self::check_set(value) {
+            Ok(entries) => entries,
+            Err(err) => return Ok(Err(err)),
+        };
+        let mut keys = Vec::with_capacity(entries.len());
+        let mut skipped = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            budget.check()?;
+            let kid = entry.get("kid").and_then(Value::as_str).map(printable);
+            let result = match entry {
+                Value::Object(jwk) => VerifyingKey::from_map(jwk, Origin::Foreign, budget)?,
+                _ => Err(Skip::Unusable("the entry is not a JSON object".to_owned())),
+            };
+            match result {
+                Ok(key) => keys.push(Arc::new(key)),
+                Err(skip) => skipped.push(SkippedKey::new(index, kid, skip)),
+            }
+        }
+        Ok(Ok(JwkSet { keys, skipped }))
+    }
+
+    /// The whole-set checks (a JSON object with a `keys` array, no private
+    /// members, no duplicate kids); returns the entries.
+    fn check_set(value: &Value) -> Result<&[Value], JwkSetError> {
         let Value::Object(set) = value else {
             return Err(JwkSetError::NotASet("the document is not a JSON object"));
         };
@@ -104,7 +163,6 @@ impl JwkSet {
         let Value::Array(entries) = entries else {
             return Err(JwkSetError::NotASet("the \"keys\" member is not an array"));
         };
-        // Whole-set checks first: private members and duplicate kids.
         let mut kids = HashSet::new();
         for (index, entry) in entries.iter().enumerate() {
             let Value::Object(jwk) = entry else { continue };
@@ -117,24 +175,14 @@ impl JwkSet {
                 return Err(JwkSetError::DuplicateKid(printable(kid)));
             }
         }
-        let mut keys = Vec::with_capacity(entries.len());
-        let mut skipped = Vec::new();
-        for (index, entry) in entries.iter().enumerate() {
-            let kid = entry.get("kid").and_then(Value::as_str).map(printable);
-            let result = match entry {
-                Value::Object(jwk) => VerifyingKey::from_map(jwk),
-                _ => Err("the entry is not a JSON object".to_owned()),
-            };
-            match result {
-                Ok(key) => keys.push(Arc::new(key)),
-                Err(reason) => skipped.push(SkippedKey { index, kid, reason }),
-            }
-        }
-        Ok(JwkSet { keys, skipped })
+        Ok(entries)
     }
 
     /// Builds a set from our own public JWKs (for example a
     /// [`KeySnapshot`](crate::KeySnapshot)'s keys).
+    ///
+    /// A [`PublicJwk`] was checked for [`WeakKey`]s when it was made, so the
+    /// costly RSA modulus checks are not run again here.
     pub fn from_public_jwks<'a>(jwks: impl IntoIterator<Item = &'a PublicJwk>) -> Self {
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
@@ -143,13 +191,12 @@ impl JwkSet {
                 Value::Object(map) => map,
                 _ => continue,
             };
-            match VerifyingKey::from_map(&map) {
+            let Ok(result) = VerifyingKey::from_map(&map, Origin::PublicJwk, &NoLimit);
+            match result {
                 Ok(key) => keys.push(Arc::new(key)),
-                Err(reason) => skipped.push(SkippedKey {
-                    index,
-                    kid: Some(jwk.kid().to_string()),
-                    reason,
-                }),
+                Err(skip) => {
+                    skipped.push(SkippedKey::new(index, Some(jwk.kid().to_string()), skip))
+                }
             }
         }
         JwkSet { keys, skipped }
@@ -196,9 +243,39 @@ pub struct SkippedKey {
     index: usize,
     kid: Option<String>,
     reason: String,
+    weak: Option<WeakKey>,
 }
 
 impl SkippedKey {
+    fn new(index: usize, kid: Option<String>, skip: Skip) -> Self {
+        let (reason, weak) = match skip {
+            Skip::Unusable(reason) => (reason, None),
+            Skip::Weak(weak) => {
+                // Someone published a key anyone can sign with: say so
+                // whatever the key source (a fetched, fixed or local set).
+                tracing::warn!(
+                    index,
+                    kid = kid.as_deref().unwrap_or("(none)"),
+                    reason = %weak,
+                    "JWK refused: anyone can forge signatures for this key"
+                );
+                (weak.to_string(), Some(weak))
+            }
+        };
+        SkippedKey {
+            index,
+            kid,
+            reason,
+            weak,
+        }
+    }
+
+    /// Why the key was refused when it is well formed but anyone could
+    /// forge signatures for it; `None` for other reasons.
+    pub fn weakness(&self) -> Option<WeakKey> {
+        self.weak
+    }
+
     /// The position of the entry in the `keys` array.
     pub fn index(&self) -> usize {
         self.index
@@ -261,6 +338,24 @@ impl fmt::Display for JwkSetError {
 }
 
 impl std::error::Error for JwkSetError {}
+
+/// Why one entry of a set is left out.
+enum Skip {
+    /// It cannot be used (malformed, too small, unsupported, ...).
+    Unusable(String),
+    /// It is well formed, but anyone can forge signatures for it.
+    Weak(WeakKey),
+}
+
+/// Where a JWK comes from: the checks a [`PublicJwk`] passed when it was
+/// made are not run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A JWK Set document: every check.
+    Foreign,
+    /// One of our own [`PublicJwk`]s.
+    PublicJwk,
+}
 
 /// One public key, parsed once, that verifies JWS signatures.
 ///
@@ -372,7 +467,26 @@ impl VerifyingKey {
         }
     }
 
-    fn from_map(jwk: &Map<String, Value>) -> Result<Self, String> {
+    /// The key, or why it is skipped; the outer `Err` is the budget
+    /// running out.
+    fn from_map<B: Budget>(
+        jwk: &Map<String, Value>,
+        origin: Origin,
+        budget: &B,
+    ) -> Result<Result<Self, Skip>, B::Exhausted> {
+        let key = match Self::parse_map(jwk) {
+            Ok(key) => key,
+            Err(reason) => return Ok(Err(Skip::Unusable(reason))),
+        };
+        if origin == Origin::Foreign
+            && let Some(weak) = key.material.weakness(budget)?
+        {
+            return Ok(Err(Skip::Weak(weak)));
+        }
+        Ok(Ok(key))
+    }
+
+    fn parse_map(jwk: &Map<String, Value>) -> Result<Self, String> {
         let kid = match jwk.get("kid") {
             None => None,
             Some(Value::String(kid)) if kid.is_empty() => return Err("the kid is empty".into()),
@@ -450,6 +564,25 @@ impl fmt::Debug for VerifyingKey {
             Material::Ed25519 { .. } => s.field("crv", &"Ed25519"),
         };
         s.finish()
+    }
+}
+
+impl Material {
+    /// Why anyone could forge signatures for this key, if they could: an
+    /// Ed25519 small-order point, an RSA modulus with a small factor, prime
+    /// or with the ROCA fingerprint (see [`WeakKey`]).
+    fn weakness<B: Budget>(&self, budget: &B) -> Result<Option<WeakKey>, B::Exhausted> {
+        Ok(match self {
+            Material::Rsa { pkey, .. } => match pkey.rsa() {
+                Ok(rsa) => check_rsa_modulus(rsa.n(), budget)?.err(),
+                Err(_) => None,
+            },
+            Material::Ed25519 { pkey } => match pkey.raw_public_key() {
+                Ok(x) => check_ed25519(&x).err(),
+                Err(_) => None,
+            },
+            Material::Ec { .. } => None,
+        })
     }
 }
 
@@ -540,12 +673,6 @@ fn rsa_material(jwk: &Map<String, Value>) -> Result<Material, String> {
     if e.num_bits() <= 1 || !e.is_bit_set(0) || e.num_bits() > 64 || e >= n {
         return Err("the RSA public exponent is 1, even, or out of range".into());
     }
-    if has_roca_fingerprint(&n) {
-        return Err(
-            "the RSA modulus has the ROCA fingerprint (CVE-2017-15361): the key can be factored"
-                .into(),
-        );
-    }
     let len = usize::try_from(bits).unwrap_or(0).div_ceil(8);
     let rsa = Rsa::from_public_components(n, e).map_err(|_| "invalid RSA key".to_owned())?;
     let pkey = PKey::from_rsa(rsa).map_err(|_| "invalid RSA key".to_owned())?;
@@ -600,37 +727,6 @@ fn okp_material(jwk: &Map<String, Value>) -> Result<Material, String> {
     let pkey = PKey::public_key_from_raw_bytes(&x, Id::ED25519)
         .map_err(|_| "invalid Ed25519 public key".to_owned())?;
     Ok(Material::Ed25519 { pkey })
-}
-
-/// The small primes of the ROCA fingerprint test (Nemec et al., "The Return
-/// of Coppersmith's Attack", CCS 2017): a modulus from the flawed generator
-/// is, modulo each of them, a power of 65537.
-const ROCA_PRIMES: [u32; 38] = [
-    3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97,
-    101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
-];
-
-/// Whether `n` modulo every prime above lies in the subgroup generated by
-/// 65537. A random modulus passes all 38 tests with a probability far below
-/// 2^-60; every modulus from the flawed generator passes them.
-fn has_roca_fingerprint(n: &openssl::bn::BigNumRef) -> bool {
-    ROCA_PRIMES.iter().all(|&p| {
-        let Ok(residue) = n.mod_word(p) else {
-            return false;
-        };
-        let p = u64::from(p);
-        let generator = 65_537 % p;
-        let mut power = 1u64;
-        loop {
-            if power == residue {
-                return true;
-            }
-            power = power * generator % p;
-            if power == 1 {
-                return false;
-            }
-        }
-    })
 }
 
 /// A value from a JWK Set, quoted and truncated for logs and errors.
@@ -737,6 +833,64 @@ mod tests {
     }
 
     #[test]
+    fn keys_anyone_can_forge_for_are_skipped_with_their_weakness() {
+        let good = SigningKey::generate(Algorithm::ES256).unwrap();
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let prime = BigNum::get_rfc3526_prime_2048().unwrap();
+        let mut three_q = BigNum::get_rfc3526_prime_2048().unwrap();
+        three_q.mul_word(3).unwrap();
+        let rsa = |n: &BigNum, kid: &str| serde_json::json!({"kty": "RSA", "n": b64::encode(n.to_vec()), "e": "AQAB", "kid": kid});
+        let set = set_of(&[
+            serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64::encode(identity), "kid": "id"}),
+            rsa(&prime, "prime"),
+            good.public_jwk().to_value(),
+            rsa(&three_q, "three-q"),
+        ])
+        .unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(set.get(good.kid()).is_some());
+        let skipped: Vec<(usize, Option<WeakKey>)> = set
+            .skipped()
+            .iter()
+            .map(|s| (s.index(), s.weakness()))
+            .collect();
+        assert_eq!(
+            skipped,
+            vec![
+                (0, Some(WeakKey::Ed25519SmallOrder)),
+                (1, Some(WeakKey::RsaPrimeModulus)),
+                (3, Some(WeakKey::RsaSmallFactor { factor: 3 })),
+            ]
+        );
+        assert!(set.skipped()[0].reason().contains("small-order"));
+    }
+
+    #[test]
+    fn a_passed_deadline_stops_the_parse_between_keys() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let json = serde_json::to_vec(&serde_json::json!({"keys": [key.public_jwk().to_value()]}))
+            .unwrap();
+        let now = Some(Instant::now());
+        assert!(matches!(JwkSet::parse_until(&json, now), Err(OutOfTime)));
+        // Whole-set refusals and an empty set need no key check.
+        assert!(matches!(
+            JwkSet::parse_until(b"[]", now),
+            Ok(Err(JwkSetError::NotASet(_)))
+        ));
+        assert!(
+            matches!(JwkSet::parse_until(br#"{"keys":[]}"#, now), Ok(Ok(set)) if set.is_empty())
+        );
+        let later = Instant::now().checked_add(std::time::Duration::from_secs(3600));
+        for deadline in [None, later] {
+            let Ok(Ok(set)) = JwkSet::parse_until(&json, deadline) else {
+                panic!("the set parses");
+            };
+            assert_eq!(set.len(), 1);
+        }
+    }
+
+    #[test]
     fn ecdsa_signature_shape_is_strict() {
         let key = SigningKey::generate(Algorithm::ES256).unwrap();
         let set = set_of(&[key.public_jwk().to_value()]).unwrap();
@@ -773,13 +927,5 @@ mod tests {
             .order(&mut order, &mut BigNumContext::new().unwrap())
             .unwrap();
         order.to_vec()
-    }
-
-    #[test]
-    fn random_rsa_moduli_do_not_look_like_roca() {
-        for _ in 0..4 {
-            let rsa = Rsa::generate(2048).unwrap();
-            assert!(!has_roca_fingerprint(rsa.n()));
-        }
     }
 }

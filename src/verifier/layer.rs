@@ -37,6 +37,17 @@ impl JwtVerifierLayer {
     }
 }
 
+// `JwtVerifier::layer` is defined here, not in service.rs: the service
+// stays free of the layer (imports run layer -> service only), and the
+// tower-style constructor on the service keeps working.
+impl<S> JwtVerifier<S> {
+    /// A layer that wraps services with this middleware (the same as
+    /// [`JwtVerifierLayer::new`]).
+    pub fn layer(verifier: Verifier) -> JwtVerifierLayer {
+        JwtVerifierLayer::new(verifier)
+    }
+}
+
 impl<S> Layer<S> for JwtVerifierLayer {
     type Service = JwtVerifier<S>;
 

@@ -29,8 +29,25 @@
 //!    signatures are malleable, as RFC 7518 allows: `(r, n - s)` verifies
 //!    too, so never use the token's bytes as a replay-cache key (use `jti`).
 //! 6. The claims: a JSON object without duplicate members; `exp` (required
-//!    by default) and `nbf` with a leeway (30 s by default); `iss` and `aud`
-//!    when configured; any other required claims.
+//!    by default) and `nbf` with a leeway (30 s by default); `iat`, when
+//!    present, a number that is not negative and not later than now plus
+//!    the leeway; `iss` and `aud` when configured; any other required
+//!    claims; every number keeps its value (below).
+//!
+//! # Numbers in the claims
+//!
+//! [`VerifiedClaims`] holds `serde_json` values: integers that fit in `u64`
+//! or `i64` exactly, anything else as the nearest `f64`. A token with a
+//! number that would not keep its value there (an integer beyond 64 bits
+//! such as `444444444444444444444444`, or a decimal with more significant
+//! digits than an `f64` holds) is refused with
+//! [`VerifyError::InexactNumber`] (401), because two different numbers
+//! would otherwise become the same claim. Every number that a JSON library
+//! writes from an `f64` or a 64-bit integer passes. Send larger
+//! identifiers as strings. (Keeping every number exact with serde_json's
+//! `arbitrary_precision` was measured and not chosen: that feature is
+//! switched on for every crate in the build, and it breaks their
+//! `#[serde(untagged)]` and `#[serde(flatten)]` types that hold an `f64`.)
 //!
 //! # Responses
 //!

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use super::jwk::{JwkSet, JwkSetError};
+use crate::keys::OutOfTime;
 
 /// The default request timeout (connect, headers and body together).
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,6 +75,13 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// * **Bad keys:** keys that cannot be used are skipped one by one and
 ///   logged; a set with private members or duplicate kids is refused whole
 ///   (see [`JwkSet`]).
+/// * **Parsing:** the set is parsed and its keys checked on tokio's
+///   blocking pool (`spawn_blocking`), never on a runtime worker: the RSA
+///   prime test costs one modular exponentiation per key (about 3 ms at
+///   2048 bits, 2 s at 16384), so a large set takes seconds of CPU. The
+///   parse counts against the fetch's timeout; at the deadline it stops
+///   (between two keys or two rounds of the prime test) and the fetch fails
+///   with [`FetchError::Timeout`], keeping the last good set.
 ///
 /// Cache times follow `tokio::time::Instant`, so tests with paused time can
 /// age the cache.
@@ -370,7 +378,8 @@ async fn fetch_task(remote: Arc<Remote>) -> Result<(), FetchError> {
     let old = remote.cache.load_full();
     let outcome = match result {
         Ok(Fetched::Fresh { set, etag, ttl }) => {
-            for skipped in set.skipped() {
+            // Keys anyone could forge for were logged as they were refused.
+            for skipped in set.skipped().iter().filter(|s| s.weakness().is_none()) {
                 tracing::warn!(url = %remote.uri, "JWKS key skipped: {skipped}");
             }
             tracing::debug!(url = %remote.uri, keys = set.len(), ttl = ?ttl, "JWKS fetched");
@@ -440,6 +449,9 @@ fn retry_delay(cooldown: Duration, has_usable_set: bool, failures: u32) -> Durat
 
 async fn fetch_once(remote: &Remote) -> Result<Fetched, FetchError> {
     let config = &remote.config;
+    // The parse runs on a blocking thread, which the timeout below cannot
+    // stop: it gives up by itself at the same deadline.
+    let deadline = std::time::Instant::now().checked_add(config.timeout);
     let revalidate = {
         let cache = remote.cache.load();
         cache.set.as_ref().and(cache.etag.clone())
@@ -495,7 +507,20 @@ async fn fetch_once(remote: &Remote) -> Result<Fetched, FetchError> {
                 }
             })?
             .to_bytes();
-        let set = JwkSet::parse(&body).map_err(FetchError::InvalidSet)?;
+        // Checking the keys costs CPU (the RSA prime test: about 3 ms for a
+        // 2048-bit key, 2 s for 16384 bits; a large set, seconds): off the
+        // runtime's workers, and within the fetch's time bound.
+        let url = remote.uri.clone();
+        let parsed = tokio::task::spawn_blocking(move || {
+            tracing::debug!(url = %url, bytes = body.len(), "parsing the JWKS");
+            JwkSet::parse_until(&body, deadline)
+        })
+        .await
+        .map_err(|err| FetchError::Aborted(err.to_string()))?;
+        let set = match parsed {
+            Ok(result) => result.map_err(FetchError::InvalidSet)?,
+            Err(OutOfTime) => return Err(FetchError::Timeout(config.timeout)),
+        };
         Ok(Fetched::Fresh { set, etag, ttl })
     };
     tokio::time::timeout(config.timeout, work)
@@ -798,7 +823,8 @@ impl std::error::Error for RemoteJwksError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FetchError {
-    /// No complete answer within the timeout.
+    /// No complete answer within the timeout, or its keys not checked by
+    /// then.
     Timeout(Duration),
     /// Connecting or talking HTTP failed.
     Http(String),

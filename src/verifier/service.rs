@@ -6,7 +6,6 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::layer::JwtVerifierLayer;
 use super::source::TokenSource;
 use super::token::{Attempt, Verifier};
 
@@ -34,11 +33,6 @@ impl<S> JwtVerifier<S> {
             verifier,
             source: TokenSource::bearer(),
         }
-    }
-
-    /// A layer that wraps services with this middleware.
-    pub fn layer(verifier: Verifier) -> JwtVerifierLayer {
-        JwtVerifierLayer::new(verifier)
     }
 
     /// Reads the token from another place.

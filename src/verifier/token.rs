@@ -23,7 +23,7 @@ use crate::registry::KeyRegistry;
 /// The default size limit of a token, in bytes (8 KiB).
 pub const DEFAULT_MAX_TOKEN_LEN: usize = crate::limits::DEFAULT_MAX_TOKEN_LEN;
 
-/// The default clock-skew leeway for `exp` and `nbf` (30 s).
+/// The default clock-skew leeway for `exp`, `nbf` and `iat` (30 s).
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// Where a [`Verifier`] takes its public keys from.
@@ -203,8 +203,8 @@ impl Verifier {
         Ok(self)
     }
 
-    /// The clock-skew allowance for `exp` and `nbf` (default 30 s; zero is
-    /// allowed). Whole and fractional seconds are honoured.
+    /// The clock-skew allowance for `exp`, `nbf` and `iat` (default 30 s;
+    /// zero is allowed). Whole and fractional seconds are honoured.
     pub fn with_leeway(mut self, leeway: Duration) -> Self {
         self.rules_mut().leeway = leeway;
         self
@@ -248,8 +248,8 @@ impl Verifier {
         self
     }
 
-    /// The clock for `exp` and `nbf` ([`Clock::tokio`] follows paused time
-    /// in tests).
+    /// The clock for `exp`, `nbf` and `iat` ([`Clock::tokio`] follows paused
+    /// time in tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.rules_mut().clock = clock;
         self
@@ -444,6 +444,9 @@ impl Verifier {
         let payload = self.check_signature(parsed, keys)?;
         let claims = parse_object(&payload)
             .map_err(|_| VerifyError::Malformed("the payload is not a JSON object"))?;
+        if !numbers_keep_their_value(&payload) {
+            return Err(VerifyError::InexactNumber);
+        }
         self.check_claims(&claims)?;
         Ok(VerifiedClaims::new(claims, parsed.kid.clone(), parsed.alg))
     }
@@ -477,7 +480,17 @@ impl Verifier {
         {
             return Err(VerifyError::NotYetValid);
         }
-        date("iat")?;
+        // RFC 7519 makes `iat` informational; a token issued later than
+        // now (beyond the clock skew) or before 1970 was not made by a
+        // working issuer, so it is refused, as PyJWT, jose4j and others do.
+        if let Some(iat) = date("iat")? {
+            if iat < 0.0 {
+                return Err(VerifyError::InvalidClaim("iat"));
+            }
+            if now + leeway < iat {
+                return Err(VerifyError::IssuedInFuture);
+            }
+        }
         if let Some(issuer) = &rules.issuer {
             match claims.get("iss") {
                 None => return Err(VerifyError::MissingClaim("iss".to_owned())),
@@ -603,6 +616,118 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, serde_json::Error> {
     serde_json::from_slice::<Unique>(bytes).map(|u| u.0)
 }
 
+/// Whether every number in `json` (a document serde_json has parsed) keeps
+/// its value in the parsed [`Value`]: the number read is the one written.
+///
+/// serde_json keeps integers that fit in `u64`/`i64` exactly and reads
+/// anything else as the nearest `f64` (correctly rounded, with the
+/// `float_roundtrip` feature). A number is accepted when that value, written
+/// back in its shortest form, is the number as written (leading and
+/// trailing zeros, the exponent's form and the sign of zero aside). So two
+/// different numbers never become the same claim: an integer beyond 64 bits
+/// or a decimal with more digits than an `f64` holds is refused.
+fn numbers_keep_their_value(json: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&byte) = json.get(i) {
+        match byte {
+            b'"' => {
+                // Skip the string (valid JSON: escapes are well formed).
+                i += 1;
+                while let Some(&byte) = json.get(i) {
+                    i += match byte {
+                        b'\\' => 2,
+                        b'"' => break,
+                        _ => 1,
+                    };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while json
+                    .get(i)
+                    .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    i += 1;
+                }
+                if !number_keeps_its_value(&json[start..i]) {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
+}
+
+/// One JSON number literal: see [`numbers_keep_their_value`].
+fn number_keeps_its_value(literal: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(literal) else {
+        return false;
+    };
+    // The common case: an integer serde_json keeps as u64 or i64.
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let fits = match text.starts_with('-') {
+            true => text.parse::<i64>().is_ok(),
+            false => text.parse::<u64>().is_ok(),
+        };
+        if fits {
+            return true;
+        }
+    }
+    // Otherwise the f64 serde_json reads, in its shortest form, must be the
+    // same decimal number.
+    let Ok(number) = serde_json::from_str::<serde_json::Number>(text) else {
+        return false;
+    };
+    decimal(text.as_bytes()) == decimal(number.to_string().as_bytes())
+}
+
+/// A JSON number as (negative, significant digits, exponent) with the value
+/// `0.DIGITS * 10^exponent`, without leading or trailing zeros; zero is
+/// `(false, [], 0)` whatever its sign.
+fn decimal(text: &[u8]) -> (bool, Vec<u8>, i64) {
+    let (negative, text) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match text.iter().position(|b| matches!(b, b'e' | b'E')) {
+        Some(at) => {
+            let (sign, digits) = match &text[at + 1..] {
+                [b'-', digits @ ..] => (-1, digits),
+                [b'+', digits @ ..] => (1, digits),
+                digits => (1, digits),
+            };
+            // Saturating: an exponent this large makes the number 0 or out
+            // of range, which serde_json has settled already.
+            let magnitude = digits.iter().fold(0i64, |acc, d| {
+                acc.saturating_mul(10)
+                    .saturating_add(i64::from(d.wrapping_sub(b'0')))
+            });
+            (&text[..at], sign * magnitude.min(i64::MAX / 4))
+        }
+        None => (text, 0),
+    };
+    let (integer, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    let all: Vec<u8> = integer.iter().chain(fraction).copied().collect();
+    let Some(last) = all.iter().rposition(|&d| d != b'0') else {
+        return (false, Vec::new(), 0);
+    };
+    let leading = all.iter().take_while(|&&d| d == b'0').count();
+    // Lengths are bounded by the token's size limit.
+    let len = |n: usize| i64::try_from(n).unwrap_or(i64::MAX / 4);
+    let point = len(integer.len()) - len(leading);
+    (
+        negative,
+        all[leading..=last].to_vec(),
+        exponent.saturating_add(point),
+    )
+}
+
 /// Why a token (or the request that carried it) was refused.
 ///
 /// [`status`](Self::status) maps each reason to the HTTP answer of
@@ -648,6 +773,13 @@ pub enum VerifyError {
     Expired,
     /// `nbf` is in the future, beyond the leeway.
     NotYetValid,
+    /// A number in the claims would not keep its value: an integer beyond
+    /// 64 bits, or a decimal with more digits than an `f64` holds. Two such
+    /// numbers could become the same claim; send them as strings.
+    InexactNumber,
+    /// `iat` is in the future, beyond the leeway: the token claims to be
+    /// issued later than now.
+    IssuedInFuture,
     /// `iss` is not the configured issuer.
     WrongIssuer,
     /// `aud` does not contain the configured audience.
@@ -655,7 +787,7 @@ pub enum VerifyError {
     /// A required claim is absent.
     MissingClaim(String),
     /// A registered claim has the wrong type (`exp`, `nbf`, `iat` must be
-    /// numbers).
+    /// numbers) or value (`iat` must not be negative).
     InvalidClaim(&'static str),
     /// No keys are available (the remote JWK Set has never been fetched,
     /// the last good one is too old, or the key source holds no usable
@@ -718,10 +850,19 @@ impl fmt::Display for VerifyError {
             VerifyError::InvalidSignature => f.write_str("the signature is invalid"),
             VerifyError::Expired => f.write_str("the token has expired"),
             VerifyError::NotYetValid => f.write_str("the token is not valid yet"),
+            VerifyError::IssuedInFuture => f.write_str("the token is issued in the future"),
+            VerifyError::InexactNumber => {
+                f.write_str("a number in the claims cannot be read without rounding it")
+            }
             VerifyError::WrongIssuer => f.write_str("the token's issuer is not accepted"),
             VerifyError::WrongAudience => f.write_str("the token is not meant for this audience"),
             VerifyError::MissingClaim(name) => write!(f, "the claim {name} is missing"),
-            VerifyError::InvalidClaim(name) => write!(f, "the claim {name} is not a number"),
+            VerifyError::InvalidClaim(name) => {
+                write!(
+                    f,
+                    "the claim {name} is not a valid date (a number of seconds)"
+                )
+            }
             VerifyError::KeysUnavailable(reason) => {
                 write!(f, "no verification keys available: {reason}")
             }
@@ -871,5 +1012,159 @@ mod tests {
         let lenient = Verifier::new(KeySource::fixed(keys.clone()));
         let token = compact(&key, &header(&key), &json!({"exp": now - 10}));
         assert!(lenient.verify_with(&token, &keys).is_ok());
+    }
+
+    /// Issue 16: an `iat` far in the future (or negative) used to pass.
+    #[test]
+    fn iat_later_than_now_plus_the_leeway_or_negative_is_refused() {
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let keys = JwkSet::from_public_jwks([key.public_jwk()]);
+        let now = crate::clock::unix_seconds(std::time::SystemTime::now());
+        let exp = now + 60;
+        let verifier = Verifier::new(KeySource::fixed(keys.clone()))
+            .with_issuer("gw")
+            .with_audience("api")
+            .with_leeway(Duration::ZERO);
+        let check = |claims: Value| {
+            let token = compact(&key, &header(&key), &claims);
+            verifier.verify_with(&token, &keys)
+        };
+        // Later than now plus the leeway (zero here), negative, or not
+        // a number.
+        assert_eq!(
+            check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": now + 5})),
+            Err(VerifyError::IssuedInFuture)
+        );
+        assert_eq!(
+            check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": 9_999_999_999u64})),
+            Err(VerifyError::IssuedInFuture)
+        );
+        for iat in [
+            json!(-1),
+            json!(-1e300),
+            json!(i64::MIN),
+            json!("0"),
+            json!(null),
+        ] {
+            assert_eq!(
+                check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": iat})),
+                Err(VerifyError::InvalidClaim("iat")),
+                "{iat}"
+            );
+        }
+        assert!(check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": now})).is_ok());
+        assert!(check(json!({"iss": "gw", "aud": "api", "exp": exp, "iat": 0})).is_ok());
+        let lenient = Verifier::new(KeySource::fixed(keys.clone()));
+        // With the default 30 s leeway: issued 20 s ahead of this clock, but not 40 s.
+        let token = compact(&key, &header(&key), &json!({"exp": exp, "iat": now + 20}));
+        assert!(lenient.verify_with(&token, &keys).is_ok());
+        let token = compact(&key, &header(&key), &json!({"exp": exp, "iat": now + 40}));
+        assert_eq!(
+            lenient.verify_with(&token, &keys),
+            Err(VerifyError::IssuedInFuture)
+        );
+    }
+
+    /// A token whose payload is `payload`, byte for byte.
+    fn compact_raw(key: &SigningKey, payload: &str) -> String {
+        let mut input = b64::encode(serde_json::to_vec(&header(key)).unwrap());
+        input.push('.');
+        input.push_str(&b64::encode(payload));
+        let signature = key.sign(input.as_bytes()).unwrap();
+        format!("{input}.{}", b64::encode(signature))
+    }
+
+    /// Issue 16: numbers beyond 64 bits were read as an f64, so
+    /// 444444444444444444444444 and 444444444444444444444445 (as the
+    /// signer's `${number:...}` writes them) became the same claim.
+    #[test]
+    fn numbers_that_would_not_keep_their_value_are_refused() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let keys = JwkSet::from_public_jwks([key.public_jwk()]);
+        let verifier = Verifier::new(KeySource::fixed(keys.clone()));
+        let exp = far();
+        let check = |number: &str| {
+            let payload = format!(r#"{{"exp":{exp},"n":{number},"s":"{number}"}}"#);
+            verifier.verify_with(&compact_raw(&key, &payload), &keys)
+        };
+        for inexact in [
+            "444444444444444444444444",
+            "444444444444444444444445",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "9007199254740993.0",
+            "0.1000000000000000055511151231257827",
+            "1.00000000000000000001",
+            "1e-400",
+            "123456789012345678901234567890e-10",
+        ] {
+            assert_eq!(check(inexact), Err(VerifyError::InexactNumber), "{inexact}");
+        }
+        // Digits in strings, escaped quotes and backslashes included, are
+        // text, not numbers.
+        let strings = format!(r#"{{"exp":{exp},"s":"\"444444444444444444444444\\","t":"1e999"}}"#);
+        assert!(
+            verifier
+                .verify_with(&compact_raw(&key, &strings), &keys)
+                .is_ok()
+        );
+        // Anywhere in the claims, not only at the top.
+        let nested = format!(r#"{{"exp":{exp},"a":[1,{{"b":[444444444444444444444444]}}]}}"#);
+        assert_eq!(
+            verifier.verify_with(&compact_raw(&key, &nested), &keys),
+            Err(VerifyError::InexactNumber)
+        );
+        for exact in [
+            "0",
+            "-0",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "9007199254740993",
+            "0.1",
+            "1.0",
+            "1.50",
+            "1E-3",
+            "2e+10",
+            "1.5e300",
+            "0.30000000000000004",
+            "1700000017.5716593",
+            "-1.490143767845386e+129",
+            "5e-324",
+        ] {
+            let claims = check(exact).unwrap_or_else(|err| panic!("{exact}: {err}"));
+            let direct: Value = serde_json::from_str(exact).unwrap();
+            assert_eq!(claims.get("n"), Some(&direct), "{exact}");
+            assert_eq!(claims.get("s"), Some(&Value::from(exact)));
+        }
+    }
+
+    /// Every f64 that serde_json writes (the shortest form that reads back
+    /// as the same f64) passes: with `float_roundtrip` serde_json reads it
+    /// back exactly. Without that feature about 1 in 8 fractional
+    /// timestamps like 1700000017.5716593 read back one bit off.
+    #[test]
+    fn every_f64_serde_json_writes_is_accepted() {
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let keys = JwkSet::from_public_jwks([key.public_jwk()]);
+        let verifier = Verifier::new(KeySource::fixed(keys.clone()));
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut values = Vec::new();
+        while values.len() < 400 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let random = f64::from_bits(state);
+            if random.is_finite() {
+                values.push(random);
+            }
+            #[allow(clippy::cast_precision_loss)]
+            values.push(1.7e9 + (state % 1_000_000_000) as f64 / 1e7);
+        }
+        for chunk in values.chunks(40) {
+            let claims = json!({"exp": far(), "values": chunk});
+            let token = compact(&key, &header(&key), &claims);
+            let verified = verifier.verify_with(&token, &keys).unwrap();
+            assert_eq!(verified.get("values"), Some(&json!(chunk)));
+        }
     }
 }

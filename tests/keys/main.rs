@@ -1,0 +1,12 @@
+//! Keys: generation, import and export, the published JWK and its
+//! thumbprint, known answers from the RFCs, Wycheproof, and the fuzz
+//! targets' checks on proptest inputs.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod config;
+mod fuzz_inputs;
+mod signing_key;
+mod vectors;
+mod wycheproof;

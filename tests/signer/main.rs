@@ -1,0 +1,14 @@
+//! The signer: `JwtSignerLayer` and its service, offloaded signatures,
+//! token reuse, composition with other tower layers, and the whole chain
+//! from a signing gateway to a verifying backend.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod chain;
+mod composition;
+mod config;
+mod hardening;
+mod layer;
+mod offload;
+mod reuse;

@@ -1,0 +1,420 @@
+//! The signing proxy example end to end: the real binary, over real
+//! sockets on 127.0.0.1, in front of a recording test upstream. Tokens are
+//! checked with jsonwebtoken (OpenSSL for ES512) against the JWKS the
+//! proxy serves.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use tokio::net::TcpListener;
+use tower_jwt_signer::JWKS_PATH;
+
+use crate::support::process::{Example, LIMIT, Running};
+use crate::support::signer::{fetch, segment, verify_against};
+use crate::support::upstream::{Upstream, raw_exchange};
+
+/// The proxy on a free port with `flags` (and `--listen 127.0.0.1:0`);
+/// returns the running process and its address.
+pub(super) async fn proxy(flags: &[&str]) -> (Running, SocketAddr) {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    let running = Example::new("signing_proxy").spawn(&args);
+    let addr = running.address("signing proxy on").await;
+    (running, addr)
+}
+
+fn request(method: Method, uri: String) -> http::request::Builder {
+    Request::builder().method(method).uri(uri)
+}
+
+/// `GET http://addr{path}`: the status and the body.
+pub(super) async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
+    let (parts, body) = fetch(
+        request(Method::GET, format!("http://{addr}{path}"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    (parts.status, body)
+}
+
+/// The JWKS the proxy at `addr` serves.
+pub(super) async fn jwks(addr: SocketAddr) -> Bytes {
+    let (status, body) = get(addr, JWKS_PATH).await;
+    assert_eq!(status, StatusCode::OK);
+    body
+}
+
+#[tokio::test]
+async fn requests_arrive_unchanged_except_for_the_token() {
+    let upstream = Upstream::start().await;
+    let (_proxy, addr) = proxy(&[
+        "--upstream",
+        &upstream.url(),
+        "--issuer",
+        "gw",
+        "--audience",
+        "orders",
+        "--subject",
+        "svc-gateway",
+        "--ttl",
+        "120",
+        "--claim",
+        "tenant=${req.headers.x-tenant:public}",
+        "--claim",
+        "team=core",
+        "--claim",
+        "n=${number:req.query.n:0}",
+    ])
+    .await;
+
+    let request = request(
+        Method::POST,
+        format!("http://{addr}/orders/7?n=5&q=a%20b&q=c"),
+    )
+    .header("x-tenant", "acme")
+    .header("x-custom", "kept")
+    .header("x-multi", "1")
+    .header("x-multi", "2")
+    .header("authorization", "Bearer from-client")
+    .header("connection", "x-hop")
+    .header("x-hop", "dropped")
+    .header("te", "trailers")
+    .header("proxy-authorization", "Basic c2VjcmV0")
+    .header("content-type", "text/plain")
+    .body(Full::new(Bytes::from_static(b"the payload")))
+    .unwrap();
+    let (parts, body) = fetch(request).await;
+
+    // The response comes back, minus hop-by-hop headers.
+    assert_eq!(parts.status, StatusCode::CREATED);
+    assert_eq!(parts.headers["x-upstream"], "yes");
+    assert!(parts.headers.get("proxy-authenticate").is_none());
+    assert_eq!(&body[..], b"from upstream");
+
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_eq!(got.method, Method::POST);
+    assert_eq!(got.uri, "/orders/7?n=5&q=a%20b&q=c");
+    assert_eq!(&got.body[..], b"the payload");
+    assert_eq!(got.headers["x-custom"], "kept");
+    assert_eq!(got.headers["x-tenant"], "acme");
+    assert_eq!(got.headers.get_all("x-multi").iter().count(), 2);
+    assert_eq!(got.headers["content-type"], "text/plain");
+    assert_eq!(got.headers["content-length"], "11");
+    assert_eq!(got.headers["host"], upstream.addr.to_string());
+    for hop in [
+        "x-hop",
+        "te",
+        "proxy-authorization",
+        "connection",
+        "keep-alive",
+    ] {
+        assert!(got.headers.get(hop).is_none(), "{hop} forwarded");
+    }
+    let values: Vec<_> = got.headers.get_all("authorization").iter().collect();
+    assert_eq!(values.len(), 1);
+    let token = values[0].to_str().unwrap().strip_prefix("Bearer ").unwrap();
+    let claims = verify_against(token, &jwks(addr).await).unwrap().claims;
+    assert_eq!(claims["iss"], "gw");
+    assert_eq!(claims["aud"], "orders");
+    assert_eq!(claims["sub"], "svc-gateway");
+    assert_eq!(claims["tenant"], "acme");
+    assert_eq!(claims["team"], "core");
+    assert_eq!(claims["n"], 5);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        120
+    );
+}
+
+#[tokio::test]
+async fn a_connection_header_cannot_strip_the_token() {
+    let upstream = Upstream::start().await;
+    let (_proxy, addr) = proxy(&["--upstream", &upstream.url()]).await;
+    let request = request(Method::GET, format!("http://{addr}/"))
+        .header("connection", "authorization, keep-alive")
+        .body(Full::default())
+        .unwrap();
+    let (parts, _) = fetch(request).await;
+    assert_eq!(parts.status, StatusCode::CREATED);
+    let token = upstream.received()[0].bearer().expect("a token");
+    verify_against(&token, &jwks(addr).await).unwrap();
+}
+
+#[tokio::test]
+async fn the_jwks_is_answered_by_the_proxy_and_never_forwarded() {
+    let upstream = Upstream::start().await;
+    let (proxy, addr) = proxy(&[
+        "--upstream",
+        &upstream.url(),
+        "--alg",
+        "EdDSA",
+        "--jwks-max-age",
+        "42",
+    ])
+    .await;
+    // The kid the proxy says it signs with.
+    let started = proxy.line("the start line", |l| l.contains("signing proxy on"));
+    let kid = started
+        .split("kid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the start line names the kid");
+    let (parts, body) = fetch(
+        request(Method::GET, format!("http://{addr}{JWKS_PATH}"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(parts.headers["cache-control"], "public, max-age=42");
+    let set: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let keys = set["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{set}");
+    assert_eq!(keys[0]["kid"], kid);
+    assert_eq!(keys[0]["alg"], "EdDSA");
+    assert_eq!(keys[0]["crv"], "Ed25519");
+    assert!(keys[0].get("d").is_none(), "no private member");
+    let (parts, _) = fetch(
+        request(Method::POST, format!("http://{addr}{JWKS_PATH}"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        upstream.received().is_empty(),
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_gives_502_and_the_proxy_keeps_serving() {
+    // A port that was free a moment ago: nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let (_proxy, addr) = proxy(&["--upstream", &format!("http://{closed_addr}")]).await;
+    for _ in 0..2 {
+        let (status, body) = get(addr, "/x").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "bad_gateway");
+    }
+    let (status, _) = get(addr, JWKS_PATH).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn policies_header_and_scheme_flags() {
+    let upstream = Upstream::start().await;
+    let upstream_url = format!("{}/base/", upstream.url());
+    let (_proxy, addr) = proxy(&["--upstream", &upstream_url, "--existing", "reject"]).await;
+    let (parts, body) = fetch(
+        request(Method::GET, format!("http://{addr}/x"))
+            .header("authorization", "Bearer mine")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "token_present");
+    assert!(upstream.received().is_empty());
+
+    let (_proxy2, addr) = proxy(&[
+        "--upstream",
+        &upstream_url,
+        "--header",
+        "X-JWT-Token",
+        "--scheme",
+        "",
+    ])
+    .await;
+    let (parts, _) = fetch(
+        request(Method::GET, format!("http://{addr}/x?y=1"))
+            .header("authorization", "Basic YTpi")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(parts.status, StatusCode::CREATED);
+    let got = upstream.received()[0].clone();
+    assert_eq!(got.uri, "/base/x?y=1", "the base path is kept");
+    assert_eq!(got.headers["authorization"], "Basic YTpi");
+    let token = got.headers["x-jwt-token"].to_str().unwrap();
+    assert_eq!(segment(token.split('.').next().unwrap())["typ"], "JWT");
+    verify_against(token, &jwks(addr).await).unwrap();
+}
+
+/// Runs the proxy with `flags`; it must exit before listening.
+fn refused(flags: &[&str]) -> crate::support::process::Finished {
+    Example::new("signing_proxy").run(flags, LIMIT)
+}
+
+#[test]
+fn bad_flags_give_clear_errors() {
+    for (flags, expected) in [
+        (&[][..], "--upstream URL is required"),
+        (&["--upstream"][..], "--upstream needs a value"),
+        (&["--upstream", "https://x"][..], "only http://"),
+        (&["--upstream", "127.0.0.1:3000"][..], "needs a scheme"),
+        (
+            &["--upstream", "http://x", "--ttl", "soon"][..],
+            "invalid value \"soon\" for --ttl",
+        ),
+        (
+            &["--upstream", "http://x", "--existing", "maybe"][..],
+            "replace, keep or reject",
+        ),
+        (&["--upstream", "http://x", "--alg", "none"][..], "\"none\""),
+        (
+            &["--upstream", "http://x", "--claim", "novalue"][..],
+            "NAME=VALUE",
+        ),
+        (
+            &["--upstream", "http://x", "--listen", "nowhere"][..],
+            "--listen",
+        ),
+        (
+            &["--upstream", "http://x", "--frobnicate"][..],
+            "unknown flag --frobnicate",
+        ),
+        (&["stray"][..], "unexpected argument"),
+        // Settings the signer refuses are reported before anything listens.
+        (&["--upstream", "http://x", "--ttl", "0"][..], "lifetime"),
+        (
+            &["--upstream", "http://x", "--header", "bad name"][..],
+            "header name",
+        ),
+        (
+            &["--upstream", "http://x", "--header", "Connection"][..],
+            "hop-by-hop",
+        ),
+        (
+            &["--upstream", "http://x", "--scheme", "Bea rer"][..],
+            "scheme",
+        ),
+        (
+            &["--upstream", "http://x", "--claim", "x=${req.nope}"][..],
+            "unknown expression",
+        ),
+        (
+            &["--upstream", "http://x", "--claim", "exp=1"][..],
+            "computed by the signer",
+        ),
+        (
+            &["--upstream", "http://x", "--issuer", ""][..],
+            "cannot be empty",
+        ),
+    ] {
+        let finished = refused(flags);
+        assert_eq!(finished.code(), Some(2), "{flags:?}: {finished:?}");
+        assert!(
+            finished.stderr.starts_with("error: ") && finished.stderr.contains(expected),
+            "{flags:?}: {}",
+            finished.stderr
+        );
+        assert!(finished.stderr.contains("Run with --help"), "{flags:?}");
+        assert!(finished.stdout.is_empty(), "{flags:?}: {}", finished.stdout);
+    }
+    let help = refused(&["--help"]);
+    assert_eq!(help.code(), Some(0));
+    assert!(help.stdout.contains("USAGE:"), "{}", help.stdout);
+    assert!(help.stdout.contains("--upstream URL"), "{}", help.stdout);
+}
+
+#[tokio::test]
+async fn run_refuses_to_start_on_a_busy_port() {
+    let busy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let finished = tokio::task::spawn_blocking(move || {
+        refused(&["--upstream", "http://127.0.0.1:1", "--listen", &busy_addr])
+    })
+    .await
+    .unwrap();
+    // Not a usage error (2): it could not listen (1), and says why.
+    assert_eq!(finished.code(), Some(1), "{finished:?}");
+    assert!(
+        finished.stderr.contains("error: ") && finished.stderr.contains("Address already in use"),
+        "{}",
+        finished.stderr
+    );
+    assert!(!finished.stdout.contains("signing proxy on"));
+    drop(busy);
+}
+
+/// A raw request line and `Connection: close`, for [`raw_exchange`].
+fn raw(request_line: &str) -> String {
+    format!("{request_line}\r\nHost: proxy.test\r\nConnection: close\r\n\r\n")
+}
+
+/// Issue 16, "Example proxy": a path whose dot-segments climb above the
+/// upstream's base path (`GET /../../admin` was forwarded as
+/// `/api/../../admin`, with a signed token), in any spelling, is refused
+/// with 400 and never forwarded; `OPTIONS *` and `CONNECT` are not
+/// forwarded either. Dot-segments that stay inside are normalised (RFC 3986
+/// section 5.2.4) before the request is signed and forwarded.
+#[tokio::test]
+async fn dot_segments_never_climb_above_the_base_path() {
+    let upstream = Upstream::start().await;
+    let base = format!("{}/api", upstream.url());
+    let (_proxy, addr) = proxy(&["--upstream", &base, "--claim", "path=${req.path}"]).await;
+
+    for (request_line, status) in [
+        ("GET /../../admin HTTP/1.1", 400),
+        ("GET /.. HTTP/1.1", 400),
+        ("GET /a/../../admin HTTP/1.1", 400),
+        ("GET /a/b/../../../admin?x=1 HTTP/1.1", 400),
+        ("GET /%2e%2e/admin HTTP/1.1", 400),
+        ("GET /%2E%2E/%2e%2E/admin HTTP/1.1", 400),
+        ("GET /.%2e/admin HTTP/1.1", 400),
+        ("GET /%2e./admin HTTP/1.1", 400),
+        ("GET /..%2fadmin HTTP/1.1", 400),
+        ("GET /a%2F..%2F..%2Fadmin HTTP/1.1", 400),
+        ("GET /..%5cadmin HTTP/1.1", 400),
+        ("GET /..;/admin HTTP/1.1", 400),
+        ("GET /a/..;x=1/../admin HTTP/1.1", 400),
+        ("GET http://proxy.test/../admin HTTP/1.1", 400),
+        ("OPTIONS * HTTP/1.1", 400),
+        ("CONNECT 127.0.0.1:443 HTTP/1.1", 405),
+        ("CONNECT proxy.test:80 HTTP/1.1", 405),
+    ] {
+        let response = raw_exchange(addr, &raw(request_line)).await;
+        assert_eq!(response.status, status, "{request_line}: {}", response.head);
+        assert!(
+            upstream.received().is_empty(),
+            "{request_line} was forwarded: {:?}",
+            upstream.received()
+        );
+        if status == 400 {
+            let body: serde_json::Value = serde_json::from_slice(&response.body)
+                .unwrap_or_else(|_| panic!("{request_line}: {:?}", response.body));
+            assert_eq!(body["error"], "bad_request", "{request_line}");
+        }
+    }
+
+    // Inside the base path: normalised, then signed and forwarded; the
+    // query is left as it is.
+    for (request_line, forwarded, signed_path) in [
+        ("GET /a/./b/../c?q=../x HTTP/1.1", "/api/a/c?q=../x", "/a/c"),
+        ("GET /docs/.. HTTP/1.1", "/api/", "/"),
+        ("GET /a/%2e/b/%2E%2E/c/ HTTP/1.1", "/api/a/c/", "/a/c/"),
+        ("GET /plain/path HTTP/1.1", "/api/plain/path", "/plain/path"),
+    ] {
+        let before = upstream.received().len();
+        let response = raw_exchange(addr, &raw(request_line)).await;
+        assert_eq!(response.status, 201, "{request_line}: {}", response.head);
+        let received = upstream.received();
+        assert_eq!(received.len(), before + 1, "{request_line}");
+        let got = &received[before];
+        assert_eq!(got.uri, forwarded, "{request_line}");
+        let token = got.bearer().expect("a token");
+        let claims = verify_against(&token, &jwks(addr).await).unwrap().claims;
+        assert_eq!(claims["path"], signed_path, "{request_line}");
+    }
+}

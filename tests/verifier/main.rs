@@ -1,0 +1,20 @@
+//! The verifier: `Verifier`, `JwtVerifierLayer`, `RemoteJwks` (also over
+//! TLS), the JWKS endpoint over HTTP, interoperability with josekit and
+//! jsonwebtoken, and hostile tokens.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[cfg(feature = "axum")]
+mod axum_extractor;
+mod config;
+mod hardening;
+mod hostile_tokens;
+mod interop_josekit;
+mod interop_jsonwebtoken;
+mod jwks_http;
+mod remote_jwks;
+#[cfg(feature = "rustls")]
+mod remote_jwks_tls;
+mod roundtrip;
+mod verify;
