@@ -15,10 +15,15 @@ mod follow;
 #[cfg(feature = "redis")]
 mod lease;
 #[cfg(feature = "redis")]
+mod proxy;
+#[cfg(feature = "redis")]
 mod redis_server;
 #[cfg(feature = "redis")]
 mod records;
 #[cfg(feature = "redis")]
 mod replica;
+#[cfg(feature = "redis")]
+#[path = "../support/mod.rs"]
+mod support;
 #[cfg(feature = "redis")]
 mod util;
