@@ -248,12 +248,14 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
             }
             if key_dir.is_some() {
                 return Err(
-                    "--key-dir and --redis-url are exclusive: the keys live in one store".to_owned(),
+                    "--key-dir and --redis-url are exclusive: the keys live in one store"
+                        .to_owned(),
                 );
             }
             if kek_files.is_empty() {
                 return Err(
-                    "--redis-url needs --kek-file FILE: the key-encryption key of the fleet".to_owned(),
+                    "--redis-url needs --kek-file FILE: the key-encryption key of the fleet"
+                        .to_owned(),
                 );
             }
             let poll = redis_poll.unwrap_or(Duration::from_secs(5));
@@ -628,7 +630,11 @@ mod fleet {
                 self.store.prefix(),
                 self.store.kek_ids()[0],
                 self.store.lease_ttl().as_secs(),
-                if self.lease.is_held() { "held" } else { "another replica leads" },
+                if self.lease.is_held() {
+                    "held"
+                } else {
+                    "another replica leads"
+                },
                 self.follower.interval().as_secs(),
             )
         }
@@ -646,7 +652,9 @@ mod fleet {
         for (i, file) in files.iter().enumerate() {
             let kek = match Kek::from_file(file) {
                 Ok(kek) => kek,
-                Err(StoreError::Io { source, .. }) if i == 0 && source.kind() == ErrorKind::NotFound => {
+                Err(StoreError::Io { source, .. })
+                    if i == 0 && source.kind() == ErrorKind::NotFound =>
+                {
                     match Kek::create_file(file) {
                         Ok(kek) => {
                             tracing::info!(
@@ -657,7 +665,9 @@ mod fleet {
                             kek
                         }
                         // Another replica created it meanwhile.
-                        Err(StoreError::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
+                        Err(StoreError::Io { source, .. })
+                            if source.kind() == ErrorKind::AlreadyExists =>
+                        {
                             Kek::from_file(file)?
                         }
                         Err(err) => return Err(err.into()),
@@ -720,7 +730,10 @@ mod fleet {
             .spawn()?;
         let mut changes = registry.subscribe();
         let wait = redis.lease * 3 + redis.poll;
-        let first_key = tokio::time::timeout(wait, changes.wait_for(|snapshot| snapshot.active().is_some()));
+        let first_key = tokio::time::timeout(
+            wait,
+            changes.wait_for(|snapshot| snapshot.active().is_some()),
+        );
         if registry.current().active().is_none() {
             tracing::info!("waiting for the leader's first key");
             if first_key.await.is_err() {
@@ -732,7 +745,14 @@ mod fleet {
             }
         }
         let _ = store.is_leader();
-        Ok((registry, Fleet { store, lease, follower }))
+        Ok((
+            registry,
+            Fleet {
+                store,
+                lease,
+                follower,
+            },
+        ))
     }
 }
 

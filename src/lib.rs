@@ -52,7 +52,7 @@
 //! | [`JwksService`]: serves the registry's public keys with `Cache-Control` and `ETag` | [`jwks`] |
 //! | [`JwtSignerLayer`] / [`JwtSigner`]: signs every forwarded request, fails closed | [`signer`] |
 //! | [`JwtVerifierLayer`], [`Verifier`], [`RemoteJwks`]: the backend side | [`verifier`] |
-//! | [`KeyStore`], [`DirKeyStore`]: keys that survive restarts, shared by replicas | [`store`] |
+//! | [`KeyStore`], [`DirKeyStore`]: keys that survive restarts, shared by replicas; `RedisKeyStore` (feature `redis`): one key set for a fleet of gateways | [`store`] |
 //! | [`RotationPolicy`], [`KeyRotator`]: automatic rotation with overlap | [`rotation`] |
 //! | [`Clock`]: the wall clock, which tests can drive with tokio's paused time | [`clock`] |
 //!

@@ -34,6 +34,20 @@
 //! store do not rotate twice. Events are logged with `tracing`: key
 //! published, activated, retired, removed, and failures.
 //!
+//! # A fleet
+//!
+//! On a store shared by a fleet ([`RedisKeyStore`](crate::store::redis::RedisKeyStore)),
+//! run a rotator on every replica: before each step it asks the store
+//! whether this process leads ([`KeyStore::is_leader`](crate::store::KeyStore::is_leader)).
+//! A replica that does not lead leaves the step to the leader, without
+//! generating a key; a step the store refuses as not the leader's
+//! (fenced) is "not my turn". When the store cannot be reached, the
+//! rotator waits (the active key keeps signing past its period), logs a
+//! warning each time it tries, and resumes when the store is back. Give the
+//! policy the followers' poll interval
+//! ([`RotationPolicyBuilder::follower_poll_interval`]): a replica that
+//! missed a change notification sees the change that much later.
+//!
 //! # Rotating by hand
 //!
 //! [`KeyRotator::rotate_now`] follows the same rules: it publishes a next

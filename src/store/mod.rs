@@ -9,7 +9,10 @@
 //!   process that share keys;
 //! * [`DirKeyStore`]: one file per key in a directory, written atomically,
 //!   readable by several processes (see its docs for the file format, the
-//!   naming rule and the permission checks).
+//!   naming rule and the permission checks);
+//! * `RedisKeyStore` (feature `redis`, module `store::redis`): one
+//!   key set for a fleet of gateways, encrypted at rest, with a leader
+//!   lease that fences every write and pub/sub notifications.
 //!
 //! A registry without a store (the default) keeps its keys in memory only.
 //!
@@ -533,7 +536,10 @@ impl StoreError {
     /// sending) or [`Fenced`](Self::Fenced) (refused by the store). The
     /// rotator takes either as "not my turn".
     pub fn is_not_leader(&self) -> bool {
-        matches!(self, StoreError::NotLeader { .. } | StoreError::Fenced { .. })
+        matches!(
+            self,
+            StoreError::NotLeader { .. } | StoreError::Fenced { .. }
+        )
     }
 
     /// Whether the store could not be reached

@@ -45,7 +45,8 @@ impl StoreNotifications {
 impl StoreNotifier {
     /// Tells the follower that the store may have changed.
     pub fn notify(&self) {
-        self.changes.send_modify(|count| *count = count.wrapping_add(1));
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// Whether the [`StoreNotifications`] was dropped (the follower
@@ -77,7 +78,10 @@ mod tests {
         let (notifier, mut notifications) = StoreNotifications::channel();
         notifier.notify();
         notifier.notify();
-        assert!(notifications.changed().await, "two notifications, one wake-up");
+        assert!(
+            notifications.changed().await,
+            "two notifications, one wake-up"
+        );
         assert!(!notifier.is_closed());
         drop(notifier);
         assert!(!notifications.changed().await, "the notifier is gone");

@@ -145,7 +145,10 @@ fn readers_never_see_half_a_change(backend: &dyn Backend) {
                 let mut loads = 0;
                 while !done.load(Ordering::Relaxed) || loads == 0 {
                     let keys = reader.load().unwrap();
-                    let active = keys.iter().filter(|k| k.state() == KeyState::Active).count();
+                    let active = keys
+                        .iter()
+                        .filter(|k| k.state() == KeyState::Active)
+                        .count();
                     assert_eq!(active, 1, "a reader saw {active} active keys: {keys:?}");
                     loads += 1;
                 }
@@ -292,7 +295,9 @@ mod redis {
         fn wipe(&self) {
             // Not the lease: the writer keeps leading, as after a FLUSHALL
             // its lease task would take the lease again.
-            let _: i64 = self.0.cmd(&["DEL", "{contract}:keys", "{contract}:version"]);
+            let _: i64 = self
+                .0
+                .cmd(&["DEL", "{contract}:keys", "{contract}:version"]);
         }
     }
 

@@ -64,7 +64,11 @@ fn while_redis_is_down_replicas_keep_signing_and_rotation_waits_then_resumes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let waits = logs.lines_with(&[&port, "rotation waits"]);
-    assert!(waits.len() >= 2, "a warning each time the rotator tries: {}", logs.all());
+    assert!(
+        waits.len() >= 2,
+        "a warning each time the rotator tries: {}",
+        logs.all()
+    );
 
     server.restart();
     let during = leader.registry.current().active().unwrap().kid().clone();
@@ -99,11 +103,15 @@ fn a_flushed_or_empty_restarted_redis_gets_the_same_keys_back_and_no_active_key_
     assert!(replicas[0].leads(), "the first replica started leads");
     replicas[0]
         .registry
-        .add_next(tower_jwt_signer::SigningKey::generate(tower_jwt_signer::Algorithm::ES256).unwrap())
+        .add_next(
+            tower_jwt_signer::SigningKey::generate(tower_jwt_signer::Algorithm::ES256).unwrap(),
+        )
         .unwrap();
     let jwks = replicas[0].registry.current().jwks_bytes().clone();
     eventually("every replica has the next key", || {
-        replicas.iter().all(|r| r.registry.current().jwks_bytes() == &jwks)
+        replicas
+            .iter()
+            .all(|r| r.registry.current().jwks_bytes() == &jwks)
     });
     let kids = stored_kids(&server, "empty");
     assert_eq!(kids.len(), 2, "the active key and its next");

@@ -6,15 +6,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tower_jwt_signer::rotation::RotationPolicy;
-use tower_jwt_signer::store::{KeyStore, StoreError};
 use tower_jwt_signer::store::redis::LeaderLease;
+use tower_jwt_signer::store::{KeyStore, StoreError};
 use tower_jwt_signer::{Algorithm, KeyRegistry, RegistryError, SigningKey};
 
 use crate::redis_server::RedisServer;
 use crate::replica::Replica;
 use crate::util::{self, eventually, store_with};
 
-fn lease_of(ttl: Duration) -> impl FnOnce(
+fn lease_of(
+    ttl: Duration,
+) -> impl FnOnce(
     tower_jwt_signer::store::redis::RedisKeyStoreBuilder,
 ) -> tower_jwt_signer::store::redis::RedisKeyStoreBuilder {
     move |builder| builder.leader_lease(ttl)
@@ -45,7 +47,9 @@ fn one_replica_leads_and_another_takes_over_when_it_stops_or_dies() {
     second.crash();
     let held: Option<String> = server.cmd(&["GET", "{lead}:lease"]);
     assert!(held.is_some(), "the dead leader's lease is still there");
-    eventually("the third replica takes over after the TTL", || third.leads());
+    eventually("the third replica takes over after the TTL", || {
+        third.leads()
+    });
 }
 
 #[test]
@@ -97,7 +101,8 @@ fn a_stalled_leader_is_fenced_and_the_new_leaders_change_stands() {
     assert!(!stalled.is_leader().unwrap(), "it knows now");
     let port = server.port().to_string();
     assert_eq!(
-        logs.lines_with(&[&port, "write refused", "leader lease"]).len(),
+        logs.lines_with(&[&port, "write refused", "leader lease"])
+            .len(),
         1,
         "{}",
         logs.all()

@@ -17,9 +17,9 @@ mod lease;
 #[cfg(feature = "redis")]
 mod proxy;
 #[cfg(feature = "redis")]
-mod redis_server;
-#[cfg(feature = "redis")]
 mod records;
+#[cfg(feature = "redis")]
+mod redis_server;
 #[cfg(feature = "redis")]
 mod replica;
 #[cfg(feature = "redis")]

@@ -89,25 +89,30 @@ async fn balancer(pool: Pool) -> SocketAddr {
                 if pool.up.lock().unwrap().is_empty() {
                     return; // no replica yet: the backend retries
                 }
-                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let (pool, client) = (pool.clone(), client.clone());
-                    async move {
-                        let uri = format!("http://{}{}", pool.pick(), request.uri().path());
-                        let response = match client.get(uri.parse().unwrap()).await {
-                            Ok(response) => {
-                                let (parts, body) = response.into_parts();
-                                let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                                Response::from_parts(parts, Full::new(bytes))
-                            }
-                            Err(_) => {
-                                let mut response = Response::new(Full::new(Bytes::new()));
-                                *response.status_mut() = StatusCode::BAD_GATEWAY;
-                                response
-                            }
-                        };
-                        Ok::<_, Infallible>(response)
-                    }
-                });
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let (pool, client) = (pool.clone(), client.clone());
+                        async move {
+                            let uri = format!("http://{}{}", pool.pick(), request.uri().path());
+                            let response = match client.get(uri.parse().unwrap()).await {
+                                Ok(response) => {
+                                    let (parts, body) = response.into_parts();
+                                    let bytes = body
+                                        .collect()
+                                        .await
+                                        .map(|b| b.to_bytes())
+                                        .unwrap_or_default();
+                                    Response::from_parts(parts, Full::new(bytes))
+                                }
+                                Err(_) => {
+                                    let mut response = Response::new(Full::new(Bytes::new()));
+                                    *response.status_mut() = StatusCode::BAD_GATEWAY;
+                                    response
+                                }
+                            };
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -126,11 +131,8 @@ async fn client(pool: Pool, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
         let replica = pool.pick();
         n += 1;
         let uri = format!("http://{replica}/orders/{n}");
-        let sent = tokio::time::timeout(
-            Duration::from_secs(10),
-            client.get(uri.parse().unwrap()),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(Duration::from_secs(10), client.get(uri.parse().unwrap())).await;
         let outcome = match sent {
             Err(_) => Err(format!("{replica}: no answer within 10 s")),
             Ok(Err(err)) => Err(format!("{replica}: {err}")),
@@ -141,12 +143,18 @@ async fn client(pool: Pool, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
                     (StatusCode::OK, Ok(body)) => {
                         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
                         let kid = json["kid"].as_str().unwrap_or_default().to_owned();
-                        tally.kids.lock().unwrap().entry(kid).or_insert_with(Instant::now);
+                        tally
+                            .kids
+                            .lock()
+                            .unwrap()
+                            .entry(kid)
+                            .or_insert_with(Instant::now);
                         Ok(())
                     }
                     (status, body) => Err(format!(
                         "{replica}: {status} {}",
-                        body.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+                        body.map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default()
                     )),
                 }
             }
@@ -167,16 +175,15 @@ async fn client(pool: Pool, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
 
 /// The replica whose log says it took the lease last, among `candidates`.
 fn leader_among<'a>(candidates: &[&'a Replica]) -> Option<&'a Replica> {
-    candidates
-        .iter()
-        .copied()
-        .find(|replica| {
-            let acquired = replica.process.count(|l| l.contains("leader lease acquired"));
-            let gone = replica.process.count(|l| {
-                l.contains("leader lease lost") || l.contains("leader lease released")
-            });
-            acquired > gone
-        })
+    candidates.iter().copied().find(|replica| {
+        let acquired = replica
+            .process
+            .count(|l| l.contains("leader lease acquired"));
+        let gone = replica
+            .process
+            .count(|l| l.contains("leader lease lost") || l.contains("leader lease released"));
+        acquired > gone
+    })
 }
 
 struct Replica {
@@ -252,7 +259,9 @@ async fn three_replicas_survive_a_kill_a_stall_a_redis_outage_and_a_flush_with_z
         .await;
     first
         .process
-        .line_async("the first replica leads", |l| l.contains("leader lease acquired"))
+        .line_async("the first replica leads", |l| {
+            l.contains("leader lease acquired")
+        })
         .await;
     let second = start_replica(&proxy, &redis, kek, upstream).await;
     let third = start_replica(&proxy, &redis, kek, upstream).await;
@@ -297,7 +306,11 @@ async fn three_replicas_survive_a_kill_a_stall_a_redis_outage_and_a_flush_with_z
         assert!(started.elapsed() < LIMIT, "no replica took over");
     }
     let stalled = next.unwrap();
-    let other = if std::ptr::eq(stalled, &second) { &third } else { &second };
+    let other = if std::ptr::eq(stalled, &second) {
+        &third
+    } else {
+        &second
+    };
 
     // SIGSTOP the new leader past its lease (3 s) and a renewal interval;
     // the other one takes over; SIGCONT: the stalled one learns it lost.
@@ -307,7 +320,9 @@ async fn three_replicas_survive_a_kill_a_stall_a_redis_outage_and_a_flush_with_z
     signal(&stalled.process, Signal::STOP);
     other
         .process
-        .line_async("the last replica takes over", |l| l.contains("leader lease acquired"))
+        .line_async("the last replica takes over", |l| {
+            l.contains("leader lease acquired")
+        })
         .await;
     at(13).await;
     signal(&stalled.process, Signal::CONT);
@@ -323,7 +338,10 @@ async fn three_replicas_survive_a_kill_a_stall_a_redis_outage_and_a_flush_with_z
     let jwks_of = |addr: SocketAddr| {
         let http = http.clone();
         async move {
-            let response = http.get(format!("http://{addr}{JWKS}").parse().unwrap()).await.unwrap();
+            let response = http
+                .get(format!("http://{addr}{JWKS}").parse().unwrap())
+                .await
+                .unwrap();
             response.into_body().collect().await.unwrap().to_bytes()
         }
     };
@@ -421,22 +439,48 @@ fn the_kek_file_is_created_0600_and_bad_fleet_flags_are_refused_before_start() {
         all.extend_from_slice(args);
         let finished = proxy.run(&all, LIMIT);
         assert_eq!(finished.code(), Some(2), "{args:?}: {}", finished.stderr);
-        assert!(finished.stderr.contains(expected), "{args:?}: {}", finished.stderr);
+        assert!(
+            finished.stderr.contains(expected),
+            "{args:?}: {}",
+            finished.stderr
+        );
     };
     refused(
-        &["--redis-url", &url, "--kek-file", kek_arg, "--key-dir", "/tmp/x"],
+        &[
+            "--redis-url",
+            &url,
+            "--kek-file",
+            kek_arg,
+            "--key-dir",
+            "/tmp/x",
+        ],
         "--key-dir and --redis-url are exclusive",
     );
     refused(&["--redis-url", &url], "needs --kek-file");
     refused(&["--kek-file", kek_arg], "--kek-file needs --redis-url");
     refused(
-        &["--redis-url", &url, "--kek-file", kek_arg, "--rotate-every", "2"],
+        &[
+            "--redis-url",
+            &url,
+            "--kek-file",
+            kek_arg,
+            "--rotate-every",
+            "2",
+        ],
         "--redis-poll 5 is longer than --rotate-every 2",
     );
     refused(
         &[
-            "--redis-url", &url, "--kek-file", kek_arg, "--rotate-every", "60", "--redis-poll", "5",
-            "--prepublish", "2",
+            "--redis-url",
+            &url,
+            "--kek-file",
+            kek_arg,
+            "--rotate-every",
+            "60",
+            "--redis-poll",
+            "5",
+            "--prepublish",
+            "2",
         ],
         "--prepublish 2 is shorter than --redis-poll 5",
     );

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tower_jwt_signer::store::{KeyStore, StoreError};
 use tower_jwt_signer::store::redis::{Kek, LeaderLease, RedisKeyStore};
+use tower_jwt_signer::store::{KeyStore, StoreError};
 use tower_jwt_signer::{Algorithm, KeyRegistry, RegistryError, SigningKey};
 
 use crate::redis_server::{RedisServer, free_port};
@@ -83,7 +83,9 @@ fn redis_holds_ciphertext_and_public_data_only() {
     let (registry, _lease) = leading_registry(&rt, &store, Algorithm::RS256);
     let mut secrets: Vec<Vec<u8>> = Vec::new();
     for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::PS384] {
-        registry.add_next(SigningKey::generate(alg).unwrap()).unwrap();
+        registry
+            .add_next(SigningKey::generate(alg).unwrap())
+            .unwrap();
     }
     assert_eq!(registry.current().keys().len(), 4);
     for stored in store.load().unwrap() {
@@ -133,7 +135,8 @@ fn corrupt_record(err: RegistryError) -> (String, String) {
 }
 
 #[test]
-fn a_wrong_kek_a_corrupt_or_moved_record_stop_the_start_naming_the_kid_and_nothing_is_overwritten() {
+fn a_wrong_kek_a_corrupt_or_moved_record_stop_the_start_naming_the_kid_and_nothing_is_overwritten()
+{
     let server = RedisServer::start();
     let rt = runtime();
     let writer = store(&server, "bad");
@@ -214,7 +217,10 @@ fn rewrap_moves_every_record_to_the_first_kek() {
     assert_eq!(both.rewrap().unwrap(), 0, "nothing left to rewrap");
 
     let reloaded = KeyRegistry::builder().store(only_new()).build().unwrap();
-    assert_eq!(reloaded.current().jwks_bytes(), registry.current().jwks_bytes());
+    assert_eq!(
+        reloaded.current().jwks_bytes(),
+        registry.current().jwks_bytes()
+    );
     let err = KeyRegistry::builder()
         .store(store(&server, "kek"))
         .build()
@@ -279,11 +285,15 @@ fn an_unreachable_redis_at_start_up_is_a_clear_error_after_a_bounded_logged_retr
         .unwrap();
     let err = store.connect().unwrap_err();
     assert!(err.is_unavailable(), "{err}");
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     let retries = logs.lines_with(&[&format!("127.0.0.1:{port}"), "retrying"]);
     assert!(!retries.is_empty(), "{}", logs.all());
     assert_eq!(
-        logs.lines_with(&[&format!("127.0.0.1:{port}"), "giving up"]).len(),
+        logs.lines_with(&[&format!("127.0.0.1:{port}"), "giving up"])
+            .len(),
         1
     );
 }
@@ -366,8 +376,18 @@ fn the_acl_of_security_md_is_all_a_replica_needs() {
         .unwrap()
         .get_connection()
         .unwrap();
-    assert!(redis::cmd("GET").arg("{other}:keys").query::<Option<String>>(&mut con).is_err());
-    assert!(redis::cmd("KEYS").arg("*").query::<Vec<String>>(&mut con).is_err());
+    assert!(
+        redis::cmd("GET")
+            .arg("{other}:keys")
+            .query::<Option<String>>(&mut con)
+            .is_err()
+    );
+    assert!(
+        redis::cmd("KEYS")
+            .arg("*")
+            .query::<Vec<String>>(&mut con)
+            .is_err()
+    );
 }
 
 #[test]

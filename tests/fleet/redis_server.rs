@@ -151,7 +151,10 @@ impl RedisServer {
                 return;
             }
             self.kill();
-            assert!(Instant::now() < deadline, "redis-server did not come back on its port");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not come back on its port"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

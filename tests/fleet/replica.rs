@@ -60,7 +60,11 @@ impl Replica {
     /// Starts a replica: lease, registry (first key by the leader), a
     /// follower polling every `poll` (and listening), a rotator if given a
     /// policy. A replica that does not lead waits for the leader's key.
-    pub(crate) fn start(store: RedisKeyStore, poll: Duration, policy: Option<RotationPolicy>) -> Self {
+    pub(crate) fn start(
+        store: RedisKeyStore,
+        poll: Duration,
+        policy: Option<RotationPolicy>,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -121,7 +125,8 @@ impl Replica {
 impl Drop for Replica {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
-            let (lease, follower, rotator) = (self.lease.take(), self.follower.take(), self.rotator.take());
+            let (lease, follower, rotator) =
+                (self.lease.take(), self.follower.take(), self.rotator.take());
             runtime.block_on(async move {
                 if let Some(rotator) = rotator {
                     rotator.stop().await;

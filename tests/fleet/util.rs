@@ -27,7 +27,9 @@ pub(crate) fn store_with(
         tower_jwt_signer::store::redis::RedisKeyStoreBuilder,
     ) -> tower_jwt_signer::store::redis::RedisKeyStoreBuilder,
 ) -> RedisKeyStore {
-    let builder = RedisKeyStore::builder(server.url()).prefix(prefix).kek(kek());
+    let builder = RedisKeyStore::builder(server.url())
+        .prefix(prefix)
+        .kek(kek());
     let store = more(builder).build().unwrap();
     store.connect().unwrap();
     store

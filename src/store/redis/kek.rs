@@ -205,11 +205,20 @@ impl Kek {
 
     /// Decrypts and authenticates; `None` when the tag does not match (a
     /// wrong key, altered bytes, other associated data).
-    pub(super) fn open(&self, nonce: [u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn open(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
         let mut buffer = sealed.to_vec();
         let plain = self
             .key
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buffer)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buffer,
+            )
             .ok()?
             .len();
         buffer.truncate(plain);
@@ -294,7 +303,11 @@ mod tests {
             matches!(&err, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
             "{err}"
         );
-        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
 
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let err = Kek::from_file(&path).unwrap_err();
@@ -305,7 +318,10 @@ mod tests {
         fs::write(&short, [1u8; 31]).unwrap();
         fs::set_permissions(&short, fs::Permissions::from_mode(0o600)).unwrap();
         let err = Kek::from_file(&short).unwrap_err();
-        assert!(err.to_string().contains("exactly 32 bytes, this one 31"), "{err}");
+        assert!(
+            err.to_string().contains("exactly 32 bytes, this one 31"),
+            "{err}"
+        );
         let long = tmp.path().join("long");
         fs::write(&long, [1u8; 33]).unwrap();
         fs::set_permissions(&long, fs::Permissions::from_mode(0o600)).unwrap();

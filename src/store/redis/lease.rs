@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use futures_util::future::{Either, select};
 use redis::aio::MultiplexedConnection;
+use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use std::time::Instant;
 
 use super::kek::random_bytes;
 use super::{RedisKeyStore, lock, scripts};
@@ -222,11 +222,7 @@ async fn connection<'a>(
 }
 
 /// Renews the lease if we hold it, else tries to take it.
-async fn attempt(
-    store: &RedisKeyStore,
-    slot: &mut Option<MultiplexedConnection>,
-    every: Duration,
-) {
+async fn attempt(store: &RedisKeyStore, slot: &mut Option<MultiplexedConnection>, every: Duration) {
     let inner = &store.inner;
     let state = &inner.lease;
     let ttl = inner.lease_ttl;

@@ -841,7 +841,11 @@ mod tests {
         let err = refused(builder().kek(kek.clone()).kek(kek));
         assert_eq!(err.setting(), "kek");
         for bad in ["", "{x}", "a b", &"x".repeat(65)] {
-            assert_eq!(refused(builder().prefix(bad)).setting(), "prefix", "{bad:?}");
+            assert_eq!(
+                refused(builder().prefix(bad)).setting(),
+                "prefix",
+                "{bad:?}"
+            );
         }
         assert_eq!(
             refused(builder().leader_lease(Duration::from_millis(500))).setting(),

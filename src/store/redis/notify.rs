@@ -36,10 +36,11 @@ async fn listen(store: RedisKeyStore, notifier: StoreNotifier) {
     let mut backoff = Duration::from_millis(100);
     while !notifier.is_closed() {
         let subscribed = async {
-            let mut pubsub = tokio::time::timeout(inner.connect_timeout, inner.client.get_async_pubsub())
-                .await
-                .map_err(|_| "connecting timed out".to_owned())?
-                .map_err(|err| err.to_string())?;
+            let mut pubsub =
+                tokio::time::timeout(inner.connect_timeout, inner.client.get_async_pubsub())
+                    .await
+                    .map_err(|_| "connecting timed out".to_owned())?
+                    .map_err(|err| err.to_string())?;
             tokio::time::timeout(inner.command_timeout, pubsub.subscribe(&inner.channel))
                 .await
                 .map_err(|_| "subscribing timed out".to_owned())?

@@ -121,12 +121,20 @@ pub(super) fn open(
             MAX_RECORD_LEN / 1024
         )));
     }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|err| corrupt(format!("is not valid JSON (line {} column {})", err.line(), err.column())))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|err| {
+        corrupt(format!(
+            "is not valid JSON (line {} column {})",
+            err.line(),
+            err.column()
+        ))
+    })?;
     let Value::Object(map) = value else {
         return Err(corrupt("is not a JSON object".to_owned()));
     };
-    let mut members = Members { map, corrupt: &corrupt };
+    let mut members = Members {
+        map,
+        corrupt: &corrupt,
+    };
     if members.take("v")?.as_u64() != Some(FORMAT_VERSION) {
         return Err(corrupt(format!(
             "has a \"v\" other than {FORMAT_VERSION}, the only record format this build reads"
@@ -229,7 +237,9 @@ impl<F: Fn(String) -> StoreError> Members<'_, F> {
     fn string(&mut self, name: &str) -> Result<String, StoreError> {
         match self.take(name)? {
             Value::String(text) => Ok(text),
-            _ => Err((self.corrupt)(format!("has a \"{name}\" that is not a string"))),
+            _ => Err((self.corrupt)(format!(
+                "has a \"{name}\" that is not a string"
+            ))),
         }
     }
 
@@ -295,17 +305,28 @@ mod tests {
         assert!(wrong.contains("not configured here"), "{wrong}");
         let fleet = reason(open("other", &kid, &sealed, &[kek.clone()], "s").unwrap_err());
         assert!(fleet.contains("does not decrypt"), "{fleet}");
-        let moved = reason(open("fleet", b"another-kid", &sealed, &[kek.clone()], "s").unwrap_err());
+        let moved =
+            reason(open("fleet", b"another-kid", &sealed, &[kek.clone()], "s").unwrap_err());
         assert!(moved.contains("moved from another kid"), "{moved}");
 
         // The kid edited to match the field it was moved to: the
         // associated data still says the old kid.
         let forged = text.replace(key.kid().as_str(), "another-kid");
-        let forged = reason(open("fleet", b"another-kid", forged.as_bytes(), &[kek.clone()], "s").unwrap_err());
+        let forged = reason(
+            open(
+                "fleet",
+                b"another-kid",
+                forged.as_bytes(),
+                &[kek.clone()],
+                "s",
+            )
+            .unwrap_err(),
+        );
         assert!(forged.contains("does not decrypt"), "{forged}");
         // The state edited in Redis: refused too.
         let edited = text.replace("\"active\"", "\"retiring\"");
-        let edited = reason(open("fleet", &kid, edited.as_bytes(), &[kek.clone()], "s").unwrap_err());
+        let edited =
+            reason(open("fleet", &kid, edited.as_bytes(), &[kek.clone()], "s").unwrap_err());
         assert!(edited.contains("does not decrypt"), "{edited}");
         let garbage = reason(open("fleet", &kid, b"{not json", &[kek], "s").unwrap_err());
         assert!(garbage.contains("not valid JSON"), "{garbage}");

@@ -49,7 +49,10 @@ mod tests {
     fn passwords_are_redacted_and_the_rest_kept() {
         for (url, redacted) in [
             ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-            ("redis://gw:s3cret@host:6379/1", "redis://gw:***@host:6379/1"),
+            (
+                "redis://gw:s3cret@host:6379/1",
+                "redis://gw:***@host:6379/1",
+            ),
             ("rediss://:s3cret@host", "rediss://:***@host"),
             ("redis://s3cret@host/", "redis://***@host/"),
             ("redis://gw:p@ss:w@rd@host/", "redis://gw:***@host/"),
