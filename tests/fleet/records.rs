@@ -163,7 +163,7 @@ fn a_wrong_kek_a_corrupt_or_moved_record_stop_the_start_naming_the_kid_and_nothi
     assert_eq!(records(&server, "bad"), before, "nothing overwritten");
 
     // A corrupted ciphertext.
-    let key = format!("{{bad}}:keys");
+    let key = "{bad}:keys".to_owned();
     let record = before[kid.as_bytes()].clone();
     let mut text = String::from_utf8(record.clone()).unwrap();
     let at = text.find("\"ciphertext\":\"").unwrap() + 20;

@@ -158,11 +158,6 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-
-    /// The process id (for SIGSTOP/SIGCONT).
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
 }
 
 impl Drop for RedisServer {

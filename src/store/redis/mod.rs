@@ -192,13 +192,16 @@ struct Inner {
     lease_ttl: Duration,
     connection: Mutex<Option<redis::Connection>>,
     /// Records already decrypted, by kid: the bytes and what they hold.
-    cache: Mutex<HashMap<Vec<u8>, (Vec<u8>, StoredKey)>>,
+    cache: Mutex<HashMap<Vec<u8>, CachedRecord>>,
     /// Writers of this process take turns; the writer reads inside its turn.
     tx: Arc<TxLock>,
     /// The version the writer loaded, checked by its commit.
     loaded_version: Mutex<Option<u64>>,
     lease: LeaseState,
 }
+
+/// A record's bytes and the key they hold.
+type CachedRecord = (Vec<u8>, StoredKey);
 
 /// Configures a [`RedisKeyStore`]; see [`RedisKeyStore::builder`].
 #[must_use]

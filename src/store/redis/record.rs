@@ -303,10 +303,19 @@ mod tests {
 
         let wrong = reason(open("fleet", &kid, &sealed, &[other], "s").unwrap_err());
         assert!(wrong.contains("not configured here"), "{wrong}");
-        let fleet = reason(open("other", &kid, &sealed, &[kek.clone()], "s").unwrap_err());
+        let fleet =
+            reason(open("other", &kid, &sealed, std::slice::from_ref(&kek), "s").unwrap_err());
         assert!(fleet.contains("does not decrypt"), "{fleet}");
-        let moved =
-            reason(open("fleet", b"another-kid", &sealed, &[kek.clone()], "s").unwrap_err());
+        let moved = reason(
+            open(
+                "fleet",
+                b"another-kid",
+                &sealed,
+                std::slice::from_ref(&kek),
+                "s",
+            )
+            .unwrap_err(),
+        );
         assert!(moved.contains("moved from another kid"), "{moved}");
 
         // The kid edited to match the field it was moved to: the
@@ -317,7 +326,7 @@ mod tests {
                 "fleet",
                 b"another-kid",
                 forged.as_bytes(),
-                &[kek.clone()],
+                std::slice::from_ref(&kek),
                 "s",
             )
             .unwrap_err(),
@@ -325,8 +334,16 @@ mod tests {
         assert!(forged.contains("does not decrypt"), "{forged}");
         // The state edited in Redis: refused too.
         let edited = text.replace("\"active\"", "\"retiring\"");
-        let edited =
-            reason(open("fleet", &kid, edited.as_bytes(), &[kek.clone()], "s").unwrap_err());
+        let edited = reason(
+            open(
+                "fleet",
+                &kid,
+                edited.as_bytes(),
+                std::slice::from_ref(&kek),
+                "s",
+            )
+            .unwrap_err(),
+        );
         assert!(edited.contains("does not decrypt"), "{edited}");
         let garbage = reason(open("fleet", &kid, b"{not json", &[kek], "s").unwrap_err());
         assert!(garbage.contains("not valid JSON"), "{garbage}");
