@@ -36,7 +36,7 @@
 //!
 //! # A fleet
 //!
-//! On a store shared by a fleet ([`RedisKeyStore`](crate::store::redis::RedisKeyStore)),
+//! On a store shared by a fleet (`RedisKeyStore`, feature `redis`),
 //! run a rotator on every replica: before each step it asks the store
 //! whether this process leads ([`KeyStore::is_leader`](crate::store::KeyStore::is_leader)).
 //! A replica that does not lead leaves the step to the leader, without

@@ -242,7 +242,7 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// [`MemoryKeyStore`] writer is its own leader: the rotator's steps are
     /// conditional, so two of them do not rotate twice). A store shared by
     /// a fleet answers from a lease that one process holds at a time (see
-    /// [`RedisKeyStore`](crate::store::redis::RedisKeyStore)).
+    /// `RedisKeyStore`, feature `redis`).
     ///
     /// It is called from async code and must not block: answer from what
     /// the store already knows.
