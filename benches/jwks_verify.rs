@@ -70,8 +70,10 @@ fn verify(c: &mut Criterion) {
         let registry = KeyRegistry::generate(alg).unwrap();
         let token = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = token.clone();
-        let mut signer = JwtSignerLayer::new(registry.clone())
+        let mut signer = JwtSignerLayer::builder(registry.clone())
             .offload(Offload::Inline)
+            .build()
+            .unwrap()
             .layer(service_fn(move |request: Request<()>| {
                 *sink.lock().unwrap() = request.headers()[header::AUTHORIZATION]
                     .to_str()

@@ -33,10 +33,12 @@ use support::{AnyBody, Args, Forwarder, Upstream, boxed};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_jwt_signer::rotation::{KeyRotator, RotationConfigError, RotationPolicy};
-use tower_jwt_signer::signer::{ExistingToken, JwtSignerLayer, SignerConfigError};
+use tower_jwt_signer::signer::{ExistingToken, JwtSignerLayer};
 use tower_jwt_signer::signer::{Offload, TokenReuse};
 use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::{Algorithm, Clock, JWKS_PATH, JwksService, KeyRegistry, RegistryError};
+use tower_jwt_signer::{
+    Algorithm, Clock, ConfigError, JWKS_PATH, JwksService, KeyRegistry, RegistryError,
+};
 
 const HELP: &str = "\
 signing_proxy: forward every request to an upstream with a short-lived signed JWT
@@ -51,7 +53,7 @@ OPTIONS:
     --issuer S             the iss claim
     --audience S           the aud claim
     --subject S            the sub claim
-    --ttl SECS             token lifetime in seconds [default: 60]
+    --ttl SECS             token lifetime in seconds, 1 to 86400 [default: 60]
     --existing POLICY      replace | keep | reject: a request that already has the header [default: replace]
     --offload MODE         inline | blocking | auto: where signatures are computed [default: auto]
     --reuse                hand out a recent token again for equal claims (jti no longer unique)
@@ -215,6 +217,7 @@ pub(crate) fn rotation_policy(
 /// the other settings against before anything starts.
 pub(crate) fn settings_registry(options: &Options) -> Result<KeyRegistry, RegistryError> {
     KeyRegistry::builder()
+        .token_ttl(options.ttl)
         .jwks_max_age(options.jwks_max_age)
         .build()
 }
@@ -225,6 +228,7 @@ pub(crate) fn settings_registry(options: &Options) -> Result<KeyRegistry, Regist
 pub(crate) fn open_registry(options: &Options, clock: Clock) -> Result<KeyRegistry, RegistryError> {
     let builder = KeyRegistry::builder()
         .clock(clock)
+        .token_ttl(options.ttl)
         .jwks_max_age(options.jwks_max_age)
         .generate_if_missing(options.alg);
     match &options.key_dir {
@@ -238,43 +242,42 @@ pub(crate) fn open_registry(options: &Options, clock: Clock) -> Result<KeyRegist
 }
 
 /// The signer the options describe. Every setting is checked here, before
-/// the proxy listens.
+/// the proxy listens. Its token lifetime is the registry's (`--ttl`).
 pub(crate) fn signer_layer(
     options: &Options,
     registry: KeyRegistry,
-) -> Result<JwtSignerLayer, SignerConfigError> {
-    let mut layer = JwtSignerLayer::new(registry)
-        .ttl(options.ttl)?
+) -> Result<JwtSignerLayer, ConfigError> {
+    let mut layer = JwtSignerLayer::builder(registry)
         .existing_token(options.existing)
         .offload(options.offload);
     if options.reuse {
         layer = layer.reuse_tokens(TokenReuse::new());
     }
     if let Some(issuer) = &options.issuer {
-        layer = layer.issuer(issuer)?;
+        layer = layer.issuer(issuer);
     }
     if let Some(audience) = &options.audience {
-        layer = layer.audience(audience)?;
+        layer = layer.audience(audience);
     }
     if let Some(subject) = &options.subject {
-        layer = layer.subject(subject)?;
+        layer = layer.subject(subject);
     }
     if let Some(header) = &options.header {
-        layer = layer.header_name(header)?;
+        layer = layer.header_name(header);
     }
     match options.scheme.as_deref() {
         None => {}
         Some("") => layer = layer.without_scheme(),
-        Some(scheme) => layer = layer.scheme(scheme)?,
+        Some(scheme) => layer = layer.scheme(scheme),
     }
     for (name, value) in &options.claims {
         layer = if value.contains('$') {
-            layer.template_claim(name, value)?
+            layer.template_claim(name, value)
         } else {
-            layer.claim(name, value.as_str())?
+            layer.claim(name, value.as_str())
         };
     }
-    Ok(layer)
+    layer.build()
 }
 
 /// Serves the proxy on `listener` until the task is dropped (every

@@ -257,16 +257,17 @@ fn gateway(
     backend: SocketAddr,
     counters: &Arc<Counters>,
 ) -> Result<Router, Box<dyn std::error::Error>> {
-    let signer = JwtSignerLayer::new(registry.clone())
-        .issuer(ISSUER)?
-        .audience(AUDIENCE)?
-        .template_claim("sub", "${req.headers.x-user}")?
-        .ttl(ttl)?;
+    let signer = JwtSignerLayer::builder(registry.clone())
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .template_claim("sub", "${req.headers.x-user}")
+        .ttl(ttl);
     let signer = if reuse {
         signer.reuse_tokens(TokenReuse::new())
     } else {
         signer
-    };
+    }
+    .build()?;
     let upstream: Upstream = format!("http://{backend}").parse()?;
     let forward = ServiceBuilder::new()
         .map_request(support::strip_request::<Body>)

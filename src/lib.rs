@@ -25,9 +25,10 @@
 //! // One registry, shared by everything that signs or publishes.
 //! let registry = KeyRegistry::generate(Algorithm::ES256)?;
 //!
-//! let signer = JwtSignerLayer::new(registry.clone())
-//!     .issuer("https://gateway.example")?
-//!     .audience("orders-api")?;
+//! let signer = JwtSignerLayer::builder(registry.clone())
+//!     .issuer("https://gateway.example")
+//!     .audience("orders-api")
+//!     .build()?;
 //!
 //! let app: Router = Router::new()
 //!     .route("/orders", get(|| async { "forwarded with a signed token" }))
@@ -99,9 +100,7 @@ pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryErr
 #[doc(inline)]
 pub use rotation::{KeyRotator, RotationPolicy};
 #[doc(inline)]
-pub use signer::{
-    ClaimsRejection, ExistingToken, JwtSigner, JwtSignerLayer, RequestClaims, SignerConfigError,
-};
+pub use signer::{ClaimsRejection, ExistingToken, JwtSigner, JwtSignerLayer, RequestClaims};
 #[doc(inline)]
 pub use store::{DirKeyStore, KeyStore};
 #[doc(inline)]

@@ -88,7 +88,7 @@ impl KeyRegistryBuilder {
     /// The lifetime of the tokens signed with these keys (default 60 s;
     /// whole seconds, 1 s to one day). Every signer on the registry signs
     /// for this long unless told a shorter
-    /// [`ttl`](crate::JwtSignerLayer::ttl), and the
+    /// [`ttl`](crate::signer::JwtSignerLayerBuilder::ttl), and the
     /// [`KeyRotator`](crate::KeyRotator) keeps an old key published for at
     /// least this long plus the verifiers' leeway. See
     /// [`KeyRegistry::token_ttl`].
@@ -276,7 +276,7 @@ fn check_token_ttl(ttl: Duration) -> Result<(), ConfigError> {
             "token_ttl",
             ttl,
             format!(
-                "use whole seconds from 1 s to {} s (one day)",
+                "use a token lifetime of whole seconds from 1 s to {} s (one day)",
                 MAX_TOKEN_TTL.as_secs()
             ),
         ));

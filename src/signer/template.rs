@@ -88,10 +88,10 @@ impl fmt::Debug for Template {
     }
 }
 
-/// Why a claim template was refused at configuration time.
+/// Why a claim template was refused at configuration time (the reason of
+/// the `ConfigError` the builder returns).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TemplateError {
+pub(crate) enum TemplateError {
     /// A `${` without its closing `}`.
     Unterminated {
         /// Byte offset of the `${`.

@@ -99,7 +99,7 @@ async fn chain(registry: &KeyRegistry, jwks: Option<&JwksServer>) -> Chain {
         .build()
         .unwrap();
     let backend = Backend::start(verifier, Audit::new(registry.clone())).await;
-    let signer = signer(registry.clone()).ttl(TOKEN_TTL).unwrap();
+    let signer = signer(registry.clone()).ttl(TOKEN_TTL).build().unwrap();
     let gateway = Gateway::start_with(signer, registry.clone(), listener, backend.addr);
     Chain {
         remote,

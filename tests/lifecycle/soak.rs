@@ -105,7 +105,7 @@ async fn soak() {
         .build()
         .unwrap();
     let backend = Backend::start(verifier, Audit::new(registry.clone())).await;
-    let signer = signer(registry.clone()).ttl(TOKEN_TTL).unwrap();
+    let signer = signer(registry.clone()).ttl(TOKEN_TTL).build().unwrap();
     let gateway = Gateway::start_with(signer, registry.clone(), listener, backend.addr);
 
     let started = Instant::now();

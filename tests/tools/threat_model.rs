@@ -105,8 +105,9 @@ fn logs_and_debug_never_hold_tokens_or_key_material() {
                     Ok::<_, std::convert::Infallible>(Response::new(()))
                 }
             });
-            let layer = JwtSignerLayer::new(registry.clone())
+            let layer = JwtSignerLayer::builder(registry.clone())
                 .template_claim("t", "${req.headers.x-secret}")
+                .build()
                 .unwrap();
             let request = Request::get("/")
                 .header("x-secret", marker)
@@ -259,8 +260,9 @@ async fn replay_within_the_lifetime_is_not_prevented_but_aud_binds_a_backend() {
             Ok::<_, std::convert::Infallible>(Response::new(()))
         }
     });
-    let layer = JwtSignerLayer::new(registry.clone())
+    let layer = JwtSignerLayer::builder(registry.clone())
         .audience("orders-api")
+        .build()
         .unwrap();
     for _ in 0..2 {
         let request = Request::get("/").body(()).unwrap();

@@ -657,13 +657,13 @@ pub fn claim_template(data: &[u8]) {
     };
 
     let (nested, line) = static_claims();
-    let layer = JwtSignerLayer::new(template_registry().clone())
+    let settings = JwtSignerLayer::builder(template_registry().clone())
         .offload(Offload::Inline)
         .issuer(ISSUER)
-        .and_then(|l| l.claim("static", nested.clone()))
-        .and_then(|l| l.claim("s2", line.clone()))
-        .expect("static configuration");
-    let layer = match layer.template_claim("t", &template) {
+        .claim("static", nested.clone())
+        .claim("s2", line.clone())
+        .template_claim("t", &template);
+    let layer = match settings.clone().build() {
         Ok(layer) => layer,
         Err(err) => {
             let _ = err.to_string();
@@ -697,7 +697,7 @@ pub fn claim_template(data: &[u8]) {
     let parts = match run_signer(&layer, request) {
         Err((StatusCode::BAD_REQUEST, error)) if error == "token_too_large" => {
             // Without the limit, the same request gets a token over it.
-            let unlimited = layer.max_token_len(usize::MAX).expect("a limit");
+            let unlimited = settings.max_token_len(usize::MAX).build().expect("a limit");
             let parts = run_signer(&unlimited, build().expect("built once"))
                 .expect("refused only for its size");
             assert!(
@@ -1161,7 +1161,10 @@ pub fn key_file(dir: &Path, data: &[u8]) {
     let set = JwkSet::parse(snapshot.jwks_bytes()).expect("our JWKS parses");
     assert_eq!(set.len(), snapshot.keys().len());
     if snapshot.active().is_some() {
-        let layer = JwtSignerLayer::new(registry.clone()).offload(Offload::Inline);
+        let layer = JwtSignerLayer::builder(registry.clone())
+            .offload(Offload::Inline)
+            .build()
+            .unwrap();
         let parts = run_signer(&layer, Request::new(())).expect("signed and forwarded");
         token_claims(&parts, &registry);
     }
