@@ -32,7 +32,7 @@ use hyper_util::service::TowerToHyperService;
 use support::{AnyBody, Args, Forwarder, Upstream, boxed};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_jwt_signer::rotation::{KeyRotator, RotationConfigError, RotationPolicy};
+use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
 use tower_jwt_signer::signer::{ExistingToken, JwtSignerLayer};
 use tower_jwt_signer::signer::{Offload, TokenReuse};
 use tower_jwt_signer::store::DirKeyStore;
@@ -191,10 +191,10 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
 }
 
 /// The rotation policy the options ask for (`None` without
-/// `--rotate-every`), checked before the proxy starts.
-pub(crate) fn rotation_policy(
-    options: &Options,
-) -> Result<Option<RotationPolicy>, RotationConfigError> {
+/// `--rotate-every`). The registry holds the token lifetime (`--ttl`) and
+/// the JWKS max-age (`--jwks-max-age`) it is resolved against, by
+/// `KeyRotator::spawn` or, before the proxy starts, `RotationPolicy::resolve`.
+pub(crate) fn rotation_policy(options: &Options) -> Result<Option<RotationPolicy>, ConfigError> {
     let Some(period) = options.rotate_every else {
         return Ok(None);
     };
@@ -203,8 +203,7 @@ pub(crate) fn rotation_policy(
     let prepublish = options
         .prepublish
         .unwrap_or_else(|| (period / 2).min(options.jwks_max_age));
-    let mut policy = RotationPolicy::builder(period, options.ttl)
-        .jwks_max_age(options.jwks_max_age)
+    let mut policy = RotationPolicy::builder(period)
         .algorithm(options.alg)
         .prepublish(prepublish);
     if let Some(retain) = options.retain {
@@ -349,16 +348,19 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let registry =
         tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system())).await??;
     let signer = signer_layer(&options, registry.clone())?;
-    let rotation = policy.as_ref().map(|policy| {
+    // Rotates for as long as the proxy serves (stopped when dropped).
+    let rotator = match policy {
+        Some(policy) => Some(KeyRotator::spawn(registry.clone(), policy)?),
+        None => None,
+    };
+    let rotation = rotator.as_ref().map(|rotator| {
         format!(
             "rotating every {} s; each next key published {} s ahead; old keys kept {} s",
-            policy.rotate_every().as_secs(),
-            policy.prepublish().as_secs(),
-            policy.retain().as_secs(),
+            rotator.policy().rotate_every().as_secs(),
+            rotator.prepublish().as_secs(),
+            rotator.retain().as_secs(),
         )
     });
-    // Rotates for as long as the proxy serves (stopped when dropped).
-    let _rotator = policy.map(|policy| KeyRotator::spawn(registry.clone(), policy));
     let kid = registry
         .current()
         .active()
@@ -401,11 +403,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = signer_layer(&options, settings) {
+    if let Err(err) = signer_layer(&options, settings.clone()) {
         eprintln!("error: {err}\n\nRun with --help for usage.");
         return ExitCode::from(2);
     }
-    if let Err(err) = rotation_policy(&options) {
+    let resolved = rotation_policy(&options)
+        .and_then(|policy| policy.map(|policy| policy.resolve(&settings)).transpose());
+    if let Err(err) = resolved {
         eprintln!("error: {err}\n\nRun with --help for usage.");
         return ExitCode::from(2);
     }

@@ -387,22 +387,25 @@ pub(crate) async fn run(
         (None, Some(tmp)) => tmp.path().join("keys"),
         (None, None) => unreachable!("a temporary directory when no --key-dir"),
     };
-    let alg = options.alg;
+    let (alg, ttl) = (options.alg, options.ttl);
     let registry = tokio::task::spawn_blocking(move || {
+        // --ttl is the registry's token lifetime: the signer signs for it,
+        // the rotator keeps old keys published for it plus the leeway.
         KeyRegistry::builder()
+            .token_ttl(ttl)
             .store(DirKeyStore::open(&dir)?)
             .generate_if_missing(alg)
             .build()
     })
     .await??;
-    let policy = RotationPolicy::builder(options.rotate_every, options.ttl)
-        .leeway(LEEWAY)
+    let policy = RotationPolicy::builder(options.rotate_every)
+        .verifier_leeway(LEEWAY)
         .algorithm(alg)
         .prepublish(options.rotate_every)
         .retry_after(Duration::from_secs(1))
         .build()?;
     let (kids, kid_task) = count_kids(&registry);
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
+    let rotator = KeyRotator::spawn(registry.clone(), policy)?;
 
     let counters = Arc::new(Counters::default());
     let gateway_listener = TcpListener::bind("127.0.0.1:0").await?;

@@ -96,5 +96,4 @@ pub use published::PublishedKey;
 pub use registry::KeyRegistry;
 pub use snapshot::KeySnapshot;
 
-pub(crate) use builder::DEFAULT_JWKS_MAX_AGE;
 pub(crate) use lifecycle::{ensure_unique, is_expired, oldest_next, promote, retain_until};

@@ -18,8 +18,8 @@ const TTL: u64 = 60;
 const LEEWAY: u64 = 60;
 
 fn policy() -> RotationPolicy {
-    RotationPolicy::builder(PERIOD, Duration::from_secs(TTL))
-        .leeway(Duration::from_secs(LEEWAY))
+    RotationPolicy::builder(PERIOD)
+        .verifier_leeway(Duration::from_secs(LEEWAY))
         .follower_poll_interval(POLL)
         .build()
         .unwrap()
@@ -49,7 +49,7 @@ async fn a_replica_sees_each_rotation_within_its_poll_interval() {
     let writer = open(&dir, &clock, true);
     let replica = open(&dir, &clock, false);
     assert_eq!(replica.current().etag(), writer.current().etag());
-    let rotator = KeyRotator::spawn(writer.clone(), policy());
+    let rotator = KeyRotator::spawn(writer.clone(), policy()).unwrap();
     let follower = StoreFollower::spawn(replica.clone(), POLL).unwrap();
     settle().await;
 
@@ -66,7 +66,7 @@ async fn a_replica_sees_each_rotation_within_its_poll_interval() {
     assert_eq!(seen.etag(), writer.current().etag());
 
     // Its activation, too.
-    tokio::time::sleep(policy().prepublish()).await;
+    tokio::time::sleep(rotator.prepublish()).await;
     assert_eq!(writer.current().active().unwrap().kid(), scheduled.kid());
     tokio::time::sleep(POLL).await;
     settle().await;
@@ -94,7 +94,7 @@ async fn tokens_a_replica_signs_verify_everywhere_for_their_whole_life() {
     let clock = Clock::tokio();
     let writer = open(&dir, &clock, true);
     let replica = open(&dir, &clock, false);
-    let rotator = KeyRotator::spawn(writer.clone(), policy());
+    let rotator = KeyRotator::spawn(writer.clone(), policy()).unwrap();
     let start = clock.now();
     // The worst phase: the replica polls 4 s after each activation, so it
     // signs with the old key for 4 s after the writer switched.
@@ -155,8 +155,8 @@ async fn two_writers_with_rotators_rotate_once_per_period() {
     let a = open(&dir, &clock, true);
     let b = open(&dir, &clock, false);
     let rotators = [
-        KeyRotator::spawn(a.clone(), policy()),
-        KeyRotator::spawn(b.clone(), policy()),
+        KeyRotator::spawn(a.clone(), policy()).unwrap(),
+        KeyRotator::spawn(b.clone(), policy()).unwrap(),
     ];
     let followers = [
         StoreFollower::spawn(a.clone(), POLL).unwrap(),

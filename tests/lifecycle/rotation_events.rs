@@ -28,10 +28,8 @@ async fn lifecycle_events_and_load_errors_are_logged() {
         .unwrap();
     let first = registry.current().active().unwrap().kid().to_string();
     let period = Duration::from_secs(3600);
-    let policy = RotationPolicy::builder(period, Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
+    let policy = RotationPolicy::builder(period).build().unwrap();
+    let rotator = KeyRotator::spawn(registry.clone(), policy).unwrap();
     // One full rotation, and the old key's retention.
     tokio::time::sleep(period + Duration::from_secs(200)).await;
     let second = registry.current().active().unwrap().kid().to_string();

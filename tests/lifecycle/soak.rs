@@ -76,6 +76,7 @@ async fn soak() {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
             KeyRegistry::builder()
+                .token_ttl(TOKEN_TTL)
                 .store(DirKeyStore::open(&dir).unwrap())
                 .generate_if_missing(Algorithm::ES256)
                 .build()
@@ -84,13 +85,13 @@ async fn soak() {
         .await
         .unwrap()
     };
-    let policy = RotationPolicy::builder(PERIOD, TOKEN_TTL)
-        .leeway(LEEWAY)
+    let policy = RotationPolicy::builder(PERIOD)
+        .verifier_leeway(LEEWAY)
         .prepublish(PREPUBLISH)
         .build()
         .unwrap();
     let kids = KidLog::start(&registry);
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
+    let rotator = KeyRotator::spawn(registry.clone(), policy).unwrap();
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let remote = RemoteJwks::builder(jwks_url(&listener))
@@ -105,7 +106,8 @@ async fn soak() {
         .build()
         .unwrap();
     let backend = Backend::start(verifier, Audit::new(registry.clone())).await;
-    let signer = signer(registry.clone()).ttl(TOKEN_TTL).build().unwrap();
+    // The registry's TOKEN_TTL.
+    let signer = signer(registry.clone()).build().unwrap();
     let gateway = Gateway::start_with(signer, registry.clone(), listener, backend.addr);
 
     let started = Instant::now();
