@@ -49,7 +49,7 @@ pub use algorithm::{Algorithm, EcCurve, KeyKind, UnknownAlgorithm};
 pub use backend::SigningBackend;
 pub use error::{KeyError, SignError};
 pub use jwk::PublicJwk;
-pub use kid::{InvalidKid, Kid, MAX_KID_LEN};
+pub use kid::{InvalidKid, Kid};
 pub use signing_key::SigningKey;
 pub use state::KeyState;
 pub use weak::WeakKey;
