@@ -17,8 +17,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, Service, service_fn};
 use tower_jwt_signer::signer::Offload;
-use tower_jwt_signer::verifier::{JwkSet, Verifier};
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
+use tower_jwt_signer::verifier::JwkSet;
+use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry, Verifier};
 
 fn ready_now<F: Future>(future: F) -> F::Output {
     let mut cx = Context::from_waker(Waker::noop());

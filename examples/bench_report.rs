@@ -31,9 +31,9 @@ use serde::Serialize;
 use tower::util::MapRequestLayer;
 use tower::{Layer, Service, service_fn};
 use tower_jwt_signer::signer::{JwtSignerLayerBuilder, Offload, TokenReuse};
-use tower_jwt_signer::verifier::{JwkSet, Verifier};
+use tower_jwt_signer::verifier::JwkSet;
 use tower_jwt_signer::{
-    Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry, SigningKey,
+    Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry, SigningKey, Verifier,
 };
 
 /// One measured case: runs `n` operations.

@@ -27,11 +27,9 @@ use support::{Args, Forwarder, Upstream};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tower_jwt_signer::verifier::{
-    JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier, VerifyError,
-};
 use tower_jwt_signer::{
-    Algorithm, ConfigError, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry,
+    Algorithm, ConfigError, JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry,
+    RemoteJwks, VerifiedClaims, Verifier, VerifyError,
 };
 
 const HELP: &str = "\

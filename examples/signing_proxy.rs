@@ -32,12 +32,11 @@ use hyper_util::service::TowerToHyperService;
 use support::{AnyBody, Args, Forwarder, Upstream, boxed};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
-use tower_jwt_signer::signer::{ExistingToken, JwtSignerLayer};
-use tower_jwt_signer::signer::{Offload, TokenReuse};
-use tower_jwt_signer::store::DirKeyStore;
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::signer::{ExistingToken, Offload, TokenReuse};
 use tower_jwt_signer::{
-    Algorithm, Clock, ConfigError, JWKS_PATH, JwksService, KeyRegistry, RegistryError,
+    Algorithm, ConfigError, DirKeyStore, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry,
+    KeyRotator, RegistryError, RotationPolicy,
 };
 
 const HELP: &str = "\

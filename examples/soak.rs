@@ -39,11 +39,11 @@ use support::{Args, Forwarder, Upstream};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower::ServiceBuilder;
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
 use tower_jwt_signer::signer::TokenReuse;
-use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry,
+    KeyRotator, RemoteJwks, RotationPolicy, VerifiedClaims, Verifier,
+};
 
 const HELP: &str = "\
 soak: a signing gateway, a verifying backend and N clients in one process, under

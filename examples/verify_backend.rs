@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::{Extension, Json, Router};
-use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
+use tower_jwt_signer::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 
 struct Args {
     listen: SocketAddr,

@@ -24,9 +24,9 @@
 //! the token lifetime and the JWKS max-age (see the
 //! [registry docs](crate::registry#token-lifetime-and-jwks-max-age)):
 //! unless set, `prepublish` is the registry's
-//! [`jwks_max_age`](KeyRegistry::jwks_max_age) (plus the followers' poll
+//! [`jwks_max_age`](crate::KeyRegistry::jwks_max_age) (plus the followers' poll
 //! interval), and `retain` is the registry's
-//! [`token_ttl`](KeyRegistry::token_ttl) plus the verifiers' leeway (plus
+//! [`token_ttl`](crate::KeyRegistry::token_ttl) plus the verifiers' leeway (plus
 //! that interval), which is also its minimum. A [`RotationPolicy`] holds
 //! what it can check alone ([`RotationPolicyBuilder::build`]);
 //! [`KeyRotator::spawn`] resolves it against the registry
@@ -142,9 +142,7 @@
 //! # }
 //! ```
 //!
-//! [`KeyRegistry`]: crate::registry::KeyRegistry
-//! [`KeyRegistry::jwks_max_age`]: crate::registry::KeyRegistry::jwks_max_age
-//! [`KeyRegistry::token_ttl`]: crate::registry::KeyRegistry::token_ttl
+//! [`KeyRegistry`]: crate::KeyRegistry
 
 // Where things are: `policy.rs` holds the policy, its builder and its
 // resolution against a registry; `planner.rs` the pure `plan(keys, policy, now)`;

@@ -53,7 +53,7 @@
 //!
 //! | claim | value |
 //! |---|---|
-//! | `iat` | now, from the registry's [`Clock`](crate::Clock), an integer |
+//! | `iat` | now, from the registry's [`Clock`](crate::clock::Clock), an integer |
 //! | `nbf` | `iat`, or `iat` minus [`not_before_backdate`](JwtSignerLayerBuilder::not_before_backdate) |
 //! | `exp` | `iat` + [`ttl`](JwtSignerLayerBuilder::ttl) (the registry's [token lifetime](crate::KeyRegistry::token_ttl), 60 s by default) |
 //! | `jti` | 128 random bits, base64url |

@@ -219,8 +219,9 @@ impl ForeignOwner {
 /// # Example
 ///
 /// ```
-/// use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
-/// use tower_jwt_signer::{Algorithm, KeyState, SigningKey};
+/// use tower_jwt_signer::registry::KeyState;
+/// use tower_jwt_signer::store::{KeyStore, StoredKey};
+/// use tower_jwt_signer::{Algorithm, DirKeyStore, SigningKey};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let tmp = tempfile::tempdir()?;

@@ -66,8 +66,7 @@
 //! # Example
 //!
 //! ```
-//! use tower_jwt_signer::store::DirKeyStore;
-//! use tower_jwt_signer::{Algorithm, KeyRegistry};
+//! use tower_jwt_signer::{Algorithm, DirKeyStore, KeyRegistry};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let tmp = tempfile::tempdir()?;

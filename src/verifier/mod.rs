@@ -72,8 +72,7 @@
 //! use http_body_util::Full;
 //! use bytes::Bytes;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier};
-//! use tower_jwt_signer::{Algorithm, KeyRegistry};
+//! use tower_jwt_signer::{Algorithm, JwtVerifierLayer, KeyRegistry, VerifiedClaims, Verifier};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {

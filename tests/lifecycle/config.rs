@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
-use tower_jwt_signer::registry::{RegistryError, StoreFollower};
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
-use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoreError, StoredKey};
-use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, KeyState, Kid, SigningKey};
+use tower_jwt_signer::registry::{KeyState, StoreFollower};
+use tower_jwt_signer::store::{KeyStore, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, JwtSignerLayer, KeyRegistry, KeyRotator, Kid, RegistryError,
+    RotationPolicy, SigningKey, StoreError,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);

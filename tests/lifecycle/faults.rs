@@ -26,11 +26,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpListener;
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::registry::KeyState;
 use tower_jwt_signer::store::KeyStore;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
 use tower_jwt_signer::{
-    Algorithm, Clock, DirKeyStore, KeyRegistry, KeyState, RegistryError, SigningKey,
+    Algorithm, DirKeyStore, KeyRegistry, KeyRotator, RegistryError, RemoteJwks, RotationPolicy,
+    SigningKey, Verifier,
 };
 
 use crate::support::chain::{AUDIENCE, Gateway, ISSUER, jwks_url, signer};

@@ -7,10 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::lifecycle::{published_kids, sign, verify_with_jwks};
-use tower_jwt_signer::registry::StoreFollower;
-use tower_jwt_signer::rotation::{KeyRotator, OldKeys, RotationPolicy};
-use tower_jwt_signer::store::{DirKeyStore, StoreError};
-use tower_jwt_signer::{Algorithm, Clock, KeyRegistry, KeyState, RegistryError};
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::registry::{KeyState, StoreFollower};
+use tower_jwt_signer::rotation::OldKeys;
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, KeyRegistry, KeyRotator, RegistryError, RotationPolicy, StoreError,
+};
 
 const PERIOD: Duration = Duration::from_secs(3600);
 const POLL: Duration = Duration::from_secs(5);
@@ -167,7 +169,7 @@ async fn two_writers_with_rotators_rotate_once_per_period() {
     let start = clock.now();
     while clock.now() < start + PERIOD * 3 + Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_secs(11)).await;
-        let stored = tower_jwt_signer::KeyStore::load(&store).unwrap();
+        let stored = tower_jwt_signer::store::KeyStore::load(&store).unwrap();
         let count = |state| stored.iter().filter(|k| k.state() == state).count();
         assert_eq!(count(KeyState::Active), 1);
         assert!(count(KeyState::Next) <= 1, "two next keys: {stored:?}");

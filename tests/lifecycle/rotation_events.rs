@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
-use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::{Algorithm, Clock, KeyRegistry};
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::{Algorithm, DirKeyStore, KeyRegistry, KeyRotator, RotationPolicy};
 
 use crate::support::logs::logs;
 

@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::support::lifecycle::{published_kids, sign, verify_with_jwks};
-use tower_jwt_signer::rotation::{KeyRotator, OldKeys, RotationPolicy};
-use tower_jwt_signer::store::{
-    DirKeyStore, KeyStore, MemoryKeyStore, StoreError, StoreLock, StoredKey,
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::registry::{KeySnapshot, KeyState};
+use tower_jwt_signer::rotation::OldKeys;
+use tower_jwt_signer::store::{KeyStore, MemoryKeyStore, StoreLock, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, KeyRegistry, KeyRotator, Kid, RotationPolicy, SigningKey, StoreError,
 };
-use tower_jwt_signer::{Algorithm, Clock, KeyRegistry, KeySnapshot, KeyState, Kid, SigningKey};
 
 const PERIOD: Duration = Duration::from_secs(3600);
 const TTL: u64 = 60;

@@ -28,10 +28,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
-use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
-use tower_jwt_signer::{Algorithm, KeyRegistry};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, KeyRegistry, KeyRotator, RemoteJwks, RotationPolicy, Verifier,
+};
 
 use crate::support::chain::{AUDIENCE, Gateway, ISSUER, jwks_url, signer};
 use crate::support::soak::{Audit, Backend, KidLog, Load, published_kids, stored_keys, temp_files};

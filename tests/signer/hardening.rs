@@ -13,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tower_jwt_signer::signer::{ClaimsRejection, RequestClaims};
-use tower_jwt_signer::{Algorithm, ExistingToken, JwtSignerLayer, KeyRegistry};
+use tower_jwt_signer::signer::{ClaimsRejection, ExistingToken, RequestClaims};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry};
 
 /// What the backend saw: the claims of the token in `header` (or its raw
 /// values when they are not our JWT), every header name, and the

@@ -10,10 +10,10 @@ use crate::support::signer::{Seen, bearer, json_body, recording, segment, verify
 use http::{HeaderValue, Request, StatusCode};
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
-use tower_jwt_signer::keys::SignError;
-use tower_jwt_signer::keys::SigningBackend;
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
 use tower_jwt_signer::signer::{ClaimsRejection, ExistingToken, RequestClaims};
-use tower_jwt_signer::{Algorithm, Clock, JwtSignerLayer, KeyRegistry, PublicJwk, SigningKey};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, SigningKey};
 
 /// Sends one request through `layer` to a recording inner service.
 async fn send(

@@ -12,10 +12,9 @@ use std::time::Duration;
 use crate::support::signer::{Seen, bearer, json_body, recording, verify};
 use http::{Request, StatusCode};
 use tower::{Layer, Service, ServiceExt};
-use tower_jwt_signer::keys::SignError;
-use tower_jwt_signer::keys::SigningBackend;
+use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
 use tower_jwt_signer::signer::Offload;
-use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, PublicJwk, SigningKey};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, SigningKey};
 
 /// A key that notes the thread each signature is made on, and can be told
 /// to panic or to fail.

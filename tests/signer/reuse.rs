@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::support::signer::{Seen, bearer, recording, segment, verify};
 use http::{Request, StatusCode};
 use tower::{Layer, ServiceExt};
+use tower_jwt_signer::clock::Clock;
 use tower_jwt_signer::signer::{Offload, RequestClaims, TokenCache, TokenReuse};
-use tower_jwt_signer::{Algorithm, Clock, JwtSignerLayer, KeyRegistry, SigningKey};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, SigningKey};
 
 /// Sends one request through `layer`; returns the token the inner service
 /// received.

@@ -23,8 +23,9 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_jwt_signer::signer::JwtSignerLayerBuilder;
-use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier};
-use tower_jwt_signer::{JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
+use tower_jwt_signer::{
+    JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry, VerifiedClaims, Verifier,
+};
 
 use super::signer::AbortOnDrop;
 

@@ -13,11 +13,13 @@ use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::EcGroup;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_jwt_signer::keys::SignError;
-use tower_jwt_signer::keys::SigningBackend;
-use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
-use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, Verifier, VerifyError};
-use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, KeyState, PublicJwk, SigningKey};
+use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::{KeyStore, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, JwtSignerLayer, JwtVerifierLayer, KeyRegistry, RemoteJwks, SigningKey,
+    Verifier, VerifyError,
+};
 
 use crate::support::jose::{b64, unb64};
 use crate::support::verifier::{JwksServer, Mode, bounded, claims, header_of, sign_with_header};

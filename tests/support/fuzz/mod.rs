@@ -32,11 +32,14 @@ use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::Full;
 use serde_json::{Map, Value, json};
+use tower_jwt_signer::clock::Clock;
 use tower_jwt_signer::signer::Offload;
-use tower_jwt_signer::store::DirKeyStore;
 use tower_jwt_signer::store::KeyStore as _;
-use tower_jwt_signer::verifier::{JwkSet, VerifiedClaims, Verifier, VerifyError};
-use tower_jwt_signer::{Algorithm, Clock, JwtSignerLayer, KeyRegistry, Kid, SigningKey};
+use tower_jwt_signer::verifier::JwkSet;
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, JwtSignerLayer, KeyRegistry, Kid, SigningKey, VerifiedClaims, Verifier,
+    VerifyError,
+};
 use tower_layer::Layer as _;
 use tower_service::Service;
 
