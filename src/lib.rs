@@ -96,6 +96,7 @@ mod error;
 pub mod jwks;
 pub mod keys;
 mod limits;
+mod number;
 pub mod registry;
 pub mod rotation;
 pub mod signer;

@@ -101,16 +101,21 @@
 //! expression prefixed with `number:` or `boolean:`:
 //! `${number:req.headers.x-priority:0}` renders a JSON number, written
 //! exactly as received (strict JSON syntax: no spaces, no `+`, finite), and
-//! `${boolean:req.query.debug:false}` a JSON boolean (`true` or `false`). Defaults of typed expressions are
-//! checked when the layer is built.
+//! `${boolean:req.query.debug:false}` a JSON boolean (`true` or `false`).
+//! A number must also keep its value when read as a 64-bit integer or a
+//! double, the rule this crate's [`Verifier`](crate::Verifier) applies
+//! (see [numbers in the claims](crate::verifier#numbers-in-the-claims)):
+//! `444444444444444444444444` is refused, so send larger identifiers as
+//! strings. Defaults of typed expressions are checked when the layer is
+//! built.
 //!
 //! Request values are data. They are escaped as JSON string content, so
 //! quotes, backslashes, control characters (a `%0D%0A` in the query),
 //! unicode or very long values can never add a claim, change another
 //! claim, or add a header. A request that lacks a value an expression
-//! needs (no such header and no default), or whose value is not a number or
-//! boolean where one is required, is answered `400` with a JSON body and is
-//! not forwarded.
+//! needs (no such header and no default), or whose value is not a number
+//! (that keeps its value) or boolean where one is required, is answered
+//! `400` with a JSON body and is not forwarded.
 //!
 //! # Existing tokens
 //!
@@ -164,7 +169,7 @@
 //! | case | status | `error` |
 //! |---|---|---|
 //! | [`ExistingToken::Reject`] and the header is present | 400 | `token_present` |
-//! | a template needs a value the request lacks, or of the wrong type | 400 | `claim_unavailable` |
+//! | a template needs a value the request lacks, or of the wrong type (a number that would not keep its value, too) | 400 | `claim_unavailable` |
 //! | the claims closure returns [`ClaimsRejection::unauthorized`] / [`forbidden`](ClaimsRejection::forbidden) | 401 / 403 | `unauthorized` / `forbidden` |
 //! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` |
 //! | the token would be longer than [`max_token_len`](JwtSignerLayerBuilder::max_token_len) (8 KiB by default) | 400 | `token_too_large` |

@@ -160,6 +160,10 @@ fn broken_claim_templates_are_refused() {
         ("${req.query.}", "invalid name"),
         ("id-${number:req.headers.x}", "must be the whole template"),
         ("${boolean:req.query.debug:yes}", "is not a JSON boolean"),
+        (
+            "${number:req.query.n:444444444444444444444444}",
+            "would not keep its value",
+        ),
     ] {
         let err = refused(builder().template_claim("t", template), "template_claim");
         assert!(err.reason().contains("claim \"t\""), "{template}: {err}");

@@ -652,6 +652,62 @@ async fn a_missing_template_value_without_default_is_refused() {
     );
 }
 
+/// The verifier refuses a token whose numbers would not keep their value
+/// (`VerifyError::InexactNumber`). The signer used to forward such a
+/// `${number:...}` value exactly, in a token its own verifier then refused;
+/// now it answers 400 `claim_unavailable` saying to send a string, and
+/// forwards nothing.
+#[tokio::test]
+async fn a_number_that_would_not_keep_its_value_is_refused_not_forwarded() {
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let layer = JwtSignerLayer::builder(registry.clone())
+        .template_claim("account", "${number:req.headers.x-account}")
+        .build()
+        .unwrap();
+    for inexact in [
+        "444444444444444444444444",
+        "18446744073709551616",
+        "0.30000000000000000000001",
+    ] {
+        let request = Request::get("/")
+            .header("x-account", inexact)
+            .body(())
+            .unwrap();
+        let (response, seen) = send(&layer, request).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{inexact}");
+        assert_eq!(seen.count(), 0, "{inexact}: forwarded");
+        let body = json_body(response.into_body()).await;
+        assert_eq!(body["error"], "claim_unavailable");
+        let reason = body["reason"].as_str().unwrap();
+        assert!(reason.contains("send it as a string"), "{reason}");
+    }
+    // The largest u64 keeps its value: signed, and our verifier accepts it.
+    let request = Request::get("/")
+        .header("x-account", "18446744073709551615")
+        .body(())
+        .unwrap();
+    let (_, seen) = send(&layer, request).await;
+    let token = bearer(&seen.only().headers);
+    tower_jwt_signer::Verifier::new(registry.clone())
+        .verify(&token)
+        .await
+        .expect("our verifier accepts what our signer signs");
+    let claims = verify(&token, &registry).unwrap().claims;
+    assert_eq!(claims["account"], json!(18_446_744_073_709_551_615_u64));
+
+    // A default that would not keep its value is refused when the layer is
+    // built.
+    let err = JwtSignerLayer::builder(registry)
+        .template_claim(
+            "account",
+            "${number:req.headers.x-account:444444444444444444444444}",
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "template_claim");
+    assert!(err.reason().contains("would not keep its value"), "{err}");
+}
+
 #[tokio::test]
 async fn static_registered_claims_and_audience_lists() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
