@@ -88,7 +88,10 @@
 //! With a 12 s period and the backend left at its defaults (a cache of at
 //! least 60 s, one unknown-kid refresh per 30 s), a backend refused every
 //! token of a new key for up to 18 s after each rotation; with the settings
-//! above it refuses none.
+//! above it refuses none. `tests/lifecycle/short_period.rs` runs both, in
+//! real time: a 3 s period with a 1 s max-age, 2 s tokens and 1 s of leeway
+//! refuses no token over several rotations, and the same gateway with the
+//! backend at its defaults does.
 //!
 //! # Rotating by hand
 //!
