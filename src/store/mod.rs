@@ -46,14 +46,19 @@
 //!
 //! Several processes may share one key directory (a shared volume, a
 //! Kubernetes Secret). The recommended setup is **one writer**, which runs
-//! the [`KeyRotator`](crate::rotation::KeyRotator), and **many readers**,
-//! which sign with the active key and serve the JWKS, each following the
-//! directory with a [`StoreFollower`](crate::registry::StoreFollower) (or calling [`KeyRegistry::reload`]).
-//! A follower sees another process's change within one poll interval; give
-//! the rotation policy that interval
+//! the [`KeyRotator`](crate::KeyRotator), and **many readers**, which sign
+//! with the active key and serve the JWKS, each following the directory
+//! with a [`StoreFollower`](crate::registry::StoreFollower) (or calling
+//! [`KeyRegistry::reload`]). A follower sees another process's change
+//! within one poll interval; give the rotation policy that interval
 //! ([`RotationPolicyBuilder::follower_poll_interval`](crate::rotation::RotationPolicyBuilder::follower_poll_interval))
 //! so that the next key is published and the old one retained long enough
-//! for every replica.
+//! for every replica. Build every replica's registry with the writer's
+//! [`token_ttl`](crate::registry::KeyRegistryBuilder::token_ttl) and
+//! [`jwks_max_age`](crate::registry::KeyRegistryBuilder::jwks_max_age)
+//! (they are settings of the process, not stored with the keys): the
+//! writer's rotator plans with its own, and a replica that signed longer
+//! tokens or served a longer max-age would outlive that plan.
 //!
 //! Two writers are safe too: each change takes the store's write lock
 //! ([`KeyStore::lock`]; a `flock` on the directory's `.lock` file for
