@@ -15,16 +15,16 @@ use crate::keys::{Algorithm, KeyError, KeyState, SigningBackend, SigningKey};
 use crate::store::KeyStore;
 
 /// The token lifetime of a registry unless set: 60 seconds.
-pub(crate) const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// The longest token lifetime a registry accepts: one day.
-pub(crate) const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The JWKS max-age of a registry unless set: 300 seconds.
-pub(crate) const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// The longest JWKS max-age a registry accepts: one day.
-pub(crate) const MAX_JWKS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_JWKS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl KeyRegistry {
     /// A registry whose only key, `key`, is active, with the default
