@@ -30,10 +30,10 @@ use openssl::sign::Signer;
 use serde::Serialize;
 use tower::util::MapRequestLayer;
 use tower::{Layer, Service, service_fn};
-use tower_jwt_signer::signer::{Offload, TokenReuse};
-use tower_jwt_signer::verifier::{JwkSet, Verifier};
+use tower_jwt_signer::signer::{JwtSignerLayerBuilder, Offload, TokenReuse};
+use tower_jwt_signer::verifier::JwkSet;
 use tower_jwt_signer::{
-    Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry, SigningKey,
+    Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry, SigningKey, Verifier,
 };
 
 /// One measured case: runs `n` operations.
@@ -98,11 +98,15 @@ fn backend(request: Request<()>) -> std::future::Ready<Result<Response<Full<Byte
 /// The signing layer every signing case uses: the same claims, signed
 /// inline (offloading is measured apart, see `examples/load.rs`).
 fn layer(registry: &KeyRegistry) -> JwtSignerLayer {
-    JwtSignerLayer::new(registry.clone())
+    settings(registry).build().expect("valid claims")
+}
+
+/// The settings of [`layer`], to add to.
+fn settings(registry: &KeyRegistry) -> JwtSignerLayerBuilder {
+    JwtSignerLayer::builder(registry.clone())
         .issuer("https://gateway.example")
-        .and_then(|l| l.audience("orders-api"))
-        .and_then(|l| l.subject("alice"))
-        .expect("valid claims")
+        .audience("orders-api")
+        .subject("alice")
         .offload(Offload::Inline)
 }
 
@@ -343,7 +347,10 @@ fn main() {
         }),
         layer_case(
             "ES256 JwtSigner, token reused",
-            layer(&es256_registry).reuse_tokens(TokenReuse::new()),
+            settings(&es256_registry)
+                .reuse_tokens(TokenReuse::new())
+                .build()
+                .expect("valid settings"),
         ),
         Case::new("JwksService", move |n| {
             for _ in 0..n {

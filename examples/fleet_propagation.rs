@@ -17,9 +17,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tower_jwt_signer::registry::StoreFollower;
 use tower_jwt_signer::store::redis::{Kek, LeaderLease, RedisKeyStore};
 use tower_jwt_signer::store::{
-    KeyStore, StoreChange, StoreError, StoreFollower, StoreLock, StoreNotifications, StoredKey,
+    KeyStore, StoreChange, StoreError, StoreLock, StoreNotifications, StoredKey,
 };
 use tower_jwt_signer::{Algorithm, KeyRegistry, Kid, SigningKey};
 
@@ -177,8 +178,7 @@ async fn run(
     let mut followers = Vec::new();
     for _ in 0..args.followers {
         let registry = KeyRegistry::builder().store(open()).build().unwrap();
-        let follower = StoreFollower::builder(registry.clone())
-            .poll_interval(poll)
+        let follower = StoreFollower::builder(registry.clone(), poll)
             .notifications(pubsub)
             .spawn()
             .unwrap();

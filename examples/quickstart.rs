@@ -27,10 +27,10 @@ use support::{Args, Forwarder, Upstream};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tower_jwt_signer::verifier::{
-    JwtVerifierLayer, RemoteJwks, RemoteJwksError, VerifiedClaims, Verifier, VerifyError,
+use tower_jwt_signer::{
+    Algorithm, ConfigError, JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry,
+    RemoteJwks, VerifiedClaims, Verifier, VerifyError,
 };
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
 
 const HELP: &str = "\
 quickstart: a signing gateway and a verifying backend on 127.0.0.1
@@ -135,12 +135,13 @@ impl Drop for Servers {
 /// The gateway: the JWKS at `JWKS_PATH`, everything else signed and
 /// forwarded to `backend`.
 pub(crate) fn gateway(registry: KeyRegistry, backend: SocketAddr) -> Router {
-    let signer = JwtSignerLayer::new(registry.clone())
+    let signer = JwtSignerLayer::builder(registry.clone())
         .issuer(ISSUER)
-        .and_then(|layer| layer.audience(AUDIENCE))
-        .and_then(|layer| layer.template_claim("method", "${req.method}"))
-        .and_then(|layer| layer.template_claim("path", "${req.path}"))
-        .and_then(|layer| layer.template_claim("client", "${req.headers.user-agent:unknown}"))
+        .audience(AUDIENCE)
+        .template_claim("method", "${req.method}")
+        .template_claim("path", "${req.path}")
+        .template_claim("client", "${req.headers.user-agent:unknown}")
+        .build()
         .expect("a valid configuration");
     let upstream: Upstream = format!("http://{backend}")
         .parse()
@@ -161,11 +162,12 @@ pub(crate) fn gateway(registry: KeyRegistry, backend: SocketAddr) -> Router {
 /// from the published key, never from the token. A verified request gets
 /// JSON with the token, its header and the claims; a refused one gets the
 /// layer's status and `WWW-Authenticate` challenge, with the reason as JSON.
-pub(crate) fn backend(jwks_url: &str) -> Result<Router, RemoteJwksError> {
+pub(crate) fn backend(jwks_url: &str) -> Result<Router, ConfigError> {
     let jwks = RemoteJwks::new(jwks_url)?;
-    let verifier = Verifier::new(jwks)
-        .with_issuer(ISSUER)
-        .with_audience(AUDIENCE);
+    let verifier = Verifier::builder(jwks)
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()?;
     Ok(Router::new()
         .fallback(answer)
         .layer(JwtVerifierLayer::new(verifier))

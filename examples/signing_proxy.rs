@@ -41,11 +41,13 @@ use hyper_util::service::TowerToHyperService;
 use support::{AnyBody, Args, Forwarder, Upstream, boxed};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_jwt_signer::rotation::{KeyRotator, RotationConfigError, RotationPolicy};
-use tower_jwt_signer::signer::{ExistingToken, JwtSignerLayer, SignerConfigError};
-use tower_jwt_signer::signer::{Offload, TokenReuse};
-use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::{Algorithm, Clock, JWKS_PATH, JwksService, KeyRegistry, RegistryError};
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::registry::KeyRegistryBuilder;
+use tower_jwt_signer::signer::{ExistingToken, Offload, TokenReuse};
+use tower_jwt_signer::{
+    Algorithm, ConfigError, DirKeyStore, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry,
+    KeyRotator, RegistryError, RotationPolicy,
+};
 
 const HELP: &str = "\
 signing_proxy: forward every request to an upstream with a short-lived signed JWT
@@ -60,7 +62,7 @@ OPTIONS:
     --issuer S             the iss claim
     --audience S           the aud claim
     --subject S            the sub claim
-    --ttl SECS             token lifetime in seconds [default: 60]
+    --ttl SECS             token lifetime in seconds, 1 to 86400 [default: 60]
     --existing POLICY      replace | keep | reject: a request that already has the header [default: replace]
     --offload MODE         inline | blocking | auto: where signatures are computed [default: auto]
     --reuse                hand out a recent token again for equal claims (jti no longer unique)
@@ -178,7 +180,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
     let mut existing = ExistingToken::Replace;
     let (mut offload, mut reuse) = (Offload::Auto, false);
     let mut claims = Vec::new();
-    let mut jwks_max_age = tower_jwt_signer::jwks::DEFAULT_JWKS_MAX_AGE;
+    let mut jwks_max_age = Duration::from_secs(300);
     let (mut key_dir, mut rotate_every, mut prepublish, mut retain) = (None, None, None, None);
     let (mut redis_url, mut kek_files, mut redis_prefix) = (None, Vec::new(), None);
     let (mut leader_lease, mut redis_poll, mut rewrap) = (None, None, false);
@@ -360,10 +362,10 @@ fn publish_before_sign(
 }
 
 /// The rotation policy the options ask for (`None` without
-/// `--rotate-every`), checked before the proxy starts.
-pub(crate) fn rotation_policy(
-    options: &Options,
-) -> Result<Option<RotationPolicy>, RotationConfigError> {
+/// `--rotate-every`). The registry holds the token lifetime (`--ttl`) and
+/// the JWKS max-age (`--jwks-max-age`) it is resolved against, by
+/// `KeyRotator::spawn` or, before the proxy starts, `RotationPolicy::resolve`.
+pub(crate) fn rotation_policy(options: &Options) -> Result<Option<RotationPolicy>, ConfigError> {
     let Some(period) = options.rotate_every else {
         return Ok(None);
     };
@@ -371,8 +373,7 @@ pub(crate) fn rotation_policy(
     // JWKS max-age ahead when that is shorter: caches see it in time. In a
     // fleet, at least one poll interval ahead: every replica sees it first.
     let prepublish = prepublish_for(options, period);
-    let mut policy = RotationPolicy::builder(period, options.ttl)
-        .jwks_max_age(options.jwks_max_age)
+    let mut policy = RotationPolicy::builder(period)
         .algorithm(options.alg)
         .prepublish(prepublish);
     if let Some(redis) = &options.redis {
@@ -388,61 +389,78 @@ pub(crate) fn rotation_policy(
     policy.build().map(Some)
 }
 
+/// A registry with the options' settings and no keys (no I/O): to check
+/// the other settings against before anything starts.
+pub(crate) fn settings_registry(options: &Options) -> Result<KeyRegistry, RegistryError> {
+    KeyRegistry::builder()
+        .token_ttl(options.ttl)
+        .jwks_max_age(options.jwks_max_age)
+        .build()
+}
+
+/// The registry's settings: the token lifetime (`--ttl`) and the JWKS
+/// max-age (`--jwks-max-age`), the same on every replica of a fleet, and a
+/// first key of `--alg` when there is none.
+fn registry_builder(options: &Options, clock: Clock) -> KeyRegistryBuilder {
+    KeyRegistry::builder()
+        .clock(clock)
+        .token_ttl(options.ttl)
+        .jwks_max_age(options.jwks_max_age)
+        .generate_if_missing(options.alg)
+}
+
 /// The key registry: in memory, or loaded from (and kept in) `--key-dir`,
 /// with a fresh key when there is none. Blocking (file I/O, key
 /// generation).
 pub(crate) fn open_registry(options: &Options, clock: Clock) -> Result<KeyRegistry, RegistryError> {
-    let builder = KeyRegistry::builder()
-        .clock(clock)
-        .generate_if_missing(options.alg);
+    let builder = registry_builder(options, clock);
     match &options.key_dir {
         // Keys of another algorithm than --alg in the directory stop the
         // start with an error that names the file.
         Some(dir) => builder
-            .store(DirKeyStore::options(dir).algorithm(options.alg).open()?)
+            .store(DirKeyStore::builder(dir).algorithm(options.alg).open()?)
             .build(),
         None => builder.build(),
     }
 }
 
 /// The signer the options describe. Every setting is checked here, before
-/// the proxy listens.
+/// the proxy listens. Its token lifetime is the registry's (`--ttl`).
 pub(crate) fn signer_layer(
     options: &Options,
     registry: KeyRegistry,
-) -> Result<JwtSignerLayer, SignerConfigError> {
-    let mut layer = JwtSignerLayer::new(registry)
-        .ttl(options.ttl)?
+) -> Result<JwtSignerLayer, ConfigError> {
+    let mut layer = JwtSignerLayer::builder(registry)
         .existing_token(options.existing)
         .offload(options.offload);
     if options.reuse {
         layer = layer.reuse_tokens(TokenReuse::new());
     }
     if let Some(issuer) = &options.issuer {
-        layer = layer.issuer(issuer)?;
+        layer = layer.issuer(issuer);
     }
     if let Some(audience) = &options.audience {
-        layer = layer.audience(audience)?;
+        layer = layer.audience(audience);
     }
     if let Some(subject) = &options.subject {
-        layer = layer.subject(subject)?;
+        layer = layer.subject(subject);
     }
     if let Some(header) = &options.header {
-        layer = layer.header_name(header)?;
+        layer = layer.header_name(header);
     }
     match options.scheme.as_deref() {
         None => {}
         Some("") => layer = layer.without_scheme(),
-        Some(scheme) => layer = layer.scheme(scheme)?,
+        Some(scheme) => layer = layer.scheme(scheme),
     }
     for (name, value) in &options.claims {
         layer = if value.contains('$') {
-            layer.template_claim(name, value)?
+            layer.template_claim(name, value)
         } else {
-            layer.claim(name, value.as_str())?
+            layer.claim(name, value.as_str())
         };
     }
-    Ok(layer)
+    layer.build()
 }
 
 /// Serves the proxy on `listener` until the task is dropped (every
@@ -452,7 +470,8 @@ pub(crate) async fn serve(
     options: &Options,
     signer: JwtSignerLayer,
 ) -> std::io::Result<()> {
-    let jwks = JwksService::new(signer.registry().clone()).with_max_age(options.jwks_max_age);
+    // Cache-Control: max-age is the registry's --jwks-max-age.
+    let jwks = JwksService::new(signer.registry().clone());
     // Hop-by-hop headers go first, so that a `Connection` header can never
     // name the token header away after it was added.
     let forward = ServiceBuilder::new()
@@ -533,16 +552,19 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system())).await??
     };
     let signer = signer_layer(&options, registry.clone())?;
-    let rotation = policy.as_ref().map(|policy| {
+    // Rotates for as long as the proxy serves (stopped when dropped).
+    let rotator = match policy {
+        Some(policy) => Some(KeyRotator::spawn(registry.clone(), policy)?),
+        None => None,
+    };
+    let rotation = rotator.as_ref().map(|rotator| {
         format!(
             "rotating every {} s; each next key published {} s ahead; old keys kept {} s",
-            policy.rotate_every().as_secs(),
-            policy.prepublish().as_secs(),
-            policy.retain().as_secs(),
+            rotator.policy().rotate_every().as_secs(),
+            rotator.prepublish().as_secs(),
+            rotator.retain().as_secs(),
         )
     });
-    // Rotates for as long as the proxy serves (stopped when dropped).
-    let rotator = policy.map(|policy| KeyRotator::spawn(registry.clone(), policy));
     let kid = registry
         .current()
         .active()
@@ -607,9 +629,11 @@ mod fleet {
     use std::io::ErrorKind;
     use std::time::Duration;
 
+    use tower_jwt_signer::KeyRegistry;
+    use tower_jwt_signer::clock::Clock;
+    use tower_jwt_signer::registry::StoreFollower;
     use tower_jwt_signer::store::redis::{Kek, LeaderLease, RedisKeyStore};
-    use tower_jwt_signer::store::{StoreError, StoreFollower};
-    use tower_jwt_signer::{KeyRegistry, KeyStore};
+    use tower_jwt_signer::store::{KeyStore, StoreError};
 
     use super::{Options, RedisOptions};
 
@@ -716,18 +740,11 @@ mod fleet {
     ) -> Result<(KeyRegistry, Fleet), Error> {
         let store = store(redis).await?;
         let lease = LeaderLease::start(&store).await;
-        let building = store.clone();
-        let alg = options.alg;
-        let registry = tokio::task::spawn_blocking(move || {
-            KeyRegistry::builder()
-                .store(building)
-                .generate_if_missing(alg)
-                .build()
-        })
-        .await??;
-        let follower = StoreFollower::builder(registry.clone())
-            .poll_interval(redis.poll)
-            .spawn()?;
+        // The first key is the leader's to make (`generate_if_missing` does
+        // nothing on a replica that does not lead).
+        let building = super::registry_builder(options, Clock::system()).store(store.clone());
+        let registry = tokio::task::spawn_blocking(move || building.build()).await??;
+        let follower = StoreFollower::builder(registry.clone(), redis.poll).spawn()?;
         let mut changes = registry.subscribe();
         let wait = redis.lease * 3 + redis.poll;
         let first_key = tokio::time::timeout(
@@ -768,12 +785,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Check the signer and rotation settings before anything starts.
-    if let Err(err) = signer_layer(&options, KeyRegistry::empty()) {
+    // Check the registry, signer and rotation settings before anything
+    // starts, on a registry with the options' settings and no keys.
+    let settings = match settings_registry(&options) {
+        Ok(registry) => registry,
+        Err(err) => {
+            eprintln!("error: {err}\n\nRun with --help for usage.");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = signer_layer(&options, settings.clone()) {
         eprintln!("error: {err}\n\nRun with --help for usage.");
         return ExitCode::from(2);
     }
-    if let Err(err) = rotation_policy(&options) {
+    let resolved = rotation_policy(&options)
+        .and_then(|policy| policy.map(|policy| policy.resolve(&settings)).transpose());
+    if let Err(err) = resolved {
         eprintln!("error: {err}\n\nRun with --help for usage.");
         return ExitCode::from(2);
     }

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::{Extension, Json, Router};
-use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
+use tower_jwt_signer::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 
 struct Args {
     listen: SocketAddr,
@@ -113,6 +113,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut verifier = Verifier::builder(jwks.clone());
+    if let Some(issuer) = args.issuer {
+        verifier = verifier.issuer(issuer);
+    }
+    if let Some(audience) = args.audience {
+        verifier = verifier.audience(audience);
+    }
+    if let Some(leeway) = args.leeway {
+        verifier = verifier.leeway(Duration::from_secs(leeway));
+    }
+    let verifier = match verifier.build() {
+        Ok(verifier) => verifier,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
     // Fetch once now: a wrong URL shows up at start-up, not on the first
     // request. The backend still starts (answering 503 until a fetch
     // succeeds), so it may come up before the gateway.
@@ -132,16 +149,6 @@ async fn main() -> ExitCode {
         }
     }
 
-    let mut verifier = Verifier::new(jwks);
-    if let Some(issuer) = args.issuer {
-        verifier = verifier.with_issuer(issuer);
-    }
-    if let Some(audience) = args.audience {
-        verifier = verifier.with_audience(audience);
-    }
-    if let Some(leeway) = args.leeway {
-        verifier = verifier.with_leeway(Duration::from_secs(leeway));
-    }
     let app = Router::new()
         .fallback(claims)
         .layer(JwtVerifierLayer::new(verifier));

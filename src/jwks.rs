@@ -3,9 +3,10 @@
 //! [`JwksService`] is a leaf tower `Service` that answers `GET` and `HEAD`
 //! on exactly [`JWKS_PATH`] (configurable) with the registry's current JWK
 //! Set. The bytes and the ETag are built once per registry change, never per
-//! request. Responses carry `Cache-Control: public, max-age=N` (300 s by
-//! default) and a strong `ETag`; a matching `If-None-Match` gets `304 Not
-//! Modified`.
+//! request. Responses carry `Cache-Control: public, max-age=N` (the
+//! registry's [`jwks_max_age`](KeyRegistry::jwks_max_age), 300 s by
+//! default, or a shorter [`max_age`](JwksServiceBuilder::max_age)) and a
+//! strong `ETag`; a matching `If-None-Match` gets `304 Not Modified`.
 //!
 //! | request | answer |
 //! |---|---|
@@ -67,14 +68,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower_service::Service;
 
-use crate::error::truncate;
+use crate::error::ConfigError;
 use crate::registry::{KeyRegistry, KeySnapshot};
 
 /// The default path of the JWKS, as the Otoroshi gateway publishes it.
 pub const JWKS_PATH: &str = "/.well-known/otoroshi/security/jwks.json";
-
-/// The default `Cache-Control` max-age of the JWKS, in seconds.
-pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// The media type the JWKS is served with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,29 +94,11 @@ impl JwksContentType {
     }
 }
 
-/// Why a [`JwksService`] setting was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum JwksConfigError {
-    /// The path is not an absolute URI path (`/...`) of visible ASCII
-    /// without a query or fragment.
-    InvalidPath(String),
-}
-
-impl fmt::Display for JwksConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JwksConfigError::InvalidPath(path) => write!(
-                f,
-                "invalid JWKS path {path:?}: it must start with '/' and hold only visible ASCII, without '?' or '#'"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for JwksConfigError {}
-
 /// Serves the JWK Set of a [`KeyRegistry`]. See the [module docs](self).
+///
+/// [`new`](Self::new) serves at [`JWKS_PATH`] with the registry's max-age;
+/// [`builder`](Self::builder) sets another path, a shorter max-age or the
+/// RFC 7517 media type. Cloning is cheap: clones share the settings.
 #[derive(Clone)]
 pub struct JwksService {
     registry: KeyRegistry,
@@ -127,58 +107,61 @@ pub struct JwksService {
 
 struct Config {
     path: String,
+    max_age: Duration,
     content_type: HeaderValue,
     cache_control: HeaderValue,
 }
 
 impl JwksService {
     /// Serves `registry`'s keys at [`JWKS_PATH`], as `application/json`,
-    /// cacheable for [`DEFAULT_JWKS_MAX_AGE`].
+    /// cacheable for the registry's
+    /// [`jwks_max_age`](KeyRegistry::jwks_max_age).
     pub fn new(registry: KeyRegistry) -> Self {
+        let max_age = registry.jwks_max_age();
         JwksService {
             registry,
-            config: Arc::new(Config {
-                path: JWKS_PATH.to_owned(),
-                content_type: JwksContentType::Json.header_value(),
-                cache_control: cache_control(DEFAULT_JWKS_MAX_AGE),
-            }),
+            config: Arc::new(Config::new(
+                JWKS_PATH.to_owned(),
+                max_age,
+                JwksContentType::Json,
+            )),
         }
     }
 
-    /// Serves at another exact path.
+    /// A builder for another path, a shorter max-age or another media
+    /// type.
     ///
-    /// # Errors
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_jwt_signer::jwks::JwksContentType;
+    /// use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry};
     ///
-    /// [`JwksConfigError::InvalidPath`] unless the path starts with `/` and
-    /// is visible ASCII without `?` or `#`.
-    pub fn with_path(mut self, path: impl Into<String>) -> Result<Self, JwksConfigError> {
-        let path = path.into();
-        let valid = path.starts_with('/')
-            && path
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
-        if !valid {
-            return Err(JwksConfigError::InvalidPath(truncate(&path)));
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = KeyRegistry::generate(Algorithm::ES256)?;
+    /// let jwks = JwksService::builder(registry.clone())
+    ///     .path("/jwks.json")
+    ///     .max_age(Duration::from_secs(60))
+    ///     .content_type(JwksContentType::JwkSetJson)
+    ///     .build()?;
+    /// assert_eq!(jwks.path(), "/jwks.json");
+    ///
+    /// // Never longer than the registry's max-age (300 s here): verifiers
+    /// // would keep the set longer than the rotator publishes keys ahead.
+    /// let err = JwksService::builder(registry)
+    ///     .max_age(Duration::from_secs(600))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.setting(), "max_age");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder(registry: KeyRegistry) -> JwksServiceBuilder {
+        JwksServiceBuilder {
+            registry,
+            path: JWKS_PATH.to_owned(),
+            max_age: None,
+            content_type: JwksContentType::Json,
         }
-        self.config_mut().path = path;
-        Ok(self)
-    }
-
-    /// Sets the `Cache-Control` max-age (whole seconds; default 300).
-    ///
-    /// Verifiers may keep the set this long: publish a next key at least
-    /// this long before it signs.
-    #[must_use]
-    pub fn with_max_age(mut self, max_age: Duration) -> Self {
-        self.config_mut().cache_control = cache_control(max_age);
-        self
-    }
-
-    /// Sets the `Content-Type` (default `application/json`).
-    #[must_use]
-    pub fn with_content_type(mut self, content_type: JwksContentType) -> Self {
-        self.config_mut().content_type = content_type.header_value();
-        self
     }
 
     /// The exact path this service answers.
@@ -186,22 +169,14 @@ impl JwksService {
         &self.config.path
     }
 
+    /// The `Cache-Control` max-age it sends.
+    pub fn max_age(&self) -> Duration {
+        self.config.max_age
+    }
+
     /// The registry whose keys are served.
     pub fn registry(&self) -> &KeyRegistry {
         &self.registry
-    }
-
-    fn config_mut(&mut self) -> &mut Config {
-        // Configuration happens before the service is cloned; after that,
-        // copy on write keeps other clones unchanged.
-        if Arc::get_mut(&mut self.config).is_none() {
-            self.config = Arc::new(Config {
-                path: self.config.path.clone(),
-                content_type: self.config.content_type.clone(),
-                cache_control: self.config.cache_control.clone(),
-            });
-        }
-        Arc::get_mut(&mut self.config).expect("uniquely owned after the copy")
     }
 
     fn respond(
@@ -247,12 +222,113 @@ impl JwksService {
     }
 }
 
+impl Config {
+    fn new(path: String, max_age: Duration, content_type: JwksContentType) -> Self {
+        Config {
+            path,
+            max_age,
+            content_type: content_type.header_value(),
+            cache_control: cache_control(max_age),
+        }
+    }
+}
+
+/// Builds a [`JwksService`]; see [`JwksService::builder`].
+///
+/// The setters only record their value; [`build`](Self::build) checks
+/// them.
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct JwksServiceBuilder {
+    registry: KeyRegistry,
+    path: String,
+    max_age: Option<Duration>,
+    content_type: JwksContentType,
+}
+
+impl JwksServiceBuilder {
+    /// Serves at this exact path (default [`JWKS_PATH`]): it must start
+    /// with `/` and be visible ASCII without `?` or `#`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The `Cache-Control` max-age (default: the registry's
+    /// [`jwks_max_age`](KeyRegistry::jwks_max_age)); whole seconds, at most
+    /// the registry's.
+    ///
+    /// Verifiers may keep the set this long. The
+    /// [`KeyRotator`](crate::KeyRotator) publishes each next key the
+    /// registry's max-age ahead of time, which covers a shorter max-age
+    /// here, never a longer one.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// The `Content-Type` (default `application/json`).
+    pub fn content_type(mut self, content_type: JwksContentType) -> Self {
+        self.content_type = content_type;
+        self
+    }
+
+    /// Checks the settings and builds the service.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for the first refused setting, in this order:
+    /// `path` (not an absolute path of visible ASCII without `?` or `#`),
+    /// `max_age` (not whole seconds, or longer than the registry's
+    /// [`jwks_max_age`](KeyRegistry::jwks_max_age)).
+    pub fn build(self) -> Result<JwksService, ConfigError> {
+        let JwksServiceBuilder {
+            registry,
+            path,
+            max_age,
+            content_type,
+        } = self;
+        let valid = path.starts_with('/')
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+        if !valid {
+            return Err(ConfigError::new(
+                "path",
+                path,
+                "it must start with '/' and hold only visible ASCII, without '?' or '#'",
+            ));
+        }
+        let ceiling = registry.jwks_max_age();
+        let max_age = max_age.unwrap_or(ceiling);
+        if max_age.subsec_nanos() != 0 {
+            return Err(ConfigError::new("max_age", max_age, "use whole seconds"));
+        }
+        if max_age > ceiling {
+            return Err(ConfigError::new(
+                "max_age",
+                max_age,
+                format!(
+                    "longer than the registry's JWKS max-age ({} s): verifiers would cache the \
+                     keys longer than the rotator publishes them ahead; use at most that, or \
+                     raise KeyRegistryBuilder::jwks_max_age",
+                    ceiling.as_secs()
+                ),
+            ));
+        }
+        Ok(JwksService {
+            registry,
+            config: Arc::new(Config::new(path, max_age, content_type)),
+        })
+    }
+}
+
 impl fmt::Debug for JwksService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwksService")
             .field("path", &self.config.path)
+            .field("max_age", &self.config.max_age)
             .field("content_type", &self.config.content_type)
-            .field("cache_control", &self.config.cache_control)
             .finish_non_exhaustive()
     }
 }
@@ -409,12 +485,14 @@ mod tests {
 
     #[tokio::test]
     async fn configuration() {
-        let (_, svc) = service();
-        let svc = svc
-            .with_path("/jwks")
-            .unwrap()
-            .with_max_age(Duration::from_secs(60))
-            .with_content_type(JwksContentType::JwkSetJson);
+        let (registry, _) = service();
+        let svc = JwksService::builder(registry.clone())
+            .path("/jwks")
+            .max_age(Duration::from_secs(60))
+            .content_type(JwksContentType::JwkSetJson)
+            .build()
+            .unwrap();
+        assert_eq!(svc.max_age(), Duration::from_secs(60));
         let (res, _) = call(&svc, Request::get("/jwks").body(()).unwrap()).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers()["content-type"], "application/jwk-set+json");
@@ -423,22 +501,53 @@ mod tests {
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
 
         for bad in ["", "jwks", "/a b", "/a?b", "/a#b", "/\u{e9}"] {
-            assert!(svc.clone().with_path(bad).is_err(), "{bad:?}");
+            let err = JwksService::builder(registry.clone())
+                .path(bad)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.setting(), "path", "{bad:?}");
         }
 
         // The error keeps 200 characters of a long refused path, no more.
         let long = format!("no-slash{}", "x".repeat(10_000));
-        match svc.clone().with_path(long.clone()) {
-            Err(JwksConfigError::InvalidPath(kept)) => assert_eq!(kept, long[..200]),
-            Ok(_) => panic!("a path without a leading slash was accepted"),
-        }
+        let err = JwksService::builder(registry)
+            .path(long)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.value().unwrap().chars().count(), 200);
     }
 
-    #[tokio::test]
-    async fn configuring_a_clone_leaves_the_original_alone() {
-        let (_, svc) = service();
-        let other = svc.clone().with_max_age(Duration::from_secs(1));
-        assert_eq!(svc.config.cache_control, "public, max-age=300");
-        assert_eq!(other.config.cache_control, "public, max-age=1");
+    #[test]
+    fn the_max_age_defaults_to_the_registrys_and_is_never_longer() {
+        let registry = KeyRegistry::builder()
+            .jwks_max_age(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let svc = JwksService::new(registry.clone());
+        assert_eq!(svc.max_age(), Duration::from_secs(120));
+        assert_eq!(svc.config.cache_control, "public, max-age=120");
+        for shorter in [Duration::ZERO, Duration::from_secs(120)] {
+            let svc = JwksService::builder(registry.clone())
+                .max_age(shorter)
+                .build()
+                .unwrap();
+            assert_eq!(svc.max_age(), shorter);
+        }
+        for bad in [Duration::from_secs(121), Duration::from_millis(1500)] {
+            let err = JwksService::builder(registry.clone())
+                .max_age(bad)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.setting(), "max_age", "{bad:?}");
+        }
+        let err = JwksService::builder(registry)
+            .max_age(Duration::from_secs(121))
+            .build()
+            .unwrap_err();
+        assert!(err.reason().contains("120 s"), "{err}");
+        assert!(
+            err.reason().contains("KeyRegistryBuilder::jwks_max_age"),
+            "{err}"
+        );
     }
 }

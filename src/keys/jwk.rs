@@ -54,7 +54,7 @@ enum PublicParams {
 
 impl PublicJwk {
     /// Builds the public JWK of a DER-encoded SubjectPublicKeyInfo, for a
-    /// [`JwsSigner`](super::JwsSigner) whose private key lives elsewhere (an HSM,
+    /// [`SigningBackend`](super::SigningBackend) whose private key lives elsewhere (an HSM,
     /// a KMS). With no `kid`, the RFC 7638 thumbprint is used.
     ///
     /// # Errors

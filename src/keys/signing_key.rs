@@ -13,7 +13,7 @@ use openssl::sign::{RsaPssSaltlen, Signer};
 use serde_json::{Map, Value};
 
 use super::jwk::{crypto, first_openssl_reason};
-use super::{Algorithm, EcCurve, JwsSigner, KeyError, KeyKind, Kid, PublicJwk, SignError};
+use super::{Algorithm, EcCurve, KeyError, KeyKind, Kid, PublicJwk, SignError, SigningBackend};
 use crate::b64;
 
 /// The largest RSA modulus accepted on import, in bits (OpenSSL's own limit).
@@ -331,7 +331,7 @@ impl SigningKey {
         &self.jwk
     }
 
-    /// Signs the JWS signing input; see [`JwsSigner::sign`].
+    /// Signs the JWS signing input; see [`SigningBackend::sign`].
     ///
     /// # Errors
     ///
@@ -452,7 +452,7 @@ impl SigningKey {
     }
 }
 
-impl JwsSigner for SigningKey {
+impl SigningBackend for SigningKey {
     fn public_jwk(&self) -> &PublicJwk {
         &self.jwk
     }

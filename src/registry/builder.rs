@@ -7,15 +7,30 @@ use std::time::Duration;
 use super::error::RegistryError;
 use super::lifecycle::{check_invariants, ensure_unique, oldest_next, promote};
 use super::published::PublishedKey;
-use super::registry::KeyRegistry;
+use super::registry::{KeyRegistry, Settings};
 use super::write;
 use crate::clock::Clock;
-use crate::keys::{Algorithm, JwsSigner, KeyError, KeyState, SigningKey};
+use crate::error::ConfigError;
+use crate::keys::{Algorithm, KeyError, KeyState, SigningBackend, SigningKey};
 use crate::store::KeyStore;
 
+/// The token lifetime of a registry unless set: 60 seconds.
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// The longest token lifetime a registry accepts: one day.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The JWKS max-age of a registry unless set: 300 seconds.
+const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// The longest JWKS max-age a registry accepts: one day.
+const MAX_JWKS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl KeyRegistry {
-    /// A registry whose only key, `key`, is active.
-    pub fn new(key: impl JwsSigner + 'static) -> Self {
+    /// A registry whose only key, `key`, is active, with the default
+    /// [`token_ttl`](Self::token_ttl) (60 s) and
+    /// [`jwks_max_age`](Self::jwks_max_age) (300 s).
+    pub fn new(key: impl SigningBackend + 'static) -> Self {
         Self::builder()
             .active(key)
             .build()
@@ -37,11 +52,14 @@ impl KeyRegistry {
         Self::builder().build().expect("no keys cannot conflict")
     }
 
-    /// A builder, to set a [`Clock`] or start from several keys (for example
-    /// keys loaded from storage).
+    /// A builder, to set the token lifetime, the JWKS max-age, a [`Clock`],
+    /// a [`KeyStore`], or start from several keys (for example keys loaded
+    /// from storage).
     pub fn builder() -> KeyRegistryBuilder {
         KeyRegistryBuilder {
             clock: Clock::system(),
+            token_ttl: DEFAULT_TOKEN_TTL,
+            jwks_max_age: DEFAULT_JWKS_MAX_AGE,
             keys: Vec::new(),
             store: None,
             generate_if_missing: None,
@@ -49,17 +67,47 @@ impl KeyRegistry {
     }
 }
 
-/// Builds a [`KeyRegistry`] from several keys, a clock and, optionally, a
-/// [`KeyStore`]. See [`KeyRegistry::builder`].
+/// Builds a [`KeyRegistry`] from several keys, a clock, the token lifetime
+/// and JWKS max-age, and, optionally, a [`KeyStore`]. See
+/// [`KeyRegistry::builder`].
+///
+/// The setters only record their value; [`build`](Self::build) checks
+/// them.
 #[must_use]
+#[derive(Clone)]
 pub struct KeyRegistryBuilder {
     clock: Clock,
+    token_ttl: Duration,
+    jwks_max_age: Duration,
     keys: Vec<PublishedKey>,
     store: Option<Arc<dyn KeyStore>>,
     generate_if_missing: Option<Algorithm>,
 }
 
 impl KeyRegistryBuilder {
+    /// The lifetime of the tokens signed with these keys (default 60 s;
+    /// whole seconds, 1 s to one day). Every signer on the registry signs
+    /// for this long unless told a shorter
+    /// [`ttl`](crate::signer::JwtSignerLayerBuilder::ttl), and the
+    /// [`KeyRotator`](crate::KeyRotator) keeps an old key published for at
+    /// least this long plus the verifiers' leeway. See
+    /// [`KeyRegistry::token_ttl`].
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+
+    /// How long verifiers may cache the JWKS (default 300 s; whole seconds,
+    /// at most one day). The [`JwksService`](crate::JwksService) serves
+    /// `Cache-Control: max-age` with it unless told a shorter
+    /// [`max_age`](crate::jwks::JwksServiceBuilder::max_age), and the
+    /// [`KeyRotator`](crate::KeyRotator) publishes each next key at least
+    /// this long before it signs. See [`KeyRegistry::jwks_max_age`].
+    pub fn jwks_max_age(mut self, max_age: Duration) -> Self {
+        self.jwks_max_age = max_age;
+        self
+    }
+
     /// The clock for key lifetimes and token dates (default: the system's).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -67,15 +115,17 @@ impl KeyRegistryBuilder {
     }
 
     /// Adds the active key.
-    pub fn active(self, key: impl JwsSigner + 'static) -> Self {
+    pub fn active(self, key: impl SigningBackend + 'static) -> Self {
         let now = self.clock.now();
-        self.key(PublishedKey::from_signer(key, KeyState::Active, now).with_activated_at(Some(now)))
+        self.key(
+            PublishedKey::from_backend(key, KeyState::Active, now).with_activated_at(Some(now)),
+        )
     }
 
     /// Adds a next key (published, not signing).
-    pub fn next(self, key: impl JwsSigner + 'static) -> Self {
+    pub fn next(self, key: impl SigningBackend + 'static) -> Self {
         let now = self.clock.now();
-        self.key(PublishedKey::from_signer(key, KeyState::Next, now))
+        self.key(PublishedKey::from_backend(key, KeyState::Next, now))
     }
 
     /// Adds a key with its state and metadata as they are, for example as
@@ -107,7 +157,7 @@ impl KeyRegistryBuilder {
     /// hold the leader lease), nothing is generated or activated here: the
     /// registry starts with the stored keys, possibly none, and the leader's
     /// key arrives when the registry follows the store
-    /// ([`StoreFollower`](crate::store::StoreFollower)).
+    /// ([`StoreFollower`](crate::registry::StoreFollower)).
     ///
     /// A store that holds keys but none active (a change cut short by a
     /// crash or a full disk, between the old key leaving the active state
@@ -119,10 +169,14 @@ impl KeyRegistryBuilder {
         self
     }
 
-    /// Builds the registry.
+    /// Checks the settings and builds the registry.
     ///
     /// # Errors
     ///
+    /// [`RegistryError::Config`] for a setting out of range, checked first
+    /// and in this order: [`token_ttl`](Self::token_ttl) (not whole seconds
+    /// from 1 s to one day), [`jwks_max_age`](Self::jwks_max_age) (not whole
+    /// seconds up to one day); then, with nothing loaded or written yet,
     /// [`RegistryError::DuplicateKid`] if two keys share a kid;
     /// [`RegistryError::SeveralActiveKeys`] if more than one is active;
     /// [`RegistryError::Store`] if the store cannot be loaded (the error
@@ -131,15 +185,24 @@ impl KeyRegistryBuilder {
     pub fn build(self) -> Result<KeyRegistry, RegistryError> {
         let KeyRegistryBuilder {
             clock,
+            token_ttl,
+            jwks_max_age,
             mut keys,
             store,
             generate_if_missing,
         } = self;
+        check_token_ttl(token_ttl)?;
+        check_jwks_max_age(jwks_max_age)?;
+        let settings = Settings {
+            clock,
+            token_ttl,
+            jwks_max_age,
+        };
         let Some(store) = store else {
             if let Some(algorithm) = generate_if_missing
                 && !keys.iter().any(|k| k.state() == KeyState::Active)
             {
-                let now = clock.now();
+                let now = settings.clock.now();
                 keys.push(
                     PublishedKey::from_signing_key(
                         SigningKey::generate(algorithm)?,
@@ -150,11 +213,11 @@ impl KeyRegistryBuilder {
                 );
             }
             check_invariants(&keys)?;
-            return Ok(KeyRegistry::assemble(clock, keys, None));
+            return Ok(KeyRegistry::assemble(settings, keys, None));
         };
         check_invariants(&keys)?;
         let loaded = write::load(store.as_ref())?;
-        let registry = KeyRegistry::assemble(clock, loaded, Some(Arc::clone(&store)));
+        let registry = KeyRegistry::assemble(settings, loaded, Some(Arc::clone(&store)));
         if !keys.is_empty() {
             registry.update(|stored| {
                 for key in keys {
@@ -213,9 +276,39 @@ impl fmt::Debug for KeyRegistryBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRegistryBuilder")
             .field("clock", &self.clock)
+            .field("token_ttl", &self.token_ttl)
+            .field("jwks_max_age", &self.jwks_max_age)
             .field("keys", &self.keys)
             .field("store", &self.store)
             .field("generate_if_missing", &self.generate_if_missing)
             .finish()
     }
+}
+
+fn check_token_ttl(ttl: Duration) -> Result<(), ConfigError> {
+    if ttl.subsec_nanos() != 0 || ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(ConfigError::new(
+            "token_ttl",
+            ttl,
+            format!(
+                "use a token lifetime of whole seconds from 1 s to {} s (one day)",
+                MAX_TOKEN_TTL.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_jwks_max_age(max_age: Duration) -> Result<(), ConfigError> {
+    if max_age.subsec_nanos() != 0 || max_age > MAX_JWKS_MAX_AGE {
+        return Err(ConfigError::new(
+            "jwks_max_age",
+            max_age,
+            format!(
+                "use whole seconds up to {} s (one day)",
+                MAX_JWKS_MAX_AGE.as_secs()
+            ),
+        ));
+    }
+    Ok(())
 }

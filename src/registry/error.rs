@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::error::ConfigError;
 use crate::keys::{KeyError, Kid};
 use crate::store::StoreError;
 
@@ -28,6 +29,9 @@ pub enum RegistryError {
     /// The registry's [`KeyStore`](crate::store::KeyStore) failed to load or persist a change;
     /// nothing was published.
     Store(StoreError),
+    /// A setting of the [`KeyRegistryBuilder`](crate::registry::KeyRegistryBuilder)
+    /// was refused; nothing was loaded or written.
+    Config(ConfigError),
 }
 
 impl fmt::Display for RegistryError {
@@ -48,6 +52,7 @@ impl fmt::Display for RegistryError {
             }
             RegistryError::Other(err) => err.fmt(f),
             RegistryError::Store(err) => write!(f, "key store: {err}"),
+            RegistryError::Config(err) => err.fmt(f),
         }
     }
 }
@@ -58,6 +63,7 @@ impl std::error::Error for RegistryError {
             RegistryError::Key(err) => Some(err),
             RegistryError::Other(err) => Some(err.as_ref()),
             RegistryError::Store(err) => Some(err),
+            RegistryError::Config(err) => Some(err),
             _ => None,
         }
     }
@@ -72,5 +78,11 @@ impl From<KeyError> for RegistryError {
 impl From<StoreError> for RegistryError {
     fn from(err: StoreError) -> Self {
         RegistryError::Store(err)
+    }
+}
+
+impl From<ConfigError> for RegistryError {
+    fn from(err: ConfigError) -> Self {
+        RegistryError::Config(err)
     }
 }

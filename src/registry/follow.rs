@@ -13,33 +13,7 @@ use crate::error::ConfigError;
 use crate::store::StoreNotifications;
 
 /// The longest poll interval [`StoreFollower::spawn`] accepts: 100 years.
-pub const MAX_FOLLOWER_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// The poll interval of [`StoreFollower::builder`] by default: 5 seconds.
-/// With a store that pushes its changes (Redis pub/sub) the poll only
-/// covers lost notifications.
-pub const DEFAULT_FOLLOWER_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Why a [`StoreFollower`] could not be started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FollowerConfigError {
-    /// The poll interval is zero or longer than [`MAX_FOLLOWER_INTERVAL`].
-    InvalidInterval(Duration),
-}
-
-impl fmt::Display for FollowerConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FollowerConfigError::InvalidInterval(interval) => write!(
-                f,
-                "invalid store poll interval {interval:?}: it must be more than zero and at most 100 years"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for FollowerConfigError {}
+const MAX_FOLLOWER_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A background task that keeps a registry in step with its store: every
 /// `interval` it calls [`KeyRegistry::reload`] on a blocking thread, so keys
@@ -55,18 +29,18 @@ impl std::error::Error for FollowerConfigError {}
 /// the poll interval, not the usual delay: that is how late a replica can
 /// be.
 ///
-/// A failed reload (a corrupt file, a missing directory) is logged with
-/// `tracing` and the registry keeps its current keys until a later reload
-/// succeeds. The task stops when the `StoreFollower` is dropped or
-/// [`stop`](Self::stop)ped. A registry without a store has nothing to
-/// follow: the task then does nothing.
+/// A failed reload (a corrupt file, a missing directory, Redis down) is
+/// logged with `tracing` and the registry keeps its current keys until a
+/// later reload succeeds. The task stops when the `StoreFollower` is
+/// dropped or [`stop`](Self::stop)ped. A registry without a store has
+/// nothing to follow: the task then does nothing.
 ///
 /// # Example
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_jwt_signer::KeyRegistry;
-/// use tower_jwt_signer::store::{DirKeyStore, StoreFollower};
+/// use tower_jwt_signer::registry::StoreFollower;
+/// use tower_jwt_signer::{DirKeyStore, KeyRegistry};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -76,7 +50,7 @@ impl std::error::Error for FollowerConfigError {}
 /// #     .generate_if_missing(tower_jwt_signer::Algorithm::ES256).build()?;
 /// // A replica: signs with the keys the writer keeps in `dir`.
 /// let replica = KeyRegistry::builder()
-///     .store(DirKeyStore::options(&dir).create(false).open()?)
+///     .store(DirKeyStore::builder(&dir).create(false).open()?)
 ///     .build()?;
 /// let follower = StoreFollower::spawn(replica.clone(), Duration::from_secs(5))?;
 /// # follower.stop().await;
@@ -94,18 +68,11 @@ pub struct StoreFollower {
 #[derive(Debug, Clone)]
 pub struct StoreFollowerBuilder {
     registry: KeyRegistry,
-    poll_interval: Duration,
+    interval: Duration,
     notifications: bool,
 }
 
 impl StoreFollowerBuilder {
-    /// How often the store is reloaded whatever happens (default
-    /// [`DEFAULT_FOLLOWER_INTERVAL`], 5 s).
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
-        self
-    }
-
     /// Whether to reload as soon as the store pushes a change (default
     /// `true`; a store that pushes nothing is polled either way). `false`
     /// polls only: useful to measure what the notifications save.
@@ -114,59 +81,59 @@ impl StoreFollowerBuilder {
         self
     }
 
-    /// Starts the follower.
+    /// Checks the interval and starts the follower.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] for `poll_interval` if it is zero (a busy loop) or
-    /// longer than [`MAX_FOLLOWER_INTERVAL`] (a timer that cannot be
-    /// armed).
+    /// A [`ConfigError`] (setting `"interval"`) if the interval is zero (a
+    /// busy loop) or longer than 100 years (a timer that cannot be armed).
+    /// It is refused before anything is spawned.
     ///
     /// # Panics
     ///
     /// When called outside a tokio runtime, like `tokio::spawn`.
     pub fn spawn(self) -> Result<StoreFollower, ConfigError> {
-        if self.poll_interval.is_zero() || self.poll_interval > MAX_FOLLOWER_INTERVAL {
+        let interval = self.interval;
+        if interval.is_zero() || interval > MAX_FOLLOWER_INTERVAL {
             return Err(ConfigError::new(
-                "poll_interval",
-                self.poll_interval,
-                "must be more than zero and at most 100 years",
+                "interval",
+                interval,
+                "the store poll interval must be more than zero and at most 100 years",
             ));
         }
-        let interval = self.poll_interval;
         let task = tokio::spawn(follow(self.registry, interval, self.notifications));
         Ok(StoreFollower { task, interval })
     }
 }
 
 impl StoreFollower {
-    /// A builder: the poll interval, and whether to use the store's change
-    /// notifications.
-    pub fn builder(registry: KeyRegistry) -> StoreFollowerBuilder {
-        StoreFollowerBuilder {
-            registry,
-            poll_interval: DEFAULT_FOLLOWER_INTERVAL,
-            notifications: true,
-        }
-    }
-
-    /// Starts following `registry`'s store, reloading every `interval`.
+    /// Starts following `registry`'s store: a reload every `interval`, and
+    /// one on each change the store pushes. The same as
+    /// `StoreFollower::builder(registry, interval).spawn()`.
     ///
     /// # Errors
     ///
-    /// [`FollowerConfigError::InvalidInterval`] if `interval` is zero (a
-    /// busy loop) or longer than [`MAX_FOLLOWER_INTERVAL`] (a timer that
-    /// cannot be armed).
+    /// A [`ConfigError`] (setting `"interval"`) if `interval` is zero (a
+    /// busy loop) or longer than 100 years (a timer that cannot be armed).
+    /// It is refused before anything is spawned.
     ///
     /// # Panics
     ///
     /// When called outside a tokio runtime, like `tokio::spawn`.
-    pub fn spawn(registry: KeyRegistry, interval: Duration) -> Result<Self, FollowerConfigError> {
-        if interval.is_zero() || interval > MAX_FOLLOWER_INTERVAL {
-            return Err(FollowerConfigError::InvalidInterval(interval));
+    pub fn spawn(registry: KeyRegistry, interval: Duration) -> Result<Self, ConfigError> {
+        Self::builder(registry, interval).spawn()
+    }
+
+    /// A builder for a follower of `registry`'s store that polls every
+    /// `interval`: the other settings
+    /// ([`notifications`](StoreFollowerBuilder::notifications)), then
+    /// [`spawn`](StoreFollowerBuilder::spawn).
+    pub fn builder(registry: KeyRegistry, interval: Duration) -> StoreFollowerBuilder {
+        StoreFollowerBuilder {
+            registry,
+            interval,
+            notifications: true,
         }
-        let task = tokio::spawn(follow(registry, interval, true));
-        Ok(StoreFollower { task, interval })
     }
 
     /// The poll interval.
@@ -265,7 +232,7 @@ mod tests {
             Duration::MAX,
         ] {
             let err = StoreFollower::spawn(KeyRegistry::empty(), interval).unwrap_err();
-            assert_eq!(err, FollowerConfigError::InvalidInterval(interval));
+            assert_eq!(err.setting(), "interval");
         }
     }
 

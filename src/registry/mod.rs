@@ -20,14 +20,39 @@
 //! [`store`](crate::store) module. The [`rotation`](crate::rotation) module
 //! rotates keys on a schedule.
 //!
+//! # Token lifetime and JWKS max-age
+//!
+//! Two durations decide how long a key must be published around the tokens
+//! it signs. They are set once, here, because the registry is what the
+//! signer, the JWKS service and the rotator share:
+//!
+//! * [`token_ttl`](KeyRegistryBuilder::token_ttl) (60 s by default): how
+//!   long tokens live. Every signer on the registry signs for this long, or
+//!   for a shorter ttl of its own, never a longer one; the
+//!   [`KeyRotator`](crate::KeyRotator) keeps a key published at least this
+//!   long (plus the verifiers' leeway) after it stops signing.
+//! * [`jwks_max_age`](KeyRegistryBuilder::jwks_max_age) (300 s by
+//!   default): how long verifiers may cache the JWKS. The
+//!   [`JwksService`](crate::JwksService) sends it as `Cache-Control:
+//!   max-age`, or a shorter max-age of its own, never a longer one; the
+//!   rotator publishes each next key at least this long before it signs.
+//!
+//! Given once, they cannot disagree: a signer that made 600 s tokens under
+//! a rotation planned for 60 s ones would see its old keys leave the JWKS
+//! while their tokens live, and a JWKS cached longer than the rotator
+//! prepublishes would make verifiers refuse the first tokens of each new
+//! key. The builders refuse both with a [`ConfigError`](crate::ConfigError).
+//!
 //! # Example
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, SigningKey};
+//! use tower_jwt_signer::registry::KeyState;
+//! use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = KeyRegistry::generate(Algorithm::ES256)?;
+//! assert_eq!(registry.token_ttl(), Duration::from_secs(60));
 //! let first = registry.current().active().unwrap().kid().clone();
 //!
 //! // Publish the next key ahead of time, then let it take over. The old
@@ -64,13 +89,12 @@ mod registry;
 mod snapshot;
 mod write;
 
-pub use crate::keys::KeyState;
+// `KeyState` is defined beside the keys (the store uses it too); this is
+// its one public path.
+pub use crate::keys::state::KeyState;
 pub use builder::KeyRegistryBuilder;
 pub use error::RegistryError;
-pub use follow::{
-    DEFAULT_FOLLOWER_INTERVAL, FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower,
-    StoreFollowerBuilder,
-};
+pub use follow::{StoreFollower, StoreFollowerBuilder};
 pub use published::PublishedKey;
 pub use registry::KeyRegistry;
 pub use snapshot::KeySnapshot;

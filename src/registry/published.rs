@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::keys::{Algorithm, JwsSigner, KeyState, Kid, PublicJwk, SigningKey};
+use crate::keys::{Algorithm, KeyState, Kid, PublicJwk, SigningBackend, SigningKey};
 use crate::store::StoredKey;
 
 /// One key in a [`KeySnapshot`], with its lifecycle metadata.
@@ -14,8 +14,8 @@ use crate::store::StoredKey;
 /// [`KeySnapshot`]: crate::registry::KeySnapshot
 #[derive(Clone)]
 pub struct PublishedKey {
-    signer: Arc<dyn JwsSigner>,
-    /// The same key as `signer` when it is an in-process [`SigningKey`]:
+    backend: Arc<dyn SigningBackend>,
+    /// The same key as `backend` when it is an in-process [`SigningKey`]:
     /// what a key store can persist.
     key: Option<Arc<SigningKey>>,
     state: KeyState,
@@ -30,14 +30,14 @@ impl PublishedKey {
     /// loaded from storage with its saved metadata.
     ///
     /// A registry built on a [`KeyStore`] cannot persist a key described
-    /// this way (the signer hides its private key): use
+    /// this way (the backend hides its private key): use
     /// [`from_signing_key`](Self::from_signing_key) for those.
     ///
     /// [`KeyRegistryBuilder::key`]: crate::registry::KeyRegistryBuilder::key
     /// [`KeyStore`]: crate::store::KeyStore
-    pub fn new(signer: Arc<dyn JwsSigner>, state: KeyState, created_at: SystemTime) -> Self {
+    pub fn new(backend: Arc<dyn SigningBackend>, state: KeyState, created_at: SystemTime) -> Self {
         PublishedKey {
-            signer,
+            backend,
             key: None,
             state,
             created_at,
@@ -60,7 +60,7 @@ impl PublishedKey {
     ) -> Self {
         let key: Arc<SigningKey> = key.into();
         PublishedKey {
-            signer: Arc::clone(&key) as Arc<dyn JwsSigner>,
+            backend: Arc::clone(&key) as Arc<dyn SigningBackend>,
             key: Some(key),
             state,
             created_at,
@@ -92,24 +92,24 @@ impl PublishedKey {
         self
     }
 
-    /// The signer (its public JWK and its signing operation).
-    pub fn signer(&self) -> &Arc<dyn JwsSigner> {
-        &self.signer
+    /// The signing backend (its public JWK and its signing operation).
+    pub fn backend(&self) -> &Arc<dyn SigningBackend> {
+        &self.backend
     }
 
     /// The key id.
     pub fn kid(&self) -> &Kid {
-        self.signer.public_jwk().kid()
+        self.backend.public_jwk().kid()
     }
 
     /// The algorithm.
     pub fn algorithm(&self) -> Algorithm {
-        self.signer.public_jwk().algorithm()
+        self.backend.public_jwk().algorithm()
     }
 
     /// The public JWK.
     pub fn public_jwk(&self) -> &PublicJwk {
-        self.signer.public_jwk()
+        self.backend.public_jwk()
     }
 
     /// The lifecycle state.
@@ -146,15 +146,15 @@ impl PublishedKey {
         self.key.is_some()
     }
 
-    /// Describes any signer in `state`; an in-process [`SigningKey`] stays
+    /// Describes any backend in `state`; an in-process [`SigningKey`] stays
     /// storable (see [`is_storable`](Self::is_storable)).
-    pub(crate) fn from_signer(
-        key: impl JwsSigner + 'static,
+    pub(crate) fn from_backend(
+        key: impl SigningBackend + 'static,
         state: KeyState,
         created_at: SystemTime,
     ) -> Self {
-        let (signer, storable) = split_signer(key);
-        let mut key = PublishedKey::new(signer, state, created_at);
+        let (backend, storable) = split_backend(key);
+        let mut key = PublishedKey::new(backend, state, created_at);
         key.key = storable;
         key
     }
@@ -215,13 +215,18 @@ impl PublishedKey {
     }
 }
 
-/// Splits a signer into the shared trait object and, when it is an
+/// Splits a backend into the shared trait object and, when it is an
 /// in-process [`SigningKey`], the same key as a storable `Arc<SigningKey>`.
-fn split_signer<K: JwsSigner + 'static>(key: K) -> (Arc<dyn JwsSigner>, Option<Arc<SigningKey>>) {
+fn split_backend<K: SigningBackend + 'static>(
+    key: K,
+) -> (Arc<dyn SigningBackend>, Option<Arc<SigningKey>>) {
     let key = Arc::new(key);
     let any: Arc<dyn Any + Send + Sync> = Arc::clone(&key) as Arc<dyn Any + Send + Sync>;
     match any.downcast::<SigningKey>() {
-        Ok(signing) => (Arc::clone(&signing) as Arc<dyn JwsSigner>, Some(signing)),
+        Ok(signing) => (
+            Arc::clone(&signing) as Arc<dyn SigningBackend>,
+            Some(signing),
+        ),
         Err(_) => (key, None),
     }
 }

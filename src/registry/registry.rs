@@ -12,8 +12,15 @@ use super::published::PublishedKey;
 use super::snapshot::KeySnapshot;
 use super::write::WriteThrough;
 use crate::clock::Clock;
-use crate::keys::{JwsSigner, KeyState, Kid, SigningKey};
+use crate::keys::{KeyState, Kid, SigningBackend, SigningKey};
 use crate::store::KeyStore;
+
+/// The settings a registry is built with, checked by its builder.
+pub(super) struct Settings {
+    pub(super) clock: Clock,
+    pub(super) token_ttl: Duration,
+    pub(super) jwks_max_age: Duration,
+}
 
 /// The shared registry of signing keys. See the [module docs](crate::registry).
 ///
@@ -26,6 +33,8 @@ pub struct KeyRegistry {
 struct Inner {
     keys: WriteThrough,
     clock: Clock,
+    token_ttl: Duration,
+    jwks_max_age: Duration,
 }
 
 // The constructors (`new`, `generate`, `empty`, `builder`) are in
@@ -42,6 +51,30 @@ impl KeyRegistry {
         &self.inner.clock
     }
 
+    /// The lifetime of the tokens signed with these keys (60 s unless set
+    /// with [`KeyRegistryBuilder::token_ttl`]): the signers'
+    /// [`ttl`](crate::signer::JwtSignerLayerBuilder::ttl) defaults to it and
+    /// may not exceed it, and the [`KeyRotator`](crate::KeyRotator) keeps
+    /// a key published at least this long (plus the verifiers' leeway)
+    /// after it stops signing. See the [module docs](crate::registry#token-lifetime-and-jwks-max-age).
+    ///
+    /// [`KeyRegistryBuilder::token_ttl`]: crate::registry::KeyRegistryBuilder::token_ttl
+    pub fn token_ttl(&self) -> Duration {
+        self.inner.token_ttl
+    }
+
+    /// How long verifiers may cache the JWKS (300 s unless set with
+    /// [`KeyRegistryBuilder::jwks_max_age`]): the
+    /// [`JwksService`](crate::JwksService)'s `Cache-Control: max-age`
+    /// defaults to it and may not exceed it, and the
+    /// [`KeyRotator`](crate::KeyRotator) publishes each next key at least
+    /// this long before it signs. See the [module docs](crate::registry#token-lifetime-and-jwks-max-age).
+    ///
+    /// [`KeyRegistryBuilder::jwks_max_age`]: crate::registry::KeyRegistryBuilder::jwks_max_age
+    pub fn jwks_max_age(&self) -> Duration {
+        self.inner.jwks_max_age
+    }
+
     /// A receiver that sees every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Arc<KeySnapshot>> {
         self.inner.keys.subscribe()
@@ -53,7 +86,7 @@ impl KeyRegistry {
     /// # Errors
     ///
     /// [`RegistryError::DuplicateKid`] if the kid is already published.
-    pub fn add_next(&self, key: impl JwsSigner + 'static) -> Result<Kid, RegistryError> {
+    pub fn add_next(&self, key: impl SigningBackend + 'static) -> Result<Kid, RegistryError> {
         self.add_next_due(key, None)
     }
 
@@ -64,12 +97,12 @@ impl KeyRegistry {
     /// [`RegistryError::DuplicateKid`] if the kid is already published.
     pub fn add_next_due(
         &self,
-        key: impl JwsSigner + 'static,
+        key: impl SigningBackend + 'static,
         activates_at: Option<SystemTime>,
     ) -> Result<Kid, RegistryError> {
         let now = self.clock().now();
         let mut key =
-            PublishedKey::from_signer(key, KeyState::Next, now).with_activates_at(activates_at);
+            PublishedKey::from_backend(key, KeyState::Next, now).with_activates_at(activates_at);
         let kid = key.kid().clone();
         self.update(|keys| {
             ensure_unique(keys, &kid)?;
@@ -86,8 +119,8 @@ impl KeyRegistry {
     /// active key becomes **retiring** until now + `retain`. Returns the new
     /// active kid.
     ///
-    /// Choose `retain` at least the token lifetime plus the verifiers'
-    /// leeway, or live tokens stop verifying.
+    /// Choose `retain` at least the [token lifetime](Self::token_ttl) plus
+    /// the verifiers' leeway, or live tokens stop verifying.
     ///
     /// Generating an RSA key blocks for tens to hundreds of milliseconds; in
     /// async code add the next key from a blocking thread first.
@@ -128,11 +161,11 @@ impl KeyRegistry {
     /// published but is not next.
     pub fn rotate_to(
         &self,
-        key: impl JwsSigner + 'static,
+        key: impl SigningBackend + 'static,
         retain: Duration,
     ) -> Result<Kid, RegistryError> {
         let now = self.clock().now();
-        let key = PublishedKey::from_signer(key, KeyState::Next, now);
+        let key = PublishedKey::from_backend(key, KeyState::Next, now);
         let kid = key.kid().clone();
         self.update(|keys| {
             ensure_unique(keys, &kid)?;
@@ -219,7 +252,7 @@ impl KeyRegistry {
     /// Nothing is written. A registry without a store returns `Ok(false)`.
     ///
     /// Blocking (see the [store module docs](crate::store#blocking));
-    /// [`StoreFollower`](crate::store::StoreFollower) calls it periodically.
+    /// [`StoreFollower`](crate::registry::StoreFollower) calls it periodically.
     ///
     /// # Errors
     ///
@@ -250,16 +283,24 @@ impl KeyRegistry {
         self.inner.keys.change(change, false)
     }
 
-    /// A registry of `keys` (checked by the caller) on `store`.
+    /// A registry of `keys` (checked by the caller) on `store`, with
+    /// checked `settings`.
     pub(super) fn assemble(
-        clock: Clock,
+        settings: Settings,
         keys: Vec<PublishedKey>,
         store: Option<Arc<dyn KeyStore>>,
     ) -> Self {
+        let Settings {
+            clock,
+            token_ttl,
+            jwks_max_age,
+        } = settings;
         KeyRegistry {
             inner: Arc::new(Inner {
                 keys: WriteThrough::new(keys, store),
                 clock,
+                token_ttl,
+                jwks_max_age,
             }),
         }
     }
@@ -272,6 +313,8 @@ impl fmt::Debug for KeyRegistry {
             .field("version", &current.version())
             .field("keys", &current.keys())
             .field("clock", self.clock())
+            .field("token_ttl", &self.token_ttl())
+            .field("jwks_max_age", &self.jwks_max_age())
             .field("store", &self.store())
             .finish()
     }

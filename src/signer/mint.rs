@@ -33,7 +33,7 @@ use super::pool;
 use super::reuse::{Lookup, NewEntry, TokenCache};
 use super::template::RequestValues;
 use crate::b64;
-use crate::keys::{Algorithm, EcCurve, JwsSigner, KeyKind};
+use crate::keys::{Algorithm, EcCurve, KeyKind, SigningBackend};
 use crate::registry::PublishedKey;
 
 /// What one service (and its clones) makes tokens with: the checked
@@ -64,7 +64,7 @@ pub(crate) enum Token {
 
 /// `BASE64URL({"alg":..,"typ":..,"kid":..})` for one key, built once per key.
 struct EncodedHeader {
-    signer: Arc<dyn JwsSigner>,
+    backend: Arc<dyn SigningBackend>,
     encoded: String,
     /// The length of this key's signatures: a guess from the algorithm
     /// until the first signature, then the real one (an RSA modulus can be
@@ -243,7 +243,7 @@ impl Minter {
         let key = &claims.json[claims.members_at..];
         let hash = reuse.cache.hash(key);
         let lookup = Lookup {
-            active: active.signer(),
+            active: active.backend(),
             settings: self.config.id,
             now: claims.iat,
         };
@@ -253,7 +253,7 @@ impl Minter {
         Reused::Miss(Some(NewEntry {
             hash,
             key: key.into(),
-            signer: Arc::clone(active.signer()),
+            backend: Arc::clone(active.backend()),
             settings: self.config.id,
             iat: claims.iat,
             until: claims.exp.saturating_sub(reuse.min_remaining),
@@ -333,8 +333,8 @@ impl Minter {
             remember,
         } = pending;
         let prefix_len = self.config.prefix.len();
-        let signature = header.signer.sign(&value.as_bytes()[prefix_len..]).map_err(|err| {
-            tracing::error!(kid = %header.signer.public_jwk().kid(), error = %err, "request refused: signing failed");
+        let signature = header.backend.sign(&value.as_bytes()[prefix_len..]).map_err(|err| {
+            tracing::error!(kid = %header.backend.public_jwk().kid(), error = %err, "request refused: signing failed");
             Failure::signing()
         })?;
         header
@@ -366,7 +366,7 @@ impl Minter {
     /// reuse cache).
     fn header_for(&self, active: &PublishedKey) -> Arc<EncodedHeader> {
         if let Some(cached) = self.header.load().as_ref()
-            && std::ptr::addr_eq(Arc::as_ptr(&cached.signer), Arc::as_ptr(active.signer()))
+            && std::ptr::addr_eq(Arc::as_ptr(&cached.backend), Arc::as_ptr(active.backend()))
         {
             return Arc::clone(cached);
         }
@@ -377,7 +377,7 @@ impl Minter {
         };
         let json = serde_json::to_vec(&header).expect("the JOSE header serialises");
         let encoded = Arc::new(EncodedHeader {
-            signer: Arc::clone(active.signer()),
+            backend: Arc::clone(active.backend()),
             encoded: b64::encode(json),
             signature_len: AtomicUsize::new(signature_len(active)),
         });
@@ -387,7 +387,7 @@ impl Minter {
         {
             // Tokens of the previous key are refused on lookup anyway; this
             // releases them (and that key) at once.
-            reuse.cache.retain_signer(active.signer());
+            reuse.cache.retain_backend(active.backend());
         }
         encoded
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::error::{SignerConfigError, truncate};
+use crate::error::ConfigError;
 use crate::keys::Algorithm;
 
 /// Where the signer computes signatures.
@@ -35,7 +35,7 @@ use crate::keys::Algorithm;
 /// is answered `500` (`signing_failed`) and the inner service is not
 /// called. Should no signing thread start, signatures are made inline.
 ///
-/// A [`JwsSigner`](crate::JwsSigner) backed by an HSM or a KMS that blocks
+/// A [`SigningBackend`](crate::keys::SigningBackend) backed by an HSM or a KMS that blocks
 /// on the network should use [`Blocking`](Self::Blocking) whatever its
 /// algorithm.
 ///
@@ -89,14 +89,20 @@ impl fmt::Display for Offload {
 }
 
 impl FromStr for Offload {
-    type Err = SignerConfigError;
+    type Err = ConfigError;
 
+    /// Parses `inline`, `blocking` or `auto`; anything else is a
+    /// [`ConfigError`] for the setting `"offload"`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "inline" => Ok(Offload::Inline),
             "blocking" => Ok(Offload::Blocking),
             "auto" => Ok(Offload::Auto),
-            _ => Err(SignerConfigError::InvalidOffload(truncate(s))),
+            _ => Err(ConfigError::new(
+                "offload",
+                s,
+                "unknown offload mode: use inline, blocking or auto",
+            )),
         }
     }
 }

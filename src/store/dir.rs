@@ -28,7 +28,7 @@ use crate::keys::{Algorithm, KeyState, Kid, SigningKey};
 
 /// The suffix of key file names: the key with kid `K` lives in
 /// `K.key.json`.
-pub const KEY_FILE_SUFFIX: &str = ".key.json";
+const KEY_FILE_SUFFIX: &str = ".key.json";
 
 /// The lock file writers `flock`.
 const LOCK_FILE: &str = ".lock";
@@ -93,7 +93,7 @@ impl ForeignOwner {
 ///
 /// # Files
 ///
-/// The key with kid `K` lives in `K.key.json` ([`KEY_FILE_SUFFIX`]). Every
+/// The key with kid `K` lives in `K.key.json`. Every
 /// other name is ignored: files without the suffix (a `README.md`) and
 /// every name starting with `.` (dotfiles, the `.lock` file, temporary
 /// files, and Kubernetes' `..data` links). Kids are restricted to
@@ -158,7 +158,7 @@ impl ForeignOwner {
 ///
 /// A key file that cannot be read or parsed, holds a key that is refused
 /// (an `alg` the key does not fit, a JWK that is not a private key, another
-/// algorithm than [`DirKeyStoreOptions::algorithm`]) or whose kid does not
+/// algorithm than [`DirKeyStoreBuilder::algorithm`]) or whose kid does not
 /// match its name makes [`load`](KeyStore::load) fail with an error naming
 /// the file and the reason, and is logged with `tracing`. Such a file is
 /// never rewritten, renamed or deleted: fix or remove it by hand.
@@ -175,7 +175,7 @@ impl ForeignOwner {
 ///
 /// By default ([`ForeignOwner::Refuse`]) the directory and every key file
 /// must be owned by the process's effective uid, as `ssh` requires of a
-/// private key: otherwise [`open`](DirKeyStoreOptions::open) and
+/// private key: otherwise [`open`](DirKeyStoreBuilder::open) and
 /// [`load`](KeyStore::load) fail with [`StoreError::ForeignOwner`], naming
 /// the path and both uids. Whoever owns the directory can put any key in
 /// it, so a directory another user created (say `nobody`, even with modes
@@ -199,7 +199,7 @@ impl ForeignOwner {
 ///   and files are the process's own, 0700 and 0600;
 /// * to read keys provisioned as a Secret by a pod that does not run as
 ///   root, accept root explicitly with
-///   [`foreign_owner(ForeignOwner::AllowRoot)`](DirKeyStoreOptions::foreign_owner)
+///   [`foreign_owner(ForeignOwner::AllowRoot)`](DirKeyStoreBuilder::foreign_owner)
 ///   (and, with `fsGroup`, [`LoosePermissions::Warn`]), or copy the keys
 ///   into the pod's own directory from an init container running as the
 ///   pod's user.
@@ -219,12 +219,13 @@ impl ForeignOwner {
 /// # Example
 ///
 /// ```
-/// use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
-/// use tower_jwt_signer::{Algorithm, KeyState, SigningKey};
+/// use tower_jwt_signer::registry::KeyState;
+/// use tower_jwt_signer::store::{KeyStore, StoredKey};
+/// use tower_jwt_signer::{Algorithm, DirKeyStore, SigningKey};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let tmp = tempfile::tempdir()?;
-/// let store = DirKeyStore::options(tmp.path().join("keys"))
+/// let store = DirKeyStore::builder(tmp.path().join("keys"))
 ///     .algorithm(Algorithm::ES256)
 ///     .open()?;
 /// let key = SigningKey::generate(Algorithm::ES256)?;
@@ -251,10 +252,12 @@ pub struct DirKeyStore {
     temp_counter: AtomicU64,
 }
 
-/// Options for opening a [`DirKeyStore`].
+/// Builds (opens) a [`DirKeyStore`]; see [`DirKeyStore::builder`]. The
+/// setters only record their value; [`open`](Self::open) opens and checks
+/// the directory.
 #[must_use]
 #[derive(Debug, Clone)]
-pub struct DirKeyStoreOptions {
+pub struct DirKeyStoreBuilder {
     dir: PathBuf,
     algorithm: Option<Algorithm>,
     loose: LoosePermissions,
@@ -262,7 +265,7 @@ pub struct DirKeyStoreOptions {
     create: bool,
 }
 
-impl DirKeyStoreOptions {
+impl DirKeyStoreBuilder {
     /// Accept only keys of this algorithm: a stored key of another one
     /// fails [`load`](KeyStore::load) and [`save`](KeyStore::save) with
     /// [`StoreError::WrongAlgorithm`]. By default any algorithm is accepted.
@@ -331,18 +334,19 @@ impl DirKeyStoreOptions {
 
 impl DirKeyStore {
     /// Opens (and creates, mode 0700, when missing) the key directory with
-    /// the default options. Blocking.
+    /// the default settings. Blocking.
     ///
     /// # Errors
     ///
-    /// As [`DirKeyStoreOptions::open`].
+    /// As [`DirKeyStoreBuilder::open`].
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
-        Self::options(dir).open()
+        Self::builder(dir).open()
     }
 
-    /// Options for opening the key directory `dir`.
-    pub fn options(dir: impl Into<PathBuf>) -> DirKeyStoreOptions {
-        DirKeyStoreOptions {
+    /// A builder for opening the key directory `dir` with other settings:
+    /// one algorithm only, permissions, owners, whether to create it.
+    pub fn builder(dir: impl Into<PathBuf>) -> DirKeyStoreBuilder {
+        DirKeyStoreBuilder {
             dir: dir.into(),
             algorithm: None,
             loose: LoosePermissions::Refuse,

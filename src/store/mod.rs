@@ -34,7 +34,7 @@
 //! one transaction never holds part of a change.
 //!
 //! Only [`SigningKey`]s can be stored (the store needs the private key);
-//! adding another [`JwsSigner`](crate::JwsSigner) to a registry built on a
+//! adding another [`SigningBackend`](crate::keys::SigningBackend) to a registry built on a
 //! store fails with [`StoreError::NotStorable`].
 //!
 //! # Blocking
@@ -43,20 +43,25 @@
 //! With a store, every registry change and [`KeyRegistry::reload`] block
 //! the calling thread for that long: in async code, call them from
 //! `tokio::task::spawn_blocking`. The [`KeyRotator`](crate::rotation::KeyRotator)
-//! and the [`StoreFollower`] already do.
+//! and the [`StoreFollower`](crate::registry::StoreFollower) already do.
 //!
 //! # Replicas: one writer, many readers
 //!
 //! Several processes may share one key directory (a shared volume, a
 //! Kubernetes Secret). The recommended setup is **one writer**, which runs
-//! the [`KeyRotator`](crate::rotation::KeyRotator), and **many readers**,
-//! which sign with the active key and serve the JWKS, each following the
-//! directory with a [`StoreFollower`] (or calling [`KeyRegistry::reload`]).
-//! A follower sees another process's change within one poll interval; give
-//! the rotation policy that interval
+//! the [`KeyRotator`](crate::KeyRotator), and **many readers**, which sign
+//! with the active key and serve the JWKS, each following the directory
+//! with a [`StoreFollower`](crate::registry::StoreFollower) (or calling
+//! [`KeyRegistry::reload`]). A follower sees another process's change
+//! within one poll interval; give the rotation policy that interval
 //! ([`RotationPolicyBuilder::follower_poll_interval`](crate::rotation::RotationPolicyBuilder::follower_poll_interval))
 //! so that the next key is published and the old one retained long enough
-//! for every replica.
+//! for every replica. Build every replica's registry with the writer's
+//! [`token_ttl`](crate::registry::KeyRegistryBuilder::token_ttl) and
+//! [`jwks_max_age`](crate::registry::KeyRegistryBuilder::jwks_max_age)
+//! (they are settings of the process, not stored with the keys): the
+//! writer's rotator plans with its own, and a replica that signed longer
+//! tokens or served a longer max-age would outlive that plan.
 //!
 //! Two writers are safe too: each change takes the store's write lock
 //! ([`KeyStore::lock`]; a `flock` on the directory's `.lock` file for
@@ -69,8 +74,7 @@
 //! # Example
 //!
 //! ```
-//! use tower_jwt_signer::store::DirKeyStore;
-//! use tower_jwt_signer::{Algorithm, KeyRegistry};
+//! use tower_jwt_signer::{Algorithm, DirKeyStore, KeyRegistry};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let tmp = tempfile::tempdir()?;
@@ -103,6 +107,7 @@ mod dir;
 mod memory;
 mod notify;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod stored;
 mod txlock;
@@ -116,20 +121,10 @@ use std::sync::Arc;
 use crate::keys::{Algorithm, KeyError, Kid};
 
 pub use change::{KeySave, StoreChange};
-pub use dir::{DirKeyStore, DirKeyStoreOptions, ForeignOwner, KEY_FILE_SUFFIX, LoosePermissions};
+pub use dir::{DirKeyStore, DirKeyStoreBuilder, ForeignOwner, LoosePermissions};
 pub use memory::MemoryKeyStore;
 pub use notify::{StoreNotifications, StoreNotifier};
-#[cfg(feature = "redis")]
-#[doc(inline)]
-pub use redis::RedisKeyStore;
 pub use stored::StoredKey;
-
-// Phase-1 compatibility: the follower drives a registry, so it lives in the
-// registry module; this path keeps working until the public API is redone.
-pub use crate::registry::{
-    DEFAULT_FOLLOWER_INTERVAL, FollowerConfigError, MAX_FOLLOWER_INTERVAL, StoreFollower,
-    StoreFollowerBuilder,
-};
 
 /// Where a [`KeyRegistry`](crate::registry::KeyRegistry) keeps its keys across restarts.
 ///
@@ -258,7 +253,7 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
 
     /// Notifications of changes that other processes make, for a store that
     /// can push them (Redis pub/sub): a
-    /// [`StoreFollower`] reloads as soon as one arrives, and keeps polling
+    /// [`StoreFollower`](crate::registry::StoreFollower) reloads as soon as one arrives, and keeps polling
     /// at its interval for the ones that are lost. The default, `None`,
     /// pushes nothing: followers poll.
     ///
@@ -413,7 +408,7 @@ pub enum StoreError {
         source: KeyError,
     },
     /// A key of another algorithm than the store is configured for
-    /// ([`DirKeyStoreOptions::algorithm`]).
+    /// ([`DirKeyStoreBuilder::algorithm`]).
     WrongAlgorithm {
         /// The file.
         path: PathBuf,
@@ -602,7 +597,7 @@ impl fmt::Display for StoreError {
             ),
             StoreError::ForeignOwner { path, owner, euid } => write!(
                 f,
-                "{}: owned by uid {owner}, but this process runs as uid {euid}; whoever owns a key directory or key file chooses the signing key (chown {euid} {}, or accept that owner with DirKeyStoreOptions::foreign_owner)",
+                "{}: owned by uid {owner}, but this process runs as uid {euid}; whoever owns a key directory or key file chooses the signing key (chown {euid} {}, or accept that owner with DirKeyStoreBuilder::foreign_owner)",
                 path.display(),
                 path.display()
             ),

@@ -5,7 +5,7 @@ use std::fmt;
 
 use tokio::sync::watch;
 
-/// Tells a [`StoreFollower`](crate::store::StoreFollower) that the store
+/// Tells a [`StoreFollower`](crate::registry::StoreFollower) that the store
 /// may have changed, as soon as the store knows (a Redis pub/sub message,
 /// a reconnection after which messages may have been lost). Handed out by
 /// [`KeyStore::notifications`](super::KeyStore::notifications).

@@ -26,7 +26,7 @@ use crate::keys::Algorithm;
 /// ```
 /// use http::Request;
 /// use serde::Deserialize;
-/// use tower_jwt_signer::verifier::VerifiedClaims;
+/// use tower_jwt_signer::VerifiedClaims;
 ///
 /// #[derive(Deserialize)]
 /// struct Caller {

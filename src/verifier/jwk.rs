@@ -20,9 +20,10 @@ use crate::keys::{
     check_ed25519, check_rsa_modulus,
 };
 
-/// The longest `kid` a verifying key may have, in bytes. Keys with a longer
-/// kid are skipped; tokens with a longer kid are refused without a lookup.
-pub const MAX_VERIFY_KID_LEN: usize = 256;
+/// The longest `kid` a verifying key may have, in bytes: 256. Keys with a
+/// longer kid are skipped; tokens with a longer kid are refused without a
+/// lookup.
+pub(crate) const MAX_VERIFY_KID_LEN: usize = 256;
 
 /// The smallest RSA modulus accepted for verification, in bits.
 const MIN_RSA_BITS: i32 = 2048;
@@ -59,7 +60,8 @@ const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
 ///   12 bases), not a modulus with the ROCA fingerprint (CVE-2017-15361).
 ///   The prime test costs one modular exponentiation per RSA key (about
 ///   3 ms for 2048 bits, 35 ms for 4096, 2 s for 16384), once per set;
-/// * `kid`, when present, is a string of 1 to [`MAX_VERIFY_KID_LEN`] bytes.
+/// * `kid`, when present, is a string of 1 to 256 bytes (a token with a
+///   longer kid is refused without a lookup).
 ///
 /// # Example
 ///
@@ -179,7 +181,7 @@ impl JwkSet {
     }
 
     /// Builds a set from our own public JWKs (for example a
-    /// [`KeySnapshot`](crate::KeySnapshot)'s keys).
+    /// [`KeySnapshot`](crate::registry::KeySnapshot)'s keys).
     ///
     /// A [`PublicJwk`] was checked for [`WeakKey`]s when it was made, so the
     /// costly RSA modulus checks are not run again here.

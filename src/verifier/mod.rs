@@ -72,14 +72,13 @@
 //! use http_body_util::Full;
 //! use bytes::Bytes;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier};
-//! use tower_jwt_signer::{Algorithm, KeyRegistry};
+//! use tower_jwt_signer::{Algorithm, JwtVerifierLayer, KeyRegistry, VerifiedClaims, Verifier};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = KeyRegistry::generate(Algorithm::ES256)?;
-//! // In a backend: Verifier::new(RemoteJwks::new("http://gateway/.well-known/...")?)
-//! let verifier = Verifier::new(registry.clone()).with_issuer("gateway");
+//! // In a backend: Verifier::builder(RemoteJwks::new("http://gateway/.well-known/...")?)
+//! let verifier = Verifier::builder(registry.clone()).issuer("gateway").build()?;
 //!
 //! let backend = ServiceBuilder::new()
 //!     .layer(JwtVerifierLayer::new(verifier))
@@ -111,18 +110,12 @@ mod token;
 
 pub use claims::VerifiedClaims;
 pub use future::ResponseFuture;
-pub use jwk::{JwkSet, JwkSetError, MAX_VERIFY_KID_LEN, SkippedKey, VerifyingKey};
-pub use layer::JwtVerifierLayer;
-pub use remote::{
-    DEFAULT_CACHE_TTL, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_CACHE_TTL, DEFAULT_MAX_JWKS_LEN,
-    DEFAULT_MAX_STALE, DEFAULT_MIN_CACHE_TTL, DEFAULT_REFRESH_COOLDOWN, FetchError, RemoteJwks,
-    RemoteJwksBuilder, RemoteJwksError,
-};
+pub use jwk::{JwkSet, JwkSetError, SkippedKey, VerifyingKey};
+pub use layer::{JwtVerifierLayer, JwtVerifierLayerBuilder};
+pub use remote::{FetchError, RemoteJwks, RemoteJwksBuilder};
 pub use service::JwtVerifier;
 pub use source::TokenSource;
-pub use token::{
-    DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, KeySource, Verifier, VerifierConfigError, VerifyError,
-};
+pub use token::{KeySource, Verifier, VerifierBuilder, VerifyError};
 
 #[cfg(doc)]
 use crate::keys::Algorithm;

@@ -26,20 +26,20 @@ pub struct JwtVerifier<S> {
 }
 
 impl<S> JwtVerifier<S> {
-    /// Wraps `inner`; the token is read from `Authorization: Bearer`.
+    /// Wraps `inner`; the token is read from `Authorization: Bearer`. To
+    /// read it from elsewhere, build a [`JwtVerifierLayer`](super::JwtVerifierLayer)
+    /// with [`JwtVerifierLayer::builder`](super::JwtVerifierLayer::builder).
     pub fn new(inner: S, verifier: Verifier) -> Self {
+        JwtVerifier::from_parts(inner, verifier, TokenSource::bearer())
+    }
+
+    /// Wraps `inner` with a checked token source.
+    pub(crate) fn from_parts(inner: S, verifier: Verifier, source: TokenSource) -> Self {
         JwtVerifier {
             inner,
             verifier,
-            source: TokenSource::bearer(),
+            source,
         }
-    }
-
-    /// Reads the token from another place.
-    #[must_use]
-    pub fn with_token_source(mut self, source: TokenSource) -> Self {
-        self.source = source;
-        self
     }
 
     /// The inner service.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Request};
 
-use super::token::{VerifierConfigError, VerifyError};
+use super::token::VerifyError;
+use crate::error::ConfigError;
 
 /// Where [`JwtVerifier`](super::JwtVerifier) reads the token.
 ///
@@ -15,17 +16,35 @@ use super::token::{VerifierConfigError, VerifyError};
 /// two cookies or two query parameters of that name) is malformed and is
 /// answered 400.
 ///
+/// The constructors only record the place;
+/// [`JwtVerifierLayerBuilder::build`](super::JwtVerifierLayerBuilder::build)
+/// refuses one that cannot appear in a request.
+///
 /// ```
 /// use http::HeaderName;
 /// use tower_jwt_signer::verifier::TokenSource;
+/// use tower_jwt_signer::{Algorithm, JwtVerifierLayer, KeyRegistry, Verifier};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let default = TokenSource::bearer();
-/// let custom = TokenSource::header(HeaderName::from_static("x-gateway-token"), Some("JWT"))?;
-/// let raw = TokenSource::header(HeaderName::from_static("x-jwt"), None)?;
-/// let cookie = TokenSource::cookie("session")?;
-/// let query = TokenSource::query("access_token")?;
-/// # let _ = (default, custom, raw, cookie, query);
+/// let custom = TokenSource::header(HeaderName::from_static("x-gateway-token"), Some("JWT"));
+/// let raw = TokenSource::header(HeaderName::from_static("x-jwt"), None);
+/// let cookie = TokenSource::cookie("session");
+/// let query = TokenSource::query("access_token");
+/// # let _ = (default, custom, raw, query);
+///
+/// let verifier = Verifier::new(KeyRegistry::generate(Algorithm::ES256)?);
+/// let layer = JwtVerifierLayer::builder(verifier.clone())
+///     .token_source(cookie)
+///     .build()?;
+/// # let _ = layer;
+///
+/// // A cookie name with a space cannot appear in a request.
+/// let err = JwtVerifierLayer::builder(verifier)
+///     .token_source(TokenSource::cookie("my session"))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.setting(), "token_source");
 /// # Ok(())
 /// # }
 /// ```
@@ -65,57 +84,61 @@ impl TokenSource {
     }
 
     /// A header, with a scheme before the token (`<scheme> <token>`) or,
-    /// with `None`, the bare token.
-    ///
-    /// # Errors
-    ///
-    /// [`VerifierConfigError::InvalidName`] when the scheme is not an HTTP
-    /// token (letters, digits and ``!#$%&'*+-.^_`|~``).
-    pub fn header(name: HeaderName, scheme: Option<&str>) -> Result<Self, VerifierConfigError> {
-        if let Some(scheme) = scheme {
-            check_token("scheme", scheme)?;
-        }
-        Ok(TokenSource {
+    /// with `None`, the bare token. The scheme must be an HTTP token
+    /// (letters, digits and ``!#$%&'*+-.^_`|~``).
+    pub fn header(name: HeaderName, scheme: Option<&str>) -> Self {
+        TokenSource {
             location: Location::Header {
                 name,
                 scheme: scheme.map(Arc::from),
             },
             challenge: Arc::from(scheme.unwrap_or("Bearer")),
-        })
+        }
     }
 
-    /// A cookie.
-    ///
-    /// # Errors
-    ///
-    /// [`VerifierConfigError::InvalidName`] when the name is not an HTTP
-    /// token.
-    pub fn cookie(name: &str) -> Result<Self, VerifierConfigError> {
-        check_token("cookie name", name)?;
-        Ok(TokenSource {
+    /// A cookie. Its name must be an HTTP token.
+    pub fn cookie(name: &str) -> Self {
+        TokenSource {
             location: Location::Cookie(Arc::from(name)),
             challenge: Arc::from("Bearer"),
-        })
+        }
     }
 
-    /// A query parameter (RFC 6750 section 2.3 warns that URLs end up in
+    /// A query parameter, whose name must be 1 or more characters of
+    /// `A-Z a-z 0-9 - . _ ~` (RFC 6750 section 2.3 warns that URLs end up in
     /// logs: prefer a header).
-    ///
-    /// # Errors
-    ///
-    /// [`VerifierConfigError::InvalidName`] when the name is empty or holds
-    /// characters outside `A-Z a-z 0-9 - . _ ~`.
-    pub fn query(name: &str) -> Result<Self, VerifierConfigError> {
-        let unreserved = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~');
-        if name.is_empty() || !name.chars().all(unreserved) {
-            return Err(VerifierConfigError::InvalidName {
-                what: "query parameter name",
-            });
-        }
-        Ok(TokenSource {
+    pub fn query(name: &str) -> Self {
+        TokenSource {
             location: Location::Query(Arc::from(name)),
             challenge: Arc::from("Bearer"),
-        })
+        }
+    }
+
+    /// Refuses a place that cannot appear in a request: a scheme or cookie
+    /// name that is not an HTTP token, a query parameter name that is empty
+    /// or not unreserved characters.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        match &self.location {
+            Location::Header { scheme: None, .. } => Ok(()),
+            Location::Header {
+                scheme: Some(scheme),
+                ..
+            } => check_token("scheme", scheme),
+            Location::Cookie(name) => check_token("cookie name", name),
+            Location::Query(name) => {
+                let unreserved =
+                    |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~');
+                if name.is_empty() || !name.chars().all(unreserved) {
+                    return Err(ConfigError::new(
+                        "token_source",
+                        name,
+                        "the query parameter name cannot appear in a request: use 1 or more of \
+                         A-Z a-z 0-9 - . _ ~",
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The scheme used in `WWW-Authenticate` challenges.
@@ -135,10 +158,17 @@ impl TokenSource {
     }
 }
 
-fn check_token(what: &'static str, value: &str) -> Result<(), VerifierConfigError> {
+fn check_token(what: &'static str, value: &str) -> Result<(), ConfigError> {
     let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if value.is_empty() || !value.chars().all(tchar) {
-        return Err(VerifierConfigError::InvalidName { what });
+        return Err(ConfigError::new(
+            "token_source",
+            value,
+            format!(
+                "the {what} cannot appear in a request: use 1 or more letters, digits or \
+                 !#$%&'*+-.^_`|~"
+            ),
+        ));
     }
     Ok(())
 }
@@ -277,11 +307,11 @@ mod tests {
 
     #[test]
     fn custom_header_cookie_and_query() {
-        let raw = TokenSource::header(HeaderName::from_static("x-jwt"), None).unwrap();
+        let raw = TokenSource::header(HeaderName::from_static("x-jwt"), None);
         let req = request(|b| b.header("x-jwt", " a.b.c "));
         assert_eq!(raw.extract(&req), Ok("a.b.c"));
 
-        let cookie = TokenSource::cookie("jwt").unwrap();
+        let cookie = TokenSource::cookie("jwt");
         let req = request(|b| b.header("cookie", "a=1; jwt=a.b.c; b=2"));
         assert_eq!(cookie.extract(&req), Ok("a.b.c"));
         let req = request(|b| b.header("cookie", "jwt=\"a.b.c\""));
@@ -294,7 +324,7 @@ mod tests {
         let req = request(|b| b.header("cookie", "xjwt=a.b.c"));
         assert_eq!(cookie.extract(&req), Err(VerifyError::MissingToken));
 
-        let query = TokenSource::query("access_token").unwrap();
+        let query = TokenSource::query("access_token");
         let req = request(|b| b.uri("/p?x=1&access_token=a.b.c"));
         assert_eq!(query.extract(&req), Ok("a.b.c"));
         let req = request(|b| b.uri("/p?access_token=a&access_token=b"));
@@ -308,10 +338,15 @@ mod tests {
 
     #[test]
     fn names_are_validated() {
-        assert!(TokenSource::header(header::AUTHORIZATION, Some("Bad Scheme")).is_err());
-        assert!(TokenSource::header(header::AUTHORIZATION, Some("")).is_err());
-        assert!(TokenSource::cookie("a;b").is_err());
-        assert!(TokenSource::query("a&b").is_err());
-        assert!(TokenSource::query("").is_err());
+        for bad in [
+            TokenSource::header(header::AUTHORIZATION, Some("Bad Scheme")),
+            TokenSource::header(header::AUTHORIZATION, Some("")),
+            TokenSource::cookie("a;b"),
+            TokenSource::query("a&b"),
+            TokenSource::query(""),
+        ] {
+            assert_eq!(bad.check().unwrap_err().setting(), "token_source");
+        }
+        assert!(TokenSource::bearer().check().is_ok());
     }
 }

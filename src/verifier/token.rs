@@ -17,14 +17,18 @@ use super::jwk::{JwkSet, MAX_VERIFY_KID_LEN, SignatureError, VerifyingKey};
 use super::remote::{Keys, RemoteJwks, SharedFetch};
 use crate::b64;
 use crate::clock::Clock;
+use crate::error::ConfigError;
 use crate::keys::Algorithm;
+use crate::limits::DEFAULT_MAX_TOKEN_LEN;
+use crate::number::numbers_keep_their_value;
 use crate::registry::KeyRegistry;
 
-/// The default size limit of a token, in bytes (8 KiB).
-pub const DEFAULT_MAX_TOKEN_LEN: usize = crate::limits::DEFAULT_MAX_TOKEN_LEN;
+/// Our verifier's default clock-skew leeway for `exp`, `nbf` and `iat`:
+/// 30 s.
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
-/// The default clock-skew leeway for `exp`, `nbf` and `iat` (30 s).
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// The largest leeway a verifier accepts: one day.
+const MAX_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Where a [`Verifier`] takes its public keys from.
 ///
@@ -75,6 +79,15 @@ impl KeySource {
     pub fn fixed(set: JwkSet) -> Self {
         KeySource {
             kind: SourceKind::Static(Arc::new(set)),
+        }
+    }
+
+    /// The clock a verifier of these keys reads unless told another: the
+    /// registry's, or the system's.
+    fn default_clock(&self) -> Clock {
+        match &self.kind {
+            SourceKind::Registry { registry, .. } => registry.clock().clone(),
+            _ => Clock::system(),
         }
     }
 
@@ -133,10 +146,30 @@ impl fmt::Debug for KeySource {
 ///
 /// Cloning is cheap; clones share the key cache.
 ///
-/// The defaults: the ten [`Algorithm`]s allowed, 30 s leeway, `exp`
-/// required, 8 KiB size limit, no `iss`/`aud`/`typ` check. With a
-/// [`KeyRegistry`] the registry's [`Clock`] is used, otherwise the system
-/// clock.
+/// [`new`](Self::new) gives the defaults: the ten [`Algorithm`]s allowed,
+/// 30 s leeway, `exp` required, 8 KiB size limit, no `iss`/`aud`/`typ`
+/// check. [`builder`](Self::builder) sets the rules. With a [`KeyRegistry`]
+/// the registry's [`Clock`] is used, otherwise the system clock.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_jwt_signer::{Algorithm, KeyRegistry, Verifier};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = KeyRegistry::generate(Algorithm::ES256)?;
+/// let verifier = Verifier::builder(registry.clone())
+///     .issuer("https://gateway.example")
+///     .audience("orders-api")
+///     .leeway(Duration::from_secs(10))
+///     .build()?;
+/// # let _ = verifier;
+///
+/// // The same checks as the signer's: an empty issuer is refused.
+/// let err = Verifier::builder(registry).issuer("").build().unwrap_err();
+/// assert_eq!(err.setting(), "issuer");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 #[must_use]
 pub struct Verifier {
@@ -160,10 +193,7 @@ impl Verifier {
     /// A verifier with the default rules.
     pub fn new(keys: impl Into<KeySource>) -> Self {
         let keys = keys.into();
-        let clock = match &keys.kind {
-            SourceKind::Registry { registry, .. } => registry.clock().clone(),
-            _ => Clock::system(),
-        };
+        let clock = keys.default_clock();
         Verifier {
             keys,
             rules: Arc::new(Rules {
@@ -179,80 +209,20 @@ impl Verifier {
         }
     }
 
-    fn rules_mut(&mut self) -> &mut Rules {
-        Arc::make_mut(&mut self.rules)
-    }
-
-    /// Accepts only these algorithms (default: all ten). A token's `alg`
-    /// must be on this list *and* fit the key its `kid` selects.
-    ///
-    /// # Errors
-    ///
-    /// [`VerifierConfigError::NoAlgorithms`] for an empty list.
-    pub fn with_algorithms(
-        mut self,
-        algorithms: impl IntoIterator<Item = Algorithm>,
-    ) -> Result<Self, VerifierConfigError> {
-        let mut list: Vec<Algorithm> = algorithms.into_iter().collect();
-        list.sort();
-        list.dedup();
-        if list.is_empty() {
-            return Err(VerifierConfigError::NoAlgorithms);
+    /// A builder for the rules: algorithms, leeway, issuer, audience,
+    /// `typ`, required claims, size limit, clock.
+    pub fn builder(keys: impl Into<KeySource>) -> VerifierBuilder {
+        VerifierBuilder {
+            keys: keys.into(),
+            algorithms: Algorithm::ALL.to_vec(),
+            leeway: DEFAULT_LEEWAY,
+            issuer: None,
+            audience: None,
+            typ: None,
+            required: vec!["exp".to_owned()],
+            max_len: DEFAULT_MAX_TOKEN_LEN,
+            clock: None,
         }
-        self.rules_mut().algorithms = list;
-        Ok(self)
-    }
-
-    /// The clock-skew allowance for `exp`, `nbf` and `iat` (default 30 s;
-    /// zero is allowed). Whole and fractional seconds are honoured.
-    pub fn with_leeway(mut self, leeway: Duration) -> Self {
-        self.rules_mut().leeway = leeway;
-        self
-    }
-
-    /// Requires `iss` to be exactly this string.
-    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.rules_mut().issuer = Some(issuer.into());
-        self
-    }
-
-    /// Requires `aud` to be this string, or an array that contains it.
-    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
-        self.rules_mut().audience = Some(audience.into());
-        self
-    }
-
-    /// Requires the header's `typ` to be this media type (compared without
-    /// case, with or without the `application/` prefix, RFC 7515 section
-    /// 4.1.9).
-    pub fn with_typ(mut self, typ: impl Into<String>) -> Self {
-        self.rules_mut().typ = Some(typ.into());
-        self
-    }
-
-    /// The claims every token must carry (default: `exp`). This replaces
-    /// the list: pass `exp` again to keep it required.
-    pub fn with_required_claims<I, T>(mut self, names: I) -> Self
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<String>,
-    {
-        self.rules_mut().required = names.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// The size limit of a token in bytes (default 8 KiB). A longer token is
-    /// refused before any parsing.
-    pub fn with_max_token_len(mut self, max: usize) -> Self {
-        self.rules_mut().max_len = max;
-        self
-    }
-
-    /// The clock for `exp`, `nbf` and `iat` ([`Clock::tokio`] follows paused
-    /// time in tests).
-    pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.rules_mut().clock = clock;
-        self
     }
 
     /// Where the keys come from.
@@ -530,6 +500,166 @@ impl fmt::Debug for Verifier {
     }
 }
 
+/// Builds a [`Verifier`]; see [`Verifier::builder`].
+///
+/// The setters only record their value; [`build`](Self::build) checks
+/// them, with the same rules the signer's builder applies to the same
+/// claims.
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct VerifierBuilder {
+    keys: KeySource,
+    algorithms: Vec<Algorithm>,
+    leeway: Duration,
+    issuer: Option<String>,
+    audience: Option<String>,
+    typ: Option<String>,
+    required: Vec<String>,
+    max_len: usize,
+    clock: Option<Clock>,
+}
+
+impl VerifierBuilder {
+    /// Accepts only these algorithms (default: all ten; not none). A
+    /// token's `alg` must be on this list *and* fit the key its `kid`
+    /// selects.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// The clock-skew allowance for `exp`, `nbf` and `iat` (default 30 s;
+    /// zero is allowed, at most one day). Whole and fractional seconds are
+    /// honoured.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Requires `iss` to be exactly this string (not empty).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires `aud` to be this string, or an array that contains it (not
+    /// empty).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Requires the header's `typ` to be this media type (not empty;
+    /// compared without case, with or without the `application/` prefix,
+    /// RFC 7515 section 4.1.9).
+    pub fn typ(mut self, typ: impl Into<String>) -> Self {
+        self.typ = Some(typ.into());
+        self
+    }
+
+    /// The claims every token must carry (default: `exp`). This replaces
+    /// the list: pass `exp` again to keep it required. No name may be
+    /// empty.
+    pub fn required_claims<I, T>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.required = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The size limit of a token in bytes (default 8 KiB; at least 1). A
+    /// longer token is refused before any parsing.
+    pub fn max_token_len(mut self, max: usize) -> Self {
+        self.max_len = max;
+        self
+    }
+
+    /// The clock for `exp`, `nbf` and `iat` (default: the registry's for a
+    /// [`KeyRegistry`] source, else the system's; [`Clock::tokio`] follows
+    /// paused time in tests).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Checks the rules and builds the verifier.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for the first refused setting, in this order:
+    /// `algorithms` (an empty list: no token could ever verify), `leeway`
+    /// (over one day), `issuer`, `audience`, `typ` (empty), `required_claims`
+    /// (an empty name), `max_token_len` (zero).
+    pub fn build(self) -> Result<Verifier, ConfigError> {
+        let VerifierBuilder {
+            keys,
+            mut algorithms,
+            leeway,
+            issuer,
+            audience,
+            typ,
+            required,
+            max_len,
+            clock,
+        } = self;
+        algorithms.sort();
+        algorithms.dedup();
+        if algorithms.is_empty() {
+            return Err(ConfigError::new(
+                "algorithms",
+                algorithms,
+                "the list is empty: no token could ever verify",
+            ));
+        }
+        if leeway > MAX_LEEWAY {
+            return Err(ConfigError::new(
+                "leeway",
+                leeway,
+                "use at most one day (86400 s)",
+            ));
+        }
+        for (setting, value) in [("issuer", &issuer), ("audience", &audience), ("typ", &typ)] {
+            if value.as_deref() == Some("") {
+                return Err(ConfigError::new(
+                    setting,
+                    "",
+                    "cannot be empty: no token carries an empty one",
+                ));
+            }
+        }
+        if required.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                "required_claims",
+                &required,
+                "a claim name cannot be empty",
+            ));
+        }
+        if max_len == 0 {
+            return Err(ConfigError::new(
+                "max_token_len",
+                max_len,
+                "use at least 1 byte",
+            ));
+        }
+        let clock = clock.unwrap_or_else(|| keys.default_clock());
+        Ok(Verifier {
+            keys,
+            rules: Arc::new(Rules {
+                algorithms,
+                leeway,
+                issuer,
+                audience,
+                typ,
+                required,
+                max_len,
+                clock,
+            }),
+        })
+    }
+}
+
 /// The outcome of [`Verifier::begin`].
 pub(crate) enum Attempt {
     Done(Result<VerifiedClaims, VerifyError>),
@@ -614,118 +744,6 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, serde_json::Error> {
     }
 
     serde_json::from_slice::<Unique>(bytes).map(|u| u.0)
-}
-
-/// Whether every number in `json` (a document serde_json has parsed) keeps
-/// its value in the parsed [`Value`]: the number read is the one written.
-///
-/// serde_json keeps integers that fit in `u64`/`i64` exactly and reads
-/// anything else as the nearest `f64` (correctly rounded, with the
-/// `float_roundtrip` feature). A number is accepted when that value, written
-/// back in its shortest form, is the number as written (leading and
-/// trailing zeros, the exponent's form and the sign of zero aside). So two
-/// different numbers never become the same claim: an integer beyond 64 bits
-/// or a decimal with more digits than an `f64` holds is refused.
-fn numbers_keep_their_value(json: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(&byte) = json.get(i) {
-        match byte {
-            b'"' => {
-                // Skip the string (valid JSON: escapes are well formed).
-                i += 1;
-                while let Some(&byte) = json.get(i) {
-                    i += match byte {
-                        b'\\' => 2,
-                        b'"' => break,
-                        _ => 1,
-                    };
-                }
-                i += 1;
-            }
-            b'-' | b'0'..=b'9' => {
-                let start = i;
-                while json
-                    .get(i)
-                    .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-                {
-                    i += 1;
-                }
-                if !number_keeps_its_value(&json[start..i]) {
-                    return false;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    true
-}
-
-/// One JSON number literal: see [`numbers_keep_their_value`].
-fn number_keeps_its_value(literal: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(literal) else {
-        return false;
-    };
-    // The common case: an integer serde_json keeps as u64 or i64.
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        let fits = match text.starts_with('-') {
-            true => text.parse::<i64>().is_ok(),
-            false => text.parse::<u64>().is_ok(),
-        };
-        if fits {
-            return true;
-        }
-    }
-    // Otherwise the f64 serde_json reads, in its shortest form, must be the
-    // same decimal number.
-    let Ok(number) = serde_json::from_str::<serde_json::Number>(text) else {
-        return false;
-    };
-    decimal(text.as_bytes()) == decimal(number.to_string().as_bytes())
-}
-
-/// A JSON number as (negative, significant digits, exponent) with the value
-/// `0.DIGITS * 10^exponent`, without leading or trailing zeros; zero is
-/// `(false, [], 0)` whatever its sign.
-fn decimal(text: &[u8]) -> (bool, Vec<u8>, i64) {
-    let (negative, text) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
-    };
-    let (mantissa, exponent) = match text.iter().position(|b| matches!(b, b'e' | b'E')) {
-        Some(at) => {
-            let (sign, digits) = match &text[at + 1..] {
-                [b'-', digits @ ..] => (-1, digits),
-                [b'+', digits @ ..] => (1, digits),
-                digits => (1, digits),
-            };
-            // Saturating: an exponent this large makes the number 0 or out
-            // of range, which serde_json has settled already.
-            let magnitude = digits.iter().fold(0i64, |acc, d| {
-                acc.saturating_mul(10)
-                    .saturating_add(i64::from(d.wrapping_sub(b'0')))
-            });
-            (&text[..at], sign * magnitude.min(i64::MAX / 4))
-        }
-        None => (text, 0),
-    };
-    let (integer, fraction) = match mantissa.iter().position(|&b| b == b'.') {
-        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
-        None => (mantissa, &[][..]),
-    };
-    let all: Vec<u8> = integer.iter().chain(fraction).copied().collect();
-    let Some(last) = all.iter().rposition(|&d| d != b'0') else {
-        return (false, Vec::new(), 0);
-    };
-    let leading = all.iter().take_while(|&&d| d == b'0').count();
-    // Lengths are bounded by the token's size limit.
-    let len = |n: usize| i64::try_from(n).unwrap_or(i64::MAX / 4);
-    let point = len(integer.len()) - len(leading);
-    (
-        negative,
-        all[leading..=last].to_vec(),
-        exponent.saturating_add(point),
-    )
 }
 
 /// Why a token (or the request that carried it) was refused.
@@ -872,35 +890,6 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
-/// Why a [`Verifier`] setting was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum VerifierConfigError {
-    /// The algorithm allowlist is empty: no token could ever verify.
-    NoAlgorithms,
-    /// A scheme, cookie name or query parameter name that cannot appear in
-    /// a request.
-    InvalidName {
-        /// What was named (`"scheme"`, `"cookie name"`, ...).
-        what: &'static str,
-    },
-}
-
-impl fmt::Display for VerifierConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VerifierConfigError::NoAlgorithms => {
-                f.write_str("the algorithm allowlist is empty: no token could ever verify")
-            }
-            VerifierConfigError::InvalidName { what } => {
-                write!(f, "invalid token {what}: it cannot appear in a request")
-            }
-        }
-    }
-}
-
-impl std::error::Error for VerifierConfigError {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -969,10 +958,12 @@ mod tests {
         let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
         let keys = JwkSet::from_public_jwks([key.public_jwk()]);
         let now = crate::clock::unix_seconds(std::time::SystemTime::now());
-        let verifier = Verifier::new(KeySource::fixed(keys.clone()))
-            .with_issuer("gw")
-            .with_audience("api")
-            .with_leeway(Duration::ZERO);
+        let verifier = Verifier::builder(KeySource::fixed(keys.clone()))
+            .issuer("gw")
+            .audience("api")
+            .leeway(Duration::ZERO)
+            .build()
+            .unwrap();
         let check = |claims: Value| {
             let token = compact(&key, &header(&key), &claims);
             verifier.verify_with(&token, &keys)
@@ -1021,10 +1012,12 @@ mod tests {
         let keys = JwkSet::from_public_jwks([key.public_jwk()]);
         let now = crate::clock::unix_seconds(std::time::SystemTime::now());
         let exp = now + 60;
-        let verifier = Verifier::new(KeySource::fixed(keys.clone()))
-            .with_issuer("gw")
-            .with_audience("api")
-            .with_leeway(Duration::ZERO);
+        let verifier = Verifier::builder(KeySource::fixed(keys.clone()))
+            .issuer("gw")
+            .audience("api")
+            .leeway(Duration::ZERO)
+            .build()
+            .unwrap();
         let check = |claims: Value| {
             let token = compact(&key, &header(&key), &claims);
             verifier.verify_with(&token, &keys)

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tower_jwt_signer::store::{
-    DirKeyStore, KEY_FILE_SUFFIX, KeyStore, MemoryKeyStore, StoreChange, StoredKey,
-};
-use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, SigningKey};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::{DirKeyStore, KeyStore, MemoryKeyStore, StoreChange, StoredKey};
+use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 
 /// A store under test.
 pub(crate) trait Backend {
@@ -245,7 +244,7 @@ impl Backend for Dir {
         };
         for entry in entries {
             let path = entry.unwrap().path();
-            if path.to_string_lossy().ends_with(KEY_FILE_SUFFIX) {
+            if path.to_string_lossy().ends_with(".key.json") {
                 std::fs::remove_file(path).unwrap();
             }
         }

@@ -21,7 +21,7 @@ fn all_sign(replicas: &[&Replica]) {
     for replica in replicas {
         let snapshot = replica.registry.current();
         let active = snapshot.active().expect("an active key");
-        active.signer().sign(b"payload").expect("it signs");
+        active.backend().sign(b"payload").expect("it signs");
         let jwks = String::from_utf8(snapshot.jwks_bytes().to_vec()).unwrap();
         assert!(jwks.contains(active.kid().as_str()), "{jwks}");
     }
@@ -32,8 +32,8 @@ fn while_redis_is_down_replicas_keep_signing_and_rotation_waits_then_resumes() {
     let logs = util::logs();
     let mut server = RedisServer::start();
     let policy = || {
-        RotationPolicy::builder(Duration::from_secs(2), Duration::from_secs(1))
-            .leeway(Duration::from_secs(1))
+        RotationPolicy::builder(Duration::from_secs(2))
+            .verifier_leeway(Duration::from_secs(1))
             .prepublish(Duration::from_secs(1))
             .follower_poll_interval(Duration::from_millis(300))
             .retry_after(Duration::from_millis(300))
@@ -87,7 +87,7 @@ fn a_flushed_or_empty_restarted_redis_gets_the_same_keys_back_and_no_active_key_
     // Nothing rotates during the test: any change of the key set would be
     // a replica replacing keys it should have written back.
     let policy = || {
-        RotationPolicy::builder(Duration::from_secs(3600), Duration::from_secs(60))
+        RotationPolicy::builder(Duration::from_secs(3600))
             .follower_poll_interval(Duration::from_millis(200))
             .retry_after(Duration::from_millis(200))
             .build()

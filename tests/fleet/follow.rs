@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tower_jwt_signer::store::StoreFollower;
+use tower_jwt_signer::registry::StoreFollower;
 use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 
 use crate::redis_server::RedisServer;
@@ -49,8 +49,7 @@ fn polling_alone_brings_the_change_too() {
         .build()
         .unwrap();
     let _follower = leader.runtime().block_on(async {
-        StoreFollower::builder(registry.clone())
-            .poll_interval(Duration::from_millis(100))
+        StoreFollower::builder(registry.clone(), Duration::from_millis(100))
             .notifications(false)
             .spawn()
             .unwrap()

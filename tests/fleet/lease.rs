@@ -123,8 +123,8 @@ fn a_stalled_leader_is_fenced_and_the_new_leaders_change_stands() {
 fn only_the_leaders_rotator_acts_and_every_replica_follows() {
     let server = RedisServer::start();
     let policy = || {
-        RotationPolicy::builder(Duration::from_secs(2), Duration::from_secs(1))
-            .leeway(Duration::from_secs(1))
+        RotationPolicy::builder(Duration::from_secs(2))
+            .verifier_leeway(Duration::from_secs(1))
             .prepublish(Duration::from_millis(1000))
             .follower_poll_interval(Duration::from_millis(500))
             .build()

@@ -347,10 +347,12 @@ fn the_acl_of_security_md_is_all_a_replica_needs() {
         .build()
         .unwrap();
     let following = rt.block_on(async {
-        tower_jwt_signer::store::StoreFollower::builder(follower.clone())
-            .poll_interval(Duration::from_secs(3600))
-            .spawn()
-            .unwrap()
+        tower_jwt_signer::registry::StoreFollower::builder(
+            follower.clone(),
+            Duration::from_secs(3600),
+        )
+        .spawn()
+        .unwrap()
     });
     let old = registry.current().active().unwrap().kid().clone();
     // Let the follower subscribe before the change it must hear of.

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tower_jwt_signer::registry::StoreFollower;
 use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
 use tower_jwt_signer::store::redis::{LeaderLease, RedisKeyStore};
 use tower_jwt_signer::store::{
-    KeyStore, StoreChange, StoreError, StoreFollower, StoreLock, StoreNotifications, StoredKey,
+    KeyStore, StoreChange, StoreError, StoreLock, StoreNotifications, StoredKey,
 };
 use tower_jwt_signer::{Algorithm, KeyRegistry, Kid};
 
@@ -76,17 +77,20 @@ impl Replica {
             inner: store.clone(),
             locks: Arc::clone(&locks),
         };
+        // The registry settings every test replica shares, as a fleet must:
+        // tokens of 1 s and a JWKS cached for 1 s, for periods of seconds.
         let registry = KeyRegistry::builder()
+            .token_ttl(Duration::from_secs(1))
+            .jwks_max_age(Duration::from_secs(1))
             .store(counting)
             .generate_if_missing(Algorithm::ES256)
             .build()
             .unwrap();
         let (follower, rotator) = runtime.block_on(async {
-            let follower = StoreFollower::builder(registry.clone())
-                .poll_interval(poll)
+            let follower = StoreFollower::builder(registry.clone(), poll)
                 .spawn()
                 .unwrap();
-            let rotator = policy.map(|policy| KeyRotator::spawn(registry.clone(), policy));
+            let rotator = policy.map(|policy| KeyRotator::spawn(registry.clone(), policy).unwrap());
             (follower, rotator)
         });
         let replica = Replica {

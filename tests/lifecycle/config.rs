@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tower_jwt_signer::keys::{JwsSigner, PublicJwk, SignError};
-use tower_jwt_signer::registry::RegistryError;
-use tower_jwt_signer::rotation::{RotationConfigError, RotationPolicy};
-use tower_jwt_signer::store::{
-    DirKeyStore, FollowerConfigError, KeyStore, StoreError, StoreFollower, StoredKey,
+use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
+use tower_jwt_signer::registry::{KeyState, StoreFollower};
+use tower_jwt_signer::store::{KeyStore, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, JwtSignerLayer, KeyRegistry, KeyRotator, Kid, RegistryError,
+    RotationPolicy, SigningKey, StoreError,
 };
-use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, Kid, SigningKey};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -62,11 +62,71 @@ fn rotating_a_registry_without_keys_is_refused() {
     assert!(matches!(err, RegistryError::NoActiveKey), "{err:?}");
 }
 
+#[test]
+fn registry_token_ttl_outside_whole_seconds_from_one_second_to_a_day_is_refused() {
+    for ttl in [
+        Duration::ZERO,
+        Duration::from_millis(1500),
+        Duration::from_secs(86_401),
+    ] {
+        let err = KeyRegistry::builder().token_ttl(ttl).build().unwrap_err();
+        let RegistryError::Config(err) = err else {
+            panic!("{ttl:?}: {err:?}");
+        };
+        assert_eq!(err.setting(), "token_ttl", "{ttl:?}");
+        assert!(err.reason().contains("whole seconds from 1 s"), "{err}");
+    }
+    for ttl in [Duration::from_secs(1), Duration::from_secs(86_400)] {
+        let registry = KeyRegistry::builder().token_ttl(ttl).build().unwrap();
+        assert_eq!(registry.token_ttl(), ttl);
+    }
+    assert_eq!(KeyRegistry::empty().token_ttl(), MINUTE);
+}
+
+#[test]
+fn registry_jwks_max_age_outside_whole_seconds_up_to_a_day_is_refused() {
+    for max_age in [Duration::from_millis(100), Duration::from_secs(86_401)] {
+        let err = KeyRegistry::builder()
+            .jwks_max_age(max_age)
+            .build()
+            .unwrap_err();
+        let RegistryError::Config(err) = err else {
+            panic!("{max_age:?}: {err:?}");
+        };
+        assert_eq!(err.setting(), "jwks_max_age", "{max_age:?}");
+    }
+    for max_age in [Duration::ZERO, Duration::from_secs(86_400)] {
+        let registry = KeyRegistry::builder()
+            .jwks_max_age(max_age)
+            .build()
+            .unwrap();
+        assert_eq!(registry.jwks_max_age(), max_age);
+    }
+    assert_eq!(
+        KeyRegistry::empty().jwks_max_age(),
+        Duration::from_secs(300)
+    );
+}
+
+#[test]
+fn a_refused_registry_setting_touches_no_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let err = KeyRegistry::builder()
+        .token_ttl(Duration::ZERO)
+        .store(DirKeyStore::open(&dir).unwrap())
+        .generate_if_missing(Algorithm::ES256)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Config(_)), "{err:?}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
+
 /// A signer that is not a `SigningKey` (an HSM, a KMS).
 #[derive(Debug)]
 struct Hsm(SigningKey);
 
-impl JwsSigner for Hsm {
+impl SigningBackend for Hsm {
     fn public_jwk(&self) -> &PublicJwk {
         self.0.public_jwk()
     }
@@ -94,96 +154,102 @@ fn a_key_that_cannot_be_stored_is_refused_by_a_store_backed_registry() {
 // --- Rotation -------------------------------------------------------------------
 
 #[test]
-fn rotation_ttl_zero_is_refused() {
-    let err = RotationPolicy::builder(HOUR, Duration::ZERO)
-        .build()
-        .unwrap_err();
-    assert_eq!(err, RotationConfigError::ZeroTokenTtl);
-}
-
-#[test]
 fn rotation_period_or_retry_zero_is_refused() {
-    let err = RotationPolicy::builder(Duration::ZERO, MINUTE)
-        .build()
-        .unwrap_err();
-    assert_eq!(err, RotationConfigError::ZeroPeriod);
-    let err = RotationPolicy::builder(HOUR, MINUTE)
+    let err = RotationPolicy::builder(Duration::ZERO).build().unwrap_err();
+    assert_eq!(err.setting(), "rotate_every");
+    let err = RotationPolicy::builder(HOUR)
         .retry_after(Duration::ZERO)
         .build()
         .unwrap_err();
-    assert_eq!(err, RotationConfigError::ZeroRetry);
+    assert_eq!(err.setting(), "retry_after");
 }
 
 #[test]
 fn rotation_durations_over_a_century_are_refused() {
-    let err = RotationPolicy::builder(Duration::MAX, MINUTE)
+    let err = RotationPolicy::builder(Duration::MAX).build().unwrap_err();
+    assert_eq!(err.setting(), "rotate_every");
+    assert!(err.reason().contains("100 years"), "{err}");
+    let err = RotationPolicy::builder(HOUR)
+        .verifier_leeway(Duration::MAX)
         .build()
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RotationConfigError::TooLong {
-                what: "rotate_every",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let err = RotationPolicy::builder(HOUR, MINUTE)
-        .leeway(Duration::MAX)
+    assert_eq!(err.setting(), "verifier_leeway");
+    let err = RotationPolicy::builder(HOUR)
+        .follower_poll_interval(CENTURY_AND_A_DAY)
         .build()
         .unwrap_err();
-    assert!(
-        matches!(err, RotationConfigError::TooLong { what: "leeway", .. }),
-        "{err:?}"
-    );
+    assert_eq!(err.setting(), "follower_poll_interval");
 }
 
 #[test]
 fn prepublish_longer_than_the_period_is_refused() {
-    let err = RotationPolicy::builder(HOUR, MINUTE)
+    let err = RotationPolicy::builder(HOUR)
         .prepublish(2 * HOUR)
         .build()
         .unwrap_err();
-    assert_eq!(
-        err,
-        RotationConfigError::PrepublishLongerThanPeriod {
-            prepublish: 2 * HOUR,
-            rotate_every: HOUR,
-            defaulted: false,
-        }
-    );
-    // The default prepublish (the JWKS max-age, 5 min) does not fit a
-    // one-minute period either.
-    let err = RotationPolicy::builder(MINUTE, Duration::from_secs(10))
+    assert_eq!(err.setting(), "prepublish");
+    assert!(err.reason().contains("rotation period"), "{err}");
+    // The default prepublish, the registry's JWKS max-age (5 min), does not
+    // fit a one-minute period either: refused by the spawn, before any task
+    // starts (no runtime is needed to refuse).
+    let policy = RotationPolicy::builder(MINUTE).build().unwrap();
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let err = KeyRotator::spawn(registry, policy.clone()).unwrap_err();
+    assert_eq!(err.setting(), "prepublish");
+    assert!(err.reason().contains("jwks_max_age"), "{err}");
+    // A registry whose JWKS is cached 30 s fits it.
+    let registry = KeyRegistry::builder()
+        .jwks_max_age(Duration::from_secs(30))
         .build()
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RotationConfigError::PrepublishLongerThanPeriod {
-                defaulted: true,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+        .unwrap();
+    let resolved = policy.resolve(&registry).unwrap();
+    assert_eq!(resolved.prepublish(), Duration::from_secs(30));
 }
 
 #[test]
 fn retain_shorter_than_the_token_lifetime_is_refused() {
-    let err = RotationPolicy::builder(HOUR, 5 * MINUTE)
+    let registry = KeyRegistry::builder()
+        .token_ttl(5 * MINUTE)
+        .build()
+        .unwrap();
+    let policy = RotationPolicy::builder(HOUR)
+        .verifier_leeway(Duration::from_secs(30))
         .retain(MINUTE)
         .build()
+        .unwrap();
+    let err = KeyRotator::spawn(registry.clone(), policy.clone()).unwrap_err();
+    // The registry's ttl + the verifiers' 30 s leeway.
+    assert_eq!(err.setting(), "retain");
+    assert_eq!(err.value(), Some("60s"));
+    assert!(err.reason().contains("330s"), "{err}");
+    assert_eq!(policy.resolve(&registry).unwrap_err(), err);
+    // The same policy on a registry of 30 s tokens is fine.
+    let short = KeyRegistry::builder()
+        .token_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert_eq!(policy.resolve(&short).unwrap().retain(), MINUTE);
+}
+
+/// The issue-10 finding: a signer ttl of 600 s under a rotation policy told
+/// 60 s was accepted, and old keys left the JWKS while their tokens lived.
+/// Now the registry holds the one lifetime that both read.
+#[test]
+fn the_token_lifetime_has_one_home_the_registry() {
+    let registry = KeyRegistry::builder()
+        .token_ttl(10 * MINUTE)
+        .build()
+        .unwrap();
+    assert_eq!(JwtSignerLayer::new(registry.clone()).ttl(), 10 * MINUTE);
+    let policy = RotationPolicy::builder(HOUR).build().unwrap();
+    // 600 s of tokens + 60 s of leeway.
+    assert_eq!(policy.resolve(&registry).unwrap().retain(), 11 * MINUTE);
+    // A signer may sign shorter tokens, never longer ones.
+    let err = JwtSignerLayer::builder(KeyRegistry::generate(Algorithm::ES256).unwrap())
+        .ttl(10 * MINUTE)
+        .build()
         .unwrap_err();
-    // ttl + the default 60 s leeway.
-    assert_eq!(
-        err,
-        RotationConfigError::RetainTooShort {
-            retain: MINUTE,
-            minimum: 6 * MINUTE
-        }
-    );
+    assert_eq!(err.setting(), "ttl");
 }
 
 // --- Key store --------------------------------------------------------------------
@@ -210,7 +276,7 @@ fn key_dir_that_is_a_file_is_refused() {
 #[test]
 fn missing_key_dir_is_refused_when_it_may_not_be_created() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = DirKeyStore::options(tmp.path().join("missing"))
+    let err = DirKeyStore::builder(tmp.path().join("missing"))
         .create(false)
         .open()
         .unwrap_err();
@@ -260,7 +326,7 @@ fn key_file_readable_by_others_is_refused() {
 #[test]
 fn key_of_another_algorithm_than_the_store_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = DirKeyStore::options(tmp.path().join("keys"))
+    let store = DirKeyStore::builder(tmp.path().join("keys"))
         .algorithm(Algorithm::ES256)
         .open()
         .unwrap();
@@ -332,7 +398,7 @@ async fn follower_with_a_zero_or_endless_interval_is_refused() {
         .unwrap();
     for interval in [Duration::ZERO, Duration::MAX, CENTURY_AND_A_DAY] {
         let err = StoreFollower::spawn(registry.clone(), interval).unwrap_err();
-        assert_eq!(err, FollowerConfigError::InvalidInterval(interval));
+        assert_eq!(err.setting(), "interval");
     }
     let follower = StoreFollower::spawn(registry, Duration::from_secs(5)).unwrap();
     follower.stop().await;

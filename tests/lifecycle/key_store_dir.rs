@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::lifecycle::dir_picture;
 use serde_json::Value;
-use tower_jwt_signer::store::{
-    DirKeyStore, KeyStore, LoosePermissions, MemoryKeyStore, StoreError, StoreLock, StoredKey,
-};
+use tower_jwt_signer::keys::{PublicJwk, SigningBackend};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::{KeyStore, LoosePermissions, MemoryKeyStore, StoreLock, StoredKey};
 use tower_jwt_signer::{
-    Algorithm, JwsSigner, KeyRegistry, KeyState, Kid, PublicJwk, RegistryError, SigningKey,
+    Algorithm, DirKeyStore, KeyRegistry, Kid, RegistryError, SigningKey, StoreError,
 };
 
 fn mode(path: &Path) -> u32 {
@@ -270,7 +270,7 @@ fn a_key_of_the_wrong_algorithm_stops_start_up() {
         |dir| {
             KeyRegistry::builder()
                 .store(
-                    DirKeyStore::options(dir)
+                    DirKeyStore::builder(dir)
                         .algorithm(Algorithm::ES256)
                         .open()?,
                 )
@@ -410,7 +410,7 @@ fn loose_permissions_are_refused_by_default_and_can_be_downgraded_to_a_warning()
     // Warn: loads, leaves the mode as it is.
     let registry = KeyRegistry::builder()
         .store(
-            DirKeyStore::options(&dir)
+            DirKeyStore::builder(&dir)
                 .loose_permissions(LoosePermissions::Warn)
                 .open()
                 .unwrap(),
@@ -424,7 +424,7 @@ fn loose_permissions_are_refused_by_default_and_can_be_downgraded_to_a_warning()
 #[test]
 fn a_missing_directory_is_an_error_when_creation_is_off() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = DirKeyStore::options(tmp.path().join("nope"))
+    let err = DirKeyStore::builder(tmp.path().join("nope"))
         .create(false)
         .open()
         .unwrap_err();
@@ -496,7 +496,7 @@ fn kids_the_directory_cannot_name_are_refused_and_nothing_is_published() {
 #[derive(Debug)]
 struct Remote(SigningKey);
 
-impl JwsSigner for Remote {
+impl SigningBackend for Remote {
     fn public_jwk(&self) -> &PublicJwk {
         self.0.public_jwk()
     }

@@ -12,10 +12,11 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
-use tower_jwt_signer::store::{
-    DirKeyStore, ForeignOwner, KeyStore, LoosePermissions, StoreError, StoredKey,
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::{ForeignOwner, KeyStore, LoosePermissions, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, KeyRegistry, Kid, RegistryError, SigningKey, StoreError,
 };
-use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, Kid, RegistryError, SigningKey};
 
 /// The uid `nobody` has on Linux distributions.
 const NOBODY: u32 = 65534;
@@ -142,14 +143,14 @@ fn a_key_directory_another_user_created_does_not_choose_the_signing_key() {
     assert_eq!(names, ["planted.key.json"]);
 
     // Accepting root does not accept nobody.
-    let err = DirKeyStore::options(&dir)
+    let err = DirKeyStore::builder(&dir)
         .foreign_owner(ForeignOwner::AllowRoot)
         .open()
         .unwrap_err();
     assert!(matches!(err, StoreError::ForeignOwner { .. }), "{err}");
 
     // Accepting that uid explicitly loads the directory.
-    let store = DirKeyStore::options(&dir)
+    let store = DirKeyStore::builder(&dir)
         .foreign_owner(ForeignOwner::AllowUid(NOBODY))
         .open()
         .unwrap();
@@ -191,14 +192,14 @@ fn a_key_file_another_user_owns_is_refused_in_a_directory_we_own() {
 
     // Downgrading the permission check does not lift the ownership check:
     // they are separate settings.
-    let err = DirKeyStore::options(&dir)
+    let err = DirKeyStore::builder(&dir)
         .loose_permissions(LoosePermissions::Warn)
         .open()
         .unwrap()
         .load()
         .unwrap_err();
     assert!(matches!(err, StoreError::ForeignOwner { .. }), "{err}");
-    let keys = DirKeyStore::options(&dir)
+    let keys = DirKeyStore::builder(&dir)
         .foreign_owner(ForeignOwner::AllowUid(NOBODY))
         .open()
         .unwrap()
@@ -374,7 +375,7 @@ fn the_kubernetes_volume_layout_is_read_and_other_links_are_not() {
     symlink("..2026_01_01_00_00_00.000000001", dir.join("..data")).unwrap();
     symlink(format!("..data/{name}"), dir.join(&name)).unwrap();
 
-    let store = DirKeyStore::options(&dir).create(false).open().unwrap();
+    let store = DirKeyStore::builder(&dir).create(false).open().unwrap();
     let keys = store.load().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].kid(), &kid);

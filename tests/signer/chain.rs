@@ -14,8 +14,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
-use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
+use tower_jwt_signer::verifier::VerifierBuilder;
+use tower_jwt_signer::{Algorithm, KeyRegistry, RemoteJwks, SigningKey, Verifier};
 
 use crate::support::chain::{AUDIENCE, Backend, Gateway, ISSUER, jwks_url};
 use crate::support::signer::segment;
@@ -34,10 +34,10 @@ fn remote(url: &str, cooldown: Duration) -> RemoteJwks {
 }
 
 /// The backend's verifier: the gateway's issuer and audience.
-fn verifier(remote: &RemoteJwks) -> Verifier {
-    Verifier::new(remote.clone())
-        .with_issuer(ISSUER)
-        .with_audience(AUDIENCE)
+fn verifier(remote: &RemoteJwks) -> VerifierBuilder {
+    Verifier::builder(remote.clone())
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
 }
 
 /// The kid the registry signs with now.
@@ -89,7 +89,7 @@ async fn round_trip(alg: Algorithm, registry: KeyRegistry, other: KeyRegistry) {
     let kid = active_kid(&registry);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let remote = remote(&jwks_url(&listener), HOUR);
-    let backend = Backend::start(verifier(&remote).with_algorithms([alg]).unwrap()).await;
+    let backend = Backend::start(verifier(&remote).algorithms([alg]).build().unwrap()).await;
     let gateway = Gateway::start(registry, listener, backend.addr);
     let other_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let other_gateway = Gateway::start(other, other_listener, backend.addr);
@@ -186,7 +186,7 @@ async fn a_rotation_at_the_gateway_reaches_the_backend_through_the_chain() {
     // No cooldown: every unknown kid may refresh, so each fetch below is
     // caused by exactly one request and nothing depends on time.
     let remote = remote(&jwks_url(&listener), Duration::ZERO);
-    let backend = Backend::start(verifier(&remote)).await;
+    let backend = Backend::start(verifier(&remote).build().unwrap()).await;
     let gateway = Gateway::start(registry.clone(), listener, backend.addr);
     let through = || get(gateway.addr, "/", &[("x-user", "alice")]);
 

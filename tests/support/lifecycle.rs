@@ -10,7 +10,9 @@ use std::path::Path;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use tower_jwt_signer::{Algorithm, JwsSigner, KeySnapshot};
+use tower_jwt_signer::Algorithm;
+use tower_jwt_signer::keys::SigningBackend;
+use tower_jwt_signer::registry::KeySnapshot;
 
 /// A token signed by the snapshot's active key (header `alg`, `typ`, `kid`).
 pub fn sign(snapshot: &KeySnapshot, iat: u64, ttl: u64) -> (String, String) {
@@ -21,7 +23,7 @@ pub fn sign(snapshot: &KeySnapshot, iat: u64, ttl: u64) -> (String, String) {
     let mut input = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
     input.push('.');
     input.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()));
-    let signature = JwsSigner::sign(active.signer().as_ref(), input.as_bytes()).unwrap();
+    let signature = SigningBackend::sign(active.backend().as_ref(), input.as_bytes()).unwrap();
     (
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)),
         kid,

@@ -38,9 +38,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt as _;
-use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
-use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier, VerifyError};
-use tower_jwt_signer::{JwksService, KeyRegistry};
+use tower_jwt_signer::store::{KeyStore, StoredKey};
+use tower_jwt_signer::{
+    DirKeyStore, JwksService, JwtVerifierLayer, KeyRegistry, VerifiedClaims, Verifier, VerifyError,
+};
 
 use super::chain::{AUDIENCE, ISSUER};
 use super::signer::AbortOnDrop;
@@ -595,7 +596,7 @@ pub fn active_kid(registry: &KeyRegistry) -> String {
 /// Every key in `dir`, loaded by a fresh `DirKeyStore`: panics unless every
 /// key file parses.
 pub fn stored_keys(dir: &Path) -> Vec<StoredKey> {
-    let store = DirKeyStore::options(dir).create(false).open().unwrap();
+    let store = DirKeyStore::builder(dir).create(false).open().unwrap();
     store
         .load()
         .unwrap_or_else(|err| panic!("the key files in {} must parse: {err}", dir.display()))

@@ -311,6 +311,11 @@ fn bad_flags_give_clear_errors() {
             &["--upstream", "http://x", "--issuer", ""][..],
             "cannot be empty",
         ),
+        // So are the registry's.
+        (
+            &["--upstream", "http://x", "--jwks-max-age", "86401"][..],
+            "invalid jwks_max_age",
+        ),
     ] {
         let finished = refused(flags);
         assert_eq!(finished.code(), Some(2), "{flags:?}: {finished:?}");

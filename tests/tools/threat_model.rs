@@ -13,11 +13,12 @@ use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::EcGroup;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_jwt_signer::keys::SignError;
-use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
-use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, Verifier, VerifyError};
+use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::{KeyStore, StoredKey};
 use tower_jwt_signer::{
-    Algorithm, JwsSigner, JwtSignerLayer, KeyRegistry, KeyState, PublicJwk, SigningKey,
+    Algorithm, DirKeyStore, JwtSignerLayer, JwtVerifierLayer, KeyRegistry, RemoteJwks, SigningKey,
+    Verifier, VerifyError,
 };
 
 use crate::support::jose::{b64, unb64};
@@ -41,7 +42,7 @@ impl Write for Captured {
 #[derive(Debug)]
 struct BrokenHsm(PublicJwk);
 
-impl JwsSigner for BrokenHsm {
+impl SigningBackend for BrokenHsm {
     fn public_jwk(&self) -> &PublicJwk {
         &self.0
     }
@@ -106,8 +107,9 @@ fn logs_and_debug_never_hold_tokens_or_key_material() {
                     Ok::<_, std::convert::Infallible>(Response::new(()))
                 }
             });
-            let layer = JwtSignerLayer::new(registry.clone())
+            let layer = JwtSignerLayer::builder(registry.clone())
                 .template_claim("t", "${req.headers.x-secret}")
+                .build()
                 .unwrap();
             let request = Request::get("/")
                 .header("x-secret", marker)
@@ -260,15 +262,19 @@ async fn replay_within_the_lifetime_is_not_prevented_but_aud_binds_a_backend() {
             Ok::<_, std::convert::Infallible>(Response::new(()))
         }
     });
-    let layer = JwtSignerLayer::new(registry.clone())
+    let layer = JwtSignerLayer::builder(registry.clone())
         .audience("orders-api")
+        .build()
         .unwrap();
     for _ in 0..2 {
         let request = Request::get("/").body(()).unwrap();
         layer.layer(inner.clone()).oneshot(request).await.unwrap();
     }
     let tokens = seen.lock().unwrap().clone();
-    let orders = Verifier::new(registry.clone()).with_audience("orders-api");
+    let orders = Verifier::builder(registry.clone())
+        .audience("orders-api")
+        .build()
+        .unwrap();
     let first = orders.verify(&tokens[0]).await.unwrap();
     // The same token, presented again: accepted again.
     let again = orders.verify(&tokens[0]).await.unwrap();
@@ -281,7 +287,10 @@ async fn replay_within_the_lifetime_is_not_prevented_but_aud_binds_a_backend() {
         Some(22)
     );
     // Another backend that checks its own audience refuses it.
-    let billing = Verifier::new(registry).with_audience("billing-api");
+    let billing = Verifier::builder(registry)
+        .audience("billing-api")
+        .build()
+        .unwrap();
     assert_eq!(
         billing.verify(&tokens[0]).await.unwrap_err(),
         VerifyError::WrongAudience

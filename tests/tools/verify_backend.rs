@@ -4,8 +4,7 @@
 
 use http::StatusCode;
 use serde_json::json;
-use tower_jwt_signer::verifier::VerifyError;
-use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
+use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey, VerifyError};
 
 use crate::support::jose::compact;
 use crate::support::process::{Example, LIMIT};
@@ -88,6 +87,29 @@ fn bad_flags_are_refused_before_it_listens() {
         (
             &["--frobnicate", "1"][..],
             "unknown argument \"--frobnicate\"",
+        ),
+        // Settings the verifier refuses, before it fetches or listens.
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--jwks-url",
+                "http://127.0.0.1:1/jwks",
+                "--issuer",
+                "",
+            ][..],
+            "invalid issuer \"\"",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--jwks-url",
+                "http://127.0.0.1:1/jwks",
+                "--leeway",
+                "86401",
+            ][..],
+            "invalid leeway",
         ),
     ] {
         let finished = Example::new("verify_backend").run(flags, LIMIT);

@@ -6,8 +6,9 @@ use axum::routing::get;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier};
-use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
+use tower_jwt_signer::{
+    Algorithm, JwtVerifierLayer, KeyRegistry, SigningKey, VerifiedClaims, Verifier,
+};
 
 use crate::support::jose::compact;
 use crate::support::verifier::claims;

@@ -13,8 +13,10 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::StatusCode;
 use serde_json::json;
-use tower_jwt_signer::verifier::{FetchError, JwkSetError, RemoteJwks, Verifier, VerifyError};
-use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
+use tower_jwt_signer::verifier::JwkSetError;
+use tower_jwt_signer::{
+    Algorithm, FetchError, JwksService, KeyRegistry, RemoteJwks, SigningKey, Verifier, VerifyError,
+};
 
 use crate::support::jose::{b64, compact};
 use crate::support::verifier::{
@@ -227,8 +229,12 @@ async fn rotation_is_learned_on_demand_and_old_tokens_verify_while_published() {
 #[tokio::test]
 async fn cache_control_is_honoured_and_304_keeps_the_set() {
     let key = es256();
-    let registry = KeyRegistry::new(key.clone());
-    let service = JwksService::new(registry.clone()).with_max_age(Duration::from_secs(120));
+    let registry = KeyRegistry::builder()
+        .active(key.clone())
+        .jwks_max_age(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let service = JwksService::new(registry.clone());
     let server = JwksServer::start(Mode::Jwks(service)).await;
     let remote = RemoteJwks::new(server.url()).unwrap();
     remote.prefetch().await.unwrap();

@@ -18,8 +18,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::task::JoinHandle;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, KeyRegistry, SigningKey};
+use tower_jwt_signer::{
+    Algorithm, JWKS_PATH, JwksService, KeyRegistry, RemoteJwks, SigningKey, Verifier,
+};
 
 use crate::support::jose::jsonwebtoken_alg;
 use crate::support::verifier::{
@@ -60,7 +61,7 @@ async fn forward(State(state): State<Forward>, request: Request) -> impl IntoRes
     let mut input = crate::support::jose::b64(header.to_string());
     input.push('.');
     input.push_str(&crate::support::jose::b64(claims.to_string()));
-    let signature = active.signer().sign(input.as_bytes()).unwrap();
+    let signature = active.backend().sign(input.as_bytes()).unwrap();
     let token = format!("{input}.{}", crate::support::jose::b64(signature));
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
@@ -101,10 +102,11 @@ async fn every_algorithm_round_trips_through_a_gateway_and_a_remote_jwks() {
         let jwks_url = format!("http://{}{JWKS_PATH}", listener.local_addr().unwrap());
         let remote = RemoteJwks::new(&jwks_url).unwrap();
         let backend = Backend::start(
-            Verifier::new(remote.clone())
-                .with_issuer("gateway")
-                .with_audience("api")
-                .with_algorithms([alg])
+            Verifier::builder(remote.clone())
+                .issuer("gateway")
+                .audience("api")
+                .algorithms([alg])
+                .build()
                 .unwrap(),
         )
         .await;

@@ -13,11 +13,11 @@ use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt, service_fn};
-use tower_jwt_signer::verifier::{
-    JwkSet, JwtVerifier, JwtVerifierLayer, KeySource, TokenSource, VerifiedClaims, Verifier,
-    VerifierConfigError, VerifyError,
+use tower_jwt_signer::verifier::{JwkSet, KeySource, TokenSource};
+use tower_jwt_signer::{
+    Algorithm, JwtVerifier, JwtVerifierLayer, KeyRegistry, SigningKey, VerifiedClaims, Verifier,
+    VerifyError,
 };
-use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 
 use crate::support::jose::jsonwebtoken_alg;
 use crate::support::jose::{b64, compact};
@@ -137,9 +137,11 @@ async fn tokens_signed_by_jsonwebtoken_verify() {
         // Only the published JWKS, as a remote backend would see it.
         let registry = KeyRegistry::new(key.clone());
         let set = JwkSet::parse(registry.current().jwks_bytes()).unwrap();
-        let verifier = Verifier::new(KeySource::fixed(set.clone()))
-            .with_issuer("gateway")
-            .with_audience("api");
+        let verifier = Verifier::builder(KeySource::fixed(set.clone()))
+            .issuer("gateway")
+            .audience("api")
+            .build()
+            .unwrap();
         let verified = verifier
             .verify(&token)
             .await
@@ -227,28 +229,28 @@ async fn token_sources_header_cookie_and_query() {
     let verifier = Verifier::new(KeyRegistry::new(key.clone()));
     let cases: Vec<(TokenSource, Request<Full<Bytes>>)> = vec![
         (
-            TokenSource::header(HeaderName::from_static("x-gateway-jwt"), None).unwrap(),
+            TokenSource::header(HeaderName::from_static("x-gateway-jwt"), None),
             Request::get("/")
                 .header("x-gateway-jwt", &token)
                 .body(Full::default())
                 .unwrap(),
         ),
         (
-            TokenSource::header(header::AUTHORIZATION, Some("JWT")).unwrap(),
+            TokenSource::header(header::AUTHORIZATION, Some("JWT")),
             Request::get("/")
                 .header(header::AUTHORIZATION, format!("jwt {token}"))
                 .body(Full::default())
                 .unwrap(),
         ),
         (
-            TokenSource::cookie("gw").unwrap(),
+            TokenSource::cookie("gw"),
             Request::get("/")
                 .header(header::COOKIE, format!("theme=dark; gw={token}"))
                 .body(Full::default())
                 .unwrap(),
         ),
         (
-            TokenSource::query("access_token").unwrap(),
+            TokenSource::query("access_token"),
             Request::get(format!("/x?a=1&access_token={token}"))
                 .body(Full::default())
                 .unwrap(),
@@ -256,16 +258,20 @@ async fn token_sources_header_cookie_and_query() {
     ];
     for (source, request) in cases {
         let calls = Arc::new(AtomicUsize::new(0));
-        let service = JwtVerifierLayer::new(verifier.clone())
-            .with_token_source(source.clone())
+        let service = JwtVerifierLayer::builder(verifier.clone())
+            .token_source(source.clone())
+            .build()
+            .unwrap()
             .layer_service(echo(calls.clone()));
         let response = service.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{source:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
     // The custom scheme is named in the challenge.
-    let service = JwtVerifierLayer::new(verifier)
-        .with_token_source(TokenSource::header(header::AUTHORIZATION, Some("JWT")).unwrap())
+    let service = JwtVerifierLayer::builder(verifier)
+        .token_source(TokenSource::header(header::AUTHORIZATION, Some("JWT")))
+        .build()
+        .unwrap()
         .layer_service(echo(Arc::default()));
     let response = service.oneshot(request(Some(&token))).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -277,8 +283,9 @@ fn the_allowlist_and_the_key_decide_the_algorithm() {
     let es = SigningKey::generate(Algorithm::ES256).unwrap();
     let ed = SigningKey::generate(Algorithm::EdDSA).unwrap();
     let set = JwkSet::from_public_jwks([es.public_jwk(), ed.public_jwk()]);
-    let only_es256 = Verifier::new(KeySource::fixed(set.clone()))
-        .with_algorithms([Algorithm::ES256])
+    let only_es256 = Verifier::builder(KeySource::fixed(set.clone()))
+        .algorithms([Algorithm::ES256])
+        .build()
         .unwrap();
     assert!(
         only_es256
@@ -289,10 +296,11 @@ fn the_allowlist_and_the_key_decide_the_algorithm() {
         only_es256.verify_with(&compact(&ed, &claims()), &set),
         Err(VerifyError::AlgorithmNotAllowed(Algorithm::EdDSA))
     );
-    assert!(matches!(
-        Verifier::new(KeySource::fixed(set.clone())).with_algorithms([]),
-        Err(VerifierConfigError::NoAlgorithms)
-    ));
+    let empty = Verifier::builder(KeySource::fixed(set.clone()))
+        .algorithms([])
+        .build()
+        .unwrap_err();
+    assert_eq!(empty.setting(), "algorithms");
 
     // The header names ES384 but the kid's key is P-256: refused before
     // any signature check.
@@ -336,7 +344,10 @@ fn kid_is_required_only_when_the_set_has_several_keys() {
 fn typ_is_checked_when_configured() {
     let key = SigningKey::generate(Algorithm::ES256).unwrap();
     let set = JwkSet::from_public_jwks([key.public_jwk()]);
-    let verifier = Verifier::new(KeySource::fixed(set.clone())).with_typ("JWT");
+    let verifier = Verifier::builder(KeySource::fixed(set.clone()))
+        .typ("JWT")
+        .build()
+        .unwrap();
     let with_typ = |typ: Option<&str>| {
         let mut header = header_of(&key);
         match typ {
@@ -364,9 +375,11 @@ fn required_claims_and_leeway_are_configurable() {
     let key = SigningKey::generate(Algorithm::ES256).unwrap();
     let set = JwkSet::from_public_jwks([key.public_jwk()]);
     let now = crate::support::verifier::now();
-    let strict = Verifier::new(KeySource::fixed(set.clone()))
-        .with_required_claims(["exp", "sub", "jti"])
-        .with_leeway(Duration::ZERO);
+    let strict = Verifier::builder(KeySource::fixed(set.clone()))
+        .required_claims(["exp", "sub", "jti"])
+        .leeway(Duration::ZERO)
+        .build()
+        .unwrap();
     assert_eq!(
         strict.verify_with(&compact(&key, &claims()), &set),
         Err(VerifyError::MissingClaim("jti".into()))
@@ -376,14 +389,21 @@ fn required_claims_and_leeway_are_configurable() {
         strict.verify_with(&compact(&key, &expired_5s_ago), &set),
         Err(VerifyError::Expired)
     );
-    let lenient = strict.clone().with_leeway(Duration::from_secs(120));
+    let lenient = Verifier::builder(KeySource::fixed(set.clone()))
+        .required_claims(["exp", "sub", "jti"])
+        .leeway(Duration::from_secs(120))
+        .build()
+        .unwrap();
     assert!(
         lenient
             .verify_with(&compact(&key, &expired_5s_ago), &set)
             .is_ok()
     );
     // No required claims at all: a token without exp is accepted.
-    let none = Verifier::new(KeySource::fixed(set.clone())).with_required_claims::<_, String>([]);
+    let none = Verifier::builder(KeySource::fixed(set.clone()))
+        .required_claims(Vec::<String>::new())
+        .build()
+        .unwrap();
     assert!(
         none.verify_with(&compact(&key, &json!({"sub": "a"})), &set)
             .is_ok()

@@ -26,7 +26,7 @@
 //!   change: its write is refused with [`StoreError::Fenced`] and a
 //!   `tracing` warning.
 //! * **Followers.** After each change the writer publishes on a channel
-//!   every replica's [`StoreFollower`](crate::store::StoreFollower)
+//!   every replica's [`StoreFollower`](crate::registry::StoreFollower)
 //!   listens to ([`KeyStore::notifications`]): replicas are current within
 //!   milliseconds. The follower's poll (default 5 s) covers lost messages
 //!   and reconnections; give the rotation policy that poll interval
@@ -78,10 +78,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
+//! use tower_jwt_signer::registry::StoreFollower;
 //! use tower_jwt_signer::store::redis::{Kek, LeaderLease, RedisKeyStore};
-//! use tower_jwt_signer::store::StoreFollower;
-//! use tower_jwt_signer::{Algorithm, KeyRegistry};
+//! use tower_jwt_signer::{Algorithm, KeyRegistry, KeyRotator, RotationPolicy};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -100,18 +99,20 @@
 //! let building = store.clone();
 //! let registry = tokio::task::spawn_blocking(move || {
 //!     KeyRegistry::builder()
+//!         .token_ttl(Duration::from_secs(60)) // the same on every replica
+//!         .jwks_max_age(Duration::from_secs(300))
 //!         .store(building)
 //!         .generate_if_missing(Algorithm::ES256) // by the leader only
 //!         .build()
 //! })
 //! .await??;
 //! // Reload on every change notification, and every 5 s whatever happens.
-//! let follower = StoreFollower::builder(registry.clone()).spawn()?;
+//! let follower = StoreFollower::spawn(registry.clone(), Duration::from_secs(5))?;
 //! // Every replica runs a rotator; only the leader's acts.
-//! let policy = RotationPolicy::builder(Duration::from_secs(24 * 3600), Duration::from_secs(60))
+//! let policy = RotationPolicy::builder(Duration::from_secs(24 * 3600))
 //!     .follower_poll_interval(follower.interval())
 //!     .build()?;
-//! let rotator = KeyRotator::spawn(registry.clone(), policy);
+//! let rotator = KeyRotator::spawn(registry.clone(), policy)?;
 //!
 //! // ... serve, then on shutdown:
 //! rotator.stop().await;

@@ -1,18 +1,18 @@
-//! The pluggable signing trait.
+//! [`SigningBackend`]: the pluggable signing trait.
 
 use std::fmt::Debug;
 
-use super::{Algorithm, Kid, PublicJwk, SignError};
+use super::{PublicJwk, SignError};
 
 /// Something that makes JWS signatures with one private key.
 ///
 /// The [`KeyRegistry`](crate::KeyRegistry) holds keys as
-/// `Arc<dyn JwsSigner>`, so the private key does not have to live in this
-/// process: an implementation can forward [`sign`](JwsSigner::sign) to an
+/// `Arc<dyn SigningBackend>`, so the private key does not have to live in this
+/// process: an implementation can forward [`sign`](SigningBackend::sign) to an
 /// HSM or a KMS. [`SigningKey`](super::SigningKey) is the in-process
 /// implementation, backed by OpenSSL.
 ///
-/// The key id and algorithm always come from [`public_jwk`](JwsSigner::public_jwk):
+/// The key id and algorithm always come from [`public_jwk`](SigningBackend::public_jwk):
 /// the token header and the published JWKS can never disagree.
 ///
 /// # Implementing
@@ -26,7 +26,7 @@ use super::{Algorithm, Kid, PublicJwk, SignError};
 /// * `sign` may block for as long as the backend takes; the signing
 ///   middleware decides whether to call it on a blocking thread.
 /// * `Debug` must never print key material.
-pub trait JwsSigner: Send + Sync + Debug {
+pub trait SigningBackend: Send + Sync + Debug {
     /// The public JWK of this key, with its `kid` and `alg`.
     fn public_jwk(&self) -> &PublicJwk;
 
@@ -37,18 +37,3 @@ pub trait JwsSigner: Send + Sync + Debug {
     /// [`SignError`] when the backend cannot sign.
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, SignError>;
 }
-
-/// Convenience accessors for every [`JwsSigner`].
-pub trait JwsSignerExt: JwsSigner {
-    /// The key id (from the public JWK).
-    fn kid(&self) -> &Kid {
-        self.public_jwk().kid()
-    }
-
-    /// The algorithm (from the public JWK).
-    fn algorithm(&self) -> Algorithm {
-        self.public_jwk().algorithm()
-    }
-}
-
-impl<T: JwsSigner + ?Sized> JwsSignerExt for T {}
