@@ -18,11 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tower_jwt_signer::registry::StoreFollower;
-use tower_jwt_signer::store::redis::{Kek, LeaderLease, RedisKeyStore};
-use tower_jwt_signer::store::{
-    KeyStore, StoreChange, StoreError, StoreLock, StoreNotifications, StoredKey,
-};
-use tower_jwt_signer::{Algorithm, KeyRegistry, Kid, SigningKey};
+use tower_jwt_signer::store::redis::{Kek, LeaderLease};
+use tower_jwt_signer::store::{KeyStore, StoreChange, StoreLock, StoreNotifications, StoredKey};
+use tower_jwt_signer::{Algorithm, KeyRegistry, Kid, RedisKeyStore, SigningKey, StoreError};
 
 /// The leader's store, noting when each commit returned.
 #[derive(Debug, Clone)]
@@ -160,7 +158,7 @@ async fn run(
         store
     };
     let leader_store = open();
-    let lease = LeaderLease::start(&leader_store).await;
+    let lease = LeaderLease::spawn(&leader_store).await;
     let committed = Arc::new(Mutex::new(None));
     let timed = Timed {
         inner: leader_store,

@@ -629,11 +629,11 @@ mod fleet {
     use std::io::ErrorKind;
     use std::time::Duration;
 
-    use tower_jwt_signer::KeyRegistry;
     use tower_jwt_signer::clock::Clock;
     use tower_jwt_signer::registry::StoreFollower;
-    use tower_jwt_signer::store::redis::{Kek, LeaderLease, RedisKeyStore};
-    use tower_jwt_signer::store::{KeyStore, StoreError};
+    use tower_jwt_signer::store::KeyStore;
+    use tower_jwt_signer::store::redis::{Kek, LeaderLease};
+    use tower_jwt_signer::{KeyRegistry, RedisKeyStore, StoreError};
 
     use super::{Options, RedisOptions};
 
@@ -739,7 +739,7 @@ mod fleet {
         redis: &RedisOptions,
     ) -> Result<(KeyRegistry, Fleet), Error> {
         let store = store(redis).await?;
-        let lease = LeaderLease::start(&store).await;
+        let lease = LeaderLease::spawn(&store).await;
         // The first key is the leader's to make (`generate_if_missing` does
         // nothing on a replica that does not lead).
         let building = super::registry_builder(options, Clock::system()).store(store.clone());

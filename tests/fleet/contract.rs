@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tower_jwt_signer::registry::KeyState;
-use tower_jwt_signer::store::{DirKeyStore, KeyStore, MemoryKeyStore, StoreChange, StoredKey};
-use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
+use tower_jwt_signer::store::{KeyStore, MemoryKeyStore, StoreChange, StoredKey};
+use tower_jwt_signer::{Algorithm, DirKeyStore, KeyRegistry, SigningKey};
 
 /// A store under test.
 pub(crate) trait Backend {
@@ -280,7 +280,7 @@ mod redis {
                 .enable_all()
                 .build()
                 .unwrap();
-            let lease = runtime.block_on(LeaderLease::start(&store));
+            let lease = runtime.block_on(LeaderLease::spawn(&store));
             assert!(lease.is_held(), "the only candidate leads");
             // Dropped in order: the lease (released), then its runtime.
             let keep: (LeaderLease, tokio::runtime::Runtime) = (lease, runtime);

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use tower_jwt_signer::rotation::RotationPolicy;
+use tower_jwt_signer::RotationPolicy;
 
 use crate::redis_server::RedisServer;
 use crate::replica::Replica;

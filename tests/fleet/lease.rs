@@ -5,10 +5,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tower_jwt_signer::rotation::RotationPolicy;
+use tower_jwt_signer::store::KeyStore;
 use tower_jwt_signer::store::redis::LeaderLease;
-use tower_jwt_signer::store::{KeyStore, StoreError};
-use tower_jwt_signer::{Algorithm, KeyRegistry, RegistryError, SigningKey};
+use tower_jwt_signer::{
+    Algorithm, KeyRegistry, RegistryError, RotationPolicy, SigningKey, StoreError,
+};
 
 use crate::redis_server::RedisServer;
 use crate::replica::Replica;
@@ -60,7 +61,7 @@ fn a_stalled_leader_is_fenced_and_the_new_leaders_change_stands() {
     let ttl = Duration::from_secs(60);
     let stalled = store_with(&server, "fence", lease_of(ttl));
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let lease = runtime.block_on(LeaderLease::start(&stalled));
+    let lease = runtime.block_on(LeaderLease::spawn(&stalled));
     let old = KeyRegistry::builder()
         .store(stalled.clone())
         .generate_if_missing(Algorithm::ES256)
@@ -70,7 +71,7 @@ fn a_stalled_leader_is_fenced_and_the_new_leaders_change_stands() {
     // Its lease runs out in Redis while it sleeps; another replica takes it.
     let _: i64 = server.cmd(&["DEL", "{fence}:lease"]);
     let new_store = store_with(&server, "fence", lease_of(ttl));
-    let new_lease = runtime.block_on(LeaderLease::start(&new_store));
+    let new_lease = runtime.block_on(LeaderLease::spawn(&new_store));
     assert!(new_lease.is_held());
     let new = KeyRegistry::builder().store(new_store).build().unwrap();
     let next = new

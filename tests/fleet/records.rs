@@ -8,9 +8,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tower_jwt_signer::store::redis::{Kek, LeaderLease, RedisKeyStore};
-use tower_jwt_signer::store::{KeyStore, StoreError};
-use tower_jwt_signer::{Algorithm, KeyRegistry, RegistryError, SigningKey};
+use tower_jwt_signer::registry::StoreFollower;
+use tower_jwt_signer::store::KeyStore;
+use tower_jwt_signer::store::redis::{Kek, LeaderLease};
+use tower_jwt_signer::{
+    Algorithm, KeyRegistry, RedisKeyStore, RegistryError, SigningKey, StoreError,
+};
 
 use crate::redis_server::{RedisServer, free_port};
 use crate::util::{self, kek, store};
@@ -58,7 +61,7 @@ fn leading_registry(
     store: &RedisKeyStore,
     alg: Algorithm,
 ) -> (KeyRegistry, LeaderLease) {
-    let lease = runtime.block_on(LeaderLease::start(store));
+    let lease = runtime.block_on(LeaderLease::spawn(store));
     let registry = KeyRegistry::builder()
         .store(store.clone())
         .generate_if_missing(alg)
@@ -148,7 +151,7 @@ fn a_wrong_kek_a_corrupt_or_moved_record_stop_the_start_naming_the_kid_and_nothi
     // A replica with another KEK, leading, with generate_if_missing: it
     // stops, and writes nothing.
     let start = |store: RedisKeyStore| {
-        let lease = rt.block_on(LeaderLease::start(&store));
+        let lease = rt.block_on(LeaderLease::spawn(&store));
         let built = KeyRegistry::builder()
             .store(store)
             .generate_if_missing(Algorithm::ES256)
@@ -347,12 +350,9 @@ fn the_acl_of_security_md_is_all_a_replica_needs() {
         .build()
         .unwrap();
     let following = rt.block_on(async {
-        tower_jwt_signer::registry::StoreFollower::builder(
-            follower.clone(),
-            Duration::from_secs(3600),
-        )
-        .spawn()
-        .unwrap()
+        StoreFollower::builder(follower.clone(), Duration::from_secs(3600))
+            .spawn()
+            .unwrap()
     });
     let old = registry.current().active().unwrap().kid().clone();
     // Let the follower subscribe before the change it must hear of.

@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tower_jwt_signer::registry::StoreFollower;
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
-use tower_jwt_signer::store::redis::{LeaderLease, RedisKeyStore};
-use tower_jwt_signer::store::{
-    KeyStore, StoreChange, StoreError, StoreLock, StoreNotifications, StoredKey,
+use tower_jwt_signer::store::redis::LeaderLease;
+use tower_jwt_signer::store::{KeyStore, StoreChange, StoreLock, StoreNotifications, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, KeyRegistry, KeyRotator, Kid, RedisKeyStore, RotationPolicy, StoreError,
 };
-use tower_jwt_signer::{Algorithm, KeyRegistry, Kid};
 
 /// A store that counts how often its lock was taken: a writer's change
 /// takes it, a replica that leaves the change to the leader never does.
@@ -71,7 +70,7 @@ impl Replica {
             .enable_all()
             .build()
             .unwrap();
-        let lease = runtime.block_on(LeaderLease::start(&store));
+        let lease = runtime.block_on(LeaderLease::spawn(&store));
         let locks = Arc::new(AtomicUsize::new(0));
         let counting = Counting {
             inner: store.clone(),

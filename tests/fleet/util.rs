@@ -5,7 +5,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tower_jwt_signer::store::redis::{Kek, RedisKeyStore};
+use tower_jwt_signer::RedisKeyStore;
+use tower_jwt_signer::store::redis::Kek;
 
 use crate::redis_server::RedisServer;
 

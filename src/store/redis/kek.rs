@@ -17,7 +17,7 @@ use crate::error::ConfigError;
 use crate::store::StoreError;
 
 /// The length of a key-encryption key: 32 bytes (AES-256).
-pub const KEK_LEN: usize = 32;
+const KEK_LEN: usize = 32;
 
 /// A key-encryption key (KEK): 32 secret bytes under which a
 /// [`RedisKeyStore`](super::RedisKeyStore) encrypts every private key

@@ -101,16 +101,17 @@ pub struct LeaderLease {
 }
 
 impl LeaderLease {
-    /// Starts campaigning for `store`'s lease. Returns once the first
-    /// attempt is done: a process that starts alone leads when this
-    /// returns. An attempt that fails (Redis down) is logged and tried
-    /// again every third of the TTL.
+    /// Spawns the task that campaigns for `store`'s lease. Returns once
+    /// the first attempt is done: a process that starts alone leads when
+    /// this returns. An attempt that fails (Redis down) is logged and tried
+    /// again every third of the TTL. The lease's TTL is the store's
+    /// [`leader_lease`](super::RedisKeyStoreBuilder::leader_lease).
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime, or if a `LeaderLease` already runs for this
     /// store (or a clone of it).
-    pub async fn start(store: &RedisKeyStore) -> LeaderLease {
+    pub async fn spawn(store: &RedisKeyStore) -> LeaderLease {
         {
             let mut held = lock(&store.inner.lease.inner);
             assert!(

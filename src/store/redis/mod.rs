@@ -36,7 +36,7 @@
 //!
 //! # Redis keys
 //!
-//! With the prefix `P` (default [`DEFAULT_PREFIX`]), every key has the
+//! With the prefix `P` (default `tower-jwt-signer`), every key has the
 //! hash tag `{P}`, so all of them live in one slot and the same code works
 //! on Redis Cluster:
 //!
@@ -79,8 +79,8 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use tower_jwt_signer::registry::StoreFollower;
-//! use tower_jwt_signer::store::redis::{Kek, LeaderLease, RedisKeyStore};
-//! use tower_jwt_signer::{Algorithm, KeyRegistry, KeyRotator, RotationPolicy};
+//! use tower_jwt_signer::store::redis::{Kek, LeaderLease};
+//! use tower_jwt_signer::{Algorithm, KeyRegistry, KeyRotator, RedisKeyStore, RotationPolicy};
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -94,7 +94,7 @@
 //! tokio::task::spawn_blocking(move || connecting.connect()).await??;
 //!
 //! // Campaign for the lead: the replica that holds the lease rotates.
-//! let lease = LeaderLease::start(&store).await;
+//! let lease = LeaderLease::spawn(&store).await;
 //!
 //! let building = store.clone();
 //! let registry = tokio::task::spawn_blocking(move || {
@@ -141,21 +141,21 @@ use super::{KeyStore, StoreChange, StoreError, StoreLock, StoreNotifications, St
 use crate::error::ConfigError;
 use crate::keys::Kid;
 
-pub use kek::{KEK_LEN, Kek};
+pub use kek::Kek;
 pub use lease::LeaderLease;
 
 use lease::LeaseState;
 
 /// The prefix by default: `tower-jwt-signer` (keys `{tower-jwt-signer}:...`).
-pub const DEFAULT_PREFIX: &str = "tower-jwt-signer";
+const DEFAULT_PREFIX: &str = "tower-jwt-signer";
 /// The leader lease's TTL by default: 10 s (renewed every 3.3 s).
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// How long connecting may take by default: 2 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a command may take by default: 2 s.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long [`RedisKeyStore::connect`] retries by default: 30 s.
-pub const DEFAULT_STARTUP_RETRY: Duration = Duration::from_secs(30);
+const DEFAULT_STARTUP_RETRY: Duration = Duration::from_secs(30);
 
 /// The longest prefix.
 const MAX_PREFIX_LEN: usize = 64;
@@ -634,7 +634,7 @@ impl fmt::Debug for RedisKeyStore {
 
 impl RedisKeyStoreBuilder {
     /// The namespace of this fleet's Redis keys (default
-    /// [`DEFAULT_PREFIX`]): 1 to 64 characters among `A-Z a-z 0-9 - _ . :`.
+    /// `tower-jwt-signer`): 1 to 64 characters among `A-Z a-z 0-9 - _ . :`.
     /// Fleets with different prefixes share one Redis without seeing each
     /// other's keys, and a record copied from one to the other does not
     /// decrypt.
@@ -671,7 +671,7 @@ impl RedisKeyStoreBuilder {
         self
     }
 
-    /// The leader lease's TTL (default [`DEFAULT_LEASE_TTL`], 10 s): it is
+    /// The leader lease's TTL (default 10 s): it is
     /// renewed every third of it, and when the leader dies another replica
     /// takes over within the TTL plus one renewal interval.
     pub fn leader_lease(mut self, ttl: Duration) -> Self {
