@@ -149,9 +149,8 @@ async fn run(
 ) -> Vec<Duration> {
     let kek = Kek::generate();
     let open = || {
-        let store = RedisKeyStore::builder(format!("redis://127.0.0.1:{}/", redis.2))
+        let store = RedisKeyStore::builder(format!("redis://127.0.0.1:{}/", redis.2), kek.clone())
             .prefix(prefix)
-            .kek(kek.clone())
             .build()
             .unwrap();
         store.connect().unwrap();

@@ -706,12 +706,15 @@ mod fleet {
 
     /// The store, connected (with a bounded, logged retry).
     async fn store(redis: &RedisOptions) -> Result<RedisKeyStore, Error> {
-        let mut builder = RedisKeyStore::builder(redis.url.as_str())
+        // The first --kek-file encrypts; the others only decrypt.
+        let mut keks = keks(&redis.kek_files)?.into_iter();
+        let first = keks.next().ok_or("--redis-url needs --kek-file")?;
+        let mut builder = RedisKeyStore::builder(redis.url.as_str(), first)
             .prefix(redis.prefix.as_str())
             .leader_lease(redis.lease)
             .command_timeout(Duration::from_secs(2).min(redis.lease / 3));
-        for kek in keks(&redis.kek_files)? {
-            builder = builder.kek(kek);
+        for previous in keks {
+            builder = builder.previous_kek(previous);
         }
         let store = builder.build()?;
         let connecting = store.clone();

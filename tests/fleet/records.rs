@@ -18,11 +18,12 @@ use tower_jwt_signer::{
 use crate::redis_server::{RedisServer, free_port};
 use crate::util::{self, kek, store};
 
-/// A store on `server` with these KEKs (the first encrypts), connected.
+/// A store on `server` with these KEKs (the first encrypts, the others are
+/// previous ones), connected.
 fn with_keks(server: &RedisServer, prefix: &str, keks: &[Kek]) -> RedisKeyStore {
-    let mut builder = RedisKeyStore::builder(server.url()).prefix(prefix);
-    for kek in keks {
-        builder = builder.kek(kek.clone());
+    let mut builder = RedisKeyStore::builder(server.url(), keks[0].clone()).prefix(prefix);
+    for kek in &keks[1..] {
+        builder = builder.previous_kek(kek.clone());
     }
     let store = builder.build().unwrap();
     store.connect().unwrap();
@@ -238,30 +239,27 @@ fn credentials_never_appear_in_logs_errors_or_debug() {
     let server = RedisServer::start_with(&["--requirepass", "Sup3rS3cretPw"]);
     // The right password works; Debug redacts it.
     let url = format!("redis://:Sup3rS3cretPw@127.0.0.1:{}/", server.port());
-    let good = RedisKeyStore::builder(&url)
+    let good = RedisKeyStore::builder(&url, kek())
         .prefix("creds")
-        .kek(kek())
         .build()
         .unwrap();
     good.connect().unwrap();
     assert!(good.load().unwrap().is_empty());
     // A wrong password, and a Redis that is down: errors and their logs.
-    let wrong = RedisKeyStore::builder(format!(
-        "redis://gw:Wr0ngS3cretPw@127.0.0.1:{}/",
-        server.port()
-    ))
+    let wrong = RedisKeyStore::builder(
+        format!("redis://gw:Wr0ngS3cretPw@127.0.0.1:{}/", server.port()),
+        kek(),
+    )
     .prefix("creds")
-    .kek(kek())
     .startup_retry(Duration::from_millis(300))
     .build()
     .unwrap();
     let refused = wrong.connect().unwrap_err();
-    let down = RedisKeyStore::builder(format!(
-        "redis://gw:D0wnS3cretPw@127.0.0.1:{}/",
-        free_port()
-    ))
+    let down = RedisKeyStore::builder(
+        format!("redis://gw:D0wnS3cretPw@127.0.0.1:{}/", free_port()),
+        kek(),
+    )
     .prefix("creds")
-    .kek(kek())
     .startup_retry(Duration::from_millis(300))
     .build()
     .unwrap();
@@ -280,9 +278,8 @@ fn credentials_never_appear_in_logs_errors_or_debug() {
 fn an_unreachable_redis_at_start_up_is_a_clear_error_after_a_bounded_logged_retry() {
     let logs = util::logs();
     let port = free_port();
-    let store = RedisKeyStore::builder(format!("redis://127.0.0.1:{port}/"))
+    let store = RedisKeyStore::builder(format!("redis://127.0.0.1:{port}/"), kek())
         .prefix("startup")
-        .kek(kek())
         .startup_retry(Duration::from_millis(800))
         .build()
         .unwrap();
@@ -330,9 +327,8 @@ fn the_acl_of_security_md_is_all_a_replica_needs() {
     let _: String = server.cmd(&setuser);
     let url = format!("redis://gateway:gw-pass@127.0.0.1:{}/", server.port());
     let open = || {
-        let store = RedisKeyStore::builder(&url)
+        let store = RedisKeyStore::builder(&url, kek())
             .prefix("acl")
-            .kek(kek())
             .build()
             .unwrap();
         store.connect().unwrap();
@@ -424,9 +420,8 @@ fn rediss_with_a_private_ca_works_and_an_unknown_ca_is_refused() {
         "no",
     ]);
     let url = format!("rediss://127.0.0.1:{tls_port}/");
-    let store = RedisKeyStore::builder(&url)
+    let store = RedisKeyStore::builder(&url, kek())
         .prefix("tls")
-        .kek(kek())
         .tls_root_certificates(ca.pem().into_bytes())
         .build()
         .unwrap();
@@ -437,9 +432,8 @@ fn rediss_with_a_private_ca_works_and_an_unknown_ca_is_refused() {
     assert!(records(&server, "tls").contains_key(kid.as_bytes()));
 
     // Without the CA (the system's roots only), the handshake fails.
-    let untrusted = RedisKeyStore::builder(&url)
+    let untrusted = RedisKeyStore::builder(&url, kek())
         .prefix("tls")
-        .kek(kek())
         .startup_retry(Duration::from_millis(200))
         .build()
         .unwrap();

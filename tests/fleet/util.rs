@@ -28,9 +28,7 @@ pub(crate) fn store_with(
         tower_jwt_signer::store::redis::RedisKeyStoreBuilder,
     ) -> tower_jwt_signer::store::redis::RedisKeyStoreBuilder,
 ) -> RedisKeyStore {
-    let builder = RedisKeyStore::builder(server.url())
-        .prefix(prefix)
-        .kek(kek());
+    let builder = RedisKeyStore::builder(server.url(), kek()).prefix(prefix);
     let store = more(builder).build().unwrap();
     store.connect().unwrap();
     store

@@ -86,9 +86,8 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Every replica runs the same code with the same KEK.
 //! let kek = Kek::from_file("/etc/gateway/kek")?;
-//! let store = RedisKeyStore::builder("rediss://gateway:secret@redis.internal:6379/0")
+//! let store = RedisKeyStore::builder("rediss://gateway:secret@redis.internal:6379/0", kek)
 //!     .prefix("orders-gateway")
-//!     .kek(kek)
 //!     .build()?;
 //! let connecting = store.clone();
 //! tokio::task::spawn_blocking(move || connecting.connect()).await??;
@@ -204,11 +203,15 @@ struct Inner {
 /// A record's bytes and the key they hold.
 type CachedRecord = (Vec<u8>, StoredKey);
 
-/// Configures a [`RedisKeyStore`]; see [`RedisKeyStore::builder`].
+/// Configures a [`RedisKeyStore`]; see [`RedisKeyStore::builder`]. The
+/// setters only record their value; [`build`](Self::build) checks them
+/// all.
 #[must_use]
+#[derive(Clone)]
 pub struct RedisKeyStoreBuilder {
     url: String,
     prefix: String,
+    /// The encrypting KEK first, then the previous ones.
     keks: Vec<Kek>,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -218,16 +221,32 @@ pub struct RedisKeyStoreBuilder {
 }
 
 impl RedisKeyStore {
-    /// A builder for a store at `url`: `redis://[user:password@]host[:port][/db]`,
-    /// or `rediss://` for TLS (rustls; the system's root certificates, or
+    /// A store at `url` whose records `kek` encrypts, with the default
+    /// settings (prefix `tower-jwt-signer`, a 10 s leader lease, 2 s
+    /// connect and command timeouts, 30 s of retries at start-up). Nothing
+    /// is sent to Redis yet: call [`connect`](Self::connect) at start-up.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisKeyStoreBuilder::build`]: a [`ConfigError`] for `url`.
+    pub fn new(url: impl Into<String>, kek: Kek) -> Result<Self, ConfigError> {
+        Self::builder(url, kek).build()
+    }
+
+    /// A builder for a store at `url` whose records `kek` encrypts.
+    ///
+    /// `url` is `redis://[user:password@]host[:port][/db]`, or `rediss://`
+    /// for TLS (rustls; the system's root certificates, or
     /// [`tls_root_certificates`](RedisKeyStoreBuilder::tls_root_certificates)).
     /// A user and password log in with Redis ACLs; see `SECURITY.md` for
-    /// the commands the user needs.
-    pub fn builder(url: impl Into<String>) -> RedisKeyStoreBuilder {
+    /// the commands the user needs. Every replica of the fleet needs the
+    /// same `kek`; during a KEK rotation, give the old one with
+    /// [`previous_kek`](RedisKeyStoreBuilder::previous_kek).
+    pub fn builder(url: impl Into<String>, kek: Kek) -> RedisKeyStoreBuilder {
         RedisKeyStoreBuilder {
             url: url.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
-            keks: Vec::new(),
+            keks: vec![kek],
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             startup_retry: DEFAULT_STARTUP_RETRY,
@@ -278,12 +297,14 @@ impl RedisKeyStore {
         }
     }
 
-    /// Re-encrypts under the first KEK every record encrypted under another
-    /// one: the last step of a KEK rotation (see the README). Returns how
-    /// many records were rewritten. Blocking.
+    /// Re-encrypts under the store's KEK (the one given to
+    /// [`builder`](Self::builder)) every record encrypted under a
+    /// [`previous_kek`](RedisKeyStoreBuilder::previous_kek): the last step
+    /// of a KEK rotation (see the README). Returns how many records were
+    /// rewritten. Blocking.
     ///
-    /// Every configured KEK must still be given (all decrypt, the first
-    /// encrypts). The records keep their kid, key, state and times, and the
+    /// Every KEK a record may still be encrypted under must be given. The
+    /// records keep their kid, key, state and times, and the
     /// rewrite is applied only if the store has not changed since it was
     /// read (the version check), so it can never overwrite a change: unlike
     /// the registry's changes it needs no lease, and can run from any
@@ -319,7 +340,7 @@ impl RedisKeyStore {
         }
         let count = saves.len();
         self.run_commit(Mode::Rewrap, Some(version), &[], &saves)?;
-        tracing::info!(store = %self.inner.name, records = count, kek = first.id(), "re-encrypted the key records under the first key-encryption key");
+        tracing::info!(store = %self.inner.name, records = count, kek = first.id(), "re-encrypted the key records under the store's key-encryption key");
         Ok(count)
     }
 
@@ -643,11 +664,11 @@ impl RedisKeyStoreBuilder {
         self
     }
 
-    /// Adds a key-encryption key. The first one added encrypts; all of
-    /// them decrypt. To rotate the KEK: add the new one first and the old
-    /// one after it on every replica, run [`RedisKeyStore::rewrap`], then
-    /// drop the old one. At least one is required.
-    pub fn kek(mut self, kek: Kek) -> Self {
+    /// Adds a key-encryption key that decrypts but no longer encrypts
+    /// (repeatable; none by default). To rotate the KEK: give every replica
+    /// the new KEK to [`RedisKeyStore::builder`] and the old one here, run
+    /// [`RedisKeyStore::rewrap`], then drop the old one.
+    pub fn previous_kek(mut self, kek: Kek) -> Self {
         self.keks.push(kek);
         self
     }
@@ -691,11 +712,13 @@ impl RedisKeyStoreBuilder {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] for `url` (not a `redis://` or `rediss://` URL;
-    /// shown with its password redacted), `prefix`, `kek` (none, or the
-    /// same one twice), `tls_root_certificates` (without `rediss://`), or a
-    /// timeout, TTL or retry that is zero or longer than an hour (the lease
-    /// at least 1 s).
+    /// A [`ConfigError`] for the first refused setting, in this order:
+    /// `url` (not a `redis://` or `rediss://` URL; shown with its password
+    /// redacted), `prefix`, `previous_kek` (a KEK given twice),
+    /// `connect_timeout`, `command_timeout`, `startup_retry`,
+    /// `leader_lease` (zero or longer than an hour; the lease at least
+    /// 1 s), `tls_root_certificates` (without `rediss://`), and `url` again
+    /// if the `redis` crate cannot use it.
     pub fn build(self) -> Result<RedisKeyStore, ConfigError> {
         let redacted_url = url::redact(&self.url);
         let scheme = self.url.split_once("://").map(|(scheme, _)| scheme);
@@ -711,18 +734,12 @@ impl RedisKeyStoreBuilder {
             }
         };
         check_prefix(&self.prefix)?;
-        if self.keks.is_empty() {
-            return Err(ConfigError::without_value(
-                "kek",
-                "at least one key-encryption key is needed: it encrypts the private keys Redis stores",
-            ));
-        }
         for (i, kek) in self.keks.iter().enumerate() {
             if self.keks[..i].iter().any(|k| k.id() == kek.id()) {
                 return Err(ConfigError::new(
-                    "kek",
+                    "previous_kek",
                     kek.id(),
-                    "the same key-encryption key is given twice",
+                    "the same key-encryption key is given twice (as the encrypting one, or as a previous one)",
                 ));
             }
         }
@@ -829,21 +846,35 @@ mod tests {
     use super::*;
 
     fn builder() -> RedisKeyStoreBuilder {
-        RedisKeyStore::builder("redis://gw:s3cret@127.0.0.1:6379/0").kek(Kek::generate())
+        RedisKeyStore::builder("redis://gw:s3cret@127.0.0.1:6379/0", Kek::generate())
     }
 
     #[test]
     fn settings_that_cannot_work_are_refused_and_the_password_never_shows() {
         let refused = |b: RedisKeyStoreBuilder| b.build().unwrap_err();
-        let err = refused(RedisKeyStore::builder("http://gw:s3cret@host/").kek(Kek::generate()));
+        let err = refused(RedisKeyStore::builder(
+            "http://gw:s3cret@host/",
+            Kek::generate(),
+        ));
         assert_eq!(err.setting(), "url");
         assert!(!err.to_string().contains("s3cret"), "{err}");
         assert!(err.to_string().contains("gw:***@host"), "{err}");
-        let err = refused(RedisKeyStore::builder("redis://127.0.0.1/"));
-        assert_eq!(err.setting(), "kek");
         let kek = Kek::generate();
-        let err = refused(builder().kek(kek.clone()).kek(kek));
-        assert_eq!(err.setting(), "kek");
+        let err =
+            refused(RedisKeyStore::builder("redis://127.0.0.1/", kek.clone()).previous_kek(kek));
+        assert_eq!(err.setting(), "previous_kek");
+        let (old, older) = (Kek::generate(), Kek::generate());
+        let err = refused(
+            builder()
+                .previous_kek(old.clone())
+                .previous_kek(older)
+                .previous_kek(old),
+        );
+        assert_eq!(err.setting(), "previous_kek");
+        assert!(
+            RedisKeyStore::new("redis://127.0.0.1/", Kek::generate()).is_ok(),
+            "the defaults"
+        );
         for bad in ["", "{x}", "a b", &"x".repeat(65)] {
             assert_eq!(
                 refused(builder().prefix(bad)).setting(),
