@@ -626,14 +626,13 @@ async fn shutdown_signal() {
 /// The fleet on Redis: the store, the leader lease, the follower.
 #[cfg(feature = "redis")]
 mod fleet {
-    use std::io::ErrorKind;
     use std::time::Duration;
 
     use tower_jwt_signer::clock::Clock;
     use tower_jwt_signer::registry::StoreFollower;
     use tower_jwt_signer::store::KeyStore;
     use tower_jwt_signer::store::redis::{Kek, LeaderLease};
-    use tower_jwt_signer::{KeyRegistry, RedisKeyStore, StoreError};
+    use tower_jwt_signer::{KeyRegistry, RedisKeyStore};
 
     use super::{Options, RedisOptions};
 
@@ -669,37 +668,12 @@ mod fleet {
         }
     }
 
-    /// The KEKs: the first `--kek-file` is created (0600, 32 random bytes)
-    /// when missing; the others must exist.
+    /// The KEKs: the first `--kek-file` is created (0600, 32 random bytes,
+    /// with a warning in the log) when missing; the others must exist.
     fn keks(files: &[std::path::PathBuf]) -> Result<Vec<Kek>, Error> {
         let mut keks = Vec::new();
         for (i, file) in files.iter().enumerate() {
-            let kek = match Kek::from_file(file) {
-                Ok(kek) => kek,
-                Err(StoreError::Io { source, .. })
-                    if i == 0 && source.kind() == ErrorKind::NotFound =>
-                {
-                    match Kek::create_file(file) {
-                        Ok(kek) => {
-                            tracing::info!(
-                                path = %file.display(),
-                                kek = kek.id(),
-                                "created the key-encryption key file (32 random bytes, mode 0600): give every replica of the fleet this same file"
-                            );
-                            kek
-                        }
-                        // Another replica created it meanwhile.
-                        Err(StoreError::Io { source, .. })
-                            if source.kind() == ErrorKind::AlreadyExists =>
-                        {
-                            Kek::from_file(file)?
-                        }
-                        Err(err) => return Err(err.into()),
-                    }
-                }
-                Err(err) => return Err(err.into()),
-            };
-            keks.push(kek);
+            keks.push(Kek::builder(file).create(i == 0).open()?);
         }
         Ok(keks)
     }

@@ -104,6 +104,7 @@
 
 mod change;
 mod dir;
+mod files;
 mod memory;
 mod notify;
 #[cfg(feature = "redis")]
@@ -121,7 +122,8 @@ use std::sync::Arc;
 use crate::keys::{Algorithm, KeyError, Kid};
 
 pub use change::{KeySave, StoreChange};
-pub use dir::{DirKeyStore, DirKeyStoreBuilder, ForeignOwner, LoosePermissions};
+pub use dir::{DirKeyStore, DirKeyStoreBuilder};
+pub use files::{ForeignOwner, LoosePermissions};
 pub use memory::MemoryKeyStore;
 pub use notify::{StoreNotifications, StoreNotifier};
 pub use stored::StoredKey;

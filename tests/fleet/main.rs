@@ -12,6 +12,8 @@ mod contract;
 mod faults;
 #[cfg(feature = "redis")]
 mod follow;
+#[cfg(all(feature = "redis", unix))]
+mod kek_file;
 #[cfg(feature = "redis")]
 mod lease;
 #[cfg(feature = "redis")]

@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[cfg(unix)]
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::digest;
 
 use crate::error::ConfigError;
-use crate::store::StoreError;
+use crate::store::files::{self, FileRules};
+use crate::store::{ForeignOwner, LoosePermissions, StoreError};
 
 /// The length of a key-encryption key: 32 bytes (AES-256).
 const KEK_LEN: usize = 32;
@@ -80,107 +81,37 @@ impl Kek {
         Self::from_bytes(&random_bytes::<KEK_LEN>()).expect("32 bytes make a KEK")
     }
 
-    /// Reads a KEK file: exactly 32 bytes, nothing else.
+    /// Reads a KEK file (exactly 32 bytes, nothing else) with the default
+    /// checks: `Kek::builder(path).open()`. Blocking.
     ///
     /// The file gets the checks a key file of a
-    /// [`DirKeyStore`](crate::store::DirKeyStore) gets: a regular file (the
-    /// path may be a symbolic link, as in a Kubernetes Secret volume; the
-    /// file it leads to is checked), owned by the process's effective user,
-    /// and neither readable nor writable by group or others (`chmod 600`).
-    /// Blocking.
+    /// [`DirKeyStore`](crate::DirKeyStore) gets, by the same code: a
+    /// regular file, opened without blocking and without following a
+    /// symbolic link, except the one form Kubernetes writes Secret volumes
+    /// in (`kek -> ..data/kek`); owned by the process's effective uid
+    /// ([`ForeignOwner::Refuse`]); neither readable nor writable by group
+    /// or others, `chmod 600` ([`LoosePermissions::Refuse`]). The
+    /// directories above it are not checked. [`Kek::builder`] accepts other
+    /// owners or looser permissions (a Secret volume read by a pod that does
+    /// not run as root), or creates the file when it is missing.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Io`], [`StoreError::NotRegularFile`],
-    /// [`StoreError::ForeignOwner`], [`StoreError::LoosePermissions`], or
-    /// [`StoreError::Corrupt`] for a file that is not 32 bytes long; each
-    /// names the file.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        let file = File::open(path).map_err(StoreError::io("read", path))?;
-        let meta = file.metadata().map_err(StoreError::io("read", path))?;
-        if !meta.is_file() {
-            let found = if meta.is_dir() {
-                "a directory"
-            } else {
-                "not a regular file"
-            };
-            return Err(StoreError::NotRegularFile {
-                path: path.to_path_buf(),
-                found,
-            });
-        }
-        #[cfg(unix)]
-        {
-            let euid = rustix::process::geteuid().as_raw();
-            if meta.uid() != euid {
-                return Err(StoreError::ForeignOwner {
-                    path: path.to_path_buf(),
-                    owner: meta.uid(),
-                    euid,
-                });
-            }
-            let mode = meta.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(StoreError::LoosePermissions {
-                    path: path.to_path_buf(),
-                    mode,
-                    reason: "key-encryption key file readable or writable by group or others",
-                });
-            }
-        }
-        let mut bytes = Vec::with_capacity(KEK_LEN);
-        Read::take(&file, KEK_LEN as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(StoreError::io("read", path))?;
-        if bytes.len() != KEK_LEN {
-            return Err(StoreError::corrupt(
-                path,
-                format!(
-                    "a key-encryption key file holds exactly {KEK_LEN} bytes, this one {}",
-                    if bytes.len() > KEK_LEN {
-                        "more".to_owned()
-                    } else {
-                        bytes.len().to_string()
-                    }
-                ),
-            ));
-        }
-        Ok(Self::from_bytes(&bytes).expect("32 bytes make a KEK"))
+    /// As [`KekBuilder::open`].
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        Self::builder(path).open()
     }
 
-    /// Creates a KEK file at `path` (mode 0600) holding a fresh KEK, and
-    /// returns the KEK. The file appears whole or not at all: it is written
-    /// and synced under a temporary name, then linked into place, so
-    /// processes that start together and race to create it all end up with
-    /// the winner's key (the losers get an error of kind `AlreadyExists`
-    /// and read the file). Blocking.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Io`] naming the file; its source's kind is
-    /// [`io::ErrorKind::AlreadyExists`] when the file exists.
-    pub fn create_file(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        let bytes = random_bytes::<KEK_LEN>();
-        let temp = temp_name(path);
-        let write = || -> io::Result<()> {
-            let mut options = OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            options.mode(0o600);
-            let mut file = options.open(&temp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::hard_link(&temp, path)
-        };
-        let written = write();
-        let _ = fs::remove_file(&temp);
-        written.map_err(StoreError::io("create", path))?;
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            let _ = File::open(dir).and_then(|dir| dir.sync_all());
+    /// A builder for reading the KEK file at `path` with other checks
+    /// ([`foreign_owner`](KekBuilder::foreign_owner),
+    /// [`loose_permissions`](KekBuilder::loose_permissions)), or creating
+    /// it when it is missing ([`create`](KekBuilder::create)).
+    pub fn builder(path: impl Into<PathBuf>) -> KekBuilder {
+        KekBuilder {
+            path: path.into(),
+            rules: FileRules::default(),
+            create: false,
         }
-        Ok(Self::from_bytes(&bytes).expect("32 bytes make a KEK"))
     }
 
     /// The KEK's id: 16 hex digits, recorded with each record it encrypts.
@@ -232,6 +163,152 @@ impl fmt::Debug for Kek {
             .field("id", &self.id)
             .finish_non_exhaustive()
     }
+}
+
+/// Reads (or creates) a KEK file; see [`Kek::builder`]. The setters only
+/// record their value; [`open`](Self::open) does the I/O.
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct KekBuilder {
+    path: PathBuf,
+    rules: FileRules,
+    create: bool,
+}
+
+impl KekBuilder {
+    /// What to do about a file readable or writable by group or others
+    /// (default: [`LoosePermissions::Refuse`]). With a Kubernetes Secret
+    /// volume and the pod's `fsGroup`, the kubelet adds group read.
+    pub fn loose_permissions(mut self, loose: LoosePermissions) -> Self {
+        self.rules.loose = loose;
+        self
+    }
+
+    /// Which owners to accept besides the process's effective uid
+    /// (default: [`ForeignOwner::Refuse`], none). A Secret volume's files
+    /// are owned by root: a pod that does not run as root needs
+    /// [`ForeignOwner::AllowRoot`]. See "Ownership" in the
+    /// [`DirKeyStore`](crate::DirKeyStore) docs.
+    pub fn foreign_owner(mut self, foreign: ForeignOwner) -> Self {
+        self.rules.foreign = foreign;
+        self
+    }
+
+    /// Whether to create the file when it is missing (default: no), mode
+    /// 0600, with 32 random bytes, logged as a `tracing` warning: give
+    /// every replica of the fleet that same file. The file appears whole
+    /// or not at all (written and synced under a temporary name, then
+    /// linked into place), so processes that start together and race to
+    /// create it all end up with the winner's key.
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Reads the KEK (creating the file first if it is missing and
+    /// [`create`](Self::create) allows). Blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] (the file or its directory is missing or cannot
+    /// be read or created), [`StoreError::NotRegularFile`],
+    /// [`StoreError::ForeignOwner`], [`StoreError::LoosePermissions`], or
+    /// [`StoreError::Corrupt`] for a file that is not 32 bytes long; each
+    /// names the file.
+    pub fn open(self) -> Result<Kek, StoreError> {
+        let path = self.path.as_path();
+        if let Some(kek) = read(path, self.rules)? {
+            return Ok(kek);
+        }
+        let missing = || StoreError::io("read", path)(io::ErrorKind::NotFound.into());
+        if !self.create {
+            return Err(missing());
+        }
+        match create(path) {
+            Ok(kek) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    kek = kek.id(),
+                    "created the key-encryption key file (32 random bytes, mode 0600): give every replica of the fleet this same file"
+                );
+                Ok(kek)
+            }
+            // Another process created it meanwhile: its key it is.
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+                read(path, self.rules)?.ok_or_else(missing)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Reads the KEK file at `path` with the checks of `rules`, by the code
+/// that reads a [`DirKeyStore`](crate::DirKeyStore)'s key files. `None`
+/// when it does not exist.
+fn read(path: &Path, rules: FileRules) -> Result<Option<Kek>, StoreError> {
+    let Some(name) = path.file_name() else {
+        return Err(StoreError::io("read", path)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not the path of a file",
+        )));
+    };
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let (dir, _) = files::open_dir(parent, "open directory")?;
+    let Some((file, _)) = rules.open_secret(
+        &dir,
+        name,
+        path,
+        "key-encryption key file readable or writable by group or others",
+    )?
+    else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::with_capacity(KEK_LEN);
+    file.take(KEK_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(StoreError::io("read", path))?;
+    if bytes.len() != KEK_LEN {
+        return Err(StoreError::corrupt(
+            path,
+            format!(
+                "a key-encryption key file holds exactly {KEK_LEN} bytes, this one {}",
+                if bytes.len() > KEK_LEN {
+                    "more".to_owned()
+                } else {
+                    bytes.len().to_string()
+                }
+            ),
+        ));
+    }
+    Ok(Some(Kek::from_bytes(&bytes).expect("32 bytes make a KEK")))
+}
+
+/// Creates a KEK file at `path` (mode 0600) holding a fresh KEK, whole or
+/// not at all: written and synced under a temporary name, then linked into
+/// place. An error of kind `AlreadyExists` when the file exists.
+fn create(path: &Path) -> Result<Kek, StoreError> {
+    let bytes = random_bytes::<KEK_LEN>();
+    let temp = temp_name(path);
+    let write = || -> io::Result<()> {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(&temp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::hard_link(&temp, path)
+    };
+    let written = write();
+    let _ = fs::remove_file(&temp);
+    written.map_err(StoreError::io("create", path))?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        let _ = File::open(dir).and_then(|dir| dir.sync_all());
+    }
+    Ok(Kek::from_bytes(&bytes).expect("32 bytes make a KEK"))
 }
 
 /// `N` bytes from the system's generator.
@@ -291,14 +368,25 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn kek_files_are_created_0600_whole_and_checked_when_read() {
+        use std::os::unix::fs::PermissionsExt;
+
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("kek");
-        let created = Kek::create_file(&path).unwrap();
+        let err = Kek::from_file(&path).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "not created unless asked: {err}"
+        );
+        let created = Kek::builder(&path).create(true).open().unwrap();
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(meta.len(), KEK_LEN as u64);
         assert_eq!(Kek::from_file(&path).unwrap().id(), created.id());
-        let err = Kek::create_file(&path).unwrap_err();
+        // There: read, not replaced.
+        let again = Kek::builder(&path).create(true).open().unwrap();
+        assert_eq!(again.id(), created.id());
+        // Lost the race to create it: the winner's key.
+        let err = create(&path).unwrap_err();
         assert!(
             matches!(&err, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
             "{err}"

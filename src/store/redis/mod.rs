@@ -140,7 +140,7 @@ use super::{KeyStore, StoreChange, StoreError, StoreLock, StoreNotifications, St
 use crate::error::ConfigError;
 use crate::keys::Kid;
 
-pub use kek::Kek;
+pub use kek::{Kek, KekBuilder};
 pub use lease::LeaderLease;
 
 use lease::LeaseState;
