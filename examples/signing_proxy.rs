@@ -279,9 +279,6 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
         upstream.get_or_insert_with(|| "http://127.0.0.1:1".parse().expect("a valid upstream"));
     }
     let upstream = upstream.ok_or("--upstream URL is required")?;
-    if let (Some(redis), Some(period)) = (&redis, rotate_every) {
-        publish_before_sign(redis.poll, period, prepublish, jwks_max_age)?;
-    }
     if rotate_every.is_none() {
         if prepublish.is_some() {
             return Err("--prepublish needs --rotate-every".to_owned());
@@ -324,41 +321,6 @@ fn prepublish_for(options: &Options, period: Duration) -> Duration {
             None => default,
         }
     })
-}
-
-/// Refuses a fleet configuration that cannot keep the promise that a key
-/// is published on every replica before any replica signs with it: a
-/// replica that misses a change notification sees the next key up to one
-/// poll interval late, so the next key must be published at least that
-/// long before it signs.
-fn publish_before_sign(
-    poll: Duration,
-    period: Duration,
-    prepublish: Option<Duration>,
-    jwks_max_age: Duration,
-) -> Result<(), String> {
-    let (prepublish, given) = match prepublish {
-        Some(prepublish) => (prepublish, true),
-        None => ((period / 2).min(jwks_max_age).max(poll), false),
-    };
-    if prepublish < poll {
-        return Err(format!(
-            "--prepublish {} is shorter than --redis-poll {}: a replica that misses a change \
-             notification would learn of the next key only after another replica signs with it; \
-             lower --redis-poll or raise --prepublish",
-            prepublish.as_secs(),
-            poll.as_secs()
-        ));
-    }
-    if !given && prepublish > period {
-        return Err(format!(
-            "--redis-poll {} is longer than --rotate-every {}: the next key must be published \
-             on every replica (within one poll) before it signs; lower --redis-poll",
-            poll.as_secs(),
-            period.as_secs()
-        ));
-    }
-    Ok(())
 }
 
 /// The rotation policy the options ask for (`None` without
@@ -778,7 +740,12 @@ fn main() -> ExitCode {
     let resolved = rotation_policy(&options)
         .and_then(|policy| policy.map(|policy| policy.resolve(&settings)).transpose());
     if let Err(err) = resolved {
-        eprintln!("error: {err}\n\nRun with --help for usage.");
+        // The policy's settings are named like the flags, but one.
+        let flag = match err.setting() {
+            "follower_poll_interval" => " (--redis-poll)",
+            _ => "",
+        };
+        eprintln!("error: {err}{flag}\n\nRun with --help for usage.");
         return ExitCode::from(2);
     }
     if options.redis.is_some() {

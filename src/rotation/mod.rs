@@ -105,7 +105,10 @@
 //! warning each time it tries, and resumes when the store is back. Give the
 //! policy the followers' poll interval
 //! ([`RotationPolicyBuilder::follower_poll_interval`]): a replica that
-//! missed a change notification sees the change that much later.
+//! missed a change notification sees the change that much later, so the
+//! default prepublish and retain times grow by it, and a prepublish time
+//! you set must be at least that long (the builder refuses a shorter one):
+//! every replica publishes the next key before any replica signs with it.
 //!
 //! # Rotating by hand
 //!

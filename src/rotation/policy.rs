@@ -135,7 +135,9 @@ impl RotationPolicy {
     ///
     /// A [`ConfigError`] when the policy cannot work on this registry:
     /// `prepublish` (by default) longer than the period, or `retain` shorter
-    /// than its minimum.
+    /// than its minimum. (A prepublish time set shorter than the followers'
+    /// poll interval, or longer than the period, never gets here: the
+    /// builder refuses it.)
     pub fn resolve(&self, registry: &KeyRegistry) -> Result<ResolvedPolicy, ConfigError> {
         self.resolve_with(registry.token_ttl(), registry.jwks_max_age())
     }
@@ -221,9 +223,11 @@ impl RotationPolicyBuilder {
     }
 
     /// The poll interval of replicas that follow the key store (default:
-    /// zero, no replicas). A replica sees each change up to this much later,
+    /// zero, no replicas), at most the period. A replica sees each change up
+    /// to this much later (with change notifications, when it misses one),
     /// so it is added to the default prepublish time and to the minimum (and
-    /// default) retention.
+    /// default) retention, and a prepublish time you set must be at least
+    /// this long.
     pub fn follower_poll_interval(mut self, interval: Duration) -> Self {
         self.follower_poll_interval = interval;
         self
@@ -231,7 +235,8 @@ impl RotationPolicyBuilder {
 
     /// How long the next key is published before it signs (default: the
     /// registry's JWKS max-age plus the followers' poll interval; at most
-    /// the period). Shorter than the verifiers' cache lifetime, verifiers
+    /// the period, and at least the
+    /// [followers' poll interval](Self::follower_poll_interval)). Shorter than the verifiers' cache lifetime, verifiers
     /// that have not fetched the JWKS since the key was published refuse
     /// its first tokens until they do: see the module docs on
     /// [what verifiers need](crate::rotation#what-verifiers-need).
@@ -270,8 +275,11 @@ impl RotationPolicyBuilder {
     /// `rotate_every` (zero), `retry_after` (zero), any duration longer than
     /// 100 years (`rotate_every`, `verifier_leeway`,
     /// `follower_poll_interval`, `prepublish`, `retain`, `retry_after`),
-    /// `prepublish` (set longer than the period). What depends on the
-    /// registry (the default prepublish time, the minimum retention) is
+    /// `follower_poll_interval` (longer than the period), `prepublish` (set
+    /// longer than the period, or shorter than the followers' poll
+    /// interval: a follower that misses a change notification must still
+    /// see the next key before any replica signs with it). What depends on
+    /// the registry (the default prepublish time, the minimum retention) is
     /// checked by [`RotationPolicy::resolve`].
     pub fn build(self) -> Result<RotationPolicy, ConfigError> {
         if self.rotate_every.is_zero() {
@@ -302,18 +310,44 @@ impl RotationPolicyBuilder {
                 return Err(ConfigError::new(setting, value, "longer than 100 years"));
             }
         }
-        if let Some(prepublish) = self.prepublish
-            && prepublish > self.rotate_every
-        {
+        let poll = self.follower_poll_interval;
+        if poll > self.rotate_every {
             return Err(ConfigError::new(
-                "prepublish",
-                prepublish,
+                "follower_poll_interval",
+                poll,
                 format!(
-                    "longer than the rotation period ({:?}): the next key cannot be published \
-                     that early",
+                    "longer than the rotation period ({:?}): every replica must see the next key \
+                     (within one poll) before any replica signs with it, once per period; poll \
+                     more often",
                     self.rotate_every
                 ),
             ));
+        }
+        if let Some(prepublish) = self.prepublish {
+            if prepublish > self.rotate_every {
+                return Err(ConfigError::new(
+                    "prepublish",
+                    prepublish,
+                    format!(
+                        "longer than the rotation period ({:?}): the next key cannot be \
+                         published that early",
+                        self.rotate_every
+                    ),
+                ));
+            }
+            if prepublish < poll {
+                return Err(ConfigError::new(
+                    "prepublish",
+                    prepublish,
+                    format!(
+                        "shorter than the followers' poll interval ({poll:?}): a replica that \
+                         misses a change notification sees the next key up to one poll \
+                         interval after it is published, so it would learn of it only after \
+                         another replica signs with it; publish it at least one poll interval \
+                         ahead, or poll more often"
+                    ),
+                ));
+            }
         }
         Ok(RotationPolicy {
             rotate_every: self.rotate_every,
@@ -399,6 +433,35 @@ mod tests {
         assert_eq!(p.retain(), secs(75));
     }
 
+    /// A follower that misses a change notification sees the next key up
+    /// to one poll interval after it is published: a prepublish time set
+    /// shorter than that would let another replica sign with the key
+    /// before this one publishes it.
+    #[test]
+    fn a_prepublish_shorter_than_the_followers_poll_is_refused() {
+        let err = RotationPolicy::builder(secs(60))
+            .follower_poll_interval(secs(5))
+            .prepublish(secs(4))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "prepublish");
+        assert_eq!(err.value(), Some("4s"));
+        assert!(err.reason().contains("poll interval (5s)"), "{err}");
+        // Without followers, any prepublish time up to the period.
+        let alone = RotationPolicy::builder(secs(60))
+            .prepublish(secs(1))
+            .build()
+            .unwrap();
+        assert_eq!(resolve(&alone).unwrap().prepublish(), secs(1));
+        // A poll interval longer than the period is refused as such.
+        let err = RotationPolicy::builder(secs(2))
+            .follower_poll_interval(secs(5))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "follower_poll_interval");
+        assert!(err.reason().contains("rotation period (2s)"), "{err}");
+    }
+
     #[test]
     fn configuration_that_cannot_work_is_refused() {
         let b = || RotationPolicy::builder(secs(1000));
@@ -447,7 +510,13 @@ mod tests {
             "retain"
         );
         // Edge cases that work: prepublish equal to the period, retain equal
-        // to the minimum.
+        // to the minimum, prepublish equal to the poll interval.
+        let p = b()
+            .follower_poll_interval(secs(5))
+            .prepublish(secs(5))
+            .build()
+            .unwrap();
+        assert_eq!(resolve(&p).unwrap().prepublish(), secs(5));
         let p = b()
             .prepublish(secs(1000))
             .retain(secs(120))

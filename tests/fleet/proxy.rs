@@ -467,7 +467,18 @@ fn the_kek_file_is_created_0600_and_bad_fleet_flags_are_refused_before_start() {
             "--rotate-every",
             "2",
         ],
-        "--redis-poll 5 is longer than --rotate-every 2",
+        "invalid follower_poll_interval 5s: longer than the rotation period (2s)",
+    );
+    refused(
+        &[
+            "--redis-url",
+            &url,
+            "--kek-file",
+            kek_arg,
+            "--rotate-every",
+            "2",
+        ],
+        "poll more often (--redis-poll)",
     );
     refused(
         &[
@@ -482,7 +493,7 @@ fn the_kek_file_is_created_0600_and_bad_fleet_flags_are_refused_before_start() {
             "--prepublish",
             "2",
         ],
-        "--prepublish 2 is shorter than --redis-poll 5",
+        "invalid prepublish 2s: shorter than the followers' poll interval (5s)",
     );
     // A password in the URL is never printed, not even in an error.
     let finished = proxy.run(

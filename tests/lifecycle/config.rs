@@ -206,6 +206,41 @@ fn prepublish_longer_than_the_period_is_refused() {
     assert_eq!(resolved.prepublish(), Duration::from_secs(30));
 }
 
+/// A replica that misses a change notification (or polls a directory)
+/// sees the next key up to one poll interval after it is published: a
+/// prepublish time shorter than that would let another replica sign with
+/// the key before this one's JWKS publishes it.
+#[test]
+fn prepublish_shorter_than_the_followers_poll_interval_is_refused() {
+    let poll = Duration::from_secs(5);
+    let err = RotationPolicy::builder(MINUTE)
+        .follower_poll_interval(poll)
+        .prepublish(Duration::from_secs(4))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "prepublish");
+    assert!(err.reason().contains("poll interval (5s)"), "{err}");
+    let err = RotationPolicy::builder(Duration::from_secs(2))
+        .follower_poll_interval(poll)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "follower_poll_interval");
+    // One poll interval ahead is enough, and so is the default (the JWKS
+    // max-age plus the poll interval), when it fits the period.
+    let registry = KeyRegistry::builder()
+        .jwks_max_age(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for (prepublish, resolved) in [(Some(poll), poll), (None, Duration::from_secs(35))] {
+        let mut builder = RotationPolicy::builder(MINUTE).follower_poll_interval(poll);
+        if let Some(prepublish) = prepublish {
+            builder = builder.prepublish(prepublish);
+        }
+        let policy = builder.build().unwrap().resolve(&registry).unwrap();
+        assert_eq!(policy.prepublish(), resolved);
+    }
+}
+
 #[test]
 fn retain_shorter_than_the_token_lifetime_is_refused() {
     let registry = KeyRegistry::builder()
