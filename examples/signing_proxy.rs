@@ -76,7 +76,8 @@ OPTIONS:
                            start, create one if there is none; a restart keeps the kids
     --rotate-every SECS    rotate the signing key every SECS seconds
     --prepublish SECS      publish the next key SECS before it signs
-                           [default: the smaller of half the period and the JWKS max-age]
+                           [default: the smaller of half the period and the JWKS max-age;
+                           with --redis-url at least --redis-poll; a shorter one is refused]
     --retain SECS          keep an old key published SECS after it stops signing
                            [default and minimum: ttl + 60 s of verifier leeway
                            (+ the --redis-poll interval with --redis-url)]
@@ -85,14 +86,16 @@ OPTIONS:
                            `redis` feature); exclusive with --key-dir
     --kek-file FILE        the key-encryption key (32 bytes) the private keys are
                            encrypted with in Redis; created 0600 when missing; give
-                           every replica the same file. Repeat it to rotate the KEK:
-                           the first encrypts, all decrypt (required with --redis-url)
+                           every replica the same file, owned by the proxy's user and
+                           0600, as key files. Repeat it to rotate the KEK: the first
+                           encrypts, the others only decrypt (required with --redis-url)
     --redis-prefix P       the namespace of the fleet's Redis keys [default: tower-jwt-signer]
     --leader-lease SECS    the leader lease's TTL: another replica takes over within it
                            after the leader dies [default: 10]
     --redis-poll SECS      reload the keys every SECS even without a change notification
-                           [default: 5]; the next key is published at least that long
-                           before it signs, so short --rotate-every periods need a short poll
+                           [default: 5]; at most --rotate-every: the next key is published
+                           at least that long before it signs, so short periods need a
+                           short poll
     --rewrap               re-encrypt every record in Redis under the first --kek-file,
                            then exit (the last step of a KEK rotation)
     -h, --help             print this help
@@ -105,8 +108,10 @@ holds %2f, %5c or '..;', is refused with 400, as are OPTIONS * (400) and
 CONNECT (405). An unreachable upstream gives 502. Without --key-dir or
 --redis-url the key lives in memory and a restart publishes a new one.
 
-With --redis-url, every replica runs with the same flags (--rotate-every on
-each is safe and recommended: only the holder of the leader lease rotates).
+With --redis-url, every replica runs with the same flags: --ttl and
+--jwks-max-age set each replica's registry and the leader's rotation plans
+with them, and --rotate-every on each is safe and recommended (only the
+holder of the leader lease rotates).
 If Redis goes down, every replica keeps signing and serving its JWKS and
 rotation waits; SIGTERM or Ctrl-C releases the lease so another replica
 takes over at once.
@@ -592,7 +597,6 @@ mod fleet {
 
     use tower_jwt_signer::clock::Clock;
     use tower_jwt_signer::registry::StoreFollower;
-    use tower_jwt_signer::store::KeyStore;
     use tower_jwt_signer::store::redis::{Kek, LeaderLease};
     use tower_jwt_signer::{KeyRegistry, RedisKeyStore};
 
@@ -683,7 +687,7 @@ mod fleet {
         // nothing on a replica that does not lead).
         let building = super::registry_builder(options, Clock::system()).store(store.clone());
         let registry = tokio::task::spawn_blocking(move || building.build()).await??;
-        let follower = StoreFollower::builder(registry.clone(), redis.poll).spawn()?;
+        let follower = StoreFollower::spawn(registry.clone(), redis.poll)?;
         let mut changes = registry.subscribe();
         let wait = redis.lease * 3 + redis.poll;
         let first_key = tokio::time::timeout(
@@ -700,7 +704,6 @@ mod fleet {
                 .into());
             }
         }
-        let _ = store.is_leader();
         Ok((
             registry,
             Fleet {

@@ -346,9 +346,7 @@ fn the_acl_of_security_md_is_all_a_replica_needs() {
         .build()
         .unwrap();
     let following = rt.block_on(async {
-        StoreFollower::builder(follower.clone(), Duration::from_secs(3600))
-            .spawn()
-            .unwrap()
+        StoreFollower::spawn(follower.clone(), Duration::from_secs(3600)).unwrap()
     });
     let old = registry.current().active().unwrap().kid().clone();
     // Let the follower subscribe before the change it must hear of.

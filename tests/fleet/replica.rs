@@ -86,9 +86,7 @@ impl Replica {
             .build()
             .unwrap();
         let (follower, rotator) = runtime.block_on(async {
-            let follower = StoreFollower::builder(registry.clone(), poll)
-                .spawn()
-                .unwrap();
+            let follower = StoreFollower::spawn(registry.clone(), poll).unwrap();
             let rotator = policy.map(|policy| KeyRotator::spawn(registry.clone(), policy).unwrap());
             (follower, rotator)
         });
