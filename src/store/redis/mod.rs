@@ -65,7 +65,8 @@
 //!   that finds the store empty publishes nothing; the leader writes back
 //!   the keys it holds (see [`KeyRegistry::reload`](crate::registry::KeyRegistry::reload));
 //!   no replica generates a different key, and tokens issued before keep
-//!   verifying.
+//!   verifying, as long as the replica that leads then has been running
+//!   (see the known gaps below).
 //! * **A record that cannot be decrypted or parsed** (a wrong KEK, a
 //!   corrupted or moved record): the load fails with
 //!   [`StoreError::CorruptRecord`] naming the kid and the reason, so a
@@ -73,6 +74,39 @@
 //!
 //! Credentials never appear in logs, errors or `Debug`: the URL's password
 //! is redacted, a [`Kek`] shows only its id.
+//!
+//! # Known gaps
+//!
+//! Redis is the one copy of the key set that outlives the processes; an
+//! empty Redis is repaired only from what a running leader holds. Two
+//! cases are not covered (`SECURITY.md` lists them too):
+//!
+//! * **A leader that starts while Redis is empty.** A `FLUSHALL` or a
+//!   Redis restarted without persistence also deletes the lease, so the
+//!   lead goes to whichever process takes it first. A process that has
+//!   just started (a gateway restarted or scaled up at that moment, or the
+//!   whole fleet restarted) holds no keys: leading an empty store, its
+//!   [`generate_if_missing`](crate::registry::KeyRegistryBuilder::generate_if_missing)
+//!   makes a new key and activates it at once, and the running replicas
+//!   adopt the stored set. The new key signs without being prepublished
+//!   (verifiers refuse its tokens until they refetch the JWKS; this
+//!   crate's `RemoteJwks` does on an unknown kid, once per cooldown), and
+//!   the old keys leave every JWKS while their tokens may still be valid,
+//!   for up to the token lifetime. Run Redis with persistence (or a
+//!   replica), and do not restart gateways while it is empty.
+//! * **A flush and a change of leader in the same moment.** The leader
+//!   that writes the keys back writes the set it holds. A change the
+//!   previous leader committed just before the flush, which the new leader
+//!   had not loaded yet (milliseconds with notifications, up to one poll
+//!   interval when a notification was lost), is then undone: a next key
+//!   just published is dropped (the rotator publishes another), a key just
+//!   activated is next again (and activated at the rotator's next step), a
+//!   key just removed is back. An
+//!   [`emergency_rotate`](crate::rotation::KeyRotator::emergency_rotate)
+//!   made in that moment is lost: its fresh key leaves the JWKS (its first
+//!   tokens stop verifying) and, with `OldKeys::Revoke`, the revoked keys
+//!   are published again; check the JWKS after an emergency rotation, and
+//!   repeat it if needed.
 //!
 //! # Example
 //!
