@@ -99,6 +99,7 @@
 //! # }
 //! ```
 
+mod answer;
 mod claims;
 mod future;
 mod jwk;
