@@ -119,7 +119,9 @@ impl VerifiedClaims {
             _ => &[],
         };
         // Every value is a string here: the default is never used.
-        values.iter().map(|value| value.as_str().unwrap_or_default())
+        values
+            .iter()
+            .map(|value| value.as_str().unwrap_or_default())
     }
 }
 
@@ -196,41 +198,5 @@ mod tests {
         assert_eq!(claims.subject(), Some("alice"));
         assert_eq!(claims.issuer(), Some("idp"));
         assert!(claims.audience().eq(["gw"]));
-    }
-}
-
-#[cfg(feature = "axum")]
-mod extract {
-    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
-    use axum::http::StatusCode;
-    use axum::http::request::Parts;
-
-    use super::VerifiedClaims;
-
-    /// Takes the claims that [`JwtVerifier`](crate::verifier::JwtVerifier)
-    /// put in the request. Without them (the layer is not applied to this
-    /// route) the request is answered 500: that is a server
-    /// misconfiguration, never the caller's fault. Use
-    /// `Option<VerifiedClaims>` where the layer is optional.
-    impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
-        type Rejection = (StatusCode, &'static str);
-
-        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-            parts.extensions.get::<VerifiedClaims>().cloned().ok_or((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no verified claims: is JwtVerifierLayer applied to this route?",
-            ))
-        }
-    }
-
-    impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedClaims {
-        type Rejection = std::convert::Infallible;
-
-        async fn from_request_parts(
-            parts: &mut Parts,
-            _: &S,
-        ) -> Result<Option<Self>, Self::Rejection> {
-            Ok(parts.extensions.get::<VerifiedClaims>().cloned())
-        }
     }
 }

@@ -65,6 +65,16 @@
 //! that never quotes the request. Each refusal is logged at `debug` level
 //! with its reason; token contents are never logged.
 //!
+//! # In the handler
+//!
+//! The [`VerifiedClaims`] are in the request extensions: read them by name
+//! ([`subject`](VerifiedClaims::subject), [`issuer`](VerifiedClaims::issuer),
+//! [`audience`](VerifiedClaims::audience), [`get`](VerifiedClaims::get)) or
+//! as your own type ([`VerifiedClaims::deserialize`]). With the `axum`
+//! feature, `VerifiedClaims` is an extractor, and `Claims<T>` deserialises
+//! them into the handler's `T`, answering 401 `invalid_token` (the
+//! challenge above) when they do not fit.
+//!
 //! # Example
 //!
 //! ```
@@ -101,6 +111,8 @@
 
 mod answer;
 mod claims;
+#[cfg(feature = "axum")]
+mod extract;
 mod future;
 mod jwk;
 mod layer;
@@ -110,6 +122,9 @@ mod source;
 mod token;
 
 pub use claims::VerifiedClaims;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use extract::{Claims, ClaimsError};
 pub use future::ResponseFuture;
 pub use jwk::{JwkSet, JwkSetError, SkippedKey, VerifyingKey};
 pub use layer::{JwtVerifierLayer, JwtVerifierLayerBuilder};
