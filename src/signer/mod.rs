@@ -166,15 +166,22 @@
 //! `{"error":"...","reason":"..."}` (with `Cache-Control: no-store`) and a
 //! `tracing` event records why:
 //!
-//! | case | status | `error` |
-//! |---|---|---|
-//! | [`ExistingToken::Reject`] and the header is present | 400 | `token_present` |
-//! | a template needs a value the request lacks, or of the wrong type (a number that would not keep its value, too) | 400 | `claim_unavailable` |
-//! | the claims closure returns [`ClaimsRejection::unauthorized`] / [`forbidden`](ClaimsRejection::forbidden) | 401 / 403 | `unauthorized` / `forbidden` |
-//! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` |
-//! | the token would be longer than [`max_token_len`](JwtSignerLayerBuilder::max_token_len) (8 KiB by default) | 400 | `token_too_large` |
-//! | the registry has no active key | 503 | `no_signing_key` |
-//! | signing fails (the key backend, the random source) | 500 | `signing_failed` |
+//! | case | status | `error` | [`Refusal`] |
+//! |---|---|---|---|
+//! | [`ExistingToken::Reject`] and the header is present | 400 | `token_present` | [`TokenPresent`](Refusal::TokenPresent) |
+//! | a template needs a value the request lacks, or of the wrong type (a number that would not keep its value, too) | 400 | `claim_unavailable` | [`ClaimUnavailable`](Refusal::ClaimUnavailable) |
+//! | the claims closure returns [`ClaimsRejection::unauthorized`] / [`forbidden`](ClaimsRejection::forbidden) | 401 / 403 | `unauthorized` / `forbidden` | [`Unauthorized`](Refusal::Unauthorized) / [`Forbidden`](Refusal::Forbidden) |
+//! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` | [`ClaimsFailed`](Refusal::ClaimsFailed) |
+//! | the token would be longer than [`max_token_len`](JwtSignerLayerBuilder::max_token_len) (8 KiB by default) | 400 | `token_too_large` | [`TokenTooLarge`](Refusal::TokenTooLarge) |
+//! | the registry has no active key | 503 | `no_signing_key` | [`NoSigningKey`](Refusal::NoSigningKey) |
+//! | signing fails (the key backend, the random source) | 500 | `signing_failed` | [`SigningFailed`](Refusal::SigningFailed) |
+//!
+//! The response extensions hold the typed cause, a [`Refusal`] (as the
+//! verifier's hold its `VerifyError`), with the `error` code, the status
+//! and the reason of the body: an outer layer can render the refusal its
+//! own way (an RFC 9457 problem document, an HTML page) with
+//! `tower::util::MapResponseLayer` or axum's `map_response`, and tell the
+//! signer's answers from the backend's.
 //!
 //! # Settings and runtime
 //!
@@ -246,6 +253,7 @@ mod template;
 pub use body::ResponseBody;
 pub use claims::{ClaimsRejection, RequestClaims, ReservedClaim};
 pub use config::ExistingToken;
+pub use failure::Refusal;
 pub use future::ResponseFuture;
 pub use layer::{JwtSignerLayer, JwtSignerLayerBuilder};
 pub use offload::Offload;

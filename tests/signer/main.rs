@@ -11,4 +11,5 @@ mod config;
 mod hardening;
 mod layer;
 mod offload;
+mod refusals;
 mod reuse;
