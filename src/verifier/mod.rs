@@ -65,6 +65,14 @@
 //! that never quotes the request. Each refusal is logged at `debug` level
 //! with its reason; token contents are never logged.
 //!
+//! # With tower-http
+//!
+//! With the `tower-http` feature (on by default), a verifier is also a
+//! tower-http authorizer: `AsyncRequireAuthorizationLayer::new(verifier.authorizer())`
+//! ([`Verifier::authorizer`], [`JwtVerifierLayer::authorizer`] for another
+//! [`TokenSource`]) checks what the layer checks and gives the same
+//! answers, made by the same function. See [`Authorizer`].
+//!
 //! # In the handler
 //!
 //! The [`VerifiedClaims`] are in the request extensions: read them by name
@@ -110,6 +118,8 @@
 //! ```
 
 mod answer;
+#[cfg(feature = "tower-http")]
+mod authorize;
 mod claims;
 #[cfg(feature = "axum")]
 mod extract;
@@ -121,6 +131,9 @@ mod service;
 mod source;
 mod token;
 
+#[cfg(feature = "tower-http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower-http")))]
+pub use authorize::{AuthorizeFuture, Authorizer};
 pub use claims::VerifiedClaims;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
