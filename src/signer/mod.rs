@@ -183,6 +183,89 @@
 //! `tower::util::MapResponseLayer` or axum's `map_response`, and tell the
 //! signer's answers from the backend's.
 //!
+//! # Strategies: pass-through and re-signing
+//!
+//! The signer makes a token for every request: Otoroshi's `DefaultToken`
+//! strategy. Otoroshi's verifiers have two more, for a client that comes
+//! with a token of an identity provider, and this crate's layers compose
+//! to do both, with a [`JwtVerifierLayer`](crate::JwtVerifierLayer) over
+//! the provider's JWKS in front:
+//!
+//! | strategy | the gateway's stack, outer first | the backend receives | the backend verifies against |
+//! |---|---|---|---|
+//! | `PassThrough` | verifier (provider), forwarder | the client's token, unchanged | the provider's JWKS |
+//! | `Sign` / `Transform` | verifier (provider), signer (gateway key, [`CopyClaims`]), forwarder | a token of the gateway, with claims mapped from the client's | the gateway's JWKS ([`JwksService`](crate::JwksService)) |
+//!
+//! A token the provider did not sign, expired, for another audience or
+//! issuer, is refused by the verifier (401 with a `WWW-Authenticate`
+//! challenge, see the [verifier's answers](crate::verifier#responses)) and
+//! reaches neither the signer nor the backend. To re-sign, the signer's
+//! claims closure reads the [`VerifiedClaims`](crate::VerifiedClaims) the
+//! verifier put in the request extensions; [`CopyClaims`] is that closure
+//! ready-made: it copies the claims you name, renamed if you like, and
+//! nothing else (the provider's `iss`, `aud`, `exp`, `jti` stay behind:
+//! the signer writes its own). Require the claims you copy on the
+//! provider's verifier, so a token without them is refused there.
+//!
+//! The provider's token must not travel on to the backend. The signer
+//! replaces every value of the header it writes
+//! ([`ExistingToken::Replace`], the default), so the verifier must read
+//! the client's token from that header (both default to
+//! `Authorization: Bearer`). A client's token read from somewhere else (a
+//! cookie, another header) stays in the request unless you remove it.
+//!
+//! ```
+//! use std::convert::Infallible;
+//!
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, service_fn};
+//! use tower_jwt_signer::signer::CopyClaims;
+//! use tower_jwt_signer::{
+//!     Algorithm, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry, RemoteJwks, Verifier,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The provider's tokens: its keys, its issuer, this gateway as audience.
+//! let provider = Verifier::builder(RemoteJwks::new("http://idp.internal/.well-known/jwks.json")?)
+//!     .issuer("https://idp.example")
+//!     .audience("gateway")
+//!     .required_claims(["exp", "sub", "email"])
+//!     .build()?;
+//!
+//! // A real gateway forwards `request` upstream here.
+//! let forwarder = service_fn(|_request: Request<String>| async {
+//!     Ok::<_, Infallible>(Response::new(String::new()))
+//! });
+//!
+//! // PassThrough: verify the client's token and forward it unchanged.
+//! let pass_through = ServiceBuilder::new()
+//!     .layer(JwtVerifierLayer::new(provider.clone()))
+//!     .service(forwarder);
+//!
+//! // Sign / Transform: verify it, then forward a token of the gateway's
+//! // own, with `sub` copied and `email` renamed.
+//! let gateway = KeyRegistry::generate(Algorithm::ES256)?;
+//! let copy = CopyClaims::builder()
+//!     .claim("sub")
+//!     .rename("email", "user_email")
+//!     .build()?;
+//! let signer = JwtSignerLayer::builder(gateway.clone())
+//!     .issuer("https://gateway.example")
+//!     .audience("orders-api")
+//!     .request_claims(move |parts| copy.claims_for(parts))
+//!     .build()?;
+//! let resign = ServiceBuilder::new()
+//!     .layer(JwtVerifierLayer::new(provider))
+//!     .layer(signer)
+//!     .service(forwarder);
+//! // The backends of `resign` verify against the gateway's keys.
+//! let jwks = JwksService::new(gateway);
+//! # let _ = (pass_through, resign, jwks);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Settings and runtime
 //!
 //! A [`JwtSignerLayer`] holds settings only, checked once by
@@ -238,6 +321,7 @@
 mod body;
 mod claims;
 mod config;
+mod copy;
 mod failure;
 mod future;
 mod jti;
@@ -253,6 +337,7 @@ mod template;
 pub use body::ResponseBody;
 pub use claims::{ClaimsRejection, RequestClaims, ReservedClaim};
 pub use config::ExistingToken;
+pub use copy::{CopyClaims, CopyClaimsBuilder};
 pub use failure::Refusal;
 pub use future::ResponseFuture;
 pub use layer::{JwtSignerLayer, JwtSignerLayerBuilder};

@@ -13,3 +13,4 @@ mod layer;
 mod offload;
 mod refusals;
 mod reuse;
+mod strategies;
