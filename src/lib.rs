@@ -52,7 +52,7 @@
 //! | [`KeyRegistry`]: the shared keys (next, active, retiring), read as lock-free snapshots and rotated atomically; the one home of the token lifetime and the JWKS max-age | [`registry`] |
 //! | [`JwksService`]: serves the registry's public keys with `Cache-Control` and `ETag` | [`jwks`] |
 //! | [`JwtSignerLayer`] / [`JwtSigner`]: signs every forwarded request, fails closed | [`signer`] |
-//! | [`JwtVerifierLayer`], [`Verifier`], [`RemoteJwks`]: the backend side | [`verifier`] |
+//! | [`JwtVerifierLayer`], [`Verifier`] (also a tower-http authorizer), [`RemoteJwks`]: the backend side; [`VerifiedClaims`] (and, with `axum`, `Claims<T>`) in the handler | [`verifier`] |
 //! | [`DirKeyStore`] and any [`KeyStore`](store::KeyStore): keys that survive restarts, shared by replicas; `RedisKeyStore` (feature `redis`): one key set for a fleet of gateways | [`store`] |
 //! | [`RotationPolicy`], [`KeyRotator`]: automatic rotation with overlap | [`rotation`] |
 //! | [`Clock`](clock::Clock): the wall clock, which tests can drive with tokio's paused time | [`clock`] |
@@ -126,7 +126,8 @@ pub use verifier::{
     FetchError, JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier, VerifyError,
 };
 
-// The README's examples compile as doctests.
-#[cfg(doctest)]
+// The README's examples compile as doctests, with the features they show
+// (`cargo test --all-features`, as CI runs).
+#[cfg(all(doctest, feature = "axum", feature = "tower-http"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

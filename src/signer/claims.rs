@@ -230,6 +230,10 @@ impl ClaimsRejection {
     pub fn reason(&self) -> &str {
         &self.reason
     }
+
+    pub(crate) fn into_reason(self) -> Cow<'static, str> {
+        self.reason
+    }
 }
 
 impl fmt::Display for ClaimsRejection {

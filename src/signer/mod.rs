@@ -166,15 +166,105 @@
 //! `{"error":"...","reason":"..."}` (with `Cache-Control: no-store`) and a
 //! `tracing` event records why:
 //!
-//! | case | status | `error` |
-//! |---|---|---|
-//! | [`ExistingToken::Reject`] and the header is present | 400 | `token_present` |
-//! | a template needs a value the request lacks, or of the wrong type (a number that would not keep its value, too) | 400 | `claim_unavailable` |
-//! | the claims closure returns [`ClaimsRejection::unauthorized`] / [`forbidden`](ClaimsRejection::forbidden) | 401 / 403 | `unauthorized` / `forbidden` |
-//! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` |
-//! | the token would be longer than [`max_token_len`](JwtSignerLayerBuilder::max_token_len) (8 KiB by default) | 400 | `token_too_large` |
-//! | the registry has no active key | 503 | `no_signing_key` |
-//! | signing fails (the key backend, the random source) | 500 | `signing_failed` |
+//! | case | status | `error` | [`Refusal`] |
+//! |---|---|---|---|
+//! | [`ExistingToken::Reject`] and the header is present | 400 | `token_present` | [`TokenPresent`](Refusal::TokenPresent) |
+//! | a template needs a value the request lacks, or of the wrong type (a number that would not keep its value, too) | 400 | `claim_unavailable` | [`ClaimUnavailable`](Refusal::ClaimUnavailable) |
+//! | the claims closure returns [`ClaimsRejection::unauthorized`] / [`forbidden`](ClaimsRejection::forbidden) | 401 / 403 | `unauthorized` / `forbidden` | [`Unauthorized`](Refusal::Unauthorized) / [`Forbidden`](Refusal::Forbidden) |
+//! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` | [`ClaimsFailed`](Refusal::ClaimsFailed) |
+//! | the token would be longer than [`max_token_len`](JwtSignerLayerBuilder::max_token_len) (8 KiB by default) | 400 | `token_too_large` | [`TokenTooLarge`](Refusal::TokenTooLarge) |
+//! | the registry has no active key | 503 | `no_signing_key` | [`NoSigningKey`](Refusal::NoSigningKey) |
+//! | signing fails (the key backend, the random source) | 500 | `signing_failed` | [`SigningFailed`](Refusal::SigningFailed) |
+//!
+//! The response extensions hold the typed cause, a [`Refusal`] (as the
+//! verifier's hold its `VerifyError`), with the `error` code, the status
+//! and the reason of the body: an outer layer can render the refusal its
+//! own way (an RFC 9457 problem document, an HTML page) with
+//! `tower::util::MapResponseLayer` or axum's `map_response`, and tell the
+//! signer's answers from the backend's.
+//!
+//! # Strategies: pass-through and re-signing
+//!
+//! The signer makes a token for every request: Otoroshi's `DefaultToken`
+//! strategy. Otoroshi's verifiers have two more, for a client that comes
+//! with a token of an identity provider, and this crate's layers compose
+//! to do both, with a [`JwtVerifierLayer`](crate::JwtVerifierLayer) over
+//! the provider's JWKS in front:
+//!
+//! | strategy | the gateway's stack, outer first | the backend receives | the backend verifies against |
+//! |---|---|---|---|
+//! | `PassThrough` | verifier (provider), forwarder | the client's token, unchanged | the provider's JWKS |
+//! | `Sign` / `Transform` | verifier (provider), signer (gateway key, [`CopyClaims`]), forwarder | a token of the gateway, with claims mapped from the client's | the gateway's JWKS ([`JwksService`](crate::JwksService)) |
+//!
+//! A token the provider did not sign, expired, for another audience or
+//! issuer, is refused by the verifier (401 with a `WWW-Authenticate`
+//! challenge, see the [verifier's answers](crate::verifier#responses)) and
+//! reaches neither the signer nor the backend. To re-sign, the signer's
+//! claims closure reads the [`VerifiedClaims`](crate::VerifiedClaims) the
+//! verifier put in the request extensions; [`CopyClaims`] is that closure
+//! ready-made: it copies the claims you name, renamed if you like, and
+//! nothing else (the provider's `iss`, `aud`, `exp`, `jti` stay behind:
+//! the signer writes its own). Require the claims you copy on the
+//! provider's verifier, so a token without them is refused there.
+//!
+//! The provider's token must not travel on to the backend. The signer
+//! replaces every value of the header it writes
+//! ([`ExistingToken::Replace`], the default), so the verifier must read
+//! the client's token from that header (both default to
+//! `Authorization: Bearer`). A client's token read from somewhere else (a
+//! cookie, another header) stays in the request unless you remove it.
+//!
+//! ```
+//! use std::convert::Infallible;
+//!
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, service_fn};
+//! use tower_jwt_signer::signer::CopyClaims;
+//! use tower_jwt_signer::{
+//!     Algorithm, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry, RemoteJwks, Verifier,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The provider's tokens: its keys, its issuer, this gateway as audience.
+//! let provider = Verifier::builder(RemoteJwks::new("http://idp.internal/.well-known/jwks.json")?)
+//!     .issuer("https://idp.example")
+//!     .audience("gateway")
+//!     .required_claims(["exp", "sub", "email"])
+//!     .build()?;
+//!
+//! // A real gateway forwards `request` upstream here.
+//! let forwarder = service_fn(|_request: Request<String>| async {
+//!     Ok::<_, Infallible>(Response::new(String::new()))
+//! });
+//!
+//! // PassThrough: verify the client's token and forward it unchanged.
+//! let pass_through = ServiceBuilder::new()
+//!     .layer(JwtVerifierLayer::new(provider.clone()))
+//!     .service(forwarder);
+//!
+//! // Sign / Transform: verify it, then forward a token of the gateway's
+//! // own, with `sub` copied and `email` renamed.
+//! let gateway = KeyRegistry::generate(Algorithm::ES256)?;
+//! let copy = CopyClaims::builder()
+//!     .claim("sub")
+//!     .rename("email", "user_email")
+//!     .build()?;
+//! let signer = JwtSignerLayer::builder(gateway.clone())
+//!     .issuer("https://gateway.example")
+//!     .audience("orders-api")
+//!     .request_claims(move |parts| copy.claims_for(parts))
+//!     .build()?;
+//! let resign = ServiceBuilder::new()
+//!     .layer(JwtVerifierLayer::new(provider))
+//!     .layer(signer)
+//!     .service(forwarder);
+//! // The backends of `resign` verify against the gateway's keys.
+//! let jwks = JwksService::new(gateway);
+//! # let _ = (pass_through, resign, jwks);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Settings and runtime
 //!
@@ -231,6 +321,7 @@
 mod body;
 mod claims;
 mod config;
+mod copy;
 mod failure;
 mod future;
 mod jti;
@@ -246,6 +337,8 @@ mod template;
 pub use body::ResponseBody;
 pub use claims::{ClaimsRejection, RequestClaims, ReservedClaim};
 pub use config::ExistingToken;
+pub use copy::{CopyClaims, CopyClaimsBuilder};
+pub use failure::Refusal;
 pub use future::ResponseFuture;
 pub use layer::{JwtSignerLayer, JwtSignerLayerBuilder};
 pub use offload::Offload;

@@ -672,3 +672,111 @@ async fn look_alikes_of_the_token_header_never_reach_the_backend() {
     assert_eq!(headers["x_user"], "alice");
     assert_eq!(headers["x-user"], "bob");
 }
+
+/// Each answer the signer gives itself carries its typed cause in the
+/// response extensions, saying what the body says; a forwarded response
+/// carries none.
+#[tokio::test]
+async fn each_refusal_puts_its_cause_in_the_response_extensions() {
+    use http::HeaderName;
+
+    let inner = service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+    });
+    let closure = builder()
+        .request_claims(
+            |parts| match parts.headers.get("x-case").map(|v| v.as_bytes()) {
+                Some(b"401") => Err(ClaimsRejection::unauthorized("sign in first")),
+                Some(b"403") => Err(ClaimsRejection::forbidden("tenant suspended")),
+                Some(b"500") => Err(ClaimsRejection::internal("user store down at 10.0.0.7")),
+                _ => Ok(RequestClaims::new()),
+            },
+        )
+        .existing_token(ExistingToken::Reject)
+        .template_claim("tenant", "${req.headers.x-tenant}")
+        .max_token_len(400)
+        .build()
+        .unwrap();
+    let request = |headers: &[(&str, &str)]| {
+        let mut request = Request::get("/").header("x-tenant", "acme");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap()
+    };
+    let cases = [
+        (
+            &closure,
+            request(&[("authorization", "Bearer client")]),
+            Refusal::TokenPresent {
+                header: HeaderName::from_static("authorization"),
+            },
+        ),
+        (
+            &closure,
+            Request::get("/").body(()).unwrap(),
+            Refusal::ClaimUnavailable {
+                claim: "tenant".to_owned(),
+                problem: String::new(),
+            },
+        ),
+        (
+            &closure,
+            request(&[("x-case", "401")]),
+            Refusal::Unauthorized {
+                reason: "sign in first".into(),
+            },
+        ),
+        (
+            &closure,
+            request(&[("x-case", "403")]),
+            Refusal::Forbidden {
+                reason: "tenant suspended".into(),
+            },
+        ),
+        (
+            &closure,
+            request(&[("x-case", "500")]),
+            Refusal::ClaimsFailed,
+        ),
+        (
+            &closure,
+            request(&[("x-tenant", &"t".repeat(400))]),
+            Refusal::TokenTooLarge { len: 0, max: 400 },
+        ),
+        (
+            &JwtSignerLayer::new(KeyRegistry::empty()),
+            Request::get("/").body(()).unwrap(),
+            Refusal::NoSigningKey,
+        ),
+    ];
+    for (layer, request, expected) in cases {
+        let response = layer.layer(inner).oneshot(request).await.unwrap();
+        let refusal = response
+            .extensions()
+            .get::<Refusal>()
+            .unwrap_or_else(|| panic!("no cause for {expected:?}"))
+            .clone();
+        match (&refusal, &expected) {
+            // The length and the template's words are the signer's: only the
+            // kind, the limit and the claim are checked here.
+            (Refusal::TokenTooLarge { len, max }, Refusal::TokenTooLarge { max: want, .. }) => {
+                assert!(*len > *max && max == want, "{refusal:?}");
+            }
+            (Refusal::ClaimUnavailable { claim, .. }, Refusal::ClaimUnavailable { .. }) => {
+                assert_eq!(claim, "tenant");
+            }
+            _ => assert_eq!(refusal, expected),
+        }
+        assert_eq!(response.status(), refusal.status(), "{refusal:?}");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["error"], refusal.error_code(), "{refusal:?}");
+        assert_eq!(json["reason"], *refusal.reason(), "{refusal:?}");
+        assert!(!refusal.to_string().contains("10.0.0.7"), "{refusal}");
+    }
+
+    let response = closure.layer(inner).oneshot(request(&[])).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.extensions().get::<Refusal>().is_none());
+}

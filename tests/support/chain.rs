@@ -108,7 +108,7 @@ pub fn jwks_url(listener: &TcpListener) -> String {
 
 /// Forwards method, path, query, headers and body to `upstream` and
 /// returns its answer (502 when it cannot be reached).
-fn forwarder(
+pub fn forwarder(
     upstream: SocketAddr,
 ) -> impl tower::Service<
     Request<Body>,
