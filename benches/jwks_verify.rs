@@ -17,8 +17,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, Service, service_fn};
 use tower_jwt_signer::signer::Offload;
-use tower_jwt_signer::verifier::{JwkSet, Verifier};
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
+use tower_jwt_signer::verifier::JwkSet;
+use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry, Verifier};
 
 fn ready_now<F: Future>(future: F) -> F::Output {
     let mut cx = Context::from_waker(Waker::noop());
@@ -70,8 +70,10 @@ fn verify(c: &mut Criterion) {
         let registry = KeyRegistry::generate(alg).unwrap();
         let token = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = token.clone();
-        let mut signer = JwtSignerLayer::new(registry.clone())
+        let mut signer = JwtSignerLayer::builder(registry.clone())
             .offload(Offload::Inline)
+            .build()
+            .unwrap()
             .layer(service_fn(move |request: Request<()>| {
                 *sink.lock().unwrap() = request.headers()[header::AUTHORIZATION]
                     .to_str()

@@ -20,7 +20,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::util::MapRequestLayer;
 use tower::{Layer, Service, service_fn};
-use tower_jwt_signer::signer::{Offload, TokenReuse};
+use tower_jwt_signer::signer::{JwtSignerLayerBuilder, Offload, TokenReuse};
 use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, SigningKey};
 
 fn ready_now<F: Future>(future: F) -> F::Output {
@@ -41,13 +41,15 @@ fn request() -> Request<()> {
 }
 
 fn layer(registry: &KeyRegistry) -> JwtSignerLayer {
-    JwtSignerLayer::new(registry.clone())
+    settings(registry).build().unwrap()
+}
+
+/// The settings every signing case uses.
+fn settings(registry: &KeyRegistry) -> JwtSignerLayerBuilder {
+    JwtSignerLayer::builder(registry.clone())
         .issuer("https://gateway.example")
-        .unwrap()
         .audience("orders-api")
-        .unwrap()
         .subject("alice")
-        .unwrap()
         .offload(Offload::Inline)
 }
 
@@ -211,8 +213,10 @@ fn floor_and_reuse(c: &mut Criterion) {
         b.iter(|| ready_now(floor.call(request())).unwrap())
     });
 
-    let mut reused = layer(&registry)
+    let mut reused = settings(&registry)
         .reuse_tokens(TokenReuse::new())
+        .build()
+        .unwrap()
         .layer(service_fn(backend));
     c.bench_function("ES256 JwtSigner, token reused", |b| {
         b.iter(|| ready_now(reused.call(request())).unwrap())

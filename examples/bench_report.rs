@@ -28,10 +28,10 @@ use http_body_util::Full;
 use serde::Serialize;
 use tower::util::MapRequestLayer;
 use tower::{Layer, Service, service_fn};
-use tower_jwt_signer::signer::{Offload, TokenReuse};
-use tower_jwt_signer::verifier::{JwkSet, Verifier};
+use tower_jwt_signer::signer::{JwtSignerLayerBuilder, Offload, TokenReuse};
+use tower_jwt_signer::verifier::JwkSet;
 use tower_jwt_signer::{
-    Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry, SigningKey,
+    Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry, SigningKey, Verifier,
 };
 
 /// One measured case: runs `n` operations.
@@ -108,11 +108,15 @@ fn backend(request: Request<()>) -> std::future::Ready<Result<Response<Full<Byte
 /// The signing layer every signing case uses: the same claims, signed
 /// inline (offloading is measured apart, see `examples/load.rs`).
 fn layer(registry: &KeyRegistry) -> JwtSignerLayer {
-    JwtSignerLayer::new(registry.clone())
+    settings(registry).build().expect("valid claims")
+}
+
+/// The settings of [`layer`], to add to.
+fn settings(registry: &KeyRegistry) -> JwtSignerLayerBuilder {
+    JwtSignerLayer::builder(registry.clone())
         .issuer(ISSUER)
-        .and_then(|l| l.audience(AUDIENCE))
-        .and_then(|l| l.subject("alice"))
-        .expect("valid claims")
+        .audience(AUDIENCE)
+        .subject("alice")
         .offload(Offload::Inline)
 }
 
@@ -493,7 +497,10 @@ fn main() {
         .in_group(floor_group),
         layer_case(
             "ES256 JwtSigner, token reused".to_owned(),
-            layer(&es256_registry).reuse_tokens(TokenReuse::new()),
+            settings(&es256_registry)
+                .reuse_tokens(TokenReuse::new())
+                .build()
+                .expect("valid settings"),
         )
         .in_group(floor_group),
         Case::new("JwksService".to_owned(), move |n| {

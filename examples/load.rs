@@ -476,12 +476,13 @@ fn reuse_memory_one(alg: Algorithm) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     let registry = KeyRegistry::generate(alg)?;
-    let layer = JwtSignerLayer::new(registry)
-        .issuer("https://gateway.example")?
-        .audience("orders-api")?
-        .template_claim("sub", "${req.headers.x-user}")?
+    let layer = JwtSignerLayer::builder(registry)
+        .issuer("https://gateway.example")
+        .audience("orders-api")
+        .template_claim("sub", "${req.headers.x-user}")
         .offload(Offload::Inline)
-        .reuse_tokens(TokenReuse::new().max_entries(SUBJECTS)?);
+        .reuse_tokens(TokenReuse::new().max_entries(SUBJECTS))
+        .build()?;
     let value_len = Arc::new(AtomicU64::new(0));
     let seen_len = value_len.clone();
     let service = layer.layer(service_fn(move |request: Request<()>| {

@@ -27,11 +27,9 @@ use support::{Args, Forwarder, Upstream};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tower_jwt_signer::verifier::{
-    JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier, VerifyError,
-};
 use tower_jwt_signer::{
-    Algorithm, ConfigError, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry,
+    Algorithm, ConfigError, JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry,
+    RemoteJwks, VerifiedClaims, Verifier, VerifyError,
 };
 
 const HELP: &str = "\
@@ -137,12 +135,13 @@ impl Drop for Servers {
 /// The gateway: the JWKS at `JWKS_PATH`, everything else signed and
 /// forwarded to `backend`.
 pub(crate) fn gateway(registry: KeyRegistry, backend: SocketAddr) -> Router {
-    let signer = JwtSignerLayer::new(registry.clone())
+    let signer = JwtSignerLayer::builder(registry.clone())
         .issuer(ISSUER)
-        .and_then(|layer| layer.audience(AUDIENCE))
-        .and_then(|layer| layer.template_claim("method", "${req.method}"))
-        .and_then(|layer| layer.template_claim("path", "${req.path}"))
-        .and_then(|layer| layer.template_claim("client", "${req.headers.user-agent:unknown}"))
+        .audience(AUDIENCE)
+        .template_claim("method", "${req.method}")
+        .template_claim("path", "${req.path}")
+        .template_claim("client", "${req.headers.user-agent:unknown}")
+        .build()
         .expect("a valid configuration");
     let upstream: Upstream = format!("http://{backend}")
         .parse()

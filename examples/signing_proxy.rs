@@ -15,6 +15,15 @@
 //!     --key-dir /var/lib/gateway/keys --rotate-every 86400
 //! ```
 //!
+//! With `--redis-url URL --kek-file FILE` (feature `redis`) the replicas of
+//! a fleet share one key set in Redis: one of them (the holder of the
+//! leader lease) rotates, every one follows within milliseconds:
+//!
+//! ```text
+//! cargo run --features redis --example signing_proxy -- --upstream http://127.0.0.1:3000 \
+//!     --redis-url redis://127.0.0.1:6379/ --kek-file /etc/gateway/kek --rotate-every 86400
+//! ```
+//!
 //! Run with `--help` for every flag.
 
 #[path = "support/mod.rs"]
@@ -32,11 +41,13 @@ use hyper_util::service::TowerToHyperService;
 use support::{AnyBody, Args, Forwarder, Upstream, boxed};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_jwt_signer::rotation::{KeyRotator, RotationConfigError, RotationPolicy};
-use tower_jwt_signer::signer::{ExistingToken, JwtSignerLayer, SignerConfigError};
-use tower_jwt_signer::signer::{Offload, TokenReuse};
-use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::{Algorithm, Clock, JWKS_PATH, JwksService, KeyRegistry, RegistryError};
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::registry::KeyRegistryBuilder;
+use tower_jwt_signer::signer::{ExistingToken, Offload, TokenReuse};
+use tower_jwt_signer::{
+    Algorithm, ConfigError, DirKeyStore, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry,
+    KeyRotator, RegistryError, RotationPolicy,
+};
 
 const HELP: &str = "\
 signing_proxy: forward every request to an upstream with a short-lived signed JWT
@@ -51,7 +62,7 @@ OPTIONS:
     --issuer S             the iss claim
     --audience S           the aud claim
     --subject S            the sub claim
-    --ttl SECS             token lifetime in seconds [default: 60]
+    --ttl SECS             token lifetime in seconds, 1 to 86400 [default: 60]
     --existing POLICY      replace | keep | reject: a request that already has the header [default: replace]
     --offload MODE         inline | blocking | auto: where signatures are computed [default: auto]
     --reuse                hand out a recent token again for equal claims (jti no longer unique)
@@ -65,9 +76,28 @@ OPTIONS:
                            start, create one if there is none; a restart keeps the kids
     --rotate-every SECS    rotate the signing key every SECS seconds
     --prepublish SECS      publish the next key SECS before it signs
-                           [default: the smaller of half the period and the JWKS max-age]
+                           [default: the smaller of half the period and the JWKS max-age;
+                           with --redis-url at least --redis-poll; a shorter one is refused]
     --retain SECS          keep an old key published SECS after it stops signing
-                           [default and minimum: ttl + 60 s of verifier leeway]
+                           [default and minimum: ttl + 60 s of verifier leeway
+                           (+ the --redis-poll interval with --redis-url)]
+    --redis-url URL        keep the keys in Redis, shared by every replica of the fleet
+                           (redis:// or rediss://, user:password@ for ACLs; needs the
+                           `redis` feature); exclusive with --key-dir
+    --kek-file FILE        the key-encryption key (32 bytes) the private keys are
+                           encrypted with in Redis; created 0600 when missing; give
+                           every replica the same file, owned by the proxy's user and
+                           0600, as key files. Repeat it to rotate the KEK: the first
+                           encrypts, the others only decrypt (required with --redis-url)
+    --redis-prefix P       the namespace of the fleet's Redis keys [default: tower-jwt-signer]
+    --leader-lease SECS    the leader lease's TTL: another replica takes over within it
+                           after the leader dies [default: 10]
+    --redis-poll SECS      reload the keys every SECS even without a change notification
+                           [default: 5]; at most --rotate-every: the next key is published
+                           at least that long before it signs, so short periods need a
+                           short poll
+    --rewrap               re-encrypt every record in Redis under the first --kek-file,
+                           then exit (the last step of a KEK rotation)
     -h, --help             print this help
 
 The JWKS is served at /.well-known/otoroshi/security/jwks.json on the same
@@ -75,8 +105,16 @@ listener and is never forwarded. Hop-by-hop headers are removed. Paths
 are normalised (dot-segments, also as %2e, removed) before they are signed
 and forwarded; a path that would climb above the upstream's base path, or
 holds %2f, %5c or '..;', is refused with 400, as are OPTIONS * (400) and
-CONNECT (405). An unreachable upstream gives 502. Without --key-dir the
-key lives in memory and a restart publishes a new one.
+CONNECT (405). An unreachable upstream gives 502. Without --key-dir or
+--redis-url the key lives in memory and a restart publishes a new one.
+
+With --redis-url, every replica runs with the same flags: --ttl and
+--jwks-max-age set each replica's registry and the leader's rotation plans
+with them, and --rotate-every on each is safe and recommended (only the
+holder of the leader lease rotates).
+If Redis goes down, every replica keeps signing and serving its JWKS and
+rotation waits; SIGTERM or Ctrl-C releases the lease so another replica
+takes over at once.
 ";
 
 /// The parsed command line.
@@ -100,6 +138,32 @@ pub(crate) struct Options {
     pub(crate) rotate_every: Option<Duration>,
     pub(crate) prepublish: Option<Duration>,
     pub(crate) retain: Option<Duration>,
+    pub(crate) redis: Option<RedisOptions>,
+}
+
+/// The fleet's flags: `--redis-url` and its companions.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct RedisOptions {
+    /// Never printed as is: it may hold a password.
+    pub(crate) url: String,
+    pub(crate) kek_files: Vec<PathBuf>,
+    pub(crate) prefix: String,
+    pub(crate) lease: Duration,
+    pub(crate) poll: Duration,
+    pub(crate) rewrap: bool,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: never shown.
+        f.debug_struct("RedisOptions")
+            .field("kek_files", &self.kek_files)
+            .field("prefix", &self.prefix)
+            .field("lease", &self.lease)
+            .field("poll", &self.poll)
+            .field("rewrap", &self.rewrap)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the command line asks for.
@@ -123,6 +187,8 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
     let mut claims = Vec::new();
     let mut jwks_max_age = Duration::from_secs(300);
     let (mut key_dir, mut rotate_every, mut prepublish, mut retain) = (None, None, None, None);
+    let (mut redis_url, mut kek_files, mut redis_prefix) = (None, Vec::new(), None);
+    let (mut leader_lease, mut redis_poll, mut rewrap) = (None, None, false);
     while let Some((flag, inline)) = args.next_flag()? {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -154,8 +220,68 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
             }
             "--prepublish" => prepublish = Some(Duration::from_secs(args.parsed(&flag, inline)?)),
             "--retain" => retain = Some(Duration::from_secs(args.parsed(&flag, inline)?)),
+            "--redis-url" => redis_url = Some(args.value(&flag, inline)?),
+            "--kek-file" => kek_files.push(PathBuf::from(args.value(&flag, inline)?)),
+            "--redis-prefix" => redis_prefix = Some(args.value(&flag, inline)?),
+            "--leader-lease" => {
+                leader_lease = Some(Duration::from_secs(args.parsed(&flag, inline)?));
+            }
+            "--redis-poll" => redis_poll = Some(Duration::from_secs(args.parsed(&flag, inline)?)),
+            "--rewrap" => rewrap = true,
             _ => return Err(support::unknown_flag(&flag)),
         }
+    }
+    let redis = match redis_url {
+        None => {
+            for (given, flag) in [
+                (!kek_files.is_empty(), "--kek-file"),
+                (redis_prefix.is_some(), "--redis-prefix"),
+                (leader_lease.is_some(), "--leader-lease"),
+                (redis_poll.is_some(), "--redis-poll"),
+                (rewrap, "--rewrap"),
+            ] {
+                if given {
+                    return Err(format!("{flag} needs --redis-url"));
+                }
+            }
+            None
+        }
+        Some(url) => {
+            if !cfg!(feature = "redis") {
+                return Err(
+                    "--redis-url needs the `redis` feature: cargo run --features redis --example signing_proxy"
+                        .to_owned(),
+                );
+            }
+            if key_dir.is_some() {
+                return Err(
+                    "--key-dir and --redis-url are exclusive: the keys live in one store"
+                        .to_owned(),
+                );
+            }
+            if kek_files.is_empty() {
+                return Err(
+                    "--redis-url needs --kek-file FILE: the key-encryption key of the fleet"
+                        .to_owned(),
+                );
+            }
+            let poll = redis_poll.unwrap_or(Duration::from_secs(5));
+            if poll.is_zero() {
+                return Err("--redis-poll must be at least 1 second".to_owned());
+            }
+            Some(RedisOptions {
+                url,
+                kek_files,
+                prefix: redis_prefix.unwrap_or_else(|| "tower-jwt-signer".to_owned()),
+                lease: leader_lease.unwrap_or(Duration::from_secs(10)),
+                poll,
+                rewrap,
+            })
+        }
+    };
+    if rewrap {
+        // Nothing else is needed to rewrap.
+        upstream.get_or_insert_with(|| "http://127.0.0.1:1".parse().expect("a valid upstream"));
     }
     let upstream = upstream.ok_or("--upstream URL is required")?;
     if rotate_every.is_none() {
@@ -185,26 +311,45 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
         rotate_every,
         prepublish,
         retain,
+        redis,
     })))
 }
 
+/// The prepublish time the options ask for: `--prepublish`, else half the
+/// period or the JWKS max-age, whichever is shorter, and with Redis at
+/// least one `--redis-poll` interval.
+fn prepublish_for(options: &Options, period: Duration) -> Duration {
+    options.prepublish.unwrap_or_else(|| {
+        let default = (period / 2).min(options.jwks_max_age);
+        match &options.redis {
+            Some(redis) => default.max(redis.poll),
+            None => default,
+        }
+    })
+}
+
 /// The rotation policy the options ask for (`None` without
-/// `--rotate-every`), checked before the proxy starts.
-pub(crate) fn rotation_policy(
-    options: &Options,
-) -> Result<Option<RotationPolicy>, RotationConfigError> {
+/// `--rotate-every`). The registry holds the token lifetime (`--ttl`) and
+/// the JWKS max-age (`--jwks-max-age`) it is resolved against, by
+/// `KeyRotator::spawn` or, before the proxy starts, `RotationPolicy::resolve`.
+pub(crate) fn rotation_policy(options: &Options) -> Result<Option<RotationPolicy>, ConfigError> {
     let Some(period) = options.rotate_every else {
         return Ok(None);
     };
     // By default the next key is published half a period ahead, or one
-    // JWKS max-age ahead when that is shorter: caches see it in time.
-    let prepublish = options
-        .prepublish
-        .unwrap_or_else(|| (period / 2).min(options.jwks_max_age));
-    let mut policy = RotationPolicy::builder(period, options.ttl)
-        .jwks_max_age(options.jwks_max_age)
+    // JWKS max-age ahead when that is shorter: caches see it in time. In a
+    // fleet, at least one poll interval ahead: every replica sees it first.
+    let prepublish = prepublish_for(options, period);
+    let mut policy = RotationPolicy::builder(period)
         .algorithm(options.alg)
         .prepublish(prepublish);
+    if let Some(redis) = &options.redis {
+        // Replicas see changes up to one poll late (retain covers it), and
+        // a rotation that waits for Redis is tried again soon.
+        policy = policy
+            .follower_poll_interval(redis.poll)
+            .retry_after((period / 2).clamp(Duration::from_secs(1), Duration::from_secs(30)));
+    }
     if let Some(retain) = options.retain {
         policy = policy.retain(retain);
     }
@@ -215,18 +360,27 @@ pub(crate) fn rotation_policy(
 /// the other settings against before anything starts.
 pub(crate) fn settings_registry(options: &Options) -> Result<KeyRegistry, RegistryError> {
     KeyRegistry::builder()
+        .token_ttl(options.ttl)
         .jwks_max_age(options.jwks_max_age)
         .build()
+}
+
+/// The registry's settings: the token lifetime (`--ttl`) and the JWKS
+/// max-age (`--jwks-max-age`), the same on every replica of a fleet, and a
+/// first key of `--alg` when there is none.
+fn registry_builder(options: &Options, clock: Clock) -> KeyRegistryBuilder {
+    KeyRegistry::builder()
+        .clock(clock)
+        .token_ttl(options.ttl)
+        .jwks_max_age(options.jwks_max_age)
+        .generate_if_missing(options.alg)
 }
 
 /// The key registry: in memory, or loaded from (and kept in) `--key-dir`,
 /// with a fresh key when there is none. Blocking (file I/O, key
 /// generation).
 pub(crate) fn open_registry(options: &Options, clock: Clock) -> Result<KeyRegistry, RegistryError> {
-    let builder = KeyRegistry::builder()
-        .clock(clock)
-        .jwks_max_age(options.jwks_max_age)
-        .generate_if_missing(options.alg);
+    let builder = registry_builder(options, clock);
     match &options.key_dir {
         // Keys of another algorithm than --alg in the directory stop the
         // start with an error that names the file.
@@ -238,43 +392,42 @@ pub(crate) fn open_registry(options: &Options, clock: Clock) -> Result<KeyRegist
 }
 
 /// The signer the options describe. Every setting is checked here, before
-/// the proxy listens.
+/// the proxy listens. Its token lifetime is the registry's (`--ttl`).
 pub(crate) fn signer_layer(
     options: &Options,
     registry: KeyRegistry,
-) -> Result<JwtSignerLayer, SignerConfigError> {
-    let mut layer = JwtSignerLayer::new(registry)
-        .ttl(options.ttl)?
+) -> Result<JwtSignerLayer, ConfigError> {
+    let mut layer = JwtSignerLayer::builder(registry)
         .existing_token(options.existing)
         .offload(options.offload);
     if options.reuse {
         layer = layer.reuse_tokens(TokenReuse::new());
     }
     if let Some(issuer) = &options.issuer {
-        layer = layer.issuer(issuer)?;
+        layer = layer.issuer(issuer);
     }
     if let Some(audience) = &options.audience {
-        layer = layer.audience(audience)?;
+        layer = layer.audience(audience);
     }
     if let Some(subject) = &options.subject {
-        layer = layer.subject(subject)?;
+        layer = layer.subject(subject);
     }
     if let Some(header) = &options.header {
-        layer = layer.header_name(header)?;
+        layer = layer.header_name(header);
     }
     match options.scheme.as_deref() {
         None => {}
         Some("") => layer = layer.without_scheme(),
-        Some(scheme) => layer = layer.scheme(scheme)?,
+        Some(scheme) => layer = layer.scheme(scheme),
     }
     for (name, value) in &options.claims {
         layer = if value.contains('$') {
-            layer.template_claim(name, value)?
+            layer.template_claim(name, value)
         } else {
-            layer.claim(name, value.as_str())?
+            layer.claim(name, value.as_str())
         };
     }
-    Ok(layer)
+    layer.build()
 }
 
 /// Serves the proxy on `listener` until the task is dropped (every
@@ -338,24 +491,47 @@ pub(crate) async fn serve(
 /// Makes the registry, checks the options and serves; returns when the
 /// proxy cannot start.
 pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(feature = "redis")]
+    if let Some(redis) = options.redis.as_ref().filter(|redis| redis.rewrap) {
+        return fleet::rewrap(redis).await;
+    }
     let alg = options.alg;
     let policy = rotation_policy(&options)?;
     let listener = TcpListener::bind(options.listen).await?;
     let options = std::sync::Arc::new(options);
-    let opening = std::sync::Arc::clone(&options);
-    let registry =
-        tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system())).await??;
+    #[cfg(feature = "redis")]
+    let (registry, fleet) = match &options.redis {
+        Some(redis) => {
+            let (registry, fleet) = fleet::open(&options, redis).await?;
+            (registry, Some(fleet))
+        }
+        None => {
+            let opening = std::sync::Arc::clone(&options);
+            let registry =
+                tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system()))
+                    .await??;
+            (registry, None)
+        }
+    };
+    #[cfg(not(feature = "redis"))]
+    let registry = {
+        let opening = std::sync::Arc::clone(&options);
+        tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system())).await??
+    };
     let signer = signer_layer(&options, registry.clone())?;
-    let rotation = policy.as_ref().map(|policy| {
+    // Rotates for as long as the proxy serves (stopped when dropped).
+    let rotator = match policy {
+        Some(policy) => Some(KeyRotator::spawn(registry.clone(), policy)?),
+        None => None,
+    };
+    let rotation = rotator.as_ref().map(|rotator| {
         format!(
             "rotating every {} s; each next key published {} s ahead; old keys kept {} s",
-            policy.rotate_every().as_secs(),
-            policy.prepublish().as_secs(),
-            policy.retain().as_secs(),
+            rotator.policy().rotate_every().as_secs(),
+            rotator.prepublish().as_secs(),
+            rotator.retain().as_secs(),
         )
     });
-    // Rotates for as long as the proxy serves (stopped when dropped).
-    let _rotator = policy.map(|policy| KeyRotator::spawn(registry.clone(), policy));
     let kid = registry
         .current()
         .active()
@@ -373,8 +549,170 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     if let Some(rotation) = rotation {
         println!("{rotation}");
     }
-    serve(listener, &options, signer).await?;
+    #[cfg(feature = "redis")]
+    if let Some(fleet) = &fleet {
+        println!("{}", fleet.describe());
+    }
+    let serving = std::pin::pin!(serve(listener, &options, signer));
+    let stopping = std::pin::pin!(shutdown_signal());
+    if let futures_util::future::Either::Left((served, _)) =
+        futures_util::future::select(serving, stopping).await
+    {
+        served?;
+    }
+    // SIGTERM or Ctrl-C: stop rotating, then release the lease so another
+    // replica takes over at once.
+    if let Some(rotator) = rotator {
+        rotator.stop().await;
+    }
+    #[cfg(feature = "redis")]
+    if let Some(fleet) = fleet {
+        fleet.stop().await;
+    }
     Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return std::future::pending().await;
+        };
+        let ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+        let term = std::pin::pin!(term.recv());
+        futures_util::future::select(ctrl_c, term).await;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The fleet on Redis: the store, the leader lease, the follower.
+#[cfg(feature = "redis")]
+mod fleet {
+    use std::time::Duration;
+
+    use tower_jwt_signer::clock::Clock;
+    use tower_jwt_signer::registry::StoreFollower;
+    use tower_jwt_signer::store::redis::{Kek, LeaderLease};
+    use tower_jwt_signer::{KeyRegistry, RedisKeyStore};
+
+    use super::{Options, RedisOptions};
+
+    type Error = Box<dyn std::error::Error>;
+
+    /// What keeps the replica in the fleet while it serves.
+    pub(crate) struct Fleet {
+        store: RedisKeyStore,
+        lease: LeaderLease,
+        follower: StoreFollower,
+    }
+
+    impl Fleet {
+        pub(crate) fn describe(&self) -> String {
+            format!(
+                "keys in Redis {:?} (prefix {}, KEK {}); leader lease {} s ({}); poll {} s",
+                self.store,
+                self.store.prefix(),
+                self.store.kek_ids()[0],
+                self.store.lease_ttl().as_secs(),
+                if self.lease.is_held() {
+                    "held"
+                } else {
+                    "another replica leads"
+                },
+                self.follower.interval().as_secs(),
+            )
+        }
+
+        pub(crate) async fn stop(self) {
+            self.follower.stop().await;
+            self.lease.stop().await;
+        }
+    }
+
+    /// The KEKs: the first `--kek-file` is created (0600, 32 random bytes,
+    /// with a warning in the log) when missing; the others must exist.
+    fn keks(files: &[std::path::PathBuf]) -> Result<Vec<Kek>, Error> {
+        let mut keks = Vec::new();
+        for (i, file) in files.iter().enumerate() {
+            keks.push(Kek::builder(file).create(i == 0).open()?);
+        }
+        Ok(keks)
+    }
+
+    /// The store, connected (with a bounded, logged retry).
+    async fn store(redis: &RedisOptions) -> Result<RedisKeyStore, Error> {
+        // The first --kek-file encrypts; the others only decrypt.
+        let mut keks = keks(&redis.kek_files)?.into_iter();
+        let first = keks.next().ok_or("--redis-url needs --kek-file")?;
+        let mut builder = RedisKeyStore::builder(redis.url.as_str(), first)
+            .prefix(redis.prefix.as_str())
+            .leader_lease(redis.lease)
+            .command_timeout(Duration::from_secs(2).min(redis.lease / 3));
+        for previous in keks {
+            builder = builder.previous_kek(previous);
+        }
+        let store = builder.build()?;
+        let connecting = store.clone();
+        tokio::task::spawn_blocking(move || connecting.connect()).await??;
+        Ok(store)
+    }
+
+    /// `--rewrap`: re-encrypts every record under the first KEK, and ends.
+    pub(crate) async fn rewrap(redis: &RedisOptions) -> Result<(), Error> {
+        let store = store(redis).await?;
+        let rewrapping = store.clone();
+        let count = tokio::task::spawn_blocking(move || rewrapping.rewrap()).await??;
+        println!(
+            "re-encrypted {count} record(s) under key-encryption key {}",
+            store.kek_ids()[0]
+        );
+        Ok(())
+    }
+
+    /// Joins the fleet: the store, the lease (first attempt done), the
+    /// registry (the leader makes the first key), the follower; a replica
+    /// that does not lead waits for the leader's first key.
+    pub(crate) async fn open(
+        options: &Options,
+        redis: &RedisOptions,
+    ) -> Result<(KeyRegistry, Fleet), Error> {
+        let store = store(redis).await?;
+        let lease = LeaderLease::spawn(&store).await;
+        // The first key is the leader's to make (`generate_if_missing` does
+        // nothing on a replica that does not lead).
+        let building = super::registry_builder(options, Clock::system()).store(store.clone());
+        let registry = tokio::task::spawn_blocking(move || building.build()).await??;
+        let follower = StoreFollower::spawn(registry.clone(), redis.poll)?;
+        let mut changes = registry.subscribe();
+        let wait = redis.lease * 3 + redis.poll;
+        let first_key = tokio::time::timeout(
+            wait,
+            changes.wait_for(|snapshot| snapshot.active().is_some()),
+        );
+        if registry.current().active().is_none() {
+            tracing::info!("waiting for the leader's first key");
+            if first_key.await.is_err() {
+                return Err(format!(
+                    "no active key in Redis after {} s: no replica leads (is the lease held by a replica that cannot write?)",
+                    wait.as_secs()
+                )
+                .into());
+            }
+        }
+        Ok((
+            registry,
+            Fleet {
+                store,
+                lease,
+                follower,
+            },
+        ))
+    }
 }
 
 fn main() -> ExitCode {
@@ -398,13 +736,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(err) = signer_layer(&options, settings) {
+    if let Err(err) = signer_layer(&options, settings.clone()) {
         eprintln!("error: {err}\n\nRun with --help for usage.");
         return ExitCode::from(2);
     }
-    if let Err(err) = rotation_policy(&options) {
-        eprintln!("error: {err}\n\nRun with --help for usage.");
+    let resolved = rotation_policy(&options)
+        .and_then(|policy| policy.map(|policy| policy.resolve(&settings)).transpose());
+    if let Err(err) = resolved {
+        // The policy's settings are named like the flags, but one.
+        let flag = match err.setting() {
+            "follower_poll_interval" => " (--redis-poll)",
+            _ => "",
+        };
+        eprintln!("error: {err}{flag}\n\nRun with --help for usage.");
         return ExitCode::from(2);
+    }
+    if options.redis.is_some() {
+        // The fleet's events (lease, notifications, rotation) on stderr.
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -39,11 +39,11 @@ use support::{Args, Forwarder, Upstream};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower::ServiceBuilder;
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
 use tower_jwt_signer::signer::TokenReuse;
-use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry,
+    KeyRotator, RemoteJwks, RotationPolicy, VerifiedClaims, Verifier,
+};
 
 const HELP: &str = "\
 soak: a signing gateway, a verifying backend and N clients in one process, under
@@ -257,16 +257,17 @@ fn gateway(
     backend: SocketAddr,
     counters: &Arc<Counters>,
 ) -> Result<Router, Box<dyn std::error::Error>> {
-    let signer = JwtSignerLayer::new(registry.clone())
-        .issuer(ISSUER)?
-        .audience(AUDIENCE)?
-        .template_claim("sub", "${req.headers.x-user}")?
-        .ttl(ttl)?;
+    let signer = JwtSignerLayer::builder(registry.clone())
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .template_claim("sub", "${req.headers.x-user}")
+        .ttl(ttl);
     let signer = if reuse {
         signer.reuse_tokens(TokenReuse::new())
     } else {
         signer
-    };
+    }
+    .build()?;
     let upstream: Upstream = format!("http://{backend}").parse()?;
     let forward = ServiceBuilder::new()
         .map_request(support::strip_request::<Body>)
@@ -386,22 +387,25 @@ pub(crate) async fn run(
         (None, Some(tmp)) => tmp.path().join("keys"),
         (None, None) => unreachable!("a temporary directory when no --key-dir"),
     };
-    let alg = options.alg;
+    let (alg, ttl) = (options.alg, options.ttl);
     let registry = tokio::task::spawn_blocking(move || {
+        // --ttl is the registry's token lifetime: the signer signs for it,
+        // the rotator keeps old keys published for it plus the leeway.
         KeyRegistry::builder()
+            .token_ttl(ttl)
             .store(DirKeyStore::open(&dir)?)
             .generate_if_missing(alg)
             .build()
     })
     .await??;
-    let policy = RotationPolicy::builder(options.rotate_every, options.ttl)
-        .leeway(LEEWAY)
+    let policy = RotationPolicy::builder(options.rotate_every)
+        .verifier_leeway(LEEWAY)
         .algorithm(alg)
         .prepublish(options.rotate_every)
         .retry_after(Duration::from_secs(1))
         .build()?;
     let (kids, kid_task) = count_kids(&registry);
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
+    let rotator = KeyRotator::spawn(registry.clone(), policy)?;
 
     let counters = Arc::new(Counters::default());
     let gateway_listener = TcpListener::bind("127.0.0.1:0").await?;

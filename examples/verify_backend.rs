@@ -4,7 +4,7 @@
 //! cargo run --example verify_backend -- \
 //!     --listen 127.0.0.1:9000 \
 //!     --jwks-url http://127.0.0.1:8080/.well-known/otoroshi/security/jwks.json \
-//!     [--issuer gateway] [--audience api] [--leeway 30]
+//!     [--issuer gateway] [--audience api] [--leeway 30] [--refresh-cooldown 30]
 //! ```
 //!
 //! Every path answers 200 with `{"claims": {...}, "kid": ..., "alg": ...}`
@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::{Extension, Json, Router};
-use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
+use tower_jwt_signer::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 
 struct Args {
     listen: SocketAddr,
@@ -28,10 +28,11 @@ struct Args {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: Option<u64>,
+    refresh_cooldown: Option<u64>,
 }
 
 const USAGE: &str = "usage: verify_backend --listen ADDR --jwks-url URL \
-[--issuer S] [--audience S] [--leeway SECS]";
+[--issuer S] [--audience S] [--leeway SECS] [--refresh-cooldown SECS]";
 
 fn parse_args() -> Result<Args, String> {
     let mut listen = None;
@@ -39,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
     let mut issuer = None;
     let mut audience = None;
     let mut leeway = None;
+    let mut refresh_cooldown = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "-h" || flag == "--help" {
@@ -65,6 +67,15 @@ fn parse_args() -> Result<Args, String> {
                         .map_err(|err| format!("--leeway {value:?}: {err}"))?,
                 );
             }
+            // How soon an unknown kid may fetch the JWKS again (default
+            // 30 s): keys that rotate every few seconds need less.
+            "--refresh-cooldown" => {
+                refresh_cooldown = Some(
+                    value
+                        .parse()
+                        .map_err(|err| format!("--refresh-cooldown {value:?}: {err}"))?,
+                );
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -74,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         issuer,
         audience,
         leeway,
+        refresh_cooldown,
     })
 }
 
@@ -90,7 +102,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let jwks = match RemoteJwks::new(&args.jwks_url) {
+    let mut builder = RemoteJwks::builder(&args.jwks_url);
+    if let Some(cooldown) = args.refresh_cooldown {
+        builder = builder.refresh_cooldown(Duration::from_secs(cooldown));
+    }
+    let jwks = match builder.build() {
         Ok(jwks) => jwks,
         Err(err) => {
             eprintln!("--jwks-url: {err}");

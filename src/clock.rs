@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use tower_jwt_signer::Clock;
+/// use tower_jwt_signer::clock::Clock;
 ///
 /// let fixed = Clock::from_fn(|| UNIX_EPOCH + Duration::from_secs(1_700_000_000));
 /// assert_eq!(fixed.unix_seconds(), 1_700_000_000);

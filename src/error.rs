@@ -16,13 +16,21 @@ pub(crate) fn truncate(value: &str) -> String {
 /// A setting was refused: which one, the value (when it is not a secret) and
 /// why.
 ///
-/// Every builder of the crate checks its settings when it builds (`build()`,
-/// `spawn()`, `open()`), never at request time: a layer, service or policy
-/// that exists works. [`setting`](Self::setting) is the name of the builder
-/// method that took the value (`"ttl"`, `"issuer"`, `"rotate_every"`, ...),
-/// so a program can tell which setting to fix; [`reason`](Self::reason)
-/// says why in words. Errors with a cause at run time (a key store that
-/// fails, a token that does not verify) have types of their own.
+/// Every builder of the crate only records its settings and checks them all
+/// once when it builds (`build()`; the spawners
+/// [`KeyRotator::spawn`](crate::KeyRotator::spawn) and
+/// [`StoreFollower::spawn`](crate::registry::StoreFollower::spawn), before
+/// they spawn anything), never at request time: a layer, service or policy
+/// that exists works. A constructor whose required argument can be bad
+/// ([`RemoteJwks::new`](crate::RemoteJwks::new)) and `FromStr` of a
+/// settings enum return it too. [`setting`](Self::setting) is the name of
+/// the builder method that took the value (`"ttl"`, `"issuer"`,
+/// `"rotate_every"`, ...), so a program can tell which setting to fix;
+/// [`reason`](Self::reason) says why in words, and what is allowed.
+/// [`KeyRegistryBuilder::build`](crate::registry::KeyRegistryBuilder::build),
+/// which does I/O, wraps it in [`RegistryError::Config`](crate::RegistryError::Config).
+/// Errors with a cause at run time (a key store that fails, a token that
+/// does not verify) have types of their own.
 ///
 /// ```
 /// use tower_jwt_signer::ConfigError;

@@ -25,9 +25,10 @@
 //! // One registry, shared by everything that signs or publishes.
 //! let registry = KeyRegistry::generate(Algorithm::ES256)?;
 //!
-//! let signer = JwtSignerLayer::new(registry.clone())
-//!     .issuer("https://gateway.example")?
-//!     .audience("orders-api")?;
+//! let signer = JwtSignerLayer::builder(registry.clone())
+//!     .issuer("https://gateway.example")
+//!     .audience("orders-api")
+//!     .build()?;
 //!
 //! let app: Router = Router::new()
 //!     .route("/orders", get(|| async { "forwarded with a signed token" }))
@@ -48,13 +49,28 @@
 //! | piece | module |
 //! |---|---|
 //! | [`SigningKey`]: a private key with its [`Algorithm`] and [`Kid`] (generate, import PKCS#8 or JWK, export); any [`SigningBackend`](keys::SigningBackend) (an HSM, a KMS) can stand in for it | [`keys`] |
-//! | [`KeyRegistry`]: the shared keys (next, active, retiring), read as lock-free snapshots and rotated atomically | [`registry`] |
+//! | [`KeyRegistry`]: the shared keys (next, active, retiring), read as lock-free snapshots and rotated atomically; the one home of the token lifetime and the JWKS max-age | [`registry`] |
 //! | [`JwksService`]: serves the registry's public keys with `Cache-Control` and `ETag` | [`jwks`] |
 //! | [`JwtSignerLayer`] / [`JwtSigner`]: signs every forwarded request, fails closed | [`signer`] |
-//! | [`JwtVerifierLayer`], [`Verifier`], [`RemoteJwks`]: the backend side | [`verifier`] |
-//! | [`KeyStore`], [`DirKeyStore`]: keys that survive restarts, shared by replicas | [`store`] |
+//! | [`JwtVerifierLayer`], [`Verifier`] (also a tower-http authorizer), [`RemoteJwks`]: the backend side; [`VerifiedClaims`] (and, with `axum`, `Claims<T>`) in the handler | [`verifier`] |
+//! | [`DirKeyStore`] and any [`KeyStore`](store::KeyStore): keys that survive restarts, shared by replicas; `RedisKeyStore` (feature `redis`): one key set for a fleet of gateways | [`store`] |
 //! | [`RotationPolicy`], [`KeyRotator`]: automatic rotation with overlap | [`rotation`] |
-//! | [`Clock`]: the wall clock, which tests can drive with tokio's paused time | [`clock`] |
+//! | [`Clock`](clock::Clock): the wall clock, which tests can drive with tokio's paused time | [`clock`] |
+//!
+//! # One way to configure, one place for each item
+//!
+//! Everything is configured the same way, as with reqwest or rustls:
+//! `X::new(..)` gives the defaults, and `X::builder(..)` returns a builder
+//! whose setters only record their value and whose `build()` checks them all
+//! once, returning the first refusal as a [`ConfigError`] that names the
+//! setting. Nothing is checked per request: a layer or service that exists
+//! works. Errors with a cause at run time (a store that fails, a token that
+//! does not verify) have types of their own.
+//!
+//! The crate root re-exports the types you wire together and the errors
+//! they return. Everything else (settings enums, snapshots, builders, the
+//! traits you implement) lives at its module path only, at one path each:
+//! import an item from the root when it is there, else from its module.
 //!
 //! # Security
 //!
@@ -66,7 +82,7 @@
 //!   algorithm comes from the key, never from a request.
 //! * A request is never forwarded unsigned: if a token cannot be made, the
 //!   signer answers the request itself. (Under
-//!   [`ExistingToken::Keep`], a client's own token is forwarded as it came,
+//!   [`ExistingToken::Keep`](signer::ExistingToken::Keep), a client's own token is forwarded as it came,
 //!   not signed by the signer; its claims closure still decides.)
 //! * The verifier takes the algorithm from the key a token's `kid` selects,
 //!   and never fetches or trusts a key a token names (`jku`, `x5u`, `jwk`,
@@ -80,6 +96,7 @@ mod error;
 pub mod jwks;
 pub mod keys;
 mod limits;
+mod number;
 pub mod registry;
 pub mod rotation;
 pub mod signer;
@@ -87,27 +104,30 @@ pub mod store;
 pub mod verifier;
 
 #[doc(inline)]
-pub use clock::Clock;
-#[doc(inline)]
 pub use error::ConfigError;
 #[doc(inline)]
 pub use jwks::{JWKS_PATH, JwksService};
 #[doc(inline)]
-pub use keys::{Algorithm, KeyError, Kid, PublicJwk, SigningKey};
+pub use keys::{Algorithm, KeyError, Kid, SigningKey};
 #[doc(inline)]
-pub use registry::{KeyRegistry, KeySnapshot, KeyState, PublishedKey, RegistryError};
+pub use registry::{KeyRegistry, RegistryError};
 #[doc(inline)]
-pub use rotation::{KeyRotator, RotationPolicy};
+pub use rotation::{KeyRotator, RotationError, RotationPolicy};
 #[doc(inline)]
-pub use signer::{
-    ClaimsRejection, ExistingToken, JwtSigner, JwtSignerLayer, RequestClaims, SignerConfigError,
+pub use signer::{JwtSigner, JwtSignerLayer};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use store::redis::RedisKeyStore;
+#[doc(inline)]
+pub use store::{DirKeyStore, StoreError};
+#[doc(inline)]
+pub use verifier::{
+    FetchError, JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier, VerifyError,
 };
-#[doc(inline)]
-pub use store::{DirKeyStore, KeyStore};
-#[doc(inline)]
-pub use verifier::{JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 
-// The README's examples compile as doctests.
-#[cfg(doctest)]
+// The README's examples compile as doctests, with the features they show
+// (`cargo test --all-features`, as CI runs).
+#[cfg(all(doctest, feature = "axum", feature = "tower-http"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

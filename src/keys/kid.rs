@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The longest key id accepted, in characters.
-pub const MAX_KID_LEN: usize = 128;
+const MAX_KID_LEN: usize = 128;
 
 /// A validated key id (`kid`).
 ///
-/// A kid is 1 to [`MAX_KID_LEN`] characters of `A-Z a-z 0-9 - _ .`: safe to
+/// A kid is 1 to 128 characters of `A-Z a-z 0-9 - _ .`: safe to
 /// put in a file name, a log line, a URL or a header without escaping. By
 /// default a key's kid is its RFC 7638 thumbprint (43 base64url
 /// characters), which is stable across restarts.
@@ -28,7 +28,7 @@ impl Kid {
     ///
     /// # Errors
     ///
-    /// [`InvalidKid`] when the id is empty, longer than [`MAX_KID_LEN`], or
+    /// [`InvalidKid`] when the id is empty, longer than 128 bytes, or
     /// holds a character outside `A-Z a-z 0-9 - _ .`.
     pub fn new(kid: impl AsRef<str>) -> Result<Self, InvalidKid> {
         let kid = kid.as_ref();
@@ -111,7 +111,7 @@ impl serde::Serialize for Kid {
 pub enum InvalidKid {
     /// The id is empty.
     Empty,
-    /// The id is longer than [`MAX_KID_LEN`].
+    /// The id is longer than 128 bytes.
     TooLong {
         /// Its length in bytes.
         len: usize,

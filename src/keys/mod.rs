@@ -16,7 +16,7 @@
 //! # Example
 //!
 //! ```
-//! use tower_jwt_signer::keys::{Algorithm, KeyError, SigningKey};
+//! use tower_jwt_signer::{Algorithm, KeyError, SigningKey};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Generate, persist as a private JWK, load back with the same kid.
@@ -43,15 +43,15 @@ mod error;
 mod jwk;
 mod kid;
 mod signing_key;
-mod state;
+pub(crate) mod state;
 mod weak;
 
 pub use algorithm::{Algorithm, EcCurve, KeyKind, UnknownAlgorithm};
 pub use backend::SigningBackend;
 pub use error::{KeyError, SignError};
 pub use jwk::PublicJwk;
-pub use kid::{InvalidKid, Kid, MAX_KID_LEN};
+pub use kid::{InvalidKid, Kid};
 pub use signing_key::SigningKey;
-pub use state::KeyState;
+pub(crate) use state::KeyState;
 pub use weak::WeakKey;
 pub(crate) use weak::{Budget, NoLimit, OutOfTime, Until, check_ed25519, check_rsa_modulus};

@@ -15,16 +15,16 @@ use crate::keys::{Algorithm, KeyError, KeyState, SigningBackend, SigningKey};
 use crate::store::KeyStore;
 
 /// The token lifetime of a registry unless set: 60 seconds.
-pub(crate) const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// The longest token lifetime a registry accepts: one day.
-pub(crate) const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The JWKS max-age of a registry unless set: 300 seconds.
-pub(crate) const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// The longest JWKS max-age a registry accepts: one day.
-pub(crate) const MAX_JWKS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_JWKS_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl KeyRegistry {
     /// A registry whose only key, `key`, is active, with the default
@@ -88,7 +88,7 @@ impl KeyRegistryBuilder {
     /// The lifetime of the tokens signed with these keys (default 60 s;
     /// whole seconds, 1 s to one day). Every signer on the registry signs
     /// for this long unless told a shorter
-    /// [`ttl`](crate::JwtSignerLayer::ttl), and the
+    /// [`ttl`](crate::signer::JwtSignerLayerBuilder::ttl), and the
     /// [`KeyRotator`](crate::KeyRotator) keeps an old key published for at
     /// least this long plus the verifiers' leeway. See
     /// [`KeyRegistry::token_ttl`].
@@ -152,6 +152,13 @@ impl KeyRegistryBuilder {
     /// a store, the key is saved before it is published. RSA generation
     /// blocks for a while.
     ///
+    /// With a store that another process leads
+    /// ([`KeyStore::is_leader`] says no: a replica of a fleet that does not
+    /// hold the leader lease), nothing is generated or activated here: the
+    /// registry starts with the stored keys, possibly none, and the leader's
+    /// key arrives when the registry follows the store
+    /// ([`StoreFollower`](crate::registry::StoreFollower)).
+    ///
     /// A store that holds keys but none active (a change cut short by a
     /// crash or a full disk, between the old key leaving the active state
     /// and the new one reaching it) gets its oldest **next** key activated
@@ -210,7 +217,7 @@ impl KeyRegistryBuilder {
         };
         check_invariants(&keys)?;
         let loaded = write::load(store.as_ref())?;
-        let registry = KeyRegistry::assemble(settings, loaded, Some(store));
+        let registry = KeyRegistry::assemble(settings, loaded, Some(Arc::clone(&store)));
         if !keys.is_empty() {
             registry.update(|stored| {
                 for key in keys {
@@ -223,6 +230,14 @@ impl KeyRegistryBuilder {
         if let Some(algorithm) = generate_if_missing
             && registry.current().active().is_none()
         {
+            if !store.is_leader()? {
+                // The first key is the leader's to make; a follower picks it
+                // up from the store (and signs nothing until then).
+                tracing::info!(
+                    "the key store has no active key and another process leads it: leaving the first key to the leader"
+                );
+                return Ok(registry);
+            }
             let now = registry.clock().now();
             let activated = registry.transact(|stored| {
                 if stored.iter().any(|k| k.state() == KeyState::Active) {
@@ -276,7 +291,7 @@ fn check_token_ttl(ttl: Duration) -> Result<(), ConfigError> {
             "token_ttl",
             ttl,
             format!(
-                "use whole seconds from 1 s to {} s (one day)",
+                "use a token lifetime of whole seconds from 1 s to {} s (one day)",
                 MAX_TOKEN_TTL.as_secs()
             ),
         ));

@@ -47,7 +47,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, SigningKey};
+//! use tower_jwt_signer::registry::KeyState;
+//! use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = KeyRegistry::generate(Algorithm::ES256)?;
@@ -88,13 +89,14 @@ mod registry;
 mod snapshot;
 mod write;
 
-pub use crate::keys::KeyState;
+// `KeyState` is defined beside the keys (the store uses it too); this is
+// its one public path.
+pub use crate::keys::state::KeyState;
 pub use builder::KeyRegistryBuilder;
 pub use error::RegistryError;
-pub use follow::StoreFollower;
+pub use follow::{StoreFollower, StoreFollowerBuilder};
 pub use published::PublishedKey;
 pub use registry::KeyRegistry;
 pub use snapshot::KeySnapshot;
 
-pub(crate) use builder::DEFAULT_JWKS_MAX_AGE;
 pub(crate) use lifecycle::{ensure_unique, is_expired, oldest_next, promote, retain_until};

@@ -53,7 +53,7 @@ impl KeyRegistry {
 
     /// The lifetime of the tokens signed with these keys (60 s unless set
     /// with [`KeyRegistryBuilder::token_ttl`]): the signers'
-    /// [`ttl`](crate::JwtSignerLayer::ttl) defaults to it and
+    /// [`ttl`](crate::signer::JwtSignerLayerBuilder::ttl) defaults to it and
     /// may not exceed it, and the [`KeyRotator`](crate::KeyRotator) keeps
     /// a key published at least this long (plus the verifiers' leeway)
     /// after it stops signing. See the [module docs](crate::registry#token-lifetime-and-jwks-max-age).

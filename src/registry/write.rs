@@ -76,12 +76,29 @@ impl WriteThrough {
         };
         let lock = store.lock()?;
         // Work from what is stored: another writer may have changed it.
-        let base = merge_stored(current.keys(), store.load()?);
+        let stored = merge_stored(current.keys(), store.load()?);
+        // A store found empty while this registry holds keys was emptied
+        // behind our back (a Redis restarted without persistence, a
+        // FLUSHALL): never an intended state, since the active key cannot be
+        // removed. Work from the keys held here, so that they are written
+        // back with this change and no other key takes over.
+        let restoring = stored.is_empty() && !current.keys().is_empty();
+        let base = if restoring {
+            current.keys().to_vec()
+        } else {
+            stored.clone()
+        };
         check_invariants(&base)?;
         let mut keys = base.clone();
         let result = change(&mut keys)?;
         check_invariants(&keys)?;
-        let writes = store_change(&base, &keys)?;
+        let writes = store_change(&stored, &keys)?;
+        if restoring {
+            tracing::warn!(
+                keys = base.len(),
+                "the key store is empty (restarted without persistence, or flushed): writing back the keys this process holds"
+            );
+        }
         if !writes.is_empty() {
             store.commit(&writes)?;
         }
@@ -95,19 +112,50 @@ impl WriteThrough {
 
     /// Publishes the stored keys if they differ from the current ones.
     /// Returns whether anything changed; `Ok(false)` without a store.
+    ///
+    /// A store found empty while this registry holds keys is never
+    /// published (that would stop signing and empty the JWKS): the keys
+    /// stay, and the store's leader writes them back.
     pub(super) fn reload(&self) -> Result<bool, RegistryError> {
         let Some(store) = &self.store else {
             return Ok(false);
         };
-        let _writer = self.lock_writer();
+        let writer = self.lock_writer();
         let current = self.current();
-        let keys = merge_stored(current.keys(), store.load()?);
+        let stored = store.load()?;
+        if stored.is_empty() && !current.keys().is_empty() {
+            drop(writer);
+            self.write_back(store.as_ref(), current.keys().len())?;
+            return Ok(false);
+        }
+        let keys = merge_stored(current.keys(), stored);
         check_invariants(&keys)?;
         if same_keys(current.keys(), &keys) {
             return Ok(false);
         }
         self.publish(current.version() + 1, keys);
         Ok(true)
+    }
+
+    /// The store was found empty while this registry holds `held` keys:
+    /// the leader writes them back (one change, under the store's lock,
+    /// which writes them only if the store is still empty); the others keep
+    /// them and wait for the leader's.
+    fn write_back(&self, store: &dyn KeyStore, held: usize) -> Result<(), RegistryError> {
+        if !store.is_leader()? {
+            tracing::warn!(
+                keys = held,
+                "the key store is empty (restarted without persistence, or flushed): keeping the keys this process holds until the leader writes them back"
+            );
+            return Ok(());
+        }
+        match self.change(|_| Ok(()), false) {
+            Err(RegistryError::Store(err)) if err.is_not_leader() => {
+                tracing::info!(error = %err, "the key store is empty; the new leader writes the keys back");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, ()> {

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use super::events::Event;
 use super::planner::{Action, Step, algorithm_for, plan};
-use super::policy::RotationPolicy;
+use super::policy::ResolvedPolicy;
 use crate::keys::{Algorithm, KeyState, Kid, SigningKey};
 use crate::registry::{
     self, KeyRegistry, PublishedKey, RegistryError, ensure_unique, is_expired, promote,
@@ -112,7 +112,7 @@ fn take_key(fresh: &mut Option<SigningKey>, algorithm: Algorithm) -> Option<Sign
 /// applies the step.
 fn apply_plan(
     keys: &mut Vec<PublishedKey>,
-    policy: &RotationPolicy,
+    policy: &ResolvedPolicy,
     now: SystemTime,
     fresh: &mut Option<SigningKey>,
 ) -> Result<Attempt<Vec<Event>>, RegistryError> {
@@ -197,7 +197,7 @@ fn apply_plan(
 /// One step of the task, on a blocking thread.
 pub(super) fn step_blocking(
     registry: &KeyRegistry,
-    policy: &RotationPolicy,
+    policy: &ResolvedPolicy,
 ) -> Result<Vec<Event>, RegistryError> {
     with_fresh_key(registry, |keys, now, fresh| {
         apply_plan(keys, policy, now, fresh)
@@ -208,7 +208,7 @@ pub(super) fn step_blocking(
 /// blocking thread.
 pub(super) fn rotate_now_blocking(
     registry: &KeyRegistry,
-    policy: &RotationPolicy,
+    policy: &ResolvedPolicy,
 ) -> Result<(ScheduledRotation, Vec<Event>), RegistryError> {
     if registry.current().active().is_none() {
         // Nothing signs: activate at once, as the task would.
@@ -282,7 +282,7 @@ pub(super) fn rotate_now_blocking(
 /// on a blocking thread.
 pub(super) fn emergency_blocking(
     registry: &KeyRegistry,
-    policy: &RotationPolicy,
+    policy: &ResolvedPolicy,
     old: OldKeys,
 ) -> Result<(Kid, Vec<Event>), RegistryError> {
     with_fresh_key(registry, |keys, now, fresh| {

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use super::policy::RotationPolicy;
+use super::policy::ResolvedPolicy;
 use crate::keys::{Algorithm, KeyState, Kid};
 use crate::registry::{self, PublishedKey, is_expired};
 
@@ -38,7 +38,7 @@ pub(super) fn oldest_next(keys: &[PublishedKey]) -> Option<&PublishedKey> {
 }
 
 /// When `active` is due to be replaced.
-fn due_time(active: &PublishedKey, policy: &RotationPolicy) -> Option<SystemTime> {
+fn due_time(active: &PublishedKey, policy: &ResolvedPolicy) -> Option<SystemTime> {
     active
         .activated_at()
         .unwrap_or(active.created_at())
@@ -50,7 +50,7 @@ fn due_time(active: &PublishedKey, policy: &RotationPolicy) -> Option<SystemTime
 fn activation_time(
     next: &PublishedKey,
     active: &PublishedKey,
-    policy: &RotationPolicy,
+    policy: &ResolvedPolicy,
 ) -> Option<SystemTime> {
     let scheduled = match next.activates_at() {
         Some(at) => at,
@@ -61,7 +61,7 @@ fn activation_time(
 }
 
 /// What the rotator should do now, or until when it can sleep.
-pub(super) fn plan(keys: &[PublishedKey], policy: &RotationPolicy, now: SystemTime) -> Step {
+pub(super) fn plan(keys: &[PublishedKey], policy: &ResolvedPolicy, now: SystemTime) -> Step {
     let Some(active) = keys.iter().find(|k| k.state() == KeyState::Active) else {
         return Step::Act(Action::ActivateNow {
             next: oldest_next(keys).map(|k| k.kid().clone()),
@@ -106,7 +106,7 @@ pub(super) fn plan(keys: &[PublishedKey], policy: &RotationPolicy, now: SystemTi
 
 /// The algorithm for a new key: the policy's, else the active key's, else
 /// the newest key's, else the default.
-pub(super) fn algorithm_for(keys: &[PublishedKey], policy: &RotationPolicy) -> Algorithm {
+pub(super) fn algorithm_for(keys: &[PublishedKey], policy: &ResolvedPolicy) -> Algorithm {
     policy
         .algorithm()
         .or_else(|| {
@@ -145,10 +145,12 @@ mod tests {
         )
     }
 
-    fn policy() -> RotationPolicy {
+    fn policy() -> ResolvedPolicy {
         // Period 1000 s, prepublish 300 s (JWKS max-age), retain 60 + 60 s.
-        RotationPolicy::builder(secs(1000), secs(60))
+        crate::rotation::RotationPolicy::builder(secs(1000))
             .build()
+            .unwrap()
+            .resolve_with(secs(60), secs(300))
             .unwrap()
     }
 

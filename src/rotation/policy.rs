@@ -1,44 +1,53 @@
-//! [`RotationPolicy`]: when keys rotate, checked when it is built.
+//! [`RotationPolicy`]: when keys rotate, checked when it is built, and
+//! [`ResolvedPolicy`]: the policy resolved against a registry's token
+//! lifetime and JWKS max-age.
 
-use std::fmt;
 use std::time::Duration;
 
+use crate::error::ConfigError;
 use crate::keys::Algorithm;
-use crate::registry::DEFAULT_JWKS_MAX_AGE;
+use crate::registry::KeyRegistry;
 
-/// The default leeway verifiers allow on `exp` (the `jsonwebtoken` crate's
-/// default): 60 seconds.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// The leeway verifiers are assumed to allow on `exp` unless the policy is
+/// told another (the `jsonwebtoken` crate's default): 60 seconds. This
+/// crate's own [`Verifier`](crate::Verifier) allows 30 s by default.
+const DEFAULT_VERIFIER_LEEWAY: Duration = Duration::from_secs(60);
 
-/// How long the rotator waits before retrying a failed step by default:
-/// 30 seconds.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long the rotator waits before retrying a failed step unless told
+/// another: 30 seconds.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// No duration of a policy may be longer (100 years).
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// When to rotate keys. See the [module docs](crate::rotation).
+///
+/// A policy says what it can alone: the period, the verifiers' leeway,
+/// the followers' poll interval, and, when you set them, the prepublish and
+/// retain times. The rest comes from the registry the
+/// [`KeyRotator`](super::KeyRotator) runs on, which holds the token
+/// lifetime and the JWKS max-age: [`resolve`](Self::resolve) (which
+/// [`KeyRotator::spawn`](super::KeyRotator::spawn) calls) turns the policy
+/// into the durations the rotator follows, and refuses a policy that cannot
+/// work with that registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationPolicy {
     rotate_every: Duration,
-    prepublish: Duration,
-    retain: Duration,
-    token_ttl: Duration,
-    leeway: Duration,
+    verifier_leeway: Duration,
+    follower_poll_interval: Duration,
+    prepublish: Option<Duration>,
+    retain: Option<Duration>,
     algorithm: Option<Algorithm>,
     retry_after: Duration,
 }
 
 impl RotationPolicy {
-    /// A builder for a policy that activates a new key every `rotate_every`,
-    /// for tokens that live `token_ttl` (the signer's lifetime: the policy
-    /// keeps old keys at least that long).
-    pub fn builder(rotate_every: Duration, token_ttl: Duration) -> RotationPolicyBuilder {
+    /// A builder for a policy that activates a new key every
+    /// `rotate_every`.
+    pub fn builder(rotate_every: Duration) -> RotationPolicyBuilder {
         RotationPolicyBuilder {
             rotate_every,
-            token_ttl,
-            leeway: DEFAULT_LEEWAY,
-            jwks_max_age: DEFAULT_JWKS_MAX_AGE,
+            verifier_leeway: DEFAULT_VERIFIER_LEEWAY,
             follower_poll_interval: Duration::ZERO,
             prepublish: None,
             retain: None,
@@ -52,24 +61,27 @@ impl RotationPolicy {
         self.rotate_every
     }
 
-    /// How long the next key is published before it signs.
-    pub fn prepublish(&self) -> Duration {
+    /// The leeway verifiers are assumed to allow on `exp`.
+    pub fn verifier_leeway(&self) -> Duration {
+        self.verifier_leeway
+    }
+
+    /// The poll interval of replicas that follow the key store (zero: no
+    /// replicas).
+    pub fn follower_poll_interval(&self) -> Duration {
+        self.follower_poll_interval
+    }
+
+    /// The prepublish time, when set (`None`: resolved from the registry's
+    /// JWKS max-age, see [`ResolvedPolicy::prepublish`]).
+    pub fn prepublish(&self) -> Option<Duration> {
         self.prepublish
     }
 
-    /// How long a key stays published after it stops signing.
-    pub fn retain(&self) -> Duration {
+    /// The retention time, when set (`None`: resolved from the registry's
+    /// token lifetime, see [`ResolvedPolicy::retain`]).
+    pub fn retain(&self) -> Option<Duration> {
         self.retain
-    }
-
-    /// The token lifetime the policy was built for.
-    pub fn token_ttl(&self) -> Duration {
-        self.token_ttl
-    }
-
-    /// The verifiers' leeway the policy was built for.
-    pub fn leeway(&self) -> Duration {
-        self.leeway
     }
 
     /// The algorithm of new keys (`None`: the active key's).
@@ -81,16 +93,117 @@ impl RotationPolicy {
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }
+
+    /// The durations this policy gives on `registry`: the rotator's plan,
+    /// without starting it (a command line can check its flags with it
+    /// before anything runs).
+    ///
+    /// * `prepublish`: as set, or the registry's
+    ///   [`jwks_max_age`](KeyRegistry::jwks_max_age) plus the followers'
+    ///   poll interval; it must fit in the period.
+    /// * `retain`: as set, or its minimum, the registry's
+    ///   [`token_ttl`](KeyRegistry::token_ttl) plus the verifiers' leeway
+    ///   plus the followers' poll interval: the last token of a key must
+    ///   verify until it expires, on every replica.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_jwt_signer::{KeyRegistry, RotationPolicy};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = KeyRegistry::builder()
+    ///     .token_ttl(Duration::from_secs(30))
+    ///     .jwks_max_age(Duration::from_secs(120))
+    ///     .build()?;
+    /// let policy = RotationPolicy::builder(Duration::from_secs(3600))
+    ///     .verifier_leeway(Duration::from_secs(10))
+    ///     .build()?;
+    /// let resolved = policy.resolve(&registry)?;
+    /// assert_eq!(resolved.prepublish(), Duration::from_secs(120)); // the JWKS max-age
+    /// assert_eq!(resolved.retain(), Duration::from_secs(40)); // ttl + leeway
+    ///
+    /// // Old keys may not leave the JWKS while their tokens live.
+    /// let short = RotationPolicy::builder(Duration::from_secs(3600))
+    ///     .retain(Duration::from_secs(20))
+    ///     .build()?;
+    /// assert_eq!(short.resolve(&registry).unwrap_err().setting(), "retain");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the policy cannot work on this registry:
+    /// `prepublish` (by default) longer than the period, or `retain` shorter
+    /// than its minimum. (A prepublish time set shorter than the followers'
+    /// poll interval, or longer than the period, never gets here: the
+    /// builder refuses it.)
+    pub fn resolve(&self, registry: &KeyRegistry) -> Result<ResolvedPolicy, ConfigError> {
+        self.resolve_with(registry.token_ttl(), registry.jwks_max_age())
+    }
+
+    /// [`resolve`](Self::resolve) for a registry with this token lifetime
+    /// and JWKS max-age.
+    pub(crate) fn resolve_with(
+        &self,
+        token_ttl: Duration,
+        jwks_max_age: Duration,
+    ) -> Result<ResolvedPolicy, ConfigError> {
+        let poll = self.follower_poll_interval;
+        let prepublish = match self.prepublish {
+            // Checked against the period by the builder.
+            Some(prepublish) => prepublish,
+            None => {
+                let prepublish = jwks_max_age + poll;
+                if prepublish > self.rotate_every {
+                    return Err(ConfigError::new(
+                        "prepublish",
+                        prepublish,
+                        format!(
+                            "the default prepublish time (the registry's JWKS max-age, {:?}, \
+                             plus the followers' poll interval, {poll:?}) is longer than the \
+                             rotation period ({:?}); set prepublish explicitly, or lower \
+                             KeyRegistryBuilder::jwks_max_age (see the rotation docs on short \
+                             periods)",
+                            jwks_max_age, self.rotate_every
+                        ),
+                    ));
+                }
+                prepublish
+            }
+        };
+        let minimum = token_ttl + self.verifier_leeway + poll;
+        let retain = self.retain.unwrap_or(minimum);
+        if retain < minimum {
+            return Err(ConfigError::new(
+                "retain",
+                retain,
+                format!(
+                    "shorter than its minimum, {minimum:?} (the registry's token lifetime, \
+                     {token_ttl:?}, + the verifiers' leeway + the followers' poll interval): \
+                     tokens signed just before a rotation would stop verifying while still valid"
+                ),
+            ));
+        }
+        Ok(ResolvedPolicy {
+            policy: self.clone(),
+            prepublish,
+            retain,
+        })
+    }
 }
 
 /// Builds a [`RotationPolicy`]; see [`RotationPolicy::builder`].
+///
+/// The setters only record their value; [`build`](Self::build) checks what
+/// the policy can check alone, and [`RotationPolicy::resolve`] (called by
+/// [`KeyRotator::spawn`](super::KeyRotator::spawn)) the rest, against the
+/// registry.
 #[must_use]
 #[derive(Debug, Clone)]
 pub struct RotationPolicyBuilder {
     rotate_every: Duration,
-    token_ttl: Duration,
-    leeway: Duration,
-    jwks_max_age: Duration,
+    verifier_leeway: Duration,
     follower_poll_interval: Duration,
     prepublish: Option<Duration>,
     retain: Option<Duration>,
@@ -99,41 +212,42 @@ pub struct RotationPolicyBuilder {
 }
 
 impl RotationPolicyBuilder {
-    /// The clock skew verifiers allow on `exp` (default
-    /// [`DEFAULT_LEEWAY`]): a token is accepted until `exp + leeway`, so its
-    /// key must be published that long.
-    pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
-        self
-    }
-
-    /// The `max-age` the JWKS is served with (default
-    /// 300 s): the default prepublish time.
-    pub fn jwks_max_age(mut self, max_age: Duration) -> Self {
-        self.jwks_max_age = max_age;
+    /// The clock skew the verifiers allow on `exp` (default 60 s, the
+    /// `jsonwebtoken` crate's default; this crate's
+    /// [`Verifier`](crate::Verifier) allows 30 s unless told otherwise): a
+    /// token is accepted until `exp + leeway`, so its key must be published
+    /// that long. Set it to the largest leeway of your verifiers.
+    pub fn verifier_leeway(mut self, leeway: Duration) -> Self {
+        self.verifier_leeway = leeway;
         self
     }
 
     /// The poll interval of replicas that follow the key store (default:
-    /// zero, no replicas). A replica sees each change up to this much later,
+    /// zero, no replicas), at most the period. A replica sees each change up
+    /// to this much later (with change notifications, when it misses one),
     /// so it is added to the default prepublish time and to the minimum (and
-    /// default) retention.
+    /// default) retention, and a prepublish time you set must be at least
+    /// this long.
     pub fn follower_poll_interval(mut self, interval: Duration) -> Self {
         self.follower_poll_interval = interval;
         self
     }
 
     /// How long the next key is published before it signs (default: the
-    /// JWKS max-age plus the followers' poll interval). Shorter than the
-    /// JWKS max-age, verifiers that do not refetch on an unknown kid may
-    /// reject the first tokens of a new key.
+    /// registry's JWKS max-age plus the followers' poll interval; at most
+    /// the period, and at least the
+    /// [followers' poll interval](Self::follower_poll_interval)). Shorter than the verifiers' cache lifetime, verifiers
+    /// that have not fetched the JWKS since the key was published refuse
+    /// its first tokens until they do: see the module docs on
+    /// [what verifiers need](crate::rotation#what-verifiers-need).
     pub fn prepublish(mut self, prepublish: Duration) -> Self {
         self.prepublish = Some(prepublish);
         self
     }
 
     /// How long a key stays published after it stops signing (default and
-    /// minimum: token lifetime + leeway + the followers' poll interval).
+    /// minimum: the registry's token lifetime + the verifiers' leeway + the
+    /// followers' poll interval).
     pub fn retain(mut self, retain: Duration) -> Self {
         self.retain = Some(retain);
         self
@@ -147,35 +261,44 @@ impl RotationPolicyBuilder {
     }
 
     /// How long to wait before retrying a step that failed (a full disk, a
-    /// corrupt key file); default [`DEFAULT_RETRY_AFTER`].
+    /// corrupt key file); default 30 s.
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = retry_after;
         self
     }
 
-    /// Checks the configuration and builds the policy.
+    /// Checks what the policy can check alone and builds it.
     ///
     /// # Errors
     ///
-    /// A [`RotationConfigError`] when the policy cannot work: a zero period,
-    /// token lifetime or retry delay, a duration over 100 years, `prepublish`
-    /// longer than the period, or `retain` shorter than the token lifetime
-    /// plus leeway (plus the followers' poll interval).
-    pub fn build(self) -> Result<RotationPolicy, RotationConfigError> {
+    /// A [`ConfigError`] for the first refused setting, in this order:
+    /// `rotate_every` (zero), `retry_after` (zero), any duration longer than
+    /// 100 years (`rotate_every`, `verifier_leeway`,
+    /// `follower_poll_interval`, `prepublish`, `retain`, `retry_after`),
+    /// `follower_poll_interval` (longer than the period), `prepublish` (set
+    /// longer than the period, or shorter than the followers' poll
+    /// interval: a follower that misses a change notification must still
+    /// see the next key before any replica signs with it). What depends on
+    /// the registry (the default prepublish time, the minimum retention) is
+    /// checked by [`RotationPolicy::resolve`].
+    pub fn build(self) -> Result<RotationPolicy, ConfigError> {
         if self.rotate_every.is_zero() {
-            return Err(RotationConfigError::ZeroPeriod);
-        }
-        if self.token_ttl.is_zero() {
-            return Err(RotationConfigError::ZeroTokenTtl);
+            return Err(ConfigError::new(
+                "rotate_every",
+                self.rotate_every,
+                "the rotation period must not be zero",
+            ));
         }
         if self.retry_after.is_zero() {
-            return Err(RotationConfigError::ZeroRetry);
+            return Err(ConfigError::new(
+                "retry_after",
+                self.retry_after,
+                "the retry delay must not be zero",
+            ));
         }
-        for (what, value) in [
+        for (setting, value) in [
             ("rotate_every", Some(self.rotate_every)),
-            ("token_ttl", Some(self.token_ttl)),
-            ("leeway", Some(self.leeway)),
-            ("jwks_max_age", Some(self.jwks_max_age)),
+            ("verifier_leeway", Some(self.verifier_leeway)),
             ("follower_poll_interval", Some(self.follower_poll_interval)),
             ("prepublish", self.prepublish),
             ("retain", self.retain),
@@ -184,113 +307,102 @@ impl RotationPolicyBuilder {
             if let Some(value) = value
                 && value > MAX_DURATION
             {
-                return Err(RotationConfigError::TooLong { what, value });
+                return Err(ConfigError::new(setting, value, "longer than 100 years"));
             }
         }
-        let (prepublish, defaulted) = match self.prepublish {
-            Some(prepublish) => (prepublish, false),
-            None => (self.jwks_max_age + self.follower_poll_interval, true),
-        };
-        if prepublish > self.rotate_every {
-            return Err(RotationConfigError::PrepublishLongerThanPeriod {
-                prepublish,
-                rotate_every: self.rotate_every,
-                defaulted,
-            });
+        let poll = self.follower_poll_interval;
+        if poll > self.rotate_every {
+            return Err(ConfigError::new(
+                "follower_poll_interval",
+                poll,
+                format!(
+                    "longer than the rotation period ({:?}): every replica must see the next key \
+                     (within one poll) before any replica signs with it, once per period; poll \
+                     more often",
+                    self.rotate_every
+                ),
+            ));
         }
-        let minimum = self.token_ttl + self.leeway + self.follower_poll_interval;
-        let retain = self.retain.unwrap_or(minimum);
-        if retain < minimum {
-            return Err(RotationConfigError::RetainTooShort { retain, minimum });
+        if let Some(prepublish) = self.prepublish {
+            if prepublish > self.rotate_every {
+                return Err(ConfigError::new(
+                    "prepublish",
+                    prepublish,
+                    format!(
+                        "longer than the rotation period ({:?}): the next key cannot be \
+                         published that early",
+                        self.rotate_every
+                    ),
+                ));
+            }
+            if prepublish < poll {
+                return Err(ConfigError::new(
+                    "prepublish",
+                    prepublish,
+                    format!(
+                        "shorter than the followers' poll interval ({poll:?}): a replica that \
+                         misses a change notification sees the next key up to one poll \
+                         interval after it is published, so it would learn of it only after \
+                         another replica signs with it; publish it at least one poll interval \
+                         ahead, or poll more often"
+                    ),
+                ));
+            }
         }
         Ok(RotationPolicy {
             rotate_every: self.rotate_every,
-            prepublish,
-            retain,
-            token_ttl: self.token_ttl,
-            leeway: self.leeway,
+            verifier_leeway: self.verifier_leeway,
+            follower_poll_interval: self.follower_poll_interval,
+            prepublish: self.prepublish,
+            retain: self.retain,
             algorithm: self.algorithm,
             retry_after: self.retry_after,
         })
     }
 }
 
-/// A rotation policy that cannot work.
+/// A [`RotationPolicy`] resolved against a registry: the durations a
+/// [`KeyRotator`](super::KeyRotator) follows. See
+/// [`RotationPolicy::resolve`]; a running rotator gives its own with
+/// [`KeyRotator::policy`](super::KeyRotator::policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RotationConfigError {
-    /// `rotate_every` is zero.
-    ZeroPeriod,
-    /// The token lifetime is zero.
-    ZeroTokenTtl,
-    /// The retry delay is zero.
-    ZeroRetry,
-    /// A duration is longer than 100 years.
-    TooLong {
-        /// Which setting.
-        what: &'static str,
-        /// Its value.
-        value: Duration,
-    },
-    /// The next key would have to be published before the current one
-    /// became active.
-    PrepublishLongerThanPeriod {
-        /// The prepublish time.
-        prepublish: Duration,
-        /// The rotation period.
-        rotate_every: Duration,
-        /// Whether `prepublish` is the default (JWKS max-age + followers'
-        /// poll interval) rather than set explicitly.
-        defaulted: bool,
-    },
-    /// Old keys would leave the JWKS while their tokens are still valid.
-    RetainTooShort {
-        /// The retention asked for.
-        retain: Duration,
-        /// Token lifetime + leeway + followers' poll interval.
-        minimum: Duration,
-    },
+pub struct ResolvedPolicy {
+    policy: RotationPolicy,
+    prepublish: Duration,
+    retain: Duration,
 }
 
-impl fmt::Display for RotationConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RotationConfigError::ZeroPeriod => {
-                f.write_str("the rotation period (rotate_every) must not be zero")
-            }
-            RotationConfigError::ZeroTokenTtl => f.write_str("the token lifetime must not be zero"),
-            RotationConfigError::ZeroRetry => f.write_str("the retry delay must not be zero"),
-            RotationConfigError::TooLong { what, value } => {
-                write!(f, "{what} of {value:?} is longer than 100 years")
-            }
-            RotationConfigError::PrepublishLongerThanPeriod {
-                prepublish,
-                rotate_every,
-                defaulted: true,
-            } => write!(
-                f,
-                "the default prepublish time ({prepublish:?}: the JWKS max-age plus the followers' poll interval) \
-                 is longer than the rotation period ({rotate_every:?}); set prepublish explicitly or lower the JWKS max-age"
-            ),
-            RotationConfigError::PrepublishLongerThanPeriod {
-                prepublish,
-                rotate_every,
-                defaulted: false,
-            } => write!(
-                f,
-                "prepublish ({prepublish:?}) is longer than the rotation period ({rotate_every:?}): \
-                 the next key cannot be published that early"
-            ),
-            RotationConfigError::RetainTooShort { retain, minimum } => write!(
-                f,
-                "retain ({retain:?}) is shorter than its minimum, {minimum:?} (token lifetime + leeway + \
-                 followers' poll interval): tokens signed just before a rotation would stop verifying while still valid"
-            ),
-        }
+impl ResolvedPolicy {
+    /// The policy as it was built.
+    pub fn policy(&self) -> &RotationPolicy {
+        &self.policy
+    }
+
+    /// How long each key is active.
+    pub fn rotate_every(&self) -> Duration {
+        self.policy.rotate_every
+    }
+
+    /// How long the next key is published before it signs.
+    pub fn prepublish(&self) -> Duration {
+        self.prepublish
+    }
+
+    /// How long a key stays published after it stops signing.
+    pub fn retain(&self) -> Duration {
+        self.retain
+    }
+
+    /// The algorithm of new keys (`None`: the active key's).
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.policy.algorithm
+    }
+
+    /// How long the rotator waits before retrying a failed step.
+    pub fn retry_after(&self) -> Duration {
+        self.policy.retry_after
     }
 }
-
-impl std::error::Error for RotationConfigError {}
 
 #[cfg(test)]
 mod tests {
@@ -300,85 +412,117 @@ mod tests {
         Duration::from_secs(n)
     }
 
-    fn policy() -> RotationPolicy {
-        // Period 1000 s, prepublish 300 s (JWKS max-age), retain 60 + 60 s.
-        RotationPolicy::builder(secs(1000), secs(60))
-            .build()
-            .unwrap()
+    /// The default registry: 60 s tokens, a 300 s JWKS max-age.
+    fn resolve(policy: &RotationPolicy) -> Result<ResolvedPolicy, ConfigError> {
+        policy.resolve_with(secs(60), secs(300))
     }
 
     #[test]
-    fn defaults_follow_max_age_ttl_and_leeway() {
-        let p = policy();
+    fn defaults_follow_the_registrys_max_age_and_ttl_and_the_leeway() {
+        let p = resolve(&RotationPolicy::builder(secs(1000)).build().unwrap()).unwrap();
         assert_eq!(p.prepublish(), secs(300));
         assert_eq!(p.retain(), secs(120));
-        let p = RotationPolicy::builder(secs(1000), secs(60))
-            .leeway(secs(5))
-            .jwks_max_age(secs(100))
+        let p = RotationPolicy::builder(secs(1000))
+            .verifier_leeway(secs(5))
             .follower_poll_interval(secs(10))
             .build()
+            .unwrap()
+            .resolve_with(secs(60), secs(100))
             .unwrap();
         assert_eq!(p.prepublish(), secs(110));
         assert_eq!(p.retain(), secs(75));
     }
 
+    /// A follower that misses a change notification sees the next key up
+    /// to one poll interval after it is published: a prepublish time set
+    /// shorter than that would let another replica sign with the key
+    /// before this one publishes it.
     #[test]
-    fn configuration_that_cannot_work_is_refused() {
-        let b = || RotationPolicy::builder(secs(1000), secs(60));
-        assert_eq!(
-            RotationPolicy::builder(Duration::ZERO, secs(60))
-                .build()
-                .unwrap_err(),
-            RotationConfigError::ZeroPeriod
-        );
-        assert_eq!(
-            RotationPolicy::builder(secs(10), Duration::ZERO)
-                .build()
-                .unwrap_err(),
-            RotationConfigError::ZeroTokenTtl
-        );
-        assert!(matches!(
-            b().prepublish(secs(1001)).build(),
-            Err(RotationConfigError::PrepublishLongerThanPeriod {
-                defaulted: false,
-                ..
-            })
-        ));
-        // The default prepublish (300 s max-age) does not fit a 100 s period.
-        let err = RotationPolicy::builder(secs(100), secs(10))
+    fn a_prepublish_shorter_than_the_followers_poll_is_refused() {
+        let err = RotationPolicy::builder(secs(60))
+            .follower_poll_interval(secs(5))
+            .prepublish(secs(4))
             .build()
             .unwrap_err();
-        assert!(matches!(
-            err,
-            RotationConfigError::PrepublishLongerThanPeriod {
-                defaulted: true,
-                ..
-            }
-        ));
-        assert!(err.to_string().contains("set prepublish explicitly"));
+        assert_eq!(err.setting(), "prepublish");
+        assert_eq!(err.value(), Some("4s"));
+        assert!(err.reason().contains("poll interval (5s)"), "{err}");
+        // Without followers, any prepublish time up to the period.
+        let alone = RotationPolicy::builder(secs(60))
+            .prepublish(secs(1))
+            .build()
+            .unwrap();
+        assert_eq!(resolve(&alone).unwrap().prepublish(), secs(1));
+        // A poll interval longer than the period is refused as such.
+        let err = RotationPolicy::builder(secs(2))
+            .follower_poll_interval(secs(5))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "follower_poll_interval");
+        assert!(err.reason().contains("rotation period (2s)"), "{err}");
+    }
+
+    #[test]
+    fn configuration_that_cannot_work_is_refused() {
+        let b = || RotationPolicy::builder(secs(1000));
+        let setting = |result: Result<RotationPolicy, ConfigError>| result.unwrap_err().setting();
         assert_eq!(
-            b().retain(secs(119)).build().unwrap_err(),
-            RotationConfigError::RetainTooShort {
-                retain: secs(119),
-                minimum: secs(120)
-            }
+            setting(RotationPolicy::builder(Duration::ZERO).build()),
+            "rotate_every"
         );
-        assert!(matches!(
-            b().follower_poll_interval(secs(5))
-                .retain(secs(120))
-                .build(),
-            Err(RotationConfigError::RetainTooShort { .. })
-        ));
-        assert!(matches!(
-            b().retain(Duration::MAX).build(),
-            Err(RotationConfigError::TooLong { what: "retain", .. })
-        ));
+        assert_eq!(setting(b().prepublish(secs(1001)).build()), "prepublish");
+        assert_eq!(setting(b().retain(Duration::MAX).build()), "retain");
         assert_eq!(
-            b().retry_after(Duration::ZERO).build().unwrap_err(),
-            RotationConfigError::ZeroRetry
+            setting(b().verifier_leeway(Duration::MAX).build()),
+            "verifier_leeway"
+        );
+        assert_eq!(
+            setting(b().retry_after(Duration::ZERO).build()),
+            "retry_after"
+        );
+
+        // Against the registry: the default prepublish (300 s max-age) does
+        // not fit a 100 s period.
+        let err = resolve(&RotationPolicy::builder(secs(100)).build().unwrap()).unwrap_err();
+        assert_eq!(err.setting(), "prepublish");
+        assert!(err.reason().contains("set prepublish explicitly"), "{err}");
+        assert!(err.reason().contains("jwks_max_age"), "{err}");
+        let err = resolve(&b().retain(secs(119)).build().unwrap()).unwrap_err();
+        assert_eq!(err.setting(), "retain");
+        assert_eq!(err.value(), Some("119s"));
+        assert!(err.reason().contains("120s"), "{err}");
+        assert_eq!(
+            resolve(
+                &b().follower_poll_interval(secs(5))
+                    .retain(secs(120))
+                    .build()
+                    .unwrap()
+            )
+            .unwrap_err()
+            .setting(),
+            "retain"
+        );
+        // A longer token lifetime raises the minimum.
+        let p = b().retain(secs(120)).build().unwrap();
+        assert!(resolve(&p).is_ok());
+        assert_eq!(
+            p.resolve_with(secs(61), secs(300)).unwrap_err().setting(),
+            "retain"
         );
         // Edge cases that work: prepublish equal to the period, retain equal
-        // to the minimum.
-        assert!(b().prepublish(secs(1000)).retain(secs(120)).build().is_ok());
+        // to the minimum, prepublish equal to the poll interval.
+        let p = b()
+            .follower_poll_interval(secs(5))
+            .prepublish(secs(5))
+            .build()
+            .unwrap();
+        assert_eq!(resolve(&p).unwrap().prepublish(), secs(5));
+        let p = b()
+            .prepublish(secs(1000))
+            .retain(secs(120))
+            .build()
+            .unwrap();
+        let p = resolve(&p).unwrap();
+        assert_eq!((p.prepublish(), p.retain()), (secs(1000), secs(120)));
     }
 }

@@ -12,9 +12,11 @@ use super::apply::{
 };
 use super::events::emit;
 use super::planner::{Step, plan};
-use super::policy::RotationPolicy;
+use super::policy::{ResolvedPolicy, RotationPolicy};
+use crate::error::ConfigError;
 use crate::keys::{KeyError, Kid};
 use crate::registry::{KeyRegistry, KeySnapshot, RegistryError};
+use crate::store::StoreError;
 
 /// The longest the task sleeps before looking again: bounds how late a
 /// step can be after the wall clock jumps.
@@ -23,6 +25,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// The pause after a step that changed nothing (a writer elsewhere got
 /// there first and the snapshot already shows it).
 const NO_PROGRESS_PAUSE: Duration = Duration::from_secs(1);
+
+/// How often a rotator whose process does not lead the key store looks
+/// again (sooner when the registry changes): bounds how long a new leader
+/// waits before its first step.
+const NOT_LEADER_PAUSE: Duration = Duration::from_secs(1);
 
 /// Why a rotation asked for by hand failed. Nothing was published.
 #[derive(Debug)]
@@ -69,28 +76,38 @@ impl From<KeyError> for RotationError {
 #[must_use = "the rotator stops when dropped: keep it for as long as keys should rotate"]
 pub struct KeyRotator {
     registry: KeyRegistry,
-    policy: Arc<RotationPolicy>,
+    policy: Arc<ResolvedPolicy>,
     task: JoinHandle<()>,
 }
 
 impl KeyRotator {
-    /// Starts rotating `registry`'s keys by `policy`.
+    /// Starts rotating `registry`'s keys by `policy`, resolved against the
+    /// registry's token lifetime and JWKS max-age
+    /// ([`RotationPolicy::resolve`]).
     ///
     /// At start the task catches up: it removes expired keys, activates a
     /// key if none is active (a due next key, or a fresh one) and publishes
     /// a next key if one is due.
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the policy cannot work on this registry (the
+    /// default prepublish time longer than the period, `retain` shorter
+    /// than the registry's token lifetime plus the verifiers' leeway plus
+    /// the followers' poll interval). It is refused before anything is
+    /// spawned.
+    ///
     /// # Panics
     ///
-    /// When called outside a tokio runtime.
-    pub fn spawn(registry: KeyRegistry, policy: RotationPolicy) -> Self {
-        let policy = Arc::new(policy);
+    /// When called outside a tokio runtime, like `tokio::spawn`.
+    pub fn spawn(registry: KeyRegistry, policy: RotationPolicy) -> Result<Self, ConfigError> {
+        let policy = Arc::new(policy.resolve(&registry)?);
         let task = tokio::spawn(run(registry.clone(), Arc::clone(&policy)));
-        KeyRotator {
+        Ok(KeyRotator {
             registry,
             policy,
             task,
-        }
+        })
     }
 
     /// The registry.
@@ -98,9 +115,24 @@ impl KeyRotator {
         &self.registry
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &RotationPolicy {
+    /// The policy, resolved against the registry: the durations the task
+    /// follows.
+    pub fn policy(&self) -> &ResolvedPolicy {
         &self.policy
+    }
+
+    /// How long each next key is published before it signs: the policy's
+    /// `prepublish`, or the registry's JWKS max-age plus the followers'
+    /// poll interval.
+    pub fn prepublish(&self) -> Duration {
+        self.policy.prepublish()
+    }
+
+    /// How long a key stays published after it stops signing: the policy's
+    /// `retain`, or the registry's token lifetime plus the verifiers'
+    /// leeway plus the followers' poll interval.
+    pub fn retain(&self) -> Duration {
+        self.policy.retain()
     }
 
     /// Starts a rotation now, by the policy's rules: a next key is published
@@ -147,7 +179,7 @@ impl KeyRotator {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&KeyRegistry, &RotationPolicy) -> Result<T, RegistryError> + Send + 'static,
+        work: impl FnOnce(&KeyRegistry, &ResolvedPolicy) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, RotationError> {
         let registry = self.registry.clone();
         let policy = Arc::clone(&self.policy);
@@ -173,7 +205,7 @@ impl fmt::Debug for KeyRotator {
     }
 }
 
-async fn run(registry: KeyRegistry, policy: Arc<RotationPolicy>) {
+async fn run(registry: KeyRegistry, policy: Arc<ResolvedPolicy>) {
     let mut changes = registry.subscribe();
     loop {
         changes.borrow_and_update();
@@ -181,6 +213,23 @@ async fn run(registry: KeyRegistry, policy: Arc<RotationPolicy>) {
         let now = registry.clock().now();
         match plan(snapshot.keys(), &policy, now) {
             Step::Act(_) => {
+                // Only the leader of a shared store rotates; the others
+                // leave the step to it, without generating a key.
+                match registry.store().map_or(Ok(true), |store| store.is_leader()) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(
+                            "another process leads the key store: leaving the rotation to it"
+                        );
+                        wait(&mut changes, NOT_LEADER_PAUSE).await;
+                        continue;
+                    }
+                    Err(err) => {
+                        store_unavailable(&err, &policy);
+                        tokio::time::sleep(policy.retry_after()).await;
+                        continue;
+                    }
+                }
                 let stepping = registry.clone();
                 let step_policy = Arc::clone(&policy);
                 let result =
@@ -194,6 +243,17 @@ async fn run(registry: KeyRegistry, policy: Arc<RotationPolicy>) {
                         if !progressed {
                             wait(&mut changes, NO_PROGRESS_PAUSE).await;
                         }
+                    }
+                    Ok(Err(RegistryError::Store(err))) if err.is_not_leader() => {
+                        tracing::info!(
+                            error = %err,
+                            "lost the lead of the key store: leaving the rotation to the new leader"
+                        );
+                        wait(&mut changes, NOT_LEADER_PAUSE).await;
+                    }
+                    Ok(Err(RegistryError::Store(err))) if err.is_unavailable() => {
+                        store_unavailable(&err, &policy);
+                        tokio::time::sleep(policy.retry_after()).await;
                     }
                     Ok(Err(err)) => {
                         tracing::error!(
@@ -221,6 +281,17 @@ async fn run(registry: KeyRegistry, policy: Arc<RotationPolicy>) {
     }
 }
 
+/// The warning each time a step is due but the key store cannot be
+/// reached: nothing changes, the active key keeps signing (past its period
+/// if need be), and the step is tried again after `retry_after`.
+fn store_unavailable(err: &StoreError, policy: &ResolvedPolicy) {
+    tracing::warn!(
+        error = %err,
+        retry_after = ?policy.retry_after(),
+        "cannot reach the key store: rotation waits, the active key keeps signing"
+    );
+}
+
 /// Sleeps for `delay` or until the registry changes.
 async fn wait(changes: &mut watch::Receiver<Arc<KeySnapshot>>, delay: Duration) {
     let deadline = tokio::time::Instant::now() + delay;
@@ -242,10 +313,9 @@ mod tests {
     }
 
     fn policy() -> RotationPolicy {
-        // Period 1000 s, prepublish 300 s (JWKS max-age), retain 60 + 60 s.
-        RotationPolicy::builder(secs(1000), secs(60))
-            .build()
-            .unwrap()
+        // Period 1000 s; on the default registry, prepublish 300 s (JWKS
+        // max-age), retain 60 + 60 s.
+        RotationPolicy::builder(secs(1000)).build().unwrap()
     }
 
     /// Two next keys (the higher kid listed first) created in the same second.
@@ -275,7 +345,7 @@ mod tests {
         let registry = builder.build().unwrap();
 
         // The rotator schedules the oldest next key, ties broken by kid.
-        let rotator = KeyRotator::spawn(registry.clone(), policy());
+        let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
         let scheduled = rotator.rotate_now().await.unwrap();
         rotator.stop().await;
         assert_eq!(scheduled.kid(), &lower, "the rotator picks the lower kid");

@@ -20,7 +20,7 @@ pub(crate) fn is_registered(name: &str) -> bool {
 }
 
 /// Claims computed for one request by the closure given to
-/// [`JwtSignerLayer::request_claims`](super::JwtSignerLayer::request_claims).
+/// [`JwtSignerLayerBuilder::request_claims`](super::JwtSignerLayerBuilder::request_claims).
 ///
 /// They take precedence over templates and static claims of the same name.
 /// `iat`, `nbf`, `exp` and `jti` can never be set: the signer computes them.
@@ -229,6 +229,10 @@ impl ClaimsRejection {
     /// Why.
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+
+    pub(crate) fn into_reason(self) -> Cow<'static, str> {
+        self.reason
     }
 }
 

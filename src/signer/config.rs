@@ -1,6 +1,6 @@
 //! The checked configuration: every setting of a
-//! [`JwtSignerLayer`](super::JwtSignerLayer), checked when it is set, with
-//! what the hot path needs built once.
+//! [`JwtSignerLayer`](super::JwtSignerLayer), checked once by its builder,
+//! with what the hot path needs built once.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,14 +13,14 @@ use http::request::Parts;
 use serde_json::Value;
 
 use super::claims::{COMPUTED_CLAIMS, ClaimsRejection, RequestClaims, ReservedClaim, TYPED_CLAIMS};
-use super::error::{MAX_BACKDATE, MAX_TTL, SignerConfigError, truncate};
 use super::offload::Offload;
 use super::reuse::{TokenCache, TokenReuse};
 use super::template::{Template, ValueType};
+use crate::error::ConfigError;
 use crate::registry::KeyRegistry;
 
-/// The default token lifetime: 60 seconds.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// The largest `nbf` backdate a signer accepts: one hour.
+const MAX_BACKDATE: Duration = Duration::from_secs(60 * 60);
 
 /// What to do with a request that already carries the target header.
 ///
@@ -30,7 +30,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// ([`Reject`](Self::Reject)) as its documentation describes them.
 ///
 /// Whatever the policy, the claims closure
-/// ([`JwtSignerLayer::request_claims`](super::JwtSignerLayer::request_claims))
+/// ([`JwtSignerLayerBuilder::request_claims`](super::JwtSignerLayerBuilder::request_claims))
 /// runs first and its refusal is the answer: a client cannot skip it by
 /// sending a header. See the [module docs](super#existing-tokens).
 ///
@@ -76,14 +76,20 @@ impl fmt::Display for ExistingToken {
 }
 
 impl FromStr for ExistingToken {
-    type Err = SignerConfigError;
+    type Err = ConfigError;
 
+    /// Parses `replace`, `keep` or `reject`; anything else is a
+    /// [`ConfigError`] for the setting `"existing_token"`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "replace" => Ok(ExistingToken::Replace),
             "keep" => Ok(ExistingToken::Keep),
             "reject" => Ok(ExistingToken::Reject),
-            _ => Err(SignerConfigError::InvalidPolicy(truncate(s))),
+            _ => Err(ConfigError::new(
+                "existing_token",
+                s,
+                "unknown existing-token policy: use replace, keep or reject",
+            )),
         }
     }
 }
@@ -108,7 +114,7 @@ pub(crate) struct TemplateClaim {
 /// Token reuse, when it is on.
 #[derive(Clone, Debug)]
 pub(crate) enum Reuse {
-    /// A cache for each service the layer builds.
+    /// A cache for each service the layer builds, with checked settings.
     PerService(TokenReuse),
     /// One cache the user shares.
     Shared(TokenCache),
@@ -118,7 +124,7 @@ impl Reuse {
     /// The cache for a service being built: a fresh one, or the shared one.
     pub(crate) fn cache(&self) -> TokenCache {
         match self {
-            Reuse::PerService(settings) => TokenCache::new(*settings),
+            Reuse::PerService(settings) => TokenCache::checked(*settings),
             Reuse::Shared(cache) => cache.clone(),
         }
     }
@@ -129,12 +135,12 @@ impl Reuse {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The checked configuration. Every field holds a setting that was checked
-/// when it was set; everything the hot path needs is built here, once.
+/// by the builder; everything the hot path needs is built here, once.
 /// Nothing in it changes while requests are served.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) registry: KeyRegistry,
-    /// Unique to these settings; renewed by every change.
+    /// Unique to these settings.
     pub(crate) id: u64,
     pub(crate) header_name: HeaderName,
     /// `"Bearer "`, or empty for a bare token.
@@ -162,16 +168,18 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// The defaults: `Authorization: Bearer <jwt>`, `typ: JWT`, a 60 s
-    /// lifetime, no `iss`/`sub`/`aud`, an existing token replaced.
+    /// The defaults: `Authorization: Bearer <jwt>`, `typ: JWT`, the
+    /// registry's token lifetime, no `iss`/`sub`/`aud`, an existing token
+    /// replaced.
     pub(crate) fn new(registry: KeyRegistry) -> Self {
+        let ttl = registry.token_ttl().as_secs();
         let mut config = Config {
             registry,
             id: 0,
             header_name: http::header::AUTHORIZATION,
             prefix: "Bearer ".to_owned(),
             token_type: "JWT".to_owned(),
-            ttl: DEFAULT_TTL.as_secs(),
+            ttl,
             backdate: 0,
             existing: ExistingToken::Replace,
             request_claims: None,
@@ -184,34 +192,38 @@ impl Config {
             reuse: None,
             max_token_len: crate::limits::DEFAULT_MAX_TOKEN_LEN,
         };
-        config.renew_id();
+        config.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         config.compile();
         config
     }
 
-    /// Gives these settings a new identity, after a change: tokens that the
-    /// settings before the change made are never handed out by these.
-    pub(crate) fn renew_id(&mut self) {
-        self.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `iss`, `sub` or `aud` as one string.
+    /// `iss`, `sub` or `aud` as one string, set by the builder method
+    /// `setting`.
     pub(crate) fn set_string_claim(
         &mut self,
+        setting: &'static str,
         name: &'static str,
         value: String,
-    ) -> Result<(), SignerConfigError> {
+    ) -> Result<(), ConfigError> {
         if value.is_empty() {
-            return Err(SignerConfigError::EmptyClaim(name));
+            return Err(ConfigError::new(
+                setting,
+                value,
+                format!("the `{name}` claim cannot be empty"),
+            ));
         }
         self.set_static(name, Value::String(value));
         Ok(())
     }
 
     /// `aud` as a list of strings.
-    pub(crate) fn set_audiences(&mut self, list: Vec<String>) -> Result<(), SignerConfigError> {
+    pub(crate) fn set_audiences(&mut self, list: Vec<String>) -> Result<(), ConfigError> {
         if list.is_empty() || list.iter().any(String::is_empty) {
-            return Err(SignerConfigError::EmptyClaim("aud"));
+            return Err(ConfigError::new(
+                "audiences",
+                list,
+                "the `aud` claim cannot be empty, nor any audience in it",
+            ));
         }
         let value = Value::Array(list.into_iter().map(Value::String).collect());
         self.set_static("aud", value);
@@ -219,8 +231,8 @@ impl Config {
     }
 
     /// A private static claim.
-    pub(crate) fn set_claim(&mut self, name: &str, value: Value) -> Result<(), SignerConfigError> {
-        check_claim_name(name, true)?;
+    pub(crate) fn set_claim(&mut self, name: &str, value: Value) -> Result<(), ConfigError> {
+        check_claim_name("claim", name, true)?;
         self.set_static(name, value);
         Ok(())
     }
@@ -229,17 +241,21 @@ impl Config {
         &mut self,
         name: &str,
         template: &str,
-    ) -> Result<(), SignerConfigError> {
-        check_claim_name(name, false)?;
-        let template = Template::parse(template).map_err(|source| SignerConfigError::Template {
-            claim: truncate(name),
-            source,
+    ) -> Result<(), ConfigError> {
+        check_claim_name("template_claim", name, false)?;
+        let template = Template::parse(template).map_err(|source| {
+            ConfigError::new(
+                "template_claim",
+                template,
+                format!("invalid template for claim {name:?}: {source}"),
+            )
         })?;
         if TYPED_CLAIMS.contains(&name) && template.value_type() != ValueType::String {
-            return Err(SignerConfigError::TemplateType {
-                claim: name.to_owned(),
-                template: truncate(template.as_str()),
-            });
+            return Err(ConfigError::new(
+                "template_claim",
+                template.as_str(),
+                format!("not a string template; `{name}` is a string"),
+            ));
         }
         let claim = TemplateClaim {
             name: name.to_owned(),
@@ -254,37 +270,71 @@ impl Config {
         Ok(())
     }
 
-    pub(crate) fn set_ttl(&mut self, ttl: Duration) -> Result<(), SignerConfigError> {
-        if ttl.subsec_nanos() != 0 || ttl.is_zero() || ttl > MAX_TTL {
-            return Err(SignerConfigError::InvalidTtl(ttl));
+    /// The token lifetime: whole seconds, from 1 s to the registry's
+    /// token lifetime (never longer: the rotator retires keys by it).
+    pub(crate) fn set_ttl(&mut self, ttl: Duration) -> Result<(), ConfigError> {
+        let ceiling = self.registry.token_ttl();
+        if ttl.subsec_nanos() != 0 || ttl.is_zero() {
+            return Err(ConfigError::new(
+                "ttl",
+                ttl,
+                format!(
+                    "use a token lifetime of whole seconds from 1 s to the registry's, {} s",
+                    ceiling.as_secs()
+                ),
+            ));
+        }
+        if ttl > ceiling {
+            return Err(ConfigError::new(
+                "ttl",
+                ttl,
+                format!(
+                    "longer than the registry's token lifetime ({} s, set with \
+                     KeyRegistryBuilder::token_ttl): keys would leave the JWKS while the \
+                     tokens they signed are still valid; use at most that, or raise the \
+                     registry's token_ttl",
+                    ceiling.as_secs()
+                ),
+            ));
         }
         self.ttl = ttl.as_secs();
         Ok(())
     }
 
-    pub(crate) fn set_backdate(&mut self, backdate: Duration) -> Result<(), SignerConfigError> {
+    pub(crate) fn set_backdate(&mut self, backdate: Duration) -> Result<(), ConfigError> {
         if backdate.subsec_nanos() != 0 || backdate > MAX_BACKDATE {
-            return Err(SignerConfigError::InvalidBackdate(backdate));
+            return Err(ConfigError::new(
+                "not_before_backdate",
+                backdate,
+                format!(
+                    "use an nbf backdate of whole seconds up to {} s",
+                    MAX_BACKDATE.as_secs()
+                ),
+            ));
         }
         self.backdate = backdate.as_secs();
         Ok(())
     }
 
-    pub(crate) fn set_token_type(&mut self, token_type: String) -> Result<(), SignerConfigError> {
+    pub(crate) fn set_token_type(&mut self, token_type: String) -> Result<(), ConfigError> {
         let valid = (1..=64).contains(&token_type.len())
             && token_type
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+/".contains(&b));
         if !valid {
-            return Err(SignerConfigError::InvalidTokenType(truncate(&token_type)));
+            return Err(ConfigError::new(
+                "token_type",
+                token_type,
+                "invalid token type: use 1 to 64 characters of A-Z a-z 0-9 !#$&-^_.+/",
+            ));
         }
         self.token_type = token_type;
         Ok(())
     }
 
-    pub(crate) fn set_header_name(&mut self, name: &str) -> Result<(), SignerConfigError> {
+    pub(crate) fn set_header_name(&mut self, name: &str) -> Result<(), ConfigError> {
         let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| SignerConfigError::InvalidHeaderName(truncate(name)))?;
+            .map_err(|_| ConfigError::new("header_name", name, "not a valid HTTP header name"))?;
         const RESERVED: [&str; 8] = [
             "connection",
             "keep-alive",
@@ -296,27 +346,42 @@ impl Config {
             "content-length",
         ];
         if RESERVED.contains(&header.as_str()) || header.as_str().starts_with("proxy-") {
-            return Err(SignerConfigError::ReservedHeaderName(header));
+            return Err(ConfigError::new(
+                "header_name",
+                name,
+                format!(
+                    "the token cannot go in the {header} header: it is a hop-by-hop or framing \
+                     header"
+                ),
+            ));
         }
         self.header_name = header;
         Ok(())
     }
 
-    pub(crate) fn set_scheme(&mut self, scheme: &str) -> Result<(), SignerConfigError> {
+    pub(crate) fn set_scheme(&mut self, scheme: &str) -> Result<(), ConfigError> {
         let valid = (1..=64).contains(&scheme.len())
             && scheme
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !valid {
-            return Err(SignerConfigError::InvalidScheme(truncate(scheme)));
+            return Err(ConfigError::new(
+                "scheme",
+                scheme,
+                "use 1 to 64 token characters (letters, digits, !#$%&'*+-.^_`|~), or no scheme",
+            ));
         }
         self.prefix = format!("{scheme} ");
         Ok(())
     }
 
-    pub(crate) fn set_max_token_len(&mut self, max: usize) -> Result<(), SignerConfigError> {
+    pub(crate) fn set_max_token_len(&mut self, max: usize) -> Result<(), ConfigError> {
         if max == 0 {
-            return Err(SignerConfigError::InvalidMaxTokenLen(max));
+            return Err(ConfigError::new(
+                "max_token_len",
+                max,
+                "use a token size limit of at least 1 byte",
+            ));
         }
         self.max_token_len = max;
         Ok(())
@@ -355,14 +420,26 @@ impl Config {
     }
 }
 
-fn check_claim_name(name: &str, refuse_typed: bool) -> Result<(), SignerConfigError> {
+fn check_claim_name(
+    setting: &'static str,
+    name: &str,
+    refuse_typed: bool,
+) -> Result<(), ConfigError> {
     if name.is_empty() {
-        return Err(SignerConfigError::InvalidClaimName(String::new()));
+        return Err(ConfigError::new(
+            setting,
+            name,
+            "a claim name cannot be empty",
+        ));
     }
     let reserved =
         COMPUTED_CLAIMS.contains(&name) || (refuse_typed && TYPED_CLAIMS.contains(&name));
     if reserved {
-        return Err(SignerConfigError::ReservedClaim(ReservedClaim::new(name)));
+        return Err(ConfigError::new(
+            setting,
+            name,
+            ReservedClaim::new(name).to_string(),
+        ));
     }
     Ok(())
 }

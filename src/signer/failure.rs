@@ -1,5 +1,6 @@
 //! [`Failure`]: the answers the signer gives itself, each logged where it is
-//! made, and the one `into_response` that turns them into HTTP.
+//! made, and the one `into_response` that turns them into HTTP; [`Refusal`]:
+//! their typed cause, public, in the response extensions.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,12 +12,156 @@ use http::{Response, StatusCode};
 use super::body::ResponseBody;
 use super::claims::ClaimsRejection;
 
-/// An answer the signer gives itself: the request is not forwarded.
+/// Why the signer answered a request itself instead of forwarding it: the
+/// typed cause of each of its refusals (see the
+/// [status table](super#answers-the-signer-gives-itself)), in the response
+/// extensions, so that an outer layer can render the refusal its own way.
+///
+/// [`error_code`](Self::error_code), [`status`](Self::status) and
+/// [`reason`](Self::reason) are what the signer's JSON body says. The
+/// reason is safe to send to the client: the claims closure's reason for a
+/// 500 and a signing failure's cause are only logged, never here.
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use tower_jwt_signer::signer::Refusal;
+///
+/// /// An outer layer's rendering: `text/plain` instead of the signer's JSON.
+/// fn render<B>(response: Response<B>) -> Response<String> {
+///     match response.extensions().get::<Refusal>() {
+///         Some(refusal) => {
+///             let mut rendered = Response::new(format!("{}: {}", refusal.error_code(), refusal.reason()));
+///             *rendered.status_mut() = refusal.status();
+///             rendered
+///         }
+///         None => response.map(|_| String::from("forwarded")),
+///     }
+/// }
+/// # let _ = render::<()>;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// [`ExistingToken::Reject`](super::ExistingToken::Reject) and the
+    /// request carries the header. 400 `token_present`.
+    TokenPresent {
+        /// The header the signer writes.
+        header: HeaderName,
+    },
+    /// A template claim cannot be rendered from this request: a value is
+    /// missing, or of the wrong type. 400 `claim_unavailable`.
+    ClaimUnavailable {
+        /// The claim.
+        claim: String,
+        /// Why it cannot be rendered.
+        problem: String,
+    },
+    /// The token would be longer than the signer's
+    /// [`max_token_len`](super::JwtSignerLayerBuilder::max_token_len).
+    /// 400 `token_too_large`.
+    TokenTooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The claims closure refused with
+    /// [`ClaimsRejection::unauthorized`](super::ClaimsRejection::unauthorized).
+    /// 401 `unauthorized`.
+    Unauthorized {
+        /// The closure's reason.
+        reason: Cow<'static, str>,
+    },
+    /// The claims closure refused with
+    /// [`ClaimsRejection::forbidden`](super::ClaimsRejection::forbidden).
+    /// 403 `forbidden`.
+    Forbidden {
+        /// The closure's reason.
+        reason: Cow<'static, str>,
+    },
+    /// The claims closure failed
+    /// ([`ClaimsRejection::internal`](super::ClaimsRejection::internal), or a
+    /// [`ReservedClaim`](super::ReservedClaim)); its reason is only logged.
+    /// 500 `claims_failed`.
+    ClaimsFailed,
+    /// The registry has no active key. 503 `no_signing_key`.
+    NoSigningKey,
+    /// Signing failed (the key backend, the random source); the cause is
+    /// only logged. 500 `signing_failed`.
+    SigningFailed,
+}
+
+impl Refusal {
+    /// The HTTP status the signer answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::TokenPresent { .. }
+            | Refusal::ClaimUnavailable { .. }
+            | Refusal::TokenTooLarge { .. } => StatusCode::BAD_REQUEST,
+            Refusal::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::ClaimsFailed | Refusal::SigningFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Refusal::NoSigningKey => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error` of the signer's JSON body: `token_present`,
+    /// `claim_unavailable`, `token_too_large`, `unauthorized`,
+    /// `forbidden`, `claims_failed`, `no_signing_key` or `signing_failed`.
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Refusal::TokenPresent { .. } => "token_present",
+            Refusal::ClaimUnavailable { .. } => "claim_unavailable",
+            Refusal::TokenTooLarge { .. } => "token_too_large",
+            Refusal::Unauthorized { .. } => "unauthorized",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::ClaimsFailed => "claims_failed",
+            Refusal::NoSigningKey => "no_signing_key",
+            Refusal::SigningFailed => "signing_failed",
+        }
+    }
+
+    /// The `reason` of the signer's JSON body, safe to send to the client.
+    pub fn reason(&self) -> Cow<'_, str> {
+        match self {
+            Refusal::TokenPresent { header } => {
+                format!("the request already carries a {header} header").into()
+            }
+            Refusal::ClaimUnavailable { claim, problem } => {
+                format!("claim {claim:?}: {problem}").into()
+            }
+            Refusal::TokenTooLarge { len, max } => {
+                format!("the token would be {len} bytes long, the limit is {max}").into()
+            }
+            Refusal::Unauthorized { reason } | Refusal::Forbidden { reason } => {
+                Cow::Borrowed(reason)
+            }
+            Refusal::ClaimsFailed => "the token claims could not be built".into(),
+            Refusal::NoSigningKey => "no active signing key".into(),
+            Refusal::SigningFailed => "the request could not be signed".into(),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.error_code(),
+            self.status(),
+            self.reason()
+        )
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// An answer the signer gives itself: the request is not forwarded. Each
+/// constructor logs why.
 #[derive(Debug)]
 pub(crate) struct Failure {
-    status: StatusCode,
-    error: &'static str,
-    reason: Cow<'static, str>,
+    refusal: Refusal,
 }
 
 impl Failure {
@@ -25,9 +170,9 @@ impl Failure {
     pub(crate) fn token_present(header_name: &HeaderName) -> Self {
         tracing::info!(header = %header_name, "request refused: it already carries a token");
         Failure {
-            status: StatusCode::BAD_REQUEST,
-            error: "token_present",
-            reason: format!("the request already carries a {header_name} header").into(),
+            refusal: Refusal::TokenPresent {
+                header: header_name.clone(),
+            },
         }
     }
 
@@ -36,9 +181,10 @@ impl Failure {
     pub(crate) fn claim_unavailable(claim: &str, err: &dyn fmt::Display) -> Self {
         tracing::info!(claim = %claim, error = %err, "request refused: a template claim cannot be built");
         Failure {
-            status: StatusCode::BAD_REQUEST,
-            error: "claim_unavailable",
-            reason: format!("claim {claim:?}: {err}").into(),
+            refusal: Refusal::ClaimUnavailable {
+                claim: claim.to_owned(),
+                problem: err.to_string(),
+            },
         }
     }
 
@@ -46,9 +192,7 @@ impl Failure {
     pub(crate) fn token_too_large(len: usize, max: usize) -> Self {
         tracing::info!(len, max, "request refused: the token would be too large");
         Failure {
-            status: StatusCode::BAD_REQUEST,
-            error: "token_too_large",
-            reason: format!("the token would be {len} bytes long, the limit is {max}").into(),
+            refusal: Refusal::TokenTooLarge { len, max },
         }
     }
 
@@ -56,18 +200,14 @@ impl Failure {
     pub(crate) fn no_signing_key() -> Self {
         tracing::error!("request refused: the key registry has no active signing key");
         Failure {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            error: "no_signing_key",
-            reason: "no active signing key".into(),
+            refusal: Refusal::NoSigningKey,
         }
     }
 
     /// `500 signing_failed`. The caller logs why.
     pub(crate) fn signing() -> Self {
         Failure {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            error: "signing_failed",
-            reason: "the request could not be signed".into(),
+            refusal: Refusal::SigningFailed,
         }
     }
 
@@ -81,34 +221,32 @@ impl Failure {
                 "request refused: the claims closure failed"
             );
             return Failure {
-                status,
-                error: "claims_failed",
-                reason: "the token claims could not be built".into(),
+                refusal: Refusal::ClaimsFailed,
             };
         }
         tracing::info!(%status, reason = rejection.reason(), "request refused by the claims closure");
+        let reason = rejection.into_reason();
         Failure {
-            status,
-            error: if status == StatusCode::FORBIDDEN {
-                "forbidden"
+            refusal: if status == StatusCode::FORBIDDEN {
+                Refusal::Forbidden { reason }
             } else {
-                "unauthorized"
+                Refusal::Unauthorized { reason }
             },
-            reason: rejection.reason().to_owned().into(),
         }
     }
 
-    /// The response: the status, and `{"error":..,"reason":..}` with
-    /// `Cache-Control: no-store`.
+    /// The response: the status, `{"error":..,"reason":..}` with
+    /// `Cache-Control: no-store`, and the [`Refusal`] in the extensions.
     pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
+        let refusal = self.refusal;
         let body = serde_json::to_vec(&serde_json::json!({
-            "error": self.error,
-            "reason": self.reason,
+            "error": refusal.error_code(),
+            "reason": refusal.reason(),
         }))
         .expect("a JSON object of strings serialises");
         let len = body.len();
         let mut response = Response::new(ResponseBody::signer(Bytes::from(body)));
-        *response.status_mut() = self.status;
+        *response.status_mut() = refusal.status();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -116,6 +254,7 @@ impl Failure {
         );
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response.extensions_mut().insert(refusal);
         response
     }
 }

@@ -1,6 +1,8 @@
 //! [`JwtSignerLayer`]: the settings, and the layer that builds a
-//! [`JwtSigner`] with a runtime of its own for each service.
+//! [`JwtSigner`] with a runtime of its own for each service;
+//! [`JwtSignerLayerBuilder`]: the settings, checked once by `build()`.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,27 +12,29 @@ use tower_layer::Layer;
 
 use super::claims::{ClaimsRejection, RequestClaims};
 use super::config::{ClaimsFn, Config, ExistingToken, Reuse};
-use super::error::SignerConfigError;
 use super::mint::Minter;
 use super::offload::Offload;
 use super::reuse::{TokenCache, TokenReuse};
 use super::service::JwtSigner;
+use crate::error::ConfigError;
 use crate::registry::KeyRegistry;
 
 /// Builds [`JwtSigner`] services that sign every request with the active key
 /// of a [`KeyRegistry`]. See the [module docs](super) for the behaviour and
 /// an example.
 ///
-/// Every setting is checked when it is set: a fallible setter returns
-/// [`SignerConfigError`], so a layer that exists always works.
+/// [`new`](Self::new) gives the defaults; [`builder`](Self::builder) sets
+/// the claims, the header, the lifetime and the rest, and its
+/// [`build`](JwtSignerLayerBuilder::build) checks them all once, so a layer
+/// that exists always works and nothing is checked per request.
 ///
 /// The layer holds settings only. Each call of [`Layer::layer`] builds a
 /// service with a runtime of its own (the encoded header of the active key
-/// and, with [`reuse_tokens`](Self::reuse_tokens), a reuse cache), as
-/// tower's `ConcurrencyLimitLayer` makes a fresh semaphore for each
-/// service; clones of that service share it. To share one reuse cache
+/// and, with [`reuse_tokens`](JwtSignerLayerBuilder::reuse_tokens), a reuse
+/// cache), as tower's `ConcurrencyLimitLayer` makes a fresh semaphore for
+/// each service; clones of that service share it. To share one reuse cache
 /// across services, give them one [`TokenCache`] with
-/// [`reuse_tokens_in`](Self::reuse_tokens_in).
+/// [`reuse_tokens_in`](JwtSignerLayerBuilder::reuse_tokens_in).
 #[derive(Clone)]
 #[must_use]
 pub struct JwtSignerLayer {
@@ -39,11 +43,29 @@ pub struct JwtSignerLayer {
 
 impl JwtSignerLayer {
     /// Signs with `registry`'s active key: `Authorization: Bearer <jwt>`,
-    /// `typ: JWT`, a 60 s lifetime, no `iss`/`sub`/`aud`, an existing token
-    /// replaced.
+    /// `typ: JWT`, the registry's [token lifetime](KeyRegistry::token_ttl)
+    /// (60 s by default), no `iss`/`sub`/`aud`, an existing token replaced.
     pub fn new(registry: KeyRegistry) -> Self {
         JwtSignerLayer {
             config: Arc::new(Config::new(registry)),
+        }
+    }
+
+    /// A builder for the claims, the header, the lifetime and the rest.
+    pub fn builder(registry: KeyRegistry) -> JwtSignerLayerBuilder {
+        JwtSignerLayerBuilder {
+            registry,
+            claims: Vec::new(),
+            request_claims: None,
+            ttl: None,
+            backdate: Duration::ZERO,
+            token_type: None,
+            header_name: None,
+            scheme: Scheme::Default,
+            existing: ExistingToken::Replace,
+            offload: Offload::Auto,
+            reuse: None,
+            max_token_len: None,
         }
     }
 
@@ -52,92 +74,157 @@ impl JwtSignerLayer {
         &self.config.registry
     }
 
-    /// Changes the settings. Copy on write: services already built (and
-    /// clones of this layer) keep the settings they have.
-    fn update(self, change: impl FnOnce(&mut Config)) -> Self {
-        self.try_update(|config| {
-            change(config);
-            Ok(())
-        })
-        .unwrap_or_else(|never: std::convert::Infallible| match never {})
+    /// The token lifetime: the registry's, or the shorter one the builder
+    /// was given.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.config.ttl)
+    }
+}
+
+impl fmt::Debug for JwtSignerLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSignerLayer")
+            .field("config", &*self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for JwtSignerLayer {
+    type Service = JwtSigner<S>;
+
+    /// A service with a runtime of its own: a fresh encoded-header cache
+    /// and, with [`reuse_tokens`](JwtSignerLayerBuilder::reuse_tokens), a
+    /// fresh reuse cache (or the shared one given to
+    /// [`reuse_tokens_in`](JwtSignerLayerBuilder::reuse_tokens_in)).
+    fn layer(&self, inner: S) -> Self::Service {
+        JwtSigner::from_minter(inner, Minter::new(Arc::clone(&self.config)))
+    }
+}
+
+// Written here, not in service.rs, so that the service never imports the
+// layer: the arrows run layer -> service only.
+impl<S> JwtSigner<S> {
+    /// A [`JwtSignerLayer`] with the default configuration (the same as
+    /// [`JwtSignerLayer::new`]); [`JwtSignerLayer::builder`] configures
+    /// one.
+    pub fn layer(registry: KeyRegistry) -> JwtSignerLayer {
+        JwtSignerLayer::new(registry)
+    }
+}
+
+/// A claim setting, in the order the builder was given them.
+#[derive(Clone, Debug)]
+enum ClaimSetting {
+    Issuer(String),
+    Subject(String),
+    Audience(String),
+    Audiences(Vec<String>),
+    Static(String, Value),
+    Template(String, String),
+}
+
+/// The scheme setting.
+#[derive(Clone, Debug)]
+enum Scheme {
+    /// `Bearer`.
+    Default,
+    /// Another scheme, to check.
+    Custom(String),
+    /// The bare token.
+    None,
+}
+
+/// Builds a [`JwtSignerLayer`]; see [`JwtSignerLayer::builder`].
+///
+/// Every setter only records its value. [`build`](Self::build) checks them
+/// all once and returns the first refusal as a [`ConfigError`] whose
+/// [`setting`](ConfigError::setting) is the setter's name.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = KeyRegistry::generate(Algorithm::ES256)?; // 60 s tokens
+/// let signer = JwtSignerLayer::builder(registry.clone())
+///     .issuer("https://gateway.example")
+///     .audience("orders-api")
+///     .template_claim("tenant", "${req.headers.x-tenant:public}")
+///     .ttl(Duration::from_secs(30))
+///     .build()?;
+/// assert_eq!(signer.ttl(), Duration::from_secs(30));
+///
+/// // Never longer than the registry's token lifetime: the rotator would
+/// // retire keys while their tokens live.
+/// let err = JwtSignerLayer::builder(registry)
+///     .ttl(Duration::from_secs(600))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.setting(), "ttl");
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+#[derive(Clone)]
+pub struct JwtSignerLayerBuilder {
+    registry: KeyRegistry,
+    claims: Vec<ClaimSetting>,
+    request_claims: Option<Arc<ClaimsFn>>,
+    ttl: Option<Duration>,
+    backdate: Duration,
+    token_type: Option<String>,
+    header_name: Option<String>,
+    scheme: Scheme,
+    existing: ExistingToken,
+    offload: Offload,
+    reuse: Option<Reuse>,
+    max_token_len: Option<usize>,
+}
+
+impl JwtSignerLayerBuilder {
+    /// Sets `iss` (not empty).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.claims.push(ClaimSetting::Issuer(issuer.into()));
+        self
     }
 
-    /// Changes the settings if `change` accepts the new value; nothing
-    /// changes when it refuses it.
-    fn try_update<E>(
-        mut self,
-        change: impl FnOnce(&mut Config) -> Result<(), E>,
-    ) -> Result<Self, E> {
-        let config = Arc::make_mut(&mut self.config);
-        change(config)?;
-        config.renew_id();
-        Ok(self)
-    }
-
-    /// Sets `iss`.
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::EmptyClaim`] for an empty string.
-    pub fn issuer(self, issuer: impl Into<String>) -> Result<Self, SignerConfigError> {
-        let issuer = issuer.into();
-        self.try_update(|config| config.set_string_claim("iss", issuer))
-    }
-
-    /// Sets `sub` for every request. A per-request closure
+    /// Sets `sub` for every request (not empty). A per-request closure
     /// ([`request_claims`](Self::request_claims)) or a template can set it
     /// per request instead.
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::EmptyClaim`] for an empty string.
-    pub fn subject(self, subject: impl Into<String>) -> Result<Self, SignerConfigError> {
-        let subject = subject.into();
-        self.try_update(|config| config.set_string_claim("sub", subject))
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.claims.push(ClaimSetting::Subject(subject.into()));
+        self
     }
 
-    /// Sets `aud` to one audience (a JSON string).
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::EmptyClaim`] for an empty string.
-    pub fn audience(self, audience: impl Into<String>) -> Result<Self, SignerConfigError> {
-        let audience = audience.into();
-        self.try_update(|config| config.set_string_claim("aud", audience))
+    /// Sets `aud` to one audience, a JSON string (not empty).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.claims.push(ClaimSetting::Audience(audience.into()));
+        self
     }
 
-    /// Sets `aud` to a list of audiences (a JSON array of strings).
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::EmptyClaim`] for an empty list or an empty
-    /// audience.
-    pub fn audiences<I>(self, audiences: I) -> Result<Self, SignerConfigError>
+    /// Sets `aud` to a list of audiences, a JSON array of strings (not
+    /// empty, and no audience empty).
+    pub fn audiences<I>(mut self, audiences: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        let list: Vec<String> = audiences.into_iter().map(Into::into).collect();
-        self.try_update(|config| config.set_audiences(list))
+        let list = audiences.into_iter().map(Into::into).collect();
+        self.claims.push(ClaimSetting::Audiences(list));
+        self
     }
 
     /// Adds a static private claim with any JSON value, the same on every
     /// token. Setting a name again replaces its value.
     ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::ReservedClaim`] for a registered name (use
-    /// [`issuer`](Self::issuer), [`subject`](Self::subject),
-    /// [`audience`](Self::audience); `iat`, `nbf`, `exp`, `jti` are the
-    /// signer's own); [`SignerConfigError::InvalidClaimName`] for an empty
-    /// name.
-    pub fn claim(
-        self,
-        name: impl Into<String>,
-        value: impl Into<Value>,
-    ) -> Result<Self, SignerConfigError> {
-        let (name, value) = (name.into(), value.into());
-        self.try_update(|config| config.set_claim(&name, value))
+    /// The name may not be empty nor a registered claim: `iss`, `sub` and
+    /// `aud` have their own setters ([`issuer`](Self::issuer),
+    /// [`subject`](Self::subject), [`audience`](Self::audience)), and
+    /// `iat`, `nbf`, `exp`, `jti` are the signer's own.
+    pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.claims
+            .push(ClaimSetting::Static(name.into(), value.into()));
+        self
     }
 
     /// Adds a claim whose value is a template rendered from each request:
@@ -147,22 +234,15 @@ impl JwtSignerLayer {
     /// [module docs](super#templates) for the syntax and the rules.
     ///
     /// `iss`, `sub` and `aud` may be templates (of strings); a template
-    /// replaces a static claim of the same name.
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::Template`] when the template does not parse;
-    /// [`SignerConfigError::TemplateType`] for a number or boolean template
-    /// on `iss`, `sub` or `aud`; [`SignerConfigError::ReservedClaim`] for
-    /// `iat`, `nbf`, `exp` and `jti`; [`SignerConfigError::InvalidClaimName`]
-    /// for an empty name.
-    pub fn template_claim(
-        self,
-        name: impl Into<String>,
-        template: impl AsRef<str>,
-    ) -> Result<Self, SignerConfigError> {
-        let name = name.into();
-        self.try_update(|config| config.set_template_claim(&name, template.as_ref()))
+    /// replaces a static claim of the same name. The template must parse,
+    /// typed defaults must be of their type, and the name may not be empty
+    /// nor `iat`, `nbf`, `exp` or `jti`.
+    pub fn template_claim(mut self, name: impl Into<String>, template: impl AsRef<str>) -> Self {
+        self.claims.push(ClaimSetting::Template(
+            name.into(),
+            template.as_ref().to_owned(),
+        ));
+        self
     }
 
     /// Sets a closure that computes claims from each request's parts
@@ -191,65 +271,63 @@ impl JwtSignerLayer {
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let registry = KeyRegistry::generate(Algorithm::ES256)?;
-    /// let layer = JwtSignerLayer::new(registry).request_claims(|parts| {
-    ///     let user = parts
-    ///         .extensions
-    ///         .get::<User>()
-    ///         .ok_or_else(|| ClaimsRejection::unauthorized("not signed in"))?;
-    ///     Ok(RequestClaims::new().subject(user.0.clone()))
-    /// });
+    /// let layer = JwtSignerLayer::builder(registry)
+    ///     .request_claims(|parts| {
+    ///         let user = parts
+    ///             .extensions
+    ///             .get::<User>()
+    ///             .ok_or_else(|| ClaimsRejection::unauthorized("not signed in"))?;
+    ///         Ok(RequestClaims::new().subject(user.0.clone()))
+    ///     })
+    ///     .build()?;
     /// # let _ = layer;
     /// # Ok(())
     /// # }
     /// ```
-    pub fn request_claims<F>(self, claims: F) -> Self
+    pub fn request_claims<F>(mut self, claims: F) -> Self
     where
         F: Fn(&Parts) -> Result<RequestClaims, ClaimsRejection> + Send + Sync + 'static,
     {
-        let claims: Arc<ClaimsFn> = Arc::new(claims);
-        self.update(|config| config.request_claims = Some(claims))
+        self.request_claims = Some(Arc::new(claims));
+        self
     }
 
-    /// Sets the token lifetime: `exp = iat + ttl`. Default 60 s.
+    /// Sets the token lifetime: `exp = iat + ttl`. Default: the registry's
+    /// [`token_ttl`](KeyRegistry::token_ttl) (60 s unless set there).
     ///
-    /// Keep it short: a retiring key must stay published for at least this
-    /// long plus the verifiers' leeway.
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::InvalidTtl`] unless it is whole seconds from 1 s
-    /// to [`MAX_TTL`](super::MAX_TTL) (one day).
-    pub fn ttl(self, ttl: Duration) -> Result<Self, SignerConfigError> {
-        self.try_update(|config| config.set_ttl(ttl))
+    /// Whole seconds, from 1 s to the registry's token lifetime: shorter is
+    /// fine, longer is refused, because the rotator keeps an old key
+    /// published for the registry's lifetime (plus the verifiers' leeway)
+    /// and no longer. To sign longer tokens, raise
+    /// [`KeyRegistryBuilder::token_ttl`](crate::registry::KeyRegistryBuilder::token_ttl).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
     }
 
     /// Backdates `nbf` by this much (`nbf = iat - backdate`) so that a
     /// backend whose clock runs a little behind accepts fresh tokens.
-    /// Default 0 (`nbf = iat`).
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::InvalidBackdate`] unless it is whole seconds up
-    /// to [`MAX_BACKDATE`](super::MAX_BACKDATE) (one hour).
-    pub fn not_before_backdate(self, backdate: Duration) -> Result<Self, SignerConfigError> {
-        self.try_update(|config| config.set_backdate(backdate))
+    /// Default 0 (`nbf = iat`); whole seconds up to one hour.
+    pub fn not_before_backdate(mut self, backdate: Duration) -> Self {
+        self.backdate = backdate;
+        self
     }
 
     /// Sets the JWT header's `typ` (default `JWT`), for example `at+jwt`
-    /// (RFC 9068).
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::InvalidTokenType`] unless it is 1 to 64
-    /// characters of `A-Z a-z 0-9 ! # $ & - ^ _ . + /`.
-    pub fn token_type(self, token_type: impl Into<String>) -> Result<Self, SignerConfigError> {
-        let token_type = token_type.into();
-        self.try_update(|config| config.set_token_type(token_type))
+    /// (RFC 9068): 1 to 64 characters of `A-Z a-z 0-9 ! # $ & - ^ _ . + /`.
+    pub fn token_type(mut self, token_type: impl Into<String>) -> Self {
+        self.token_type = Some(token_type.into());
+        self
     }
 
     /// Sets the header the token is written to (default `Authorization`),
     /// for example `X-JWT-Token` (Otoroshi's default, usually with
     /// [`without_scheme`](Self::without_scheme)).
+    ///
+    /// It must be a valid header name, and not a hop-by-hop or framing
+    /// header (`Connection`, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
+    /// `Transfer-Encoding`, `Upgrade`, `Host`, `Content-Length`) that
+    /// proxies drop or that would break the request.
     ///
     /// The signer also removes what could stand in for the header or have
     /// it dropped: every look-alike header (the same name with `_` for `-`
@@ -257,55 +335,49 @@ impl JwtSignerLayer {
     /// WSGI backends read as `X-JWT-Token`), and the header's name from
     /// every `Connection` line. See the
     /// [module docs](super#what-the-backend-receives).
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::InvalidHeaderName`] for a name that is not a
-    /// valid header name; [`SignerConfigError::ReservedHeaderName`] for a
-    /// hop-by-hop or framing header (`Connection`, `Keep-Alive`,
-    /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Host`,
-    /// `Content-Length`) that proxies drop or that would break the request.
-    pub fn header_name(self, name: impl AsRef<str>) -> Result<Self, SignerConfigError> {
-        self.try_update(|config| config.set_header_name(name.as_ref()))
+    pub fn header_name(mut self, name: impl Into<String>) -> Self {
+        self.header_name = Some(name.into());
+        self
     }
 
     /// Sets the scheme written before the token (default `Bearer`): the
-    /// header value is `<scheme> <jwt>`.
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::InvalidScheme`] unless it is 1 to 64 `token`
+    /// header value is `<scheme> <jwt>`. It must be 1 to 64 `token`
     /// characters (RFC 9110: letters, digits and ``!#$%&'*+-.^_`|~``; no
     /// space, CR or LF). For a bare token use
     /// [`without_scheme`](Self::without_scheme).
-    pub fn scheme(self, scheme: impl AsRef<str>) -> Result<Self, SignerConfigError> {
-        self.try_update(|config| config.set_scheme(scheme.as_ref()))
+    pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
+        self.scheme = Scheme::Custom(scheme.into());
+        self
     }
 
     /// Writes the bare token, without a scheme.
-    pub fn without_scheme(self) -> Self {
-        self.update(|config| config.prefix.clear())
+    pub fn without_scheme(mut self) -> Self {
+        self.scheme = Scheme::None;
+        self
     }
 
     /// What to do when a request already carries the header (default
     /// [`ExistingToken::Replace`]).
-    pub fn existing_token(self, policy: ExistingToken) -> Self {
-        self.update(|config| config.existing = policy)
+    pub fn existing_token(mut self, policy: ExistingToken) -> Self {
+        self.existing = policy;
+        self
     }
 
     /// Where signatures are computed (default [`Offload::Auto`]: the slow
     /// algorithms on the signer's own threads, one per core; ES256 and
     /// EdDSA inline). See [`Offload`].
-    pub fn offload(self, offload: Offload) -> Self {
-        self.update(|config| config.offload = offload)
+    pub fn offload(mut self, offload: Offload) -> Self {
+        self.offload = offload;
+        self
     }
 
     /// Turns token reuse on: a request whose claims equal those of a recent
     /// token gets that token again, without a new signature, while it has
     /// enough lifetime left. Off by default, because `jti` is then no longer
-    /// unique per request; read the trade-off in [`TokenReuse`].
+    /// unique per request; read the trade-off in [`TokenReuse`], whose
+    /// settings [`build`](Self::build) checks.
     ///
-    /// Each service this layer builds gets a cache of its own, made by
+    /// Each service the layer builds gets a cache of its own, made by
     /// [`Layer::layer`] (its clones share it); axum's `Router::layer`
     /// builds one service per route, so each route has its own cache, each
     /// bounded by [`TokenReuse::max_entries`]. For one cache across
@@ -320,9 +392,10 @@ impl JwtSignerLayer {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     /// let registry = KeyRegistry::generate(Algorithm::ES256)?;
-    /// let layer = JwtSignerLayer::new(registry)
-    ///     .audience("orders-api")?
-    ///     .reuse_tokens(TokenReuse::new());
+    /// let layer = JwtSignerLayer::builder(registry)
+    ///     .audience("orders-api")
+    ///     .reuse_tokens(TokenReuse::new())
+    ///     .build()?;
     /// let service = layer.layer(service_fn(|_: Request<()>| async {
     ///     Ok::<_, std::convert::Infallible>(Response::new(()))
     /// }));
@@ -331,8 +404,9 @@ impl JwtSignerLayer {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn reuse_tokens(self, reuse: TokenReuse) -> Self {
-        self.update(|config| config.reuse = Some(Reuse::PerService(reuse)))
+    pub fn reuse_tokens(mut self, reuse: TokenReuse) -> Self {
+        self.reuse = Some(Reuse::PerService(reuse));
+        self
     }
 
     /// Turns token reuse on with one cache that every service built from
@@ -343,58 +417,120 @@ impl JwtSignerLayer {
     /// share tokens; a layer configured otherwise shares the bound only.
     /// See [`TokenCache`] for an example, and [`TokenReuse`] for the
     /// trade-off.
-    pub fn reuse_tokens_in(self, cache: TokenCache) -> Self {
-        self.update(|config| config.reuse = Some(Reuse::Shared(cache)))
+    pub fn reuse_tokens_in(mut self, cache: TokenCache) -> Self {
+        self.reuse = Some(Reuse::Shared(cache));
+        self
     }
 
     /// The longest token the signer makes, in bytes, without the scheme
     /// (default 8 KiB, the default limit of this crate's
-    /// [`Verifier`](crate::verifier::Verifier)).
-    /// A request whose claims would make a longer token (templates copying
-    /// long header values, say) is answered `400` with `token_too_large`
-    /// and is not forwarded: its backend would refuse the token anyway, and
-    /// a client cannot make the gateway forward a header many times larger
-    /// than the values it sent. Keep it at most the verifiers' limit.
+    /// [`Verifier`](crate::Verifier); at least 1). A request whose claims
+    /// would make a longer token (templates copying long header values, say)
+    /// is answered `400` with `token_too_large` and is not forwarded: its
+    /// backend would refuse the token anyway, and a client cannot make the
+    /// gateway forward a header many times larger than the values it sent.
+    /// Keep it at most the verifiers' limit.
+    pub fn max_token_len(mut self, max: usize) -> Self {
+        self.max_token_len = Some(max);
+        self
+    }
+
+    /// Checks every setting once and builds the layer.
     ///
     /// # Errors
     ///
-    /// [`SignerConfigError::InvalidMaxTokenLen`] for zero.
-    pub fn max_token_len(self, max: usize) -> Result<Self, SignerConfigError> {
-        self.try_update(|config| config.set_max_token_len(max))
-    }
-
-    /// Turns token reuse off again (the default).
-    pub fn no_token_reuse(self) -> Self {
-        self.update(|config| config.reuse = None)
+    /// A [`ConfigError`] for the first refused setting, checked in this
+    /// order: `header_name`, `scheme`, `token_type`, `ttl` (not whole
+    /// seconds from 1 s to the registry's
+    /// [`token_ttl`](KeyRegistry::token_ttl)), `not_before_backdate` (not
+    /// whole seconds up to an hour), `max_token_len` (zero), the
+    /// [`TokenReuse`] of [`reuse_tokens`](Self::reuse_tokens)
+    /// (`max_entries`, `min_remaining_percent`), then the claims
+    /// (`issuer`, `subject`, `audience`, `audiences`, `claim`,
+    /// `template_claim`) in the order they were set. Its
+    /// [`setting`](ConfigError::setting) is the name of the setter (or of
+    /// the [`TokenReuse`] setter) that took the value.
+    pub fn build(self) -> Result<JwtSignerLayer, ConfigError> {
+        let JwtSignerLayerBuilder {
+            registry,
+            claims,
+            request_claims,
+            ttl,
+            backdate,
+            token_type,
+            header_name,
+            scheme,
+            existing,
+            offload,
+            reuse,
+            max_token_len,
+        } = self;
+        let mut config = Config::new(registry);
+        if let Some(name) = header_name {
+            config.set_header_name(&name)?;
+        }
+        match scheme {
+            Scheme::Default => {}
+            Scheme::Custom(scheme) => config.set_scheme(&scheme)?,
+            Scheme::None => config.prefix.clear(),
+        }
+        if let Some(token_type) = token_type {
+            config.set_token_type(token_type)?;
+        }
+        if let Some(ttl) = ttl {
+            config.set_ttl(ttl)?;
+        }
+        config.set_backdate(backdate)?;
+        if let Some(max) = max_token_len {
+            config.set_max_token_len(max)?;
+        }
+        if let Some(Reuse::PerService(settings)) = &reuse {
+            settings.check()?;
+        }
+        for claim in claims {
+            match claim {
+                ClaimSetting::Issuer(value) => config.set_string_claim("issuer", "iss", value)?,
+                ClaimSetting::Subject(value) => {
+                    config.set_string_claim("subject", "sub", value)?;
+                }
+                ClaimSetting::Audience(value) => {
+                    config.set_string_claim("audience", "aud", value)?;
+                }
+                ClaimSetting::Audiences(list) => config.set_audiences(list)?,
+                ClaimSetting::Static(name, value) => config.set_claim(&name, value)?,
+                ClaimSetting::Template(name, template) => {
+                    config.set_template_claim(&name, &template)?;
+                }
+            }
+        }
+        config.request_claims = request_claims;
+        config.existing = existing;
+        config.offload = offload;
+        config.reuse = reuse;
+        Ok(JwtSignerLayer {
+            config: Arc::new(config),
+        })
     }
 }
 
-impl std::fmt::Debug for JwtSignerLayer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtSignerLayer")
-            .field("config", &*self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> Layer<S> for JwtSignerLayer {
-    type Service = JwtSigner<S>;
-
-    /// A service with a runtime of its own: a fresh encoded-header cache
-    /// and, with [`reuse_tokens`](JwtSignerLayer::reuse_tokens), a fresh
-    /// reuse cache (or the shared one given to
-    /// [`reuse_tokens_in`](JwtSignerLayer::reuse_tokens_in)).
-    fn layer(&self, inner: S) -> Self::Service {
-        JwtSigner::from_minter(inner, Minter::new(Arc::clone(&self.config)))
-    }
-}
-
-// Written here, not in service.rs, so that the service never imports the
-// layer: the arrows run layer -> service only.
-impl<S> JwtSigner<S> {
-    /// A [`JwtSignerLayer`] with the default configuration; configure it
-    /// with its builder methods.
-    pub fn layer(registry: KeyRegistry) -> JwtSignerLayer {
-        JwtSignerLayer::new(registry)
+impl fmt::Debug for JwtSignerLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSignerLayerBuilder")
+            .field("registry", &self.registry)
+            .field("claims", &self.claims)
+            .field(
+                "request_claims",
+                &self.request_claims.as_ref().map(|_| "<fn>"),
+            )
+            .field("ttl", &self.ttl)
+            .field("backdate", &self.backdate)
+            .field("token_type", &self.token_type)
+            .field("header_name", &self.header_name)
+            .field("scheme", &self.scheme)
+            .field("existing", &self.existing)
+            .field("offload", &self.offload)
+            .field("reuse", &self.reuse)
+            .field("max_token_len", &self.max_token_len)
+            .finish()
     }
 }

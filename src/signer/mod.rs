@@ -19,10 +19,11 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let registry = KeyRegistry::generate(Algorithm::ES256)?;
-//! let signer = JwtSignerLayer::new(registry.clone())
-//!     .issuer("https://gateway.example")?
-//!     .audience("orders-api")?
-//!     .template_claim("tenant", "${req.headers.x-tenant:public}")?;
+//! let signer = JwtSignerLayer::builder(registry.clone())
+//!     .issuer("https://gateway.example")
+//!     .audience("orders-api")
+//!     .template_claim("tenant", "${req.headers.x-tenant:public}")
+//!     .build()?;
 //!
 //! let backend = service_fn(|request: Request<String>| async move {
 //!     // The backend receives a signed token; it would verify it against
@@ -47,17 +48,17 @@
 //!
 //! The JWT header is exactly `{"alg","typ","kid"}`: the algorithm and kid of
 //! the active key (never anything taken from the request) and `typ` (`JWT`
-//! by default, see [`JwtSignerLayer::token_type`]). It is encoded once per
+//! by default, see [`JwtSignerLayerBuilder::token_type`]). It is encoded once per
 //! key, not per request.
 //!
 //! | claim | value |
 //! |---|---|
-//! | `iat` | now, from the registry's [`Clock`](crate::Clock), an integer |
-//! | `nbf` | `iat`, or `iat` minus [`not_before_backdate`](JwtSignerLayer::not_before_backdate) |
-//! | `exp` | `iat` + [`ttl`](JwtSignerLayer::ttl) (60 s by default) |
+//! | `iat` | now, from the registry's [`Clock`](crate::clock::Clock), an integer |
+//! | `nbf` | `iat`, or `iat` minus [`not_before_backdate`](JwtSignerLayerBuilder::not_before_backdate) |
+//! | `exp` | `iat` + [`ttl`](JwtSignerLayerBuilder::ttl) (the registry's [token lifetime](crate::KeyRegistry::token_ttl), 60 s by default) |
 //! | `jti` | 128 random bits, base64url |
-//! | `iss`, `sub`, `aud` | when set: [`issuer`](JwtSignerLayer::issuer), [`subject`](JwtSignerLayer::subject), [`audience`](JwtSignerLayer::audience) / [`audiences`](JwtSignerLayer::audiences), a template, or the per-request closure |
-//! | anything else | [static claims](JwtSignerLayer::claim), [templates](JwtSignerLayer::template_claim), [per-request claims](JwtSignerLayer::request_claims) |
+//! | `iss`, `sub`, `aud` | when set: [`issuer`](JwtSignerLayerBuilder::issuer), [`subject`](JwtSignerLayerBuilder::subject), [`audience`](JwtSignerLayerBuilder::audience) / [`audiences`](JwtSignerLayerBuilder::audiences), a template, or the per-request closure |
+//! | anything else | [static claims](JwtSignerLayerBuilder::claim), [templates](JwtSignerLayerBuilder::template_claim), [per-request claims](JwtSignerLayerBuilder::request_claims) |
 //!
 //! `iat`, `nbf`, `exp` and `jti` always come from the signer: no source can
 //! set them, so they are always JSON integers (or, for `jti`, a random
@@ -67,20 +68,21 @@
 //!
 //! When several sources set the same claim, the first of these wins:
 //!
-//! 1. the per-request closure ([`JwtSignerLayer::request_claims`]);
-//! 2. templates ([`JwtSignerLayer::template_claim`]);
-//! 3. static claims ([`JwtSignerLayer::claim`], `issuer`, `subject`,
+//! 1. the per-request closure ([`JwtSignerLayerBuilder::request_claims`]);
+//! 2. templates ([`JwtSignerLayerBuilder::template_claim`]);
+//! 3. static claims ([`JwtSignerLayerBuilder::claim`], `issuer`, `subject`,
 //!    `audience`);
 //! 4. the signer's defaults (`iat`, `nbf`, `exp`, `jti`), which the other
 //!    sources cannot override: setting them is refused at configuration
-//!    time, or by [`RequestClaims::claim`].
+//!    time (by [`JwtSignerLayerBuilder::build`]), or by
+//!    [`RequestClaims::claim`].
 //!
 //! A claim name appears once in a token.
 //!
 //! # Templates
 //!
 //! A template claim is a string with `${...}` expressions, compiled once
-//! when it is configured and rendered from each request:
+//! when the layer is built and rendered from each request:
 //!
 //! | expression | value |
 //! |---|---|
@@ -99,16 +101,21 @@
 //! expression prefixed with `number:` or `boolean:`:
 //! `${number:req.headers.x-priority:0}` renders a JSON number, written
 //! exactly as received (strict JSON syntax: no spaces, no `+`, finite), and
-//! `${boolean:req.query.debug:false}` a JSON boolean (`true` or `false`). Defaults of typed expressions are
-//! checked at configuration time.
+//! `${boolean:req.query.debug:false}` a JSON boolean (`true` or `false`).
+//! A number must also keep its value when read as a 64-bit integer or a
+//! double, the rule this crate's [`Verifier`](crate::Verifier) applies
+//! (see [numbers in the claims](crate::verifier#numbers-in-the-claims)):
+//! `444444444444444444444444` is refused, so send larger identifiers as
+//! strings. Defaults of typed expressions are checked when the layer is
+//! built.
 //!
 //! Request values are data. They are escaped as JSON string content, so
 //! quotes, backslashes, control characters (a `%0D%0A` in the query),
 //! unicode or very long values can never add a claim, change another
 //! claim, or add a header. A request that lacks a value an expression
-//! needs (no such header and no default), or whose value is not a number or
-//! boolean where one is required, is answered `400` with a JSON body and is
-//! not forwarded.
+//! needs (no such header and no default), or whose value is not a number
+//! (that keeps its value) or boolean where one is required, is answered
+//! `400` with a JSON body and is not forwarded.
 //!
 //! # Existing tokens
 //!
@@ -124,7 +131,7 @@
 //! token (a client can put anything there). A request without the header
 //! is signed as usual.
 //!
-//! The claims closure ([`JwtSignerLayer::request_claims`]) runs first,
+//! The claims closure ([`JwtSignerLayerBuilder::request_claims`]) runs first,
 //! under every policy: a request it refuses is refused (401, 403 or 500)
 //! whatever the client sent, even under `Keep` (where its claims are then
 //! not used) and under `Reject` (its answer comes before `token_present`).
@@ -159,29 +166,120 @@
 //! `{"error":"...","reason":"..."}` (with `Cache-Control: no-store`) and a
 //! `tracing` event records why:
 //!
-//! | case | status | `error` |
-//! |---|---|---|
-//! | [`ExistingToken::Reject`] and the header is present | 400 | `token_present` |
-//! | a template needs a value the request lacks, or of the wrong type | 400 | `claim_unavailable` |
-//! | the claims closure returns [`ClaimsRejection::unauthorized`] / [`forbidden`](ClaimsRejection::forbidden) | 401 / 403 | `unauthorized` / `forbidden` |
-//! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` |
-//! | the token would be longer than [`max_token_len`](JwtSignerLayer::max_token_len) (8 KiB by default) | 400 | `token_too_large` |
-//! | the registry has no active key | 503 | `no_signing_key` |
-//! | signing fails (the key backend, the random source) | 500 | `signing_failed` |
+//! | case | status | `error` | [`Refusal`] |
+//! |---|---|---|---|
+//! | [`ExistingToken::Reject`] and the header is present | 400 | `token_present` | [`TokenPresent`](Refusal::TokenPresent) |
+//! | a template needs a value the request lacks, or of the wrong type (a number that would not keep its value, too) | 400 | `claim_unavailable` | [`ClaimUnavailable`](Refusal::ClaimUnavailable) |
+//! | the claims closure returns [`ClaimsRejection::unauthorized`] / [`forbidden`](ClaimsRejection::forbidden) | 401 / 403 | `unauthorized` / `forbidden` | [`Unauthorized`](Refusal::Unauthorized) / [`Forbidden`](Refusal::Forbidden) |
+//! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` | [`ClaimsFailed`](Refusal::ClaimsFailed) |
+//! | the token would be longer than [`max_token_len`](JwtSignerLayerBuilder::max_token_len) (8 KiB by default) | 400 | `token_too_large` | [`TokenTooLarge`](Refusal::TokenTooLarge) |
+//! | the registry has no active key | 503 | `no_signing_key` | [`NoSigningKey`](Refusal::NoSigningKey) |
+//! | signing fails (the key backend, the random source) | 500 | `signing_failed` | [`SigningFailed`](Refusal::SigningFailed) |
+//!
+//! The response extensions hold the typed cause, a [`Refusal`] (as the
+//! verifier's hold its `VerifyError`), with the `error` code, the status
+//! and the reason of the body: an outer layer can render the refusal its
+//! own way (an RFC 9457 problem document, an HTML page) with
+//! `tower::util::MapResponseLayer` or axum's `map_response`, and tell the
+//! signer's answers from the backend's.
+//!
+//! # Strategies: pass-through and re-signing
+//!
+//! The signer makes a token for every request: Otoroshi's `DefaultToken`
+//! strategy. Otoroshi's verifiers have two more, for a client that comes
+//! with a token of an identity provider, and this crate's layers compose
+//! to do both, with a [`JwtVerifierLayer`](crate::JwtVerifierLayer) over
+//! the provider's JWKS in front:
+//!
+//! | strategy | the gateway's stack, outer first | the backend receives | the backend verifies against |
+//! |---|---|---|---|
+//! | `PassThrough` | verifier (provider), forwarder | the client's token, unchanged | the provider's JWKS |
+//! | `Sign` / `Transform` | verifier (provider), signer (gateway key, [`CopyClaims`]), forwarder | a token of the gateway, with claims mapped from the client's | the gateway's JWKS ([`JwksService`](crate::JwksService)) |
+//!
+//! A token the provider did not sign, expired, for another audience or
+//! issuer, is refused by the verifier (401 with a `WWW-Authenticate`
+//! challenge, see the [verifier's answers](crate::verifier#responses)) and
+//! reaches neither the signer nor the backend. To re-sign, the signer's
+//! claims closure reads the [`VerifiedClaims`](crate::VerifiedClaims) the
+//! verifier put in the request extensions; [`CopyClaims`] is that closure
+//! ready-made: it copies the claims you name, renamed if you like, and
+//! nothing else (the provider's `iss`, `aud`, `exp`, `jti` stay behind:
+//! the signer writes its own). Require the claims you copy on the
+//! provider's verifier, so a token without them is refused there.
+//!
+//! The provider's token must not travel on to the backend. The signer
+//! replaces every value of the header it writes
+//! ([`ExistingToken::Replace`], the default), so the verifier must read
+//! the client's token from that header (both default to
+//! `Authorization: Bearer`). A client's token read from somewhere else (a
+//! cookie, another header) stays in the request unless you remove it.
+//!
+//! ```
+//! use std::convert::Infallible;
+//!
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, service_fn};
+//! use tower_jwt_signer::signer::CopyClaims;
+//! use tower_jwt_signer::{
+//!     Algorithm, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry, RemoteJwks, Verifier,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The provider's tokens: its keys, its issuer, this gateway as audience.
+//! let provider = Verifier::builder(RemoteJwks::new("http://idp.internal/.well-known/jwks.json")?)
+//!     .issuer("https://idp.example")
+//!     .audience("gateway")
+//!     .required_claims(["exp", "sub", "email"])
+//!     .build()?;
+//!
+//! // A real gateway forwards `request` upstream here.
+//! let forwarder = service_fn(|_request: Request<String>| async {
+//!     Ok::<_, Infallible>(Response::new(String::new()))
+//! });
+//!
+//! // PassThrough: verify the client's token and forward it unchanged.
+//! let pass_through = ServiceBuilder::new()
+//!     .layer(JwtVerifierLayer::new(provider.clone()))
+//!     .service(forwarder);
+//!
+//! // Sign / Transform: verify it, then forward a token of the gateway's
+//! // own, with `sub` copied and `email` renamed.
+//! let gateway = KeyRegistry::generate(Algorithm::ES256)?;
+//! let copy = CopyClaims::builder()
+//!     .claim("sub")
+//!     .rename("email", "user_email")
+//!     .build()?;
+//! let signer = JwtSignerLayer::builder(gateway.clone())
+//!     .issuer("https://gateway.example")
+//!     .audience("orders-api")
+//!     .request_claims(move |parts| copy.claims_for(parts))
+//!     .build()?;
+//! let resign = ServiceBuilder::new()
+//!     .layer(JwtVerifierLayer::new(provider))
+//!     .layer(signer)
+//!     .service(forwarder);
+//! // The backends of `resign` verify against the gateway's keys.
+//! let jwks = JwksService::new(gateway);
+//! # let _ = (pass_through, resign, jwks);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Settings and runtime
 //!
-//! A [`JwtSignerLayer`] holds settings only, checked when they are set and
-//! shared (behind an `Arc`) by every service it builds. What changes while
+//! A [`JwtSignerLayer`] holds settings only, checked once by
+//! [`JwtSignerLayerBuilder::build`] and shared (behind an `Arc`) by every
+//! service it builds: nothing is checked per request. What changes while
 //! requests are served belongs to a service: each call of
 //! [`Layer::layer`](tower_layer::Layer::layer) gives the service it builds
 //! a runtime of its own (the encoded JWT header of the active key and, with
-//! [`JwtSignerLayer::reuse_tokens`], a token reuse cache), as tower's
+//! [`JwtSignerLayerBuilder::reuse_tokens`], a token reuse cache), as tower's
 //! `ConcurrencyLimitLayer` makes a fresh semaphore for each service. Clones
 //! of a service share its runtime; [`JwtSigner::cached_tokens`] reports its
 //! cache. axum's `Router::layer` builds one service per route, so each
 //! route has its own reuse cache; one [`TokenCache`] given to
-//! [`JwtSignerLayer::reuse_tokens_in`] is shared instead, by every service
+//! [`JwtSignerLayerBuilder::reuse_tokens_in`] is shared instead, by every service
 //! built with it (as tower's `GlobalConcurrencyLimitLayer` shares one
 //! semaphore).
 //!
@@ -198,10 +296,13 @@
 //!
 //! * Clocks: `nbf` equals `iat` unless backdated; backends whose clock runs
 //!   behind the gateway's need a small leeway, or set
-//!   [`not_before_backdate`](JwtSignerLayer::not_before_backdate).
-//! * Lifetime: keep the ttl short (60 s by default, at most a day); a
-//!   retiring key must stay published for the ttl plus the verifiers'
-//!   leeway.
+//!   [`not_before_backdate`](JwtSignerLayerBuilder::not_before_backdate).
+//! * Lifetime: keep tokens short (60 s by default, at most a day). The
+//!   lifetime is the registry's
+//!   [`token_ttl`](crate::registry::KeyRegistryBuilder::token_ttl), which the
+//!   rotator also reads to keep a retiring key published long enough; a
+//!   signer may sign shorter tokens, never longer ones (see the
+//!   [registry docs](crate::registry#token-lifetime-and-jwks-max-age)).
 //! * Where signing runs: ECDSA P-256 and EdDSA take tens of microseconds
 //!   and are signed on the calling task; RSA, RSA-PSS, ES384 and ES512
 //!   (hundreds of microseconds) go to the signer's own threads (one per
@@ -220,7 +321,7 @@
 mod body;
 mod claims;
 mod config;
-mod error;
+mod copy;
 mod failure;
 mod future;
 mod jti;
@@ -235,14 +336,14 @@ mod template;
 
 pub use body::ResponseBody;
 pub use claims::{ClaimsRejection, RequestClaims, ReservedClaim};
-pub use config::{DEFAULT_TTL, ExistingToken};
-pub use error::{MAX_BACKDATE, MAX_TTL, SignerConfigError};
+pub use config::ExistingToken;
+pub use copy::{CopyClaims, CopyClaimsBuilder};
+pub use failure::Refusal;
 pub use future::ResponseFuture;
-pub use layer::JwtSignerLayer;
+pub use layer::{JwtSignerLayer, JwtSignerLayerBuilder};
 pub use offload::Offload;
 pub use reuse::{TokenCache, TokenReuse};
 pub use service::JwtSigner;
-pub use template::TemplateError;
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::error::{SignerConfigError, truncate};
+use crate::error::ConfigError;
 use crate::keys::Algorithm;
 
 /// Where the signer computes signatures.
@@ -92,14 +92,20 @@ impl fmt::Display for Offload {
 }
 
 impl FromStr for Offload {
-    type Err = SignerConfigError;
+    type Err = ConfigError;
 
+    /// Parses `inline`, `blocking` or `auto`; anything else is a
+    /// [`ConfigError`] for the setting `"offload"`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "inline" => Ok(Offload::Inline),
             "blocking" => Ok(Offload::Blocking),
             "auto" => Ok(Offload::Auto),
-            _ => Err(SignerConfigError::InvalidOffload(truncate(s))),
+            _ => Err(ConfigError::new(
+                "offload",
+                s,
+                "unknown offload mode: use inline, blocking or auto",
+            )),
         }
     }
 }

@@ -7,15 +7,29 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use http::HeaderValue;
 
-use super::error::{MAX_REUSE_ENTRIES, SignerConfigError};
+use crate::error::ConfigError;
 use crate::keys::SigningBackend;
+
+/// The default bound of a reuse cache: 10 000 tokens.
+const DEFAULT_MAX_ENTRIES: usize = 10_000;
+
+/// The largest bound a reuse cache accepts: 1 000 000 tokens.
+const MAX_ENTRIES: usize = 1_000_000;
+
+/// The default share of its lifetime a token must still have to be handed
+/// out again: 50 %.
+const DEFAULT_MIN_REMAINING_PERCENT: u8 = 50;
 
 /// Hand out a recently signed token again when a request's claims equal
 /// those of that token. Off by default; turn it on with
-/// [`JwtSignerLayer::reuse_tokens`](super::JwtSignerLayer::reuse_tokens)
+/// [`JwtSignerLayerBuilder::reuse_tokens`](super::JwtSignerLayerBuilder::reuse_tokens)
 /// (a cache for each service the layer builds) or
-/// [`JwtSignerLayer::reuse_tokens_in`](super::JwtSignerLayer::reuse_tokens_in)
+/// [`JwtSignerLayerBuilder::reuse_tokens_in`](super::JwtSignerLayerBuilder::reuse_tokens_in)
 /// (one [`TokenCache`] that you share).
+///
+/// A plain settings value: its setters only record the value, and the
+/// signer's [`build`](super::JwtSignerLayerBuilder::build) (or
+/// [`TokenCache::new`]) checks it.
 ///
 /// Two requests have equal claims when every claim except `iat`, `nbf`,
 /// `exp` and `jti` is the same, after templates and the per-request
@@ -45,12 +59,24 @@ use crate::keys::SigningBackend;
 ///
 /// ```
 /// use tower_jwt_signer::signer::TokenReuse;
+/// use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let reuse = TokenReuse::new().max_entries(50_000)?.min_remaining_percent(75)?;
+/// let reuse = TokenReuse::new().max_entries(50_000).min_remaining_percent(75);
 /// assert_eq!(reuse.max_entries_value(), 50_000);
-/// assert!(TokenReuse::new().max_entries(0).is_err());
-/// assert!(TokenReuse::new().min_remaining_percent(0).is_err());
+///
+/// let registry = KeyRegistry::generate(Algorithm::ES256)?;
+/// let signer = JwtSignerLayer::builder(registry.clone())
+///     .reuse_tokens(reuse)
+///     .build()?;
+/// # let _ = signer;
+///
+/// // Checked when the signer is built: a cache of no tokens is refused.
+/// let err = JwtSignerLayer::builder(registry)
+///     .reuse_tokens(TokenReuse::new().max_entries(0))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.setting(), "max_entries");
 /// # Ok(())
 /// # }
 /// ```
@@ -62,55 +88,29 @@ pub struct TokenReuse {
 }
 
 impl TokenReuse {
-    /// The default bound of the cache: 10 000 tokens.
-    pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
-
-    /// The largest bound [`max_entries`](Self::max_entries) accepts:
-    /// 1 000 000 tokens.
-    pub const MAX_ENTRIES: usize = MAX_REUSE_ENTRIES;
-
-    /// The default share of the lifetime a token must still have to be
-    /// handed out again: 50 %.
-    pub const DEFAULT_MIN_REMAINING_PERCENT: u8 = 50;
-
     /// Reuse with the defaults: at most 10 000 tokens, each handed out while
     /// at least half of its lifetime remains.
     pub fn new() -> Self {
         TokenReuse {
-            max_entries: Self::DEFAULT_MAX_ENTRIES,
-            min_remaining_percent: Self::DEFAULT_MIN_REMAINING_PERCENT,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            min_remaining_percent: DEFAULT_MIN_REMAINING_PERCENT,
         }
     }
 
-    /// Sets how many tokens the cache holds at most.
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::InvalidReuseEntries`] unless it is from 1 to
-    /// [`MAX_ENTRIES`](Self::MAX_ENTRIES).
-    pub fn max_entries(mut self, max_entries: usize) -> Result<Self, SignerConfigError> {
-        if !(1..=Self::MAX_ENTRIES).contains(&max_entries) {
-            return Err(SignerConfigError::InvalidReuseEntries(max_entries));
-        }
+    /// Sets how many tokens the cache holds at most: 1 to 1 000 000
+    /// (default 10 000).
+    pub fn max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries;
-        Ok(self)
+        self
     }
 
     /// Sets the share of a token's lifetime (`exp - iat`), in percent, that
-    /// must remain for it to be handed out again. 100 reuses a token only
-    /// within the second it was signed in; 10 hands it out until 10 % of
-    /// its lifetime is left.
-    ///
-    /// # Errors
-    ///
-    /// [`SignerConfigError::InvalidReusePercent`] unless it is from 1 to
-    /// 100.
-    pub fn min_remaining_percent(mut self, percent: u8) -> Result<Self, SignerConfigError> {
-        if !(1..=100).contains(&percent) {
-            return Err(SignerConfigError::InvalidReusePercent(percent));
-        }
+    /// must remain for it to be handed out again: 1 to 100 (default 50).
+    /// 100 reuses a token only within the second it was signed in; 10 hands
+    /// it out until 10 % of its lifetime is left.
+    pub fn min_remaining_percent(mut self, percent: u8) -> Self {
         self.min_remaining_percent = percent;
-        Ok(self)
+        self
     }
 
     /// The bound of the cache, in tokens.
@@ -127,6 +127,26 @@ impl TokenReuse {
     pub(crate) fn min_remaining_secs(&self, ttl: u64) -> u64 {
         (ttl * u64::from(self.min_remaining_percent)).div_ceil(100)
     }
+
+    /// Refuses a bound outside 1 to 1 000 000 tokens and a share outside 1
+    /// to 100 percent.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_ENTRIES).contains(&self.max_entries) {
+            return Err(ConfigError::new(
+                "max_entries",
+                self.max_entries,
+                format!("invalid token reuse bound: use 1 to {MAX_ENTRIES} entries"),
+            ));
+        }
+        if !(1..=100).contains(&self.min_remaining_percent) {
+            return Err(ConfigError::new(
+                "min_remaining_percent",
+                self.min_remaining_percent,
+                "invalid token reuse share: use 1 to 100 percent",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TokenReuse {
@@ -138,7 +158,7 @@ impl Default for TokenReuse {
 /// A token reuse cache: bounded, concurrent, and cheap to clone (clones
 /// share it).
 ///
-/// [`JwtSignerLayer::reuse_tokens`](super::JwtSignerLayer::reuse_tokens)
+/// [`JwtSignerLayerBuilder::reuse_tokens`](super::JwtSignerLayerBuilder::reuse_tokens)
 /// gives each service the layer builds a cache of its own (a fresh one on
 /// every [`Layer::layer`](tower_layer::Layer::layer) call, as tower's
 /// `ConcurrencyLimitLayer` makes a fresh semaphore; clones of that service
@@ -146,7 +166,7 @@ impl Default for TokenReuse {
 /// route then has its own cache, each bounded by
 /// [`TokenReuse::max_entries`]. To use one cache across routes, or across
 /// several layers, build a `TokenCache` and hand it to
-/// [`JwtSignerLayer::reuse_tokens_in`](super::JwtSignerLayer::reuse_tokens_in),
+/// [`JwtSignerLayerBuilder::reuse_tokens_in`](super::JwtSignerLayerBuilder::reuse_tokens_in),
 /// as tower's `GlobalConcurrencyLimitLayer` takes one shared semaphore:
 /// every service built from those layers then shares this one cache and
 /// its one bound.
@@ -163,10 +183,11 @@ impl Default for TokenReuse {
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let registry = KeyRegistry::generate(Algorithm::ES256)?;
-/// let cache = TokenCache::new(TokenReuse::new().max_entries(50_000)?);
-/// let signer = JwtSignerLayer::new(registry)
-///     .audience("orders-api")?
-///     .reuse_tokens_in(cache.clone());
+/// let cache = TokenCache::new(TokenReuse::new().max_entries(50_000))?;
+/// let signer = JwtSignerLayer::builder(registry)
+///     .audience("orders-api")
+///     .reuse_tokens_in(cache.clone())
+///     .build()?;
 /// // Both routes hand out each other's tokens, from one cache of at most
 /// // 50 000 tokens.
 /// let app: Router = Router::new()
@@ -237,7 +258,19 @@ struct Sets {
 
 impl TokenCache {
     /// An empty cache with these settings.
-    pub fn new(settings: TokenReuse) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a bound outside 1 to 1 000 000 tokens (setting
+    /// `"max_entries"`) or a share outside 1 to 100 percent
+    /// (`"min_remaining_percent"`).
+    pub fn new(settings: TokenReuse) -> Result<Self, ConfigError> {
+        settings.check()?;
+        Ok(Self::checked(settings))
+    }
+
+    /// An empty cache with settings already checked.
+    pub(crate) fn checked(settings: TokenReuse) -> Self {
         let max = settings.max_entries;
         let set_count = max.div_ceil(WAYS);
         let last_ways = max - (set_count - 1) * WAYS;
@@ -383,23 +416,34 @@ mod tests {
     #[test]
     fn settings() {
         assert_eq!(TokenReuse::new().min_remaining_secs(60), 30);
-        let reuse = TokenReuse::new().min_remaining_percent(100).unwrap();
+        let reuse = TokenReuse::new().min_remaining_percent(100);
         assert_eq!(reuse.min_remaining_secs(60), 60);
-        let reuse = TokenReuse::new().min_remaining_percent(1).unwrap();
+        let reuse = TokenReuse::new().min_remaining_percent(1);
         assert_eq!(reuse.min_remaining_secs(60), 1, "rounded up");
-        assert!(matches!(
-            TokenReuse::new().max_entries(TokenReuse::MAX_ENTRIES + 1),
-            Err(SignerConfigError::InvalidReuseEntries(_))
-        ));
-        assert!(matches!(
-            TokenReuse::new().min_remaining_percent(101),
-            Err(SignerConfigError::InvalidReusePercent(101))
-        ));
+        for (reuse, setting) in [
+            (TokenReuse::new().max_entries(0), "max_entries"),
+            (
+                TokenReuse::new().max_entries(MAX_ENTRIES + 1),
+                "max_entries",
+            ),
+            (
+                TokenReuse::new().min_remaining_percent(0),
+                "min_remaining_percent",
+            ),
+            (
+                TokenReuse::new().min_remaining_percent(101),
+                "min_remaining_percent",
+            ),
+        ] {
+            assert_eq!(reuse.check().unwrap_err().setting(), setting);
+            assert_eq!(TokenCache::new(reuse).unwrap_err().setting(), setting);
+        }
+        assert!(TokenReuse::new().max_entries(MAX_ENTRIES).check().is_ok());
     }
 
     #[test]
     fn hit_needs_same_claims_same_key_same_settings_and_lifetime() {
-        let cache = TokenCache::new(TokenReuse::new());
+        let cache = TokenCache::new(TokenReuse::new()).unwrap();
         let key = backend();
         let other = backend();
         cache.insert(
@@ -451,7 +495,7 @@ mod tests {
     #[test]
     fn bounded_for_any_size() {
         for max in [1, 3, 4, 5, 17, 1000] {
-            let cache = TokenCache::new(TokenReuse::new().max_entries(max).unwrap());
+            let cache = TokenCache::new(TokenReuse::new().max_entries(max)).unwrap();
             let key = backend();
             for i in 0..(max * 10) {
                 let claims = format!("sub-{i}");

@@ -6,6 +6,8 @@ use std::fmt;
 use http::HeaderName;
 use http::request::Parts;
 
+use crate::number::number_keeps_its_value;
+
 /// Where an expression takes its value from.
 #[derive(Clone, PartialEq, Eq)]
 enum Source {
@@ -88,10 +90,10 @@ impl fmt::Debug for Template {
     }
 }
 
-/// Why a claim template was refused at configuration time.
+/// Why a claim template was refused at configuration time (the reason of
+/// the `ConfigError` the builder returns).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TemplateError {
+pub(crate) enum TemplateError {
     /// A `${` without its closing `}`.
     Unterminated {
         /// Byte offset of the `${`.
@@ -122,6 +124,12 @@ pub enum TemplateError {
         /// The default as written.
         default: String,
     },
+    /// The default of a `number:` expression is a number that would not
+    /// keep its value (the verifier would refuse every token with it).
+    InexactDefault {
+        /// The default as written.
+        default: String,
+    },
 }
 
 impl fmt::Display for TemplateError {
@@ -144,6 +152,12 @@ impl fmt::Display for TemplateError {
             TemplateError::InvalidDefault { expected, default } => {
                 write!(f, "the default {default:?} is not a JSON {expected}")
             }
+            TemplateError::InexactDefault { default } => write!(
+                f,
+                "the default {default:?} is a number that would not keep its value (an integer \
+                 beyond 64 bits, or more digits than a double holds), and verifiers refuse such \
+                 tokens: use a string (a template without `number:`)"
+            ),
         }
     }
 }
@@ -160,6 +174,8 @@ pub(crate) enum RenderError {
         expected: &'static str,
         expression: String,
     },
+    /// The value is a JSON number that would not keep its value.
+    Inexact(String),
 }
 
 impl fmt::Display for RenderError {
@@ -172,6 +188,11 @@ impl fmt::Display for RenderError {
                 expected,
                 expression,
             } => write!(f, "the value of {expression} is not a JSON {expected}"),
+            RenderError::Inexact(expression) => write!(
+                f,
+                "the value of {expression} is a number that would not keep its value (an \
+                 integer beyond 64 bits, or more digits than a double holds): send it as a string"
+            ),
         }
     }
 }
@@ -301,9 +322,15 @@ impl Template {
                         expression: expr.source.to_string(),
                     });
                 }
+                // The verifier's rule: a number that would not keep its
+                // value as a 64-bit integer or a double is refused, so the
+                // signer never makes a token its verifier refuses.
+                if !number_keeps_its_value(value.as_bytes()) {
+                    return Err(RenderError::Inexact(expr.source.to_string()));
+                }
                 // The text exactly as received: it is one strict JSON
-                // number. Writing it back from an f64 would round long
-                // values a second time when the backend parses them.
+                // number. Writing it back from an f64 would change its
+                // spelling (`1E-3`, `2e+10`).
                 out.extend_from_slice(value.as_bytes());
             }
             Kind::Boolean(expr) => {
@@ -363,6 +390,11 @@ fn parse_expression(body: &str) -> Result<(ValueType, Expr), TemplateError> {
         if !valid {
             return Err(TemplateError::InvalidDefault {
                 expected: value_type.name(),
+                default: default.clone(),
+            });
+        }
+        if value_type == ValueType::Number && !number_keeps_its_value(default.as_bytes()) {
+            return Err(TemplateError::InexactDefault {
                 default: default.clone(),
             });
         }
@@ -607,16 +639,18 @@ mod tests {
     /// A long number used to be parsed to an f64 and written back, so the
     /// backend read a value rounded twice (found by the `claim_template`
     /// fuzz target): `444444444444444444444444` became
-    /// `4.444444444444445e23`, which parses to another f64.
+    /// `4.444444444444445e23`, which parses to another f64. A number is
+    /// written as received, in its own spelling.
     #[test]
     fn numbers_keep_the_text_they_were_given() {
         for text in [
-            "444444444444444444444444",
-            "18446744073709551616",
-            "0.1000000000000000055511151231257827",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "0.1",
             "-0",
             "1E-3",
             "2e+10",
+            "1.7976931348623157e308",
         ] {
             let template = Template::parse("${number:req.headers.x-n}").unwrap();
             let (parts, ()) = Request::builder()
@@ -633,6 +667,49 @@ mod tests {
             let rendered: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(rendered, direct, "{text}");
         }
+    }
+
+    /// The verifier refuses a token whose numbers would not keep their
+    /// value (`VerifyError::InexactNumber`); the signer applies the same
+    /// rule, so it never forwards a token its verifier would refuse: such a
+    /// value is a 400 for the request, such a default a configuration
+    /// error.
+    #[test]
+    fn numbers_that_would_not_keep_their_value_are_refused() {
+        let template = Template::parse("${number:req.headers.x-n}").unwrap();
+        for text in [
+            "444444444444444444444444",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "0.1000000000000000055511151231257827",
+            "3.14159265358979323846264338327950288",
+        ] {
+            let (parts, ()) = Request::builder()
+                .header("x-n", text)
+                .body(())
+                .unwrap()
+                .into_parts();
+            let mut out = Vec::new();
+            let err = template
+                .render_json(&RequestValues::new(&parts, false), &mut out)
+                .unwrap_err();
+            assert_eq!(
+                err,
+                RenderError::Inexact("req.headers.x-n".into()),
+                "{text}"
+            );
+            assert!(err.to_string().contains("send it as a string"), "{err}");
+        }
+        let err =
+            Template::parse("${number:req.headers.x-n:444444444444444444444444}").unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::InexactDefault {
+                default: "444444444444444444444444".into()
+            }
+        );
+        assert!(err.to_string().contains("use a string"), "{err}");
+        assert!(Template::parse("${number:req.headers.x-n:18446744073709551615}").is_ok());
     }
 
     #[test]

@@ -17,22 +17,23 @@ fn layer() -> JwtSignerLayer {
     JwtSignerLayer::new(KeyRegistry::generate(Algorithm::ES256).unwrap())
 }
 
+fn builder() -> JwtSignerLayerBuilder {
+    JwtSignerLayer::builder(KeyRegistry::generate(Algorithm::ES256).unwrap())
+}
+
+/// The setting `build()` refuses, checking that it says which.
+#[track_caller]
+fn refused(builder: JwtSignerLayerBuilder) -> crate::ConfigError {
+    builder.build().unwrap_err()
+}
+
 #[test]
-fn bad_settings_are_refused_with_typed_errors() {
-    use SignerConfigError as E;
-    let err = |result: Result<JwtSignerLayer, E>| result.unwrap_err();
-    assert!(matches!(
-        err(layer().header_name("bad name")),
-        E::InvalidHeaderName(_)
-    ));
-    assert!(matches!(
-        err(layer().header_name("x-a\r\nx-b")),
-        E::InvalidHeaderName(_)
-    ));
-    assert!(matches!(
-        err(layer().header_name("")),
-        E::InvalidHeaderName(_)
-    ));
+fn bad_settings_are_refused_when_the_layer_is_built() {
+    for name in ["bad name", "x-a\r\nx-b", ""] {
+        let err = refused(builder().header_name(name));
+        assert_eq!(err.setting(), "header_name", "{name:?}");
+        assert!(err.reason().contains("header name"), "{err}");
+    }
     for reserved in [
         "Connection",
         "keep-alive",
@@ -44,10 +45,9 @@ fn bad_settings_are_refused_with_typed_errors() {
         "Content-Length",
         "Proxy-Authorization",
     ] {
-        assert!(
-            matches!(err(layer().header_name(reserved)), E::ReservedHeaderName(_)),
-            "{reserved}"
-        );
+        let err = refused(builder().header_name(reserved));
+        assert_eq!(err.setting(), "header_name", "{reserved}");
+        assert!(err.reason().contains("hop-by-hop"), "{err}");
     }
     for scheme in [
         "",
@@ -57,134 +57,145 @@ fn bad_settings_are_refused_with_typed_errors() {
         "Bé",
         &"a".repeat(65),
     ] {
-        assert!(
-            matches!(err(layer().scheme(scheme)), E::InvalidScheme(_)),
+        assert_eq!(
+            refused(builder().scheme(scheme)).setting(),
+            "scheme",
             "{scheme:?}"
         );
     }
     for typ in ["", "a b", "a\"b", "jwt\n"] {
-        assert!(
-            matches!(err(layer().token_type(typ)), E::InvalidTokenType(_)),
+        assert_eq!(
+            refused(builder().token_type(typ)).setting(),
+            "token_type",
             "{typ:?}"
         );
     }
-    assert!(matches!(err(layer().ttl(Duration::ZERO)), E::InvalidTtl(_)));
-    assert!(matches!(
-        err(layer().ttl(Duration::from_millis(1500))),
-        E::InvalidTtl(_)
-    ));
-    assert!(matches!(
-        err(layer().ttl(MAX_TTL + Duration::from_secs(1))),
-        E::InvalidTtl(_)
-    ));
-    assert!(layer().ttl(MAX_TTL).is_ok());
-    assert!(matches!(
-        err(layer().not_before_backdate(Duration::from_millis(10))),
-        E::InvalidBackdate(_)
-    ));
-    assert!(matches!(
-        err(layer().not_before_backdate(MAX_BACKDATE + Duration::from_secs(1))),
-        E::InvalidBackdate(_)
-    ));
-    assert!(matches!(err(layer().issuer("")), E::EmptyClaim("iss")));
-    assert!(matches!(err(layer().subject("")), E::EmptyClaim("sub")));
-    assert!(matches!(err(layer().audience("")), E::EmptyClaim("aud")));
-    assert!(matches!(
-        err(layer().audiences(Vec::<String>::new())),
-        E::EmptyClaim("aud")
-    ));
-    assert!(matches!(
-        err(layer().audiences(["a", ""])),
-        E::EmptyClaim("aud")
-    ));
+    // The registry's lifetime is 60 s here: 1 s to 60 s, whole seconds.
+    for ttl in [
+        Duration::ZERO,
+        Duration::from_millis(1500),
+        Duration::from_secs(61),
+        Duration::MAX,
+    ] {
+        assert_eq!(refused(builder().ttl(ttl)).setting(), "ttl", "{ttl:?}");
+    }
+    for backdate in [Duration::from_millis(10), Duration::from_secs(3601)] {
+        assert_eq!(
+            refused(builder().not_before_backdate(backdate)).setting(),
+            "not_before_backdate"
+        );
+    }
+    for (builder, setting) in [
+        (builder().issuer(""), "issuer"),
+        (builder().subject(""), "subject"),
+        (builder().audience(""), "audience"),
+        (builder().audiences(Vec::<String>::new()), "audiences"),
+        (builder().audiences(["a", ""]), "audiences"),
+    ] {
+        let err = refused(builder);
+        assert_eq!(err.setting(), setting);
+        assert!(err.reason().contains("cannot be empty"), "{err}");
+    }
     for name in ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"] {
-        assert!(
-            matches!(err(layer().claim(name, 1)), E::ReservedClaim(_)),
+        assert_eq!(
+            refused(builder().claim(name, 1)).setting(),
+            "claim",
             "{name}"
         );
     }
     for name in ["iat", "nbf", "exp", "jti"] {
-        assert!(
-            matches!(
-                err(layer().template_claim(name, "${req.path}")),
-                E::ReservedClaim(_)
-            ),
-            "{name}"
-        );
+        let err = refused(builder().template_claim(name, "${req.path}"));
+        assert_eq!(err.setting(), "template_claim", "{name}");
     }
-    assert!(matches!(err(layer().claim("", 1)), E::InvalidClaimName(_)));
-    assert!(matches!(
-        err(layer().template_claim("", "x")),
-        E::InvalidClaimName(_)
-    ));
-    assert!(matches!(
-        err(layer().template_claim("t", "${req.nope}")),
-        E::Template {
-            source: TemplateError::UnknownExpression { .. },
-            ..
-        }
-    ));
-    assert!(matches!(
-        err(layer().template_claim("sub", "${number:req.query.n}")),
-        E::TemplateType { .. }
-    ));
-    assert!(matches!(
-        "sometimes".parse::<ExistingToken>(),
-        Err(E::InvalidPolicy(_))
-    ));
+    assert_eq!(refused(builder().claim("", 1)).setting(), "claim");
+    assert_eq!(
+        refused(builder().template_claim("", "x")).setting(),
+        "template_claim"
+    );
+    let err = refused(builder().template_claim("t", "${req.nope}"));
+    assert!(err.reason().contains("unknown expression"), "{err}");
+    let err = refused(builder().template_claim("sub", "${number:req.query.n}"));
+    assert!(err.reason().contains("`sub` is a string"), "{err}");
+    assert_eq!(
+        refused(builder().max_token_len(0)).setting(),
+        "max_token_len"
+    );
+    assert_eq!(
+        "sometimes".parse::<ExistingToken>().unwrap_err().setting(),
+        "existing_token"
+    );
+    assert_eq!("fast".parse::<Offload>().unwrap_err().setting(), "offload");
 
     // Messages say what to do.
-    let message = err(layer().ttl(Duration::ZERO)).to_string();
+    let message = refused(builder().ttl(Duration::ZERO)).to_string();
     assert!(message.contains("whole seconds"), "{message}");
-    let message = err(layer().claim("exp", 1)).to_string();
+    let message = refused(builder().claim("exp", 1)).to_string();
     assert!(message.contains("computed by the signer"), "{message}");
+
+    // The first refusal, in the documented order, wins.
+    let err = refused(
+        builder()
+            .issuer("")
+            .ttl(Duration::ZERO)
+            .header_name("bad name"),
+    );
+    assert_eq!(err.setting(), "header_name");
+}
+
+/// The registry is the one home of the token lifetime: a signer signs for
+/// the registry's ttl by default, may sign shorter tokens, never longer.
+#[test]
+fn the_ttl_defaults_to_the_registrys_and_is_never_longer() {
+    let registry = KeyRegistry::builder()
+        .token_ttl(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    assert_eq!(
+        JwtSignerLayer::new(registry.clone()).ttl(),
+        Duration::from_secs(120)
+    );
+    let shorter = JwtSignerLayer::builder(registry.clone())
+        .ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert_eq!(shorter.ttl(), Duration::from_secs(30));
+    let same = JwtSignerLayer::builder(registry.clone())
+        .ttl(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    assert_eq!(same.ttl(), Duration::from_secs(120));
+    let err = JwtSignerLayer::builder(registry)
+        .ttl(Duration::from_secs(121))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "ttl");
+    assert!(err.reason().contains("120 s"), "{err}");
+    assert!(
+        err.reason().contains("KeyRegistryBuilder::token_ttl"),
+        "{err}"
+    );
 }
 
 #[test]
 fn good_settings_are_accepted() {
-    let layer = layer()
+    let layer = builder()
         .header_name("X-JWT-Token")
-        .unwrap()
         .scheme("JWT")
-        .unwrap()
         .token_type("at+jwt")
-        .unwrap()
         .ttl(Duration::from_secs(30))
-        .unwrap()
         .not_before_backdate(Duration::from_secs(5))
-        .unwrap()
         .template_claim("sub", "${req.headers.x-user:anonymous}")
-        .unwrap()
         .template_claim("n", "${number:req.query.n:1}")
-        .unwrap()
-        .existing_token(ExistingToken::Reject);
+        .existing_token(ExistingToken::Reject)
+        .build()
+        .unwrap();
     let debug = format!("{layer:?}");
     assert!(
         debug.contains("x-jwt-token") && debug.contains("at+jwt"),
         "{debug}"
     );
-}
-
-#[tokio::test]
-async fn configuring_a_clone_leaves_the_original_alone() {
-    let original = layer();
-    let service = original.layer(service_fn(|request: Request<()>| async move {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-            request
-                .headers()
-                .get("x-token")
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_default(),
-        ))))
-    }));
-    let _changed = original.clone().header_name("x-token").unwrap();
-    // The service built before still writes Authorization.
-    let response = service
-        .oneshot(Request::get("/").body(()).unwrap())
-        .await
-        .unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(body.is_empty());
+    let debug = format!("{:?}", builder().issuer("gw"));
+    assert!(debug.contains("JwtSignerLayerBuilder"), "{debug}");
 }
 
 #[tokio::test]
@@ -230,7 +241,9 @@ async fn a_token_over_the_size_limit_is_refused_and_not_forwarded() {
             .body(())
             .unwrap()
     };
-    let small = layer().template_claim("t", &template).unwrap();
+    let small = builder().template_claim("t", &template);
+    let large = small.clone().max_token_len(64 * 1024).build().unwrap();
+    let small = small.build().unwrap();
     let response = small.layer(inner.clone()).oneshot(request()).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -238,18 +251,12 @@ async fn a_token_over_the_size_limit_is_refused_and_not_forwarded() {
     assert_eq!(json["error"], "token_too_large");
     assert_eq!(calls.load(Ordering::Relaxed), 0);
 
-    let large = small.max_token_len(64 * 1024).unwrap();
     let response = large.layer(inner.clone()).oneshot(request()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::Relaxed), 1);
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let len: usize = std::str::from_utf8(&bytes).unwrap().parse().unwrap();
     assert!(len > crate::limits::DEFAULT_MAX_TOKEN_LEN, "{len}");
-
-    assert!(matches!(
-        layer().max_token_len(0),
-        Err(SignerConfigError::InvalidMaxTokenLen(0))
-    ));
 }
 
 #[tokio::test]
@@ -317,7 +324,7 @@ fn echo_token() -> impl tower::Service<
 
 #[tokio::test]
 async fn each_service_of_a_layer_has_its_own_reuse_cache_and_its_clones_share_it() {
-    let layer = layer().reuse_tokens(TokenReuse::new());
+    let layer = builder().reuse_tokens(TokenReuse::new()).build().unwrap();
     let first = layer.layer(echo_token());
     let second = layer.layer(echo_token());
 
@@ -332,8 +339,10 @@ async fn each_service_of_a_layer_has_its_own_reuse_cache_and_its_clones_share_it
 
 #[tokio::test]
 async fn services_given_one_token_cache_share_it() {
-    let cache = TokenCache::new(TokenReuse::new());
-    let layer = layer().reuse_tokens_in(cache.clone());
+    let cache = TokenCache::new(TokenReuse::new()).unwrap();
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let settings = JwtSignerLayer::builder(registry).reuse_tokens_in(cache.clone());
+    let layer = settings.clone().build().unwrap();
     let first = layer.layer(echo_token());
     let second = layer.clone().layer(echo_token());
 
@@ -344,7 +353,7 @@ async fn services_given_one_token_cache_share_it() {
     assert_eq!(second.cached_tokens(), 1);
 
     // Other settings share the bound, never the tokens.
-    let other = layer.scheme("JWT").unwrap().layer(echo_token());
+    let other = settings.scheme("JWT").build().unwrap().layer(echo_token());
     let theirs = token_through(&other).await;
     assert!(theirs.starts_with(b"JWT ey"), "{theirs:?}");
     assert_eq!(cache.len(), 2);
@@ -399,12 +408,15 @@ async fn the_claims_closure_decides_under_every_policy() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let checked = |layer: JwtSignerLayer| {
-        layer.request_claims(|parts| match parts.headers.get("x-user") {
-            Some(user) if user == "banned" => Err(ClaimsRejection::forbidden("suspended")),
-            Some(user) => Ok(RequestClaims::new().subject(user.to_str().unwrap())),
-            None => Err(ClaimsRejection::unauthorized("not signed in")),
-        })
+    let checked = |builder: JwtSignerLayerBuilder| {
+        builder
+            .request_claims(|parts| match parts.headers.get("x-user") {
+                Some(user) if user == "banned" => Err(ClaimsRejection::forbidden("suspended")),
+                Some(user) => Ok(RequestClaims::new().subject(user.to_str().unwrap())),
+                None => Err(ClaimsRejection::unauthorized("not signed in")),
+            })
+            .build()
+            .unwrap()
     };
     let with_token = |user: Option<&str>| {
         let mut request = Request::get("/").header("authorization", "Bearer forged");
@@ -420,7 +432,7 @@ async fn the_claims_closure_decides_under_every_policy() {
     ] {
         let calls = Arc::new(AtomicUsize::new(0));
         let service =
-            checked(layer().existing_token(policy)).layer(echo_header("authorization", &calls));
+            checked(builder().existing_token(policy)).layer(echo_header("authorization", &calls));
 
         let (status, body) = status_and_body(&service, with_token(None)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{policy}: {body}");
@@ -499,7 +511,7 @@ async fn the_token_header_is_taken_out_of_every_connection_line() {
         request.body(()).unwrap()
     };
     for offload in [Offload::Inline, Offload::Blocking] {
-        let default = layer().offload(offload);
+        let default = builder().offload(offload).build().unwrap();
         let headers = received(&default, request(&["close, authorization"])).await;
         assert_eq!(lines(&headers, "connection"), ["close"], "{offload}");
         assert_eq!(lines(&headers, "authorization").len(), 1);
@@ -531,11 +543,12 @@ async fn the_token_header_is_taken_out_of_every_connection_line() {
             "{offload}: nothing left, no Connection header"
         );
 
-        let custom = layer()
+        let custom = builder()
             .offload(offload)
             .header_name("X-JWT-Token")
-            .unwrap()
-            .without_scheme();
+            .without_scheme()
+            .build()
+            .unwrap();
         let headers = received(&custom, request(&["X-JWT-TOKEN,  upgrade", "close"])).await;
         assert_eq!(
             lines(&headers, "connection"),
@@ -552,7 +565,10 @@ async fn the_token_header_is_taken_out_of_every_connection_line() {
     }
 
     // Keep forwards the client's value: it is not named away either.
-    let keep = layer().existing_token(ExistingToken::Keep);
+    let keep = builder()
+        .existing_token(ExistingToken::Keep)
+        .build()
+        .unwrap();
     let mut request = request(&["close, authorization"]);
     request
         .headers_mut()
@@ -577,12 +593,13 @@ fn spelled_like<'a>(headers: &'a http::HeaderMap, name: &str) -> Vec<&'a str> {
 #[tokio::test]
 async fn look_alikes_of_the_token_header_never_reach_the_backend() {
     let custom = |policy: ExistingToken, offload: Offload| {
-        layer()
+        builder()
             .header_name("X-JWT-Token")
-            .unwrap()
             .without_scheme()
             .existing_token(policy)
             .offload(offload)
+            .build()
+            .unwrap()
     };
     let request = |own: Option<&str>| {
         let mut request = Request::get("/")
@@ -632,7 +649,7 @@ async fn look_alikes_of_the_token_header_never_reach_the_backend() {
     assert_eq!(headers["x-jwt-token"], "client");
 
     // A name with `_` loses its `-` look-alikes the same way.
-    let underscored = layer().header_name("x_jwt").unwrap();
+    let underscored = builder().header_name("x_jwt").build().unwrap();
     let headers = received(
         &underscored,
         Request::get("/")
@@ -654,4 +671,112 @@ async fn look_alikes_of_the_token_header_never_reach_the_backend() {
     .await;
     assert_eq!(headers["x_user"], "alice");
     assert_eq!(headers["x-user"], "bob");
+}
+
+/// Each answer the signer gives itself carries its typed cause in the
+/// response extensions, saying what the body says; a forwarded response
+/// carries none.
+#[tokio::test]
+async fn each_refusal_puts_its_cause_in_the_response_extensions() {
+    use http::HeaderName;
+
+    let inner = service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+    });
+    let closure = builder()
+        .request_claims(
+            |parts| match parts.headers.get("x-case").map(|v| v.as_bytes()) {
+                Some(b"401") => Err(ClaimsRejection::unauthorized("sign in first")),
+                Some(b"403") => Err(ClaimsRejection::forbidden("tenant suspended")),
+                Some(b"500") => Err(ClaimsRejection::internal("user store down at 10.0.0.7")),
+                _ => Ok(RequestClaims::new()),
+            },
+        )
+        .existing_token(ExistingToken::Reject)
+        .template_claim("tenant", "${req.headers.x-tenant}")
+        .max_token_len(400)
+        .build()
+        .unwrap();
+    let request = |headers: &[(&str, &str)]| {
+        let mut request = Request::get("/").header("x-tenant", "acme");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap()
+    };
+    let cases = [
+        (
+            &closure,
+            request(&[("authorization", "Bearer client")]),
+            Refusal::TokenPresent {
+                header: HeaderName::from_static("authorization"),
+            },
+        ),
+        (
+            &closure,
+            Request::get("/").body(()).unwrap(),
+            Refusal::ClaimUnavailable {
+                claim: "tenant".to_owned(),
+                problem: String::new(),
+            },
+        ),
+        (
+            &closure,
+            request(&[("x-case", "401")]),
+            Refusal::Unauthorized {
+                reason: "sign in first".into(),
+            },
+        ),
+        (
+            &closure,
+            request(&[("x-case", "403")]),
+            Refusal::Forbidden {
+                reason: "tenant suspended".into(),
+            },
+        ),
+        (
+            &closure,
+            request(&[("x-case", "500")]),
+            Refusal::ClaimsFailed,
+        ),
+        (
+            &closure,
+            request(&[("x-tenant", &"t".repeat(400))]),
+            Refusal::TokenTooLarge { len: 0, max: 400 },
+        ),
+        (
+            &JwtSignerLayer::new(KeyRegistry::empty()),
+            Request::get("/").body(()).unwrap(),
+            Refusal::NoSigningKey,
+        ),
+    ];
+    for (layer, request, expected) in cases {
+        let response = layer.layer(inner).oneshot(request).await.unwrap();
+        let refusal = response
+            .extensions()
+            .get::<Refusal>()
+            .unwrap_or_else(|| panic!("no cause for {expected:?}"))
+            .clone();
+        match (&refusal, &expected) {
+            // The length and the template's words are the signer's: only the
+            // kind, the limit and the claim are checked here.
+            (Refusal::TokenTooLarge { len, max }, Refusal::TokenTooLarge { max: want, .. }) => {
+                assert!(*len > *max && max == want, "{refusal:?}");
+            }
+            (Refusal::ClaimUnavailable { claim, .. }, Refusal::ClaimUnavailable { .. }) => {
+                assert_eq!(claim, "tenant");
+            }
+            _ => assert_eq!(refusal, expected),
+        }
+        assert_eq!(response.status(), refusal.status(), "{refusal:?}");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["error"], refusal.error_code(), "{refusal:?}");
+        assert_eq!(json["reason"], *refusal.reason(), "{refusal:?}");
+        assert!(!refusal.to_string().contains("10.0.0.7"), "{refusal}");
+    }
+
+    let response = closure.layer(inner).oneshot(request(&[])).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.extensions().get::<Refusal>().is_none());
 }

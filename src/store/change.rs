@@ -14,8 +14,9 @@ use crate::keys::KeyState;
 ///
 /// ```
 /// use std::time::SystemTime;
+/// use tower_jwt_signer::registry::KeyState;
 /// use tower_jwt_signer::store::{KeyStore, MemoryKeyStore, StoreChange, StoredKey};
-/// use tower_jwt_signer::{Algorithm, KeyState, SigningKey};
+/// use tower_jwt_signer::{Algorithm, SigningKey};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = MemoryKeyStore::new();

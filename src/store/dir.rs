@@ -1,6 +1,7 @@
 //! The directory key store: one file per key.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -10,19 +11,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(unix)]
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::AsFd;
 #[cfg(unix)]
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 #[cfg(unix)]
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-#[cfg(unix)]
-use rustix::io::Errno;
+use rustix::fs::{FileType, Mode, OFlags};
 
 use serde_json::{Map, Value};
 
+use super::files::{self, FileRules, OpenDir, not_regular, open_regular};
+#[cfg(unix)]
+use super::files::{file_type_at, kind_name, regular_file};
 use super::txlock::{TxLock, WriteGuard};
-use super::{KeyStore, StoreError, StoreLock, StoredKey};
+use super::{ForeignOwner, KeyStore, LoosePermissions, StoreError, StoreLock, StoredKey};
 use crate::clock::unix_seconds;
 use crate::keys::{Algorithm, KeyState, Kid, SigningKey};
 
@@ -38,56 +40,6 @@ const TEMP_MARK: &str = ".tmp-";
 const FORMAT_VERSION: u64 = 1;
 /// No key file is larger (an RSA-8192 private JWK, the largest key, is about 10 KiB).
 const MAX_FILE_LEN: u64 = 256 * 1024;
-/// The link Kubernetes points a volume's files through (`NAME ->
-/// ..data/NAME`).
-#[cfg(unix)]
-const KUBERNETES_DATA: &str = "..data";
-
-/// What a [`DirKeyStore`] does about a directory or key file whose
-/// permissions are too open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum LoosePermissions {
-    /// Refuse with [`StoreError::LoosePermissions`] (the default).
-    #[default]
-    Refuse,
-    /// Log a `tracing` warning and go on.
-    Warn,
-}
-
-/// What a [`DirKeyStore`] does about a directory or key file owned by
-/// another user than the process's effective uid (Unix). See "Ownership" in
-/// the [`DirKeyStore`] docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ForeignOwner {
-    /// Refuse with [`StoreError::ForeignOwner`] (the default), as `ssh`
-    /// refuses a private key another user owns.
-    #[default]
-    Refuse,
-    /// Accept root (uid 0) as the owner too: a directory provisioned by
-    /// root, such as a Kubernetes Secret or ConfigMap volume read by a pod
-    /// that does not run as root.
-    AllowRoot,
-    /// Accept this uid as the owner too: for example `nobody` (65534) on
-    /// an NFS export with `root_squash`, where the files a root process
-    /// creates are owned by `nobody`.
-    AllowUid(u32),
-}
-
-impl ForeignOwner {
-    /// Whether a file owned by `owner` is accepted by a process whose
-    /// effective uid is `euid`.
-    #[cfg_attr(not(unix), allow(dead_code))]
-    fn allows(self, owner: u32, euid: u32) -> bool {
-        owner == euid
-            || match self {
-                ForeignOwner::Refuse => false,
-                ForeignOwner::AllowRoot => owner == 0,
-                ForeignOwner::AllowUid(uid) => owner == uid,
-            }
-    }
-}
 
 /// A [`KeyStore`] that keeps one file per key in a directory.
 ///
@@ -219,8 +171,9 @@ impl ForeignOwner {
 /// # Example
 ///
 /// ```
-/// use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
-/// use tower_jwt_signer::{Algorithm, KeyState, SigningKey};
+/// use tower_jwt_signer::registry::KeyState;
+/// use tower_jwt_signer::store::{KeyStore, StoredKey};
+/// use tower_jwt_signer::{Algorithm, DirKeyStore, SigningKey};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let tmp = tempfile::tempdir()?;
@@ -242,8 +195,7 @@ impl ForeignOwner {
 pub struct DirKeyStore {
     dir: PathBuf,
     algorithm: Option<Algorithm>,
-    loose: LoosePermissions,
-    foreign: ForeignOwner,
+    rules: FileRules,
     /// Parsed keys by file name, with the bytes they were parsed from:
     /// polling a directory does not parse unchanged keys again.
     cache: Mutex<HashMap<String, (Vec<u8>, StoredKey)>>,
@@ -320,8 +272,10 @@ impl DirKeyStoreBuilder {
         let store = DirKeyStore {
             dir: self.dir,
             algorithm: self.algorithm,
-            loose: self.loose,
-            foreign: self.foreign,
+            rules: FileRules {
+                loose: self.loose,
+                foreign: self.foreign,
+            },
             cache: Mutex::default(),
             tx: Arc::default(),
             temp_counter: AtomicU64::new(0),
@@ -373,41 +327,6 @@ impl DirKeyStore {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn loose(&self, path: &Path, mode: u32, reason: &'static str) -> Result<(), StoreError> {
-        match self.loose {
-            LoosePermissions::Refuse => Err(StoreError::LoosePermissions {
-                path: path.to_path_buf(),
-                mode,
-                reason,
-            }),
-            LoosePermissions::Warn => {
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = %format_args!("{:04o}", mode & 0o7777),
-                    reason,
-                    "key store permissions are too open"
-                );
-                Ok(())
-            }
-        }
-    }
-
-    /// Refuses `path`, owned by `owner`, unless the effective uid or an
-    /// owner [`ForeignOwner`] allows owns it.
-    #[cfg(unix)]
-    fn check_owner(&self, path: &Path, owner: u32) -> Result<(), StoreError> {
-        let euid = rustix::process::geteuid().as_raw();
-        if self.foreign.allows(owner, euid) {
-            Ok(())
-        } else {
-            Err(StoreError::ForeignOwner {
-                path: path.to_path_buf(),
-                owner,
-                euid,
-            })
-        }
-    }
-
     /// Opens the directory and checks it: a directory, owned by the
     /// process (or an owner [`ForeignOwner`] allows), not writable by group
     /// or others. On Unix the checks, the listing and every key file open of
@@ -415,37 +334,10 @@ impl DirKeyStore {
     /// they are all about one directory even if its path is renamed or
     /// replaced meanwhile.
     fn open_dir(&self) -> Result<OpenDir, StoreError> {
-        let failed = || StoreError::io("open directory", &self.dir);
-        #[cfg(unix)]
-        let (dir, meta) = {
-            // The configured path itself may be a symbolic link: it is
-            // followed here, once per load.
-            let fd = rustix::fs::open(
-                &self.dir,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|errno| failed()(errno.into()))?;
-            let dir = File::from(fd);
-            let meta = dir.metadata().map_err(failed())?;
-            (OpenDir(dir), meta)
-        };
-        #[cfg(not(unix))]
-        let (dir, meta) = (OpenDir, fs::metadata(&self.dir).map_err(failed())?);
-        if !meta.is_dir() {
-            return Err(failed()(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "not a directory",
-            )));
-        }
-        #[cfg(unix)]
-        {
-            self.check_owner(&self.dir, meta.uid())?;
-            let mode = meta.permissions().mode();
-            if mode & 0o022 != 0 {
-                self.loose(&self.dir, mode, "directory writable by group or others")?;
-            }
-        }
+        // The configured path itself may be a symbolic link: it is followed
+        // here, once per load.
+        let (dir, meta) = files::open_dir(&self.dir, "open directory")?;
+        self.rules.check_dir(&self.dir, &meta)?;
         Ok(dir)
     }
 
@@ -515,62 +407,25 @@ impl DirKeyStore {
         Ok(keys)
     }
 
-    /// Opens the key file `name` (at `path`) of `dir`: see [`open_regular`].
-    /// A symbolic link is read only in the form Kubernetes writes volumes
-    /// with, `NAME -> ..data/NAME`, through `..data` (which the kubelet
-    /// swaps to update the volume atomically), still without following a
-    /// link at the last step. `None` when it does not exist (any more).
-    fn open_key_file(
-        &self,
-        dir: &OpenDir,
-        name: &str,
-        path: &Path,
-    ) -> Result<Option<(File, fs::Metadata)>, StoreError> {
-        #[cfg(unix)]
-        match open_regular(dir.0.as_fd(), name, path)? {
-            Opened::File(file, meta) => Ok(Some((file, meta))),
-            Opened::Missing => Ok(None),
-            Opened::Link => {
-                let target = format!("{KUBERNETES_DATA}/{name}");
-                match rustix::fs::readlinkat(&dir.0, name, Vec::new()) {
-                    Ok(link) if link.as_bytes() == target.as_bytes() => {}
-                    Ok(_) => return Err(not_regular(path, "a symbolic link")),
-                    Err(Errno::NOENT) => return Ok(None),
-                    Err(errno) => return Err(StoreError::io("read", path)(errno.into())),
-                }
-                open_regular(dir.0.as_fd(), target.as_str(), path)?.or_refuse_link(path)
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = (dir, name);
-            open_regular(path)
-        }
-    }
-
-    /// Reads a key file, checking its type, owner, permissions and size
-    /// before reading a byte. `None` when it does not exist (any more).
+    /// Reads a key file, with the checks every secret file gets (type,
+    /// owner, permissions: see [`FileRules::open_secret`]) and its size
+    /// checked before a byte is read. `None` when it does not exist (any
+    /// more).
     fn read_key_file(
         &self,
         dir: &OpenDir,
         name: &str,
         path: &Path,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some((file, meta)) = self.open_key_file(dir, name, path)? else {
+        let Some((file, meta)) = self.rules.open_secret(
+            dir,
+            OsStr::new(name),
+            path,
+            "key file readable or writable by group or others",
+        )?
+        else {
             return Ok(None);
         };
-        #[cfg(unix)]
-        {
-            self.check_owner(path, meta.uid())?;
-            let mode = meta.permissions().mode();
-            if mode & 0o077 != 0 {
-                self.loose(
-                    path,
-                    mode,
-                    "key file readable or writable by group or others",
-                )?;
-            }
-        }
         if meta.len() > MAX_FILE_LEN {
             return Err(StoreError::corrupt(
                 path,
@@ -749,8 +604,8 @@ impl fmt::Debug for DirKeyStore {
         f.debug_struct("DirKeyStore")
             .field("dir", &self.dir)
             .field("algorithm", &self.algorithm)
-            .field("loose_permissions", &self.loose)
-            .field("foreign_owner", &self.foreign)
+            .field("loose_permissions", &self.rules.loose)
+            .field("foreign_owner", &self.rules.foreign)
             .finish_non_exhaustive()
     }
 }
@@ -760,129 +615,6 @@ impl fmt::Debug for DirKeyStore {
 struct DirLock {
     _file: File,
     _tx: WriteGuard,
-}
-
-/// The key directory, open for one load (see [`DirKeyStore::open_dir`]).
-#[cfg(unix)]
-struct OpenDir(File);
-#[cfg(not(unix))]
-struct OpenDir;
-
-/// What [`open_regular`] found.
-#[cfg(unix)]
-enum Opened {
-    /// A regular file, open for reading, and its `fstat`.
-    File(File, fs::Metadata),
-    /// Nothing by that name.
-    Missing,
-    /// A symbolic link, not followed.
-    Link,
-}
-
-#[cfg(unix)]
-impl Opened {
-    /// The file, `None` when missing; a link is refused.
-    fn or_refuse_link(self, path: &Path) -> Result<Option<(File, fs::Metadata)>, StoreError> {
-        match self {
-            Opened::File(file, meta) => Ok(Some((file, meta))),
-            Opened::Missing => Ok(None),
-            Opened::Link => Err(not_regular(path, "a symbolic link")),
-        }
-    }
-}
-
-/// Opens `rel` (relative to `dir`; `path` names it in errors) for reading,
-/// without blocking (a FIFO opens at once, with or without a writer) and
-/// without following a symbolic link at its last component, then `fstat`s
-/// the open file: anything but a regular file is refused with
-/// [`StoreError::NotRegularFile`] before a byte is read.
-#[cfg(unix)]
-fn open_regular<P: rustix::path::Arg + Copy>(
-    dir: BorrowedFd<'_>,
-    rel: P,
-    path: &Path,
-) -> Result<Opened, StoreError> {
-    let flags =
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC;
-    match rustix::fs::openat(dir, rel, flags, Mode::empty()) {
-        Ok(fd) => {
-            let (file, meta) = regular_file(fd, path, "read")?;
-            Ok(Opened::File(file, meta))
-        }
-        Err(Errno::NOENT) => Ok(Opened::Missing),
-        Err(errno) => match file_type_at(dir, rel) {
-            Some(FileType::Symlink) => Ok(Opened::Link),
-            Some(kind) if kind != FileType::RegularFile => Err(not_regular(path, kind_name(kind))),
-            _ => Err(StoreError::io("read", path)(errno.into())),
-        },
-    }
-}
-
-/// The type of `rel` in `dir`, without following a link. After a failed
-/// open: the error `O_NOFOLLOW` gives for a link varies (`ELOOP` on Linux,
-/// `EMLINK` on FreeBSD) and a socket cannot be opened at all.
-#[cfg(unix)]
-fn file_type_at<P: rustix::path::Arg>(dir: BorrowedFd<'_>, rel: P) -> Option<FileType> {
-    rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)
-        .ok()
-        .map(|stat| FileType::from_raw_mode(stat.st_mode))
-}
-
-/// `fd` as a file if it is a regular file (checked with `fstat`).
-#[cfg(unix)]
-fn regular_file(
-    fd: OwnedFd,
-    path: &Path,
-    action: &'static str,
-) -> Result<(File, fs::Metadata), StoreError> {
-    let file = File::from(fd);
-    let meta = file.metadata().map_err(StoreError::io(action, path))?;
-    if meta.is_file() {
-        return Ok((file, meta));
-    }
-    let kind = rustix::fs::fstat(&file).map_or(FileType::Unknown, |stat| {
-        FileType::from_raw_mode(stat.st_mode)
-    });
-    Err(not_regular(path, kind_name(kind)))
-}
-
-/// Opens `path` for reading, refusing anything but a regular file. `None`
-/// when it does not exist.
-#[cfg(not(unix))]
-fn open_regular(path: &Path) -> Result<Option<(File, fs::Metadata)>, StoreError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(StoreError::io("read", path)(err)),
-    };
-    let meta = file.metadata().map_err(StoreError::io("read", path))?;
-    if meta.is_file() {
-        Ok(Some((file, meta)))
-    } else if meta.is_dir() {
-        Err(not_regular(path, "a directory"))
-    } else {
-        Err(not_regular(path, "an unknown kind of file"))
-    }
-}
-
-#[cfg(unix)]
-fn kind_name(kind: FileType) -> &'static str {
-    match kind {
-        FileType::Directory => "a directory",
-        FileType::Symlink => "a symbolic link",
-        FileType::Fifo => "a FIFO (named pipe)",
-        FileType::Socket => "a socket",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        _ => "an unknown kind of file",
-    }
-}
-
-fn not_regular(path: &Path, found: &'static str) -> StoreError {
-    StoreError::NotRegularFile {
-        path: path.to_path_buf(),
-        found,
-    }
 }
 
 /// Opens (creating it, mode 0600, when missing) the lock file, without
@@ -1155,28 +887,5 @@ mod tests {
             file_name(&Kid::new("a.b").unwrap()).unwrap(),
             "a.b.key.json"
         );
-    }
-
-    #[test]
-    fn only_the_effective_uid_owns_keys_unless_another_owner_is_allowed() {
-        let (euid, root, nobody) = (1000, 0, 65534);
-        for owner in [root, nobody, 1001] {
-            assert!(!ForeignOwner::Refuse.allows(owner, euid));
-        }
-        for foreign in [
-            ForeignOwner::Refuse,
-            ForeignOwner::AllowRoot,
-            ForeignOwner::AllowUid(nobody),
-        ] {
-            assert!(foreign.allows(euid, euid), "{foreign:?}");
-            // Root's own files, as root.
-            assert!(foreign.allows(root, root), "{foreign:?}");
-            assert!(!foreign.allows(1001, euid), "{foreign:?}");
-        }
-        assert!(ForeignOwner::AllowRoot.allows(root, euid));
-        assert!(!ForeignOwner::AllowRoot.allows(nobody, euid));
-        assert!(ForeignOwner::AllowUid(nobody).allows(nobody, euid));
-        assert!(!ForeignOwner::AllowUid(nobody).allows(root, euid));
-        assert_eq!(ForeignOwner::default(), ForeignOwner::Refuse);
     }
 }

@@ -9,7 +9,10 @@
 //!   process that share keys;
 //! * [`DirKeyStore`]: one file per key in a directory, written atomically,
 //!   readable by several processes (see its docs for the file format, the
-//!   naming rule and the permission checks).
+//!   naming rule and the permission checks);
+//! * `RedisKeyStore` (feature `redis`, module `store::redis`): one
+//!   key set for a fleet of gateways, encrypted at rest, with a leader
+//!   lease that fences every write and pub/sub notifications.
 //!
 //! A registry without a store (the default) keeps its keys in memory only.
 //!
@@ -46,14 +49,19 @@
 //!
 //! Several processes may share one key directory (a shared volume, a
 //! Kubernetes Secret). The recommended setup is **one writer**, which runs
-//! the [`KeyRotator`](crate::rotation::KeyRotator), and **many readers**,
-//! which sign with the active key and serve the JWKS, each following the
-//! directory with a [`StoreFollower`](crate::registry::StoreFollower) (or calling [`KeyRegistry::reload`]).
-//! A follower sees another process's change within one poll interval; give
-//! the rotation policy that interval
+//! the [`KeyRotator`](crate::KeyRotator), and **many readers**, which sign
+//! with the active key and serve the JWKS, each following the directory
+//! with a [`StoreFollower`](crate::registry::StoreFollower) (or calling
+//! [`KeyRegistry::reload`]). A follower sees another process's change
+//! within one poll interval; give the rotation policy that interval
 //! ([`RotationPolicyBuilder::follower_poll_interval`](crate::rotation::RotationPolicyBuilder::follower_poll_interval))
 //! so that the next key is published and the old one retained long enough
-//! for every replica.
+//! for every replica. Build every replica's registry with the writer's
+//! [`token_ttl`](crate::registry::KeyRegistryBuilder::token_ttl) and
+//! [`jwks_max_age`](crate::registry::KeyRegistryBuilder::jwks_max_age)
+//! (they are settings of the process, not stored with the keys): the
+//! writer's rotator plans with its own, and a replica that signed longer
+//! tokens or served a longer max-age would outlive that plan.
 //!
 //! Two writers are safe too: each change takes the store's write lock
 //! ([`KeyStore::lock`]; a `flock` on the directory's `.lock` file for
@@ -66,8 +74,7 @@
 //! # Example
 //!
 //! ```
-//! use tower_jwt_signer::store::DirKeyStore;
-//! use tower_jwt_signer::{Algorithm, KeyRegistry};
+//! use tower_jwt_signer::{Algorithm, DirKeyStore, KeyRegistry};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let tmp = tempfile::tempdir()?;
@@ -97,7 +104,12 @@
 
 mod change;
 mod dir;
+mod files;
 mod memory;
+mod notify;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod stored;
 mod txlock;
 
@@ -110,8 +122,10 @@ use std::sync::Arc;
 use crate::keys::{Algorithm, KeyError, Kid};
 
 pub use change::{KeySave, StoreChange};
-pub use dir::{DirKeyStore, DirKeyStoreBuilder, ForeignOwner, LoosePermissions};
+pub use dir::{DirKeyStore, DirKeyStoreBuilder};
+pub use files::{ForeignOwner, LoosePermissions};
 pub use memory::MemoryKeyStore;
+pub use notify::{StoreNotifications, StoreNotifier};
 pub use stored::StoredKey;
 
 /// Where a [`KeyRegistry`](crate::registry::KeyRegistry) keeps its keys across restarts.
@@ -132,9 +146,16 @@ pub use stored::StoredKey;
 ///   makes the writes one by one, in an order that never leaves two active
 ///   keys. A store that can apply several writes as one transaction should
 ///   override it.
+/// * [`is_leader`](Self::is_leader) says whether this process may make the
+///   changes nobody asked for by hand (rotation, the first key, writing
+///   back the keys of a store found empty); the default says yes. A store
+///   shared by a fleet answers from its leader lease.
+/// * [`notifications`](Self::notifications) lets a store that can push its
+///   changes (Redis pub/sub) wake followers at once; the default pushes
+///   nothing and followers poll.
 /// * The operations block; the registry calls them from the thread that
 ///   changes it.
-/// * `Debug` must never print key material.
+/// * `Debug` must never print key material or credentials.
 pub trait KeyStore: Send + Sync + fmt::Debug {
     /// Loads every stored key.
     ///
@@ -202,6 +223,48 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// The [`StoreError`] of the write that failed.
     fn commit(&self, change: &StoreChange) -> Result<(), StoreError> {
         commit_in_order(self, change)
+    }
+
+    /// Whether this process leads the writers of this store now: only the
+    /// leader makes the changes nobody asked for by hand, that is the
+    /// [`KeyRotator`](crate::rotation::KeyRotator)'s steps, the first key of
+    /// an empty store
+    /// ([`generate_if_missing`](crate::registry::KeyRegistryBuilder::generate_if_missing)),
+    /// and writing back the keys of a store found empty
+    /// ([`KeyRegistry::reload`](crate::registry::KeyRegistry::reload)).
+    /// Other processes leave them to the leader and follow the store.
+    ///
+    /// The default, `Ok(true)`, suits a store whose writers take turns on
+    /// its [`lock`](Self::lock) (every [`DirKeyStore`] or
+    /// [`MemoryKeyStore`] writer is its own leader: the rotator's steps are
+    /// conditional, so two of them do not rotate twice). A store shared by
+    /// a fleet answers from a lease that one process holds at a time (see
+    /// `RedisKeyStore`, feature `redis`).
+    ///
+    /// It is called from async code and must not block: answer from what
+    /// the store already knows.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the store cannot tell (it cannot be reached):
+    /// the rotator then waits, with a warning each time it tries, and the
+    /// registry keeps signing with the keys it holds.
+    fn is_leader(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Notifications of changes that other processes make, for a store that
+    /// can push them (Redis pub/sub): a
+    /// [`StoreFollower`](crate::registry::StoreFollower) reloads as soon as one arrives, and keeps polling
+    /// at its interval for the ones that are lost. The default, `None`,
+    /// pushes nothing: followers poll.
+    ///
+    /// Called by the follower from inside its tokio task, once per
+    /// follower; the store may spawn a task that feeds the
+    /// [`StoreNotifier`] and stops when it
+    /// [`is_closed`](StoreNotifier::is_closed).
+    fn notifications(&self) -> Option<StoreNotifications> {
+        None
     }
 }
 
@@ -271,6 +334,14 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 
     fn commit(&self, change: &StoreChange) -> Result<(), StoreError> {
         (**self).commit(change)
+    }
+
+    fn is_leader(&self) -> Result<bool, StoreError> {
+        (**self).is_leader()
+    }
+
+    fn notifications(&self) -> Option<StoreNotifications> {
+        (**self).notifications()
     }
 }
 
@@ -395,6 +466,51 @@ pub enum StoreError {
     },
     /// Another store implementation failed.
     Other(Box<dyn std::error::Error + Send + Sync>),
+    /// The store cannot be reached, or did not answer in time (Redis down,
+    /// a timeout, a refused login). Nothing was written. The registry keeps
+    /// its keys; the rotator waits and tries again.
+    Unavailable {
+        /// The store, credentials redacted.
+        store: String,
+        /// What failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// This process does not lead the store's writers (another process
+    /// holds the leader lease, or none does): the change was refused before
+    /// anything was sent. See [`KeyStore::is_leader`].
+    NotLeader {
+        /// The store, credentials redacted.
+        store: String,
+    },
+    /// The store refused the write, atomically: its lease no longer held
+    /// this process's token when the write arrived (the process stalled
+    /// past its lease, and another one leads now). Nothing was written.
+    Fenced {
+        /// The store, credentials redacted.
+        store: String,
+    },
+    /// The store changed between the load this change was made from and
+    /// its commit (another writer, or the store was emptied). Nothing was
+    /// written; the change can be tried again.
+    Conflict {
+        /// The store, credentials redacted.
+        store: String,
+        /// The store's version when the change was loaded.
+        loaded: u64,
+        /// Its version when the change arrived.
+        found: u64,
+    },
+    /// A stored record that cannot be decrypted or parsed (a wrong
+    /// key-encryption key, a corrupted record, a record moved to another
+    /// kid or fleet). The record is left as it is.
+    CorruptRecord {
+        /// The store, credentials redacted.
+        store: String,
+        /// The kid the record is stored under (cut to 64 characters).
+        kid: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl StoreError {
@@ -410,6 +526,23 @@ impl StoreError {
             | StoreError::NotRegularFile { path, .. } => Some(path),
             _ => None,
         }
+    }
+
+    /// Whether the change was refused because this process does not lead
+    /// the store's writers: [`NotLeader`](Self::NotLeader) (refused before
+    /// sending) or [`Fenced`](Self::Fenced) (refused by the store). The
+    /// rotator takes either as "not my turn".
+    pub fn is_not_leader(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotLeader { .. } | StoreError::Fenced { .. }
+        )
+    }
+
+    /// Whether the store could not be reached
+    /// ([`Unavailable`](Self::Unavailable)).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
     }
 
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self {
@@ -483,6 +616,29 @@ impl fmt::Display for StoreError {
                 "key {kid:?} is not a SigningKey held in this process; its private key cannot be written to a key store"
             ),
             StoreError::Other(err) => err.fmt(f),
+            StoreError::Unavailable { store, source } => {
+                write!(f, "key store {store} unavailable: {source}")
+            }
+            StoreError::NotLeader { store } => write!(
+                f,
+                "key store {store}: this process does not hold the leader lease; the leader makes this change"
+            ),
+            StoreError::Fenced { store } => write!(
+                f,
+                "key store {store} refused the write: the leader lease no longer holds this process's token (it stalled past its lease and another process leads); nothing was written"
+            ),
+            StoreError::Conflict {
+                store,
+                loaded,
+                found,
+            } => write!(
+                f,
+                "key store {store} changed during the change (version {loaded} when loaded, {found} now); nothing was written"
+            ),
+            StoreError::CorruptRecord { store, kid, reason } => write!(
+                f,
+                "key store {store}: the record of kid {kid:?} {reason}; it is left as it is"
+            ),
         }
     }
 }
@@ -493,6 +649,7 @@ impl std::error::Error for StoreError {
             StoreError::Io { source, .. } => Some(source),
             StoreError::Key { source, .. } => Some(source),
             StoreError::Other(err) => Some(err.as_ref()),
+            StoreError::Unavailable { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

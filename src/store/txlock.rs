@@ -55,6 +55,16 @@ impl TxLock {
         WriteGuard(Arc::clone(self))
     }
 
+    /// [`write`](Self::write), unless the calling thread already writes:
+    /// then `None`, and its write goes on.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn write_if_not_held(self: &Arc<Self>) -> Option<WriteGuard> {
+        if self.state().writer == Some(thread::current().id()) {
+            return None;
+        }
+        Some(self.write())
+    }
+
     /// Waits until no other thread writes, then reads until the guard is
     /// dropped. `None` when the calling thread is the writer: it may read
     /// what it is writing.

@@ -26,7 +26,7 @@ use crate::keys::Algorithm;
 /// ```
 /// use http::Request;
 /// use serde::Deserialize;
-/// use tower_jwt_signer::verifier::VerifiedClaims;
+/// use tower_jwt_signer::VerifiedClaims;
 ///
 /// #[derive(Deserialize)]
 /// struct Caller {
@@ -98,6 +98,31 @@ impl VerifiedClaims {
     pub fn issuer(&self) -> Option<&str> {
         self.get("iss").and_then(Value::as_str)
     }
+
+    /// The audiences of the `aud` claim: one for a string, each element in
+    /// order for an array of strings (RFC 7519 section 4.1.3 allows both).
+    /// None when `aud` is absent or of another form (a number, an array
+    /// holding anything but strings): read [`get("aud")`](Self::get) for
+    /// the raw value.
+    ///
+    /// ```
+    /// # use tower_jwt_signer::VerifiedClaims;
+    /// fn meant_for_orders(claims: &VerifiedClaims) -> bool {
+    ///     claims.audience().any(|aud| aud == "orders-api")
+    /// }
+    /// # let _ = meant_for_orders;
+    /// ```
+    pub fn audience(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        let values: &[Value] = match self.get("aud") {
+            Some(one @ Value::String(_)) => std::slice::from_ref(one),
+            Some(Value::Array(list)) if list.iter().all(Value::is_string) => list,
+            _ => &[],
+        };
+        // Every value is a string here: the default is never used.
+        values
+            .iter()
+            .map(|value| value.as_str().unwrap_or_default())
+    }
 }
 
 impl PartialEq for VerifiedClaims {
@@ -132,38 +157,46 @@ impl serde::Serialize for VerifiedClaims {
     }
 }
 
-#[cfg(feature = "axum")]
-mod extract {
-    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
-    use axum::http::StatusCode;
-    use axum::http::request::Parts;
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
 
-    use super::VerifiedClaims;
+    use super::*;
 
-    /// Takes the claims that [`JwtVerifier`](crate::verifier::JwtVerifier)
-    /// put in the request. Without them (the layer is not applied to this
-    /// route) the request is answered 500: that is a server
-    /// misconfiguration, never the caller's fault. Use
-    /// `Option<VerifiedClaims>` where the layer is optional.
-    impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
-        type Rejection = (StatusCode, &'static str);
-
-        async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-            parts.extensions.get::<VerifiedClaims>().cloned().ok_or((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no verified claims: is JwtVerifierLayer applied to this route?",
-            ))
-        }
+    fn with(claims: Value) -> VerifiedClaims {
+        let Value::Object(map) = claims else {
+            panic!("an object")
+        };
+        VerifiedClaims::new(map, None, Algorithm::ES256)
     }
 
-    impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedClaims {
-        type Rejection = std::convert::Infallible;
+    fn audiences(claims: Value) -> Vec<String> {
+        let claims = with(claims);
+        let audience = claims.audience();
+        let len = audience.len();
+        let list: Vec<String> = audience.map(str::to_owned).collect();
+        assert_eq!(list.len(), len, "the length it reports is its length");
+        list
+    }
 
-        async fn from_request_parts(
-            parts: &mut Parts,
-            _: &S,
-        ) -> Result<Option<Self>, Self::Rejection> {
-            Ok(parts.extensions.get::<VerifiedClaims>().cloned())
-        }
+    #[test]
+    fn audience_reads_a_string_or_an_array_of_strings() {
+        assert_eq!(audiences(json!({"aud": "orders"})), ["orders"]);
+        assert_eq!(audiences(json!({"aud": ["a", "b", "a"]})), ["a", "b", "a"]);
+        assert!(audiences(json!({"aud": []})).is_empty());
+        assert!(audiences(json!({"sub": "alice"})).is_empty());
+        // Another form is not an audience, not even in part.
+        assert!(audiences(json!({"aud": 7})).is_empty());
+        assert!(audiences(json!({"aud": ["a", 7]})).is_empty());
+        assert!(audiences(json!({"aud": {"a": "b"}})).is_empty());
+        assert!(audiences(json!({"aud": null})).is_empty());
+    }
+
+    #[test]
+    fn subject_issuer_and_audience_sit_side_by_side() {
+        let claims = with(json!({"sub": "alice", "iss": "idp", "aud": ["gw"]}));
+        assert_eq!(claims.subject(), Some("alice"));
+        assert_eq!(claims.issuer(), Some("idp"));
+        assert!(claims.audience().eq(["gw"]));
     }
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use futures_util::future::BoxFuture;
-use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use pin_project::pin_project;
 use tower_service::Service;
 
+use super::answer::refusal;
 use super::claims::VerifiedClaims;
 use super::token::VerifyError;
 
@@ -63,7 +63,7 @@ where
     pub(crate) fn rejected(err: &VerifyError, challenge: &str) -> Self {
         ResponseFuture {
             state: State::Rejected {
-                response: Some(rejection(err, challenge)),
+                response: Some(refusal(err, challenge)),
             },
         }
     }
@@ -108,7 +108,7 @@ where
                             this.state.set(State::Calling { future });
                         }
                         Err(err) => {
-                            let response = rejection(&err, &pending.challenge);
+                            let response = refusal(&err, &pending.challenge);
                             this.state.set(State::Rejected { response: None });
                             return Poll::Ready(Ok(response));
                         }
@@ -137,30 +137,4 @@ where
             .field("state", &state)
             .finish()
     }
-}
-
-/// The answer to a refused request: no body, the status, an RFC 6750
-/// challenge for 400 and 401, the error in the extensions.
-fn rejection<B: Default>(err: &VerifyError, challenge: &str) -> Response<B> {
-    tracing::debug!(status = err.status().as_u16(), reason = %err, "request refused");
-    let mut response = Response::new(B::default());
-    *response.status_mut() = err.status();
-    if err.status() != http::StatusCode::SERVICE_UNAVAILABLE {
-        let value = match err.error_code() {
-            // RFC 6750 section 3.1: no error code when the request simply
-            // lacks a token.
-            None => challenge.to_owned(),
-            Some(code) => format!(
-                "{challenge} error=\"{code}\", error_description=\"{}\"",
-                err.description()
-            ),
-        };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-    }
-    response.extensions_mut().insert(err.clone());
-    response
 }

@@ -179,7 +179,7 @@ impl JwkSet {
     }
 
     /// Builds a set from our own public JWKs (for example a
-    /// [`KeySnapshot`](crate::KeySnapshot)'s keys).
+    /// [`KeySnapshot`](crate::registry::KeySnapshot)'s keys).
     ///
     /// A [`PublicJwk`] was checked for [`WeakKey`]s when it was made, so the
     /// costly RSA modulus checks are not run again here.

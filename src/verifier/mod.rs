@@ -65,6 +65,24 @@
 //! that never quotes the request. Each refusal is logged at `debug` level
 //! with its reason; token contents are never logged.
 //!
+//! # With tower-http
+//!
+//! With the `tower-http` feature (on by default), a verifier is also a
+//! tower-http authorizer: `AsyncRequireAuthorizationLayer::new(verifier.authorizer())`
+//! ([`Verifier::authorizer`], [`JwtVerifierLayer::authorizer`] for another
+//! [`TokenSource`]) checks what the layer checks and gives the same
+//! answers, made by the same function. See [`Authorizer`].
+//!
+//! # In the handler
+//!
+//! The [`VerifiedClaims`] are in the request extensions: read them by name
+//! ([`subject`](VerifiedClaims::subject), [`issuer`](VerifiedClaims::issuer),
+//! [`audience`](VerifiedClaims::audience), [`get`](VerifiedClaims::get)) or
+//! as your own type ([`VerifiedClaims::deserialize`]). With the `axum`
+//! feature, `VerifiedClaims` is an extractor, and `Claims<T>` deserialises
+//! them into the handler's `T`, answering 401 `invalid_token` (the
+//! challenge above) when they do not fit.
+//!
 //! # Example
 //!
 //! ```
@@ -72,8 +90,7 @@
 //! use http_body_util::Full;
 //! use bytes::Bytes;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier};
-//! use tower_jwt_signer::{Algorithm, KeyRegistry};
+//! use tower_jwt_signer::{Algorithm, JwtVerifierLayer, KeyRegistry, VerifiedClaims, Verifier};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -100,7 +117,12 @@
 //! # }
 //! ```
 
+mod answer;
+#[cfg(feature = "tower-http")]
+mod authorize;
 mod claims;
+#[cfg(feature = "axum")]
+mod extract;
 mod future;
 mod jwk;
 mod layer;
@@ -109,7 +131,13 @@ mod service;
 mod source;
 mod token;
 
+#[cfg(feature = "tower-http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower-http")))]
+pub use authorize::{AuthorizeFuture, Authorizer};
 pub use claims::VerifiedClaims;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use extract::{Claims, ClaimsError};
 pub use future::ResponseFuture;
 pub use jwk::{JwkSet, JwkSetError, SkippedKey, VerifyingKey};
 pub use layer::{JwtVerifierLayer, JwtVerifierLayerBuilder};

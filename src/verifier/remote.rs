@@ -91,7 +91,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_jwt_signer::verifier::RemoteJwks;
+/// use tower_jwt_signer::RemoteJwks;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::answer;
 use super::future::ResponseFuture;
 use super::source::TokenSource;
 use super::token::{Attempt, Verifier};
@@ -73,11 +74,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let challenge = self.source.challenge().clone();
-        let token = match self.source.extract(&request) {
-            Ok(token) => token,
-            Err(err) => return ResponseFuture::rejected(&err, &challenge),
-        };
-        match self.verifier.begin(token) {
+        match answer::begin(&self.verifier, &self.source, &request) {
             Attempt::Done(Ok(claims)) => {
                 request.extensions_mut().insert(claims);
                 ResponseFuture::calling(self.inner.call(request))

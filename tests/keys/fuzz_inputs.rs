@@ -8,8 +8,9 @@ use std::time::UNIX_EPOCH;
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use tower_jwt_signer::store::{DirKeyStore, KeyStore as _, StoredKey};
-use tower_jwt_signer::{Algorithm, KeyState};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::{KeyStore as _, StoredKey};
+use tower_jwt_signer::{Algorithm, DirKeyStore};
 
 use crate::support::fuzz::{AUDIENCE, ISSUER, NOW, fixture};
 

@@ -8,9 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::{Value, json};
-use tower_jwt_signer::store::{DirKeyStore, KeyStore};
-use tower_jwt_signer::verifier::{JwkSet, KeySource, Verifier};
-use tower_jwt_signer::{Algorithm, KeyState, SigningKey};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::KeyStore;
+use tower_jwt_signer::verifier::{JwkSet, KeySource};
+use tower_jwt_signer::{Algorithm, DirKeyStore, SigningKey, Verifier};
 
 use crate::support::jose::{compact, openssl_verifies, their_thumbprint, unb64};
 

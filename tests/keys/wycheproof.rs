@@ -15,7 +15,8 @@
 //! `Verifier::verify_jws_with` is used: everything but the claims.
 
 use serde_json::{Value, json};
-use tower_jwt_signer::verifier::{JwkSet, JwkSetError, KeySource, Verifier, VerifyError};
+use tower_jwt_signer::verifier::{JwkSet, JwkSetError, KeySource};
+use tower_jwt_signer::{Verifier, VerifyError};
 
 use crate::support::jose::shared_vectors;
 

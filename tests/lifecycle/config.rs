@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
-use tower_jwt_signer::registry::{RegistryError, StoreFollower};
-use tower_jwt_signer::rotation::{RotationConfigError, RotationPolicy};
-use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoreError, StoredKey};
-use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, Kid, SigningKey};
+use tower_jwt_signer::registry::{KeyState, StoreFollower};
+use tower_jwt_signer::store::{KeyStore, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, JwtSignerLayer, KeyRegistry, KeyRotator, Kid, RegistryError,
+    RotationPolicy, SigningKey, StoreError,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -152,96 +154,137 @@ fn a_key_that_cannot_be_stored_is_refused_by_a_store_backed_registry() {
 // --- Rotation -------------------------------------------------------------------
 
 #[test]
-fn rotation_ttl_zero_is_refused() {
-    let err = RotationPolicy::builder(HOUR, Duration::ZERO)
-        .build()
-        .unwrap_err();
-    assert_eq!(err, RotationConfigError::ZeroTokenTtl);
-}
-
-#[test]
 fn rotation_period_or_retry_zero_is_refused() {
-    let err = RotationPolicy::builder(Duration::ZERO, MINUTE)
-        .build()
-        .unwrap_err();
-    assert_eq!(err, RotationConfigError::ZeroPeriod);
-    let err = RotationPolicy::builder(HOUR, MINUTE)
+    let err = RotationPolicy::builder(Duration::ZERO).build().unwrap_err();
+    assert_eq!(err.setting(), "rotate_every");
+    let err = RotationPolicy::builder(HOUR)
         .retry_after(Duration::ZERO)
         .build()
         .unwrap_err();
-    assert_eq!(err, RotationConfigError::ZeroRetry);
+    assert_eq!(err.setting(), "retry_after");
 }
 
 #[test]
 fn rotation_durations_over_a_century_are_refused() {
-    let err = RotationPolicy::builder(Duration::MAX, MINUTE)
+    let err = RotationPolicy::builder(Duration::MAX).build().unwrap_err();
+    assert_eq!(err.setting(), "rotate_every");
+    assert!(err.reason().contains("100 years"), "{err}");
+    let err = RotationPolicy::builder(HOUR)
+        .verifier_leeway(Duration::MAX)
         .build()
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RotationConfigError::TooLong {
-                what: "rotate_every",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let err = RotationPolicy::builder(HOUR, MINUTE)
-        .leeway(Duration::MAX)
+    assert_eq!(err.setting(), "verifier_leeway");
+    let err = RotationPolicy::builder(HOUR)
+        .follower_poll_interval(CENTURY_AND_A_DAY)
         .build()
         .unwrap_err();
-    assert!(
-        matches!(err, RotationConfigError::TooLong { what: "leeway", .. }),
-        "{err:?}"
-    );
+    assert_eq!(err.setting(), "follower_poll_interval");
 }
 
 #[test]
 fn prepublish_longer_than_the_period_is_refused() {
-    let err = RotationPolicy::builder(HOUR, MINUTE)
+    let err = RotationPolicy::builder(HOUR)
         .prepublish(2 * HOUR)
         .build()
         .unwrap_err();
-    assert_eq!(
-        err,
-        RotationConfigError::PrepublishLongerThanPeriod {
-            prepublish: 2 * HOUR,
-            rotate_every: HOUR,
-            defaulted: false,
-        }
-    );
-    // The default prepublish (the JWKS max-age, 5 min) does not fit a
-    // one-minute period either.
-    let err = RotationPolicy::builder(MINUTE, Duration::from_secs(10))
+    assert_eq!(err.setting(), "prepublish");
+    assert!(err.reason().contains("rotation period"), "{err}");
+    // The default prepublish, the registry's JWKS max-age (5 min), does not
+    // fit a one-minute period either: refused by the spawn, before any task
+    // starts (no runtime is needed to refuse).
+    let policy = RotationPolicy::builder(MINUTE).build().unwrap();
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let err = KeyRotator::spawn(registry, policy.clone()).unwrap_err();
+    assert_eq!(err.setting(), "prepublish");
+    assert!(err.reason().contains("jwks_max_age"), "{err}");
+    // A registry whose JWKS is cached 30 s fits it.
+    let registry = KeyRegistry::builder()
+        .jwks_max_age(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let resolved = policy.resolve(&registry).unwrap();
+    assert_eq!(resolved.prepublish(), Duration::from_secs(30));
+}
+
+/// A replica that misses a change notification (or polls a directory)
+/// sees the next key up to one poll interval after it is published: a
+/// prepublish time shorter than that would let another replica sign with
+/// the key before this one's JWKS publishes it.
+#[test]
+fn prepublish_shorter_than_the_followers_poll_interval_is_refused() {
+    let poll = Duration::from_secs(5);
+    let err = RotationPolicy::builder(MINUTE)
+        .follower_poll_interval(poll)
+        .prepublish(Duration::from_secs(4))
         .build()
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RotationConfigError::PrepublishLongerThanPeriod {
-                defaulted: true,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_eq!(err.setting(), "prepublish");
+    assert!(err.reason().contains("poll interval (5s)"), "{err}");
+    let err = RotationPolicy::builder(Duration::from_secs(2))
+        .follower_poll_interval(poll)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "follower_poll_interval");
+    // One poll interval ahead is enough, and so is the default (the JWKS
+    // max-age plus the poll interval), when it fits the period.
+    let registry = KeyRegistry::builder()
+        .jwks_max_age(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for (prepublish, resolved) in [(Some(poll), poll), (None, Duration::from_secs(35))] {
+        let mut builder = RotationPolicy::builder(MINUTE).follower_poll_interval(poll);
+        if let Some(prepublish) = prepublish {
+            builder = builder.prepublish(prepublish);
+        }
+        let policy = builder.build().unwrap().resolve(&registry).unwrap();
+        assert_eq!(policy.prepublish(), resolved);
+    }
 }
 
 #[test]
 fn retain_shorter_than_the_token_lifetime_is_refused() {
-    let err = RotationPolicy::builder(HOUR, 5 * MINUTE)
+    let registry = KeyRegistry::builder()
+        .token_ttl(5 * MINUTE)
+        .build()
+        .unwrap();
+    let policy = RotationPolicy::builder(HOUR)
+        .verifier_leeway(Duration::from_secs(30))
         .retain(MINUTE)
         .build()
+        .unwrap();
+    let err = KeyRotator::spawn(registry.clone(), policy.clone()).unwrap_err();
+    // The registry's ttl + the verifiers' 30 s leeway.
+    assert_eq!(err.setting(), "retain");
+    assert_eq!(err.value(), Some("60s"));
+    assert!(err.reason().contains("330s"), "{err}");
+    assert_eq!(policy.resolve(&registry).unwrap_err(), err);
+    // The same policy on a registry of 30 s tokens is fine.
+    let short = KeyRegistry::builder()
+        .token_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert_eq!(policy.resolve(&short).unwrap().retain(), MINUTE);
+}
+
+/// The issue-10 finding: a signer ttl of 600 s under a rotation policy told
+/// 60 s was accepted, and old keys left the JWKS while their tokens lived.
+/// Now the registry holds the one lifetime that both read.
+#[test]
+fn the_token_lifetime_has_one_home_the_registry() {
+    let registry = KeyRegistry::builder()
+        .token_ttl(10 * MINUTE)
+        .build()
+        .unwrap();
+    assert_eq!(JwtSignerLayer::new(registry.clone()).ttl(), 10 * MINUTE);
+    let policy = RotationPolicy::builder(HOUR).build().unwrap();
+    // 600 s of tokens + 60 s of leeway.
+    assert_eq!(policy.resolve(&registry).unwrap().retain(), 11 * MINUTE);
+    // A signer may sign shorter tokens, never longer ones.
+    let err = JwtSignerLayer::builder(KeyRegistry::generate(Algorithm::ES256).unwrap())
+        .ttl(10 * MINUTE)
+        .build()
         .unwrap_err();
-    // ttl + the default 60 s leeway.
-    assert_eq!(
-        err,
-        RotationConfigError::RetainTooShort {
-            retain: MINUTE,
-            minimum: 6 * MINUTE
-        }
-    );
+    assert_eq!(err.setting(), "ttl");
 }
 
 // --- Key store --------------------------------------------------------------------

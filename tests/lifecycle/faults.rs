@@ -26,11 +26,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpListener;
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::registry::KeyState;
 use tower_jwt_signer::store::KeyStore;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
 use tower_jwt_signer::{
-    Algorithm, Clock, DirKeyStore, KeyRegistry, KeyState, RegistryError, SigningKey,
+    Algorithm, DirKeyStore, KeyRegistry, KeyRotator, RegistryError, RemoteJwks, RotationPolicy,
+    SigningKey, Verifier,
 };
 
 use crate::support::chain::{AUDIENCE, Gateway, ISSUER, jwks_url, signer};
@@ -60,11 +61,13 @@ async fn bounded<F: Future>(future: F) -> F::Output {
         .expect("the test finished within its time limit")
 }
 
-/// A registry on `store` with an ES256 key, built off the runtime thread.
+/// A registry of [`TOKEN_TTL`] tokens on `store` with an ES256 key, built
+/// off the runtime thread.
 async fn open_registry(store: impl KeyStore + 'static, clock: Clock) -> KeyRegistry {
     tokio::task::spawn_blocking(move || {
         KeyRegistry::builder()
             .clock(clock)
+            .token_ttl(TOKEN_TTL)
             .store(store)
             .generate_if_missing(Algorithm::ES256)
             .build()
@@ -99,7 +102,8 @@ async fn chain(registry: &KeyRegistry, jwks: Option<&JwksServer>) -> Chain {
         .build()
         .unwrap();
     let backend = Backend::start(verifier, Audit::new(registry.clone())).await;
-    let signer = signer(registry.clone()).ttl(TOKEN_TTL).unwrap();
+    // The registry's TOKEN_TTL.
+    let signer = signer(registry.clone()).build().unwrap();
     let gateway = Gateway::start_with(signer, registry.clone(), listener, backend.addr);
     Chain {
         remote,
@@ -111,8 +115,8 @@ async fn chain(registry: &KeyRegistry, jwks: Option<&JwksServer>) -> Chain {
 /// Rotation every `period`, the next key published a second before it
 /// signs, failed steps retried after [`RETRY`].
 fn policy(period: Duration, retain: Option<Duration>) -> RotationPolicy {
-    let builder = RotationPolicy::builder(period, TOKEN_TTL)
-        .leeway(LEEWAY)
+    let builder = RotationPolicy::builder(period)
+        .verifier_leeway(LEEWAY)
         .prepublish(Duration::from_secs(1))
         .retry_after(RETRY);
     match retain {
@@ -265,7 +269,7 @@ async fn the_key_directory_becomes_read_only() {
         let dir = tmp.path().join("keys");
         let registry = open_registry(DirKeyStore::open(&dir).unwrap(), Clock::system()).await;
         let period = Duration::from_secs(2);
-        let rotator = KeyRotator::spawn(registry.clone(), policy(period, None));
+        let rotator = KeyRotator::spawn(registry.clone(), policy(period, None)).unwrap();
         let chain = chain(&registry, None).await;
         let load = Load::start(chain.gateway.addr, CLIENTS);
         let clients = Arc::clone(load.stats());
@@ -324,7 +328,8 @@ async fn a_full_disk() {
         let rotator = KeyRotator::spawn(
             registry.clone(),
             policy(period, Some(Duration::from_secs(120))),
-        );
+        )
+        .unwrap();
         let chain = chain(&registry, None).await;
         let load = Load::start(chain.gateway.addr, CLIENTS);
         let clients = Arc::clone(load.stats());
@@ -415,7 +420,8 @@ async fn a_disk_that_fills_up_in_the_middle_of_an_activation() {
         let rotator = KeyRotator::spawn(
             registry.clone(),
             policy(Duration::from_secs(2), Some(Duration::from_secs(120))),
-        );
+        )
+        .unwrap();
         let chain = chain(&registry, None).await;
         let load = Load::start(chain.gateway.addr, CLIENTS);
         let clients = Arc::clone(load.stats());
@@ -629,10 +635,9 @@ async fn the_clock_jumps_forward_and_back() {
         let (clock, offset) = jumping_clock();
         let registry = open_registry(DirKeyStore::open(&dir).unwrap(), clock.clone()).await;
         let period = Duration::from_secs(1);
-        let policy = policy(period, None);
-        let retain = policy.retain();
         let kids = KidLog::start(&registry);
-        let rotator = KeyRotator::spawn(registry.clone(), policy);
+        let rotator = KeyRotator::spawn(registry.clone(), policy(period, None)).unwrap();
+        let retain = rotator.retain();
         let chain = chain(&registry, None).await;
         let load = Load::start(chain.gateway.addr, CLIENTS);
         let clients = Arc::clone(load.stats());

@@ -9,8 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tower_jwt_signer::store::{DirKeyStore, KeyStore};
-use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, SigningKey};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::KeyStore;
+use tower_jwt_signer::{Algorithm, DirKeyStore, KeyRegistry, SigningKey};
 
 const CHILD_DIR: &str = "TOWER_JWT_SIGNER_CRASH_CHILD_DIR";
 

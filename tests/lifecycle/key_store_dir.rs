@@ -9,12 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::lifecycle::dir_picture;
 use serde_json::Value;
-use tower_jwt_signer::keys::SigningBackend;
-use tower_jwt_signer::store::{
-    DirKeyStore, KeyStore, LoosePermissions, MemoryKeyStore, StoreError, StoreLock, StoredKey,
-};
+use tower_jwt_signer::keys::{PublicJwk, SigningBackend};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::{KeyStore, LoosePermissions, MemoryKeyStore, StoreLock, StoredKey};
 use tower_jwt_signer::{
-    Algorithm, KeyRegistry, KeyState, Kid, PublicJwk, RegistryError, SigningKey,
+    Algorithm, DirKeyStore, KeyRegistry, Kid, RegistryError, SigningKey, StoreError,
 };
 
 fn mode(path: &Path) -> u32 {

@@ -12,10 +12,11 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
-use tower_jwt_signer::store::{
-    DirKeyStore, ForeignOwner, KeyStore, LoosePermissions, StoreError, StoredKey,
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::{ForeignOwner, KeyStore, LoosePermissions, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, KeyRegistry, Kid, RegistryError, SigningKey, StoreError,
 };
-use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, Kid, RegistryError, SigningKey};
 
 /// The uid `nobody` has on Linux distributions.
 const NOBODY: u32 = 65534;

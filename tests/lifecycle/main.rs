@@ -16,4 +16,5 @@ mod replicas;
 mod restart;
 mod rotation_events;
 mod rotation_lifecycle;
+mod short_period;
 mod soak;

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState, SigningKey};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 
 fn published_kids(bytes: &[u8]) -> Vec<String> {
     let jwks: Value = serde_json::from_slice(bytes).unwrap();

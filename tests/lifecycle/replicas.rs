@@ -7,10 +7,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::lifecycle::{published_kids, sign, verify_with_jwks};
-use tower_jwt_signer::registry::StoreFollower;
-use tower_jwt_signer::rotation::{KeyRotator, OldKeys, RotationPolicy};
-use tower_jwt_signer::store::{DirKeyStore, StoreError};
-use tower_jwt_signer::{Algorithm, Clock, KeyRegistry, KeyState, RegistryError};
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::registry::{KeyState, StoreFollower};
+use tower_jwt_signer::rotation::OldKeys;
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, KeyRegistry, KeyRotator, RegistryError, RotationPolicy, StoreError,
+};
 
 const PERIOD: Duration = Duration::from_secs(3600);
 const POLL: Duration = Duration::from_secs(5);
@@ -18,8 +20,8 @@ const TTL: u64 = 60;
 const LEEWAY: u64 = 60;
 
 fn policy() -> RotationPolicy {
-    RotationPolicy::builder(PERIOD, Duration::from_secs(TTL))
-        .leeway(Duration::from_secs(LEEWAY))
+    RotationPolicy::builder(PERIOD)
+        .verifier_leeway(Duration::from_secs(LEEWAY))
         .follower_poll_interval(POLL)
         .build()
         .unwrap()
@@ -49,7 +51,7 @@ async fn a_replica_sees_each_rotation_within_its_poll_interval() {
     let writer = open(&dir, &clock, true);
     let replica = open(&dir, &clock, false);
     assert_eq!(replica.current().etag(), writer.current().etag());
-    let rotator = KeyRotator::spawn(writer.clone(), policy());
+    let rotator = KeyRotator::spawn(writer.clone(), policy()).unwrap();
     let follower = StoreFollower::spawn(replica.clone(), POLL).unwrap();
     settle().await;
 
@@ -66,7 +68,7 @@ async fn a_replica_sees_each_rotation_within_its_poll_interval() {
     assert_eq!(seen.etag(), writer.current().etag());
 
     // Its activation, too.
-    tokio::time::sleep(policy().prepublish()).await;
+    tokio::time::sleep(rotator.prepublish()).await;
     assert_eq!(writer.current().active().unwrap().kid(), scheduled.kid());
     tokio::time::sleep(POLL).await;
     settle().await;
@@ -94,7 +96,7 @@ async fn tokens_a_replica_signs_verify_everywhere_for_their_whole_life() {
     let clock = Clock::tokio();
     let writer = open(&dir, &clock, true);
     let replica = open(&dir, &clock, false);
-    let rotator = KeyRotator::spawn(writer.clone(), policy());
+    let rotator = KeyRotator::spawn(writer.clone(), policy()).unwrap();
     let start = clock.now();
     // The worst phase: the replica polls 4 s after each activation, so it
     // signs with the old key for 4 s after the writer switched.
@@ -155,8 +157,8 @@ async fn two_writers_with_rotators_rotate_once_per_period() {
     let a = open(&dir, &clock, true);
     let b = open(&dir, &clock, false);
     let rotators = [
-        KeyRotator::spawn(a.clone(), policy()),
-        KeyRotator::spawn(b.clone(), policy()),
+        KeyRotator::spawn(a.clone(), policy()).unwrap(),
+        KeyRotator::spawn(b.clone(), policy()).unwrap(),
     ];
     let followers = [
         StoreFollower::spawn(a.clone(), POLL).unwrap(),
@@ -167,7 +169,7 @@ async fn two_writers_with_rotators_rotate_once_per_period() {
     let start = clock.now();
     while clock.now() < start + PERIOD * 3 + Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_secs(11)).await;
-        let stored = tower_jwt_signer::KeyStore::load(&store).unwrap();
+        let stored = tower_jwt_signer::store::KeyStore::load(&store).unwrap();
         let count = |state| stored.iter().filter(|k| k.state() == state).count();
         assert_eq!(count(KeyState::Active), 1);
         assert!(count(KeyState::Next) <= 1, "two next keys: {stored:?}");

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::support::lifecycle::{published_kids, sign, verifiable, verify_with_jwks};
-use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::{Algorithm, KeyRegistry, KeyState};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::{Algorithm, DirKeyStore, KeyRegistry};
 
 fn open(dir: &std::path::Path, alg: Algorithm) -> KeyRegistry {
     KeyRegistry::builder()

@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
-use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::{Algorithm, Clock, KeyRegistry};
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::{Algorithm, DirKeyStore, KeyRegistry, KeyRotator, RotationPolicy};
 
 use crate::support::logs::logs;
 
@@ -28,10 +27,8 @@ async fn lifecycle_events_and_load_errors_are_logged() {
         .unwrap();
     let first = registry.current().active().unwrap().kid().to_string();
     let period = Duration::from_secs(3600);
-    let policy = RotationPolicy::builder(period, Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
+    let policy = RotationPolicy::builder(period).build().unwrap();
+    let rotator = KeyRotator::spawn(registry.clone(), policy).unwrap();
     // One full rotation, and the old key's retention.
     tokio::time::sleep(period + Duration::from_secs(200)).await;
     let second = registry.current().active().unwrap().kid().to_string();

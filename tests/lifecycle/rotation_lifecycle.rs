@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::support::lifecycle::{published_kids, sign, verify_with_jwks};
-use tower_jwt_signer::rotation::{KeyRotator, OldKeys, RotationPolicy};
-use tower_jwt_signer::store::{
-    DirKeyStore, KeyStore, MemoryKeyStore, StoreError, StoreLock, StoredKey,
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::registry::{KeySnapshot, KeyState};
+use tower_jwt_signer::rotation::OldKeys;
+use tower_jwt_signer::store::{KeyStore, MemoryKeyStore, StoreLock, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, KeyRegistry, KeyRotator, Kid, RotationPolicy, SigningKey, StoreError,
 };
-use tower_jwt_signer::{Algorithm, Clock, KeyRegistry, KeySnapshot, KeyState, Kid, SigningKey};
 
 const PERIOD: Duration = Duration::from_secs(3600);
 const TTL: u64 = 60;
@@ -19,8 +21,8 @@ const LEEWAY: u64 = 60;
 const PREPUBLISH: Duration = Duration::from_secs(300);
 
 fn policy() -> RotationPolicy {
-    RotationPolicy::builder(PERIOD, Duration::from_secs(TTL))
-        .leeway(Duration::from_secs(LEEWAY))
+    RotationPolicy::builder(PERIOD)
+        .verifier_leeway(Duration::from_secs(LEEWAY))
         .build()
         .unwrap()
 }
@@ -114,7 +116,7 @@ async fn several_periods_keep_both_invariants() {
         })
     };
 
-    let rotator = KeyRotator::spawn(registry.clone(), policy());
+    let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
     let start = clock.now();
     // Not a divisor of the period: tokens at many offsets.
     let step = Duration::from_secs(7);
@@ -214,7 +216,7 @@ async fn rotate_now_publishes_first_and_activates_after_prepublish() {
     let clock = Clock::tokio();
     let registry = memory_registry(&clock);
     let old = registry.current().active().unwrap().kid().clone();
-    let rotator = KeyRotator::spawn(registry.clone(), policy());
+    let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
     settle().await;
     let t0 = clock.now();
     let scheduled = rotator.rotate_now().await.unwrap();
@@ -266,7 +268,7 @@ async fn rotate_now_publishes_first_and_activates_after_prepublish() {
 async fn emergency_rotation_keeping_the_old_key() {
     let clock = Clock::tokio();
     let registry = memory_registry(&clock);
-    let rotator = KeyRotator::spawn(registry.clone(), policy());
+    let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
     settle().await;
     let old = registry.current().active().unwrap().kid().clone();
     let (old_token, _) = sign(&registry.current(), clock.unix_seconds(), TTL);
@@ -287,7 +289,7 @@ async fn emergency_rotation_keeping_the_old_key() {
 async fn emergency_rotation_revoking_the_old_key() {
     let clock = Clock::tokio();
     let registry = memory_registry(&clock);
-    let rotator = KeyRotator::spawn(registry.clone(), policy());
+    let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
     settle().await;
     let old = registry.current().active().unwrap().kid().clone();
     let (old_token, _) = sign(&registry.current(), clock.unix_seconds(), TTL);
@@ -361,7 +363,7 @@ async fn rsa_keys_are_generated_and_stored_off_the_runtime_thread() {
         .unwrap();
     store.save_threads.lock().unwrap().clear();
     let old = registry.current().active().unwrap().kid().clone();
-    let rotator = KeyRotator::spawn(registry.clone(), policy());
+    let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
     tokio::time::sleep(PERIOD + Duration::from_secs(1)).await;
     let snapshot = registry.current();
     let active = snapshot.active().unwrap();
@@ -386,11 +388,11 @@ async fn a_failing_store_is_retried_and_nothing_is_published_meanwhile() {
         .generate_if_missing(Algorithm::ES256)
         .build()
         .unwrap();
-    let policy = RotationPolicy::builder(PERIOD, Duration::from_secs(TTL))
+    let policy = RotationPolicy::builder(PERIOD)
         .retry_after(Duration::from_secs(30))
         .build()
         .unwrap();
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
+    let rotator = KeyRotator::spawn(registry.clone(), policy).unwrap();
     settle().await;
     let version = registry.current().version();
     *store.failures_left.lock().unwrap() = 3;
@@ -443,7 +445,7 @@ async fn at_start_the_rotator_catches_up_without_skipping_prepublish() {
         .build()
         .unwrap();
     assert_eq!(registry.current().keys().len(), 3);
-    let rotator = KeyRotator::spawn(registry.clone(), policy());
+    let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
     settle().await;
     let snapshot = registry.current();
     assert!(snapshot.get(expired.kid()).is_none(), "expired key removed");
@@ -467,7 +469,7 @@ async fn a_stopped_or_dropped_rotator_rotates_no_more() {
     let clock = Clock::tokio();
     for stop in [true, false] {
         let registry = memory_registry(&clock);
-        let rotator = KeyRotator::spawn(registry.clone(), policy());
+        let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
         settle().await;
         let version = registry.current().version();
         if stop {
@@ -490,11 +492,11 @@ async fn an_empty_registry_gets_an_active_key_at_once() {
         .build()
         .unwrap();
     assert!(registry.current().active().is_none());
-    let policy = RotationPolicy::builder(PERIOD, Duration::from_secs(TTL))
+    let policy = RotationPolicy::builder(PERIOD)
         .algorithm(Algorithm::EdDSA)
         .build()
         .unwrap();
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
+    let rotator = KeyRotator::spawn(registry.clone(), policy).unwrap();
     settle().await;
     let snapshot = registry.current();
     assert_eq!(snapshot.active().unwrap().algorithm(), Algorithm::EdDSA);
@@ -511,9 +513,12 @@ async fn an_empty_registry_gets_an_active_key_at_once() {
 async fn rotate_every_rotates_the_keys_in_the_key_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("keys");
+    // --ttl 30 is the registry's token lifetime; the JWKS max-age is the
+    // default 300 s.
     let open = |clock: Clock| {
         KeyRegistry::builder()
             .clock(clock)
+            .token_ttl(Duration::from_secs(30))
             .generate_if_missing(Algorithm::ES256)
             .store(
                 DirKeyStore::builder(&dir)
@@ -526,17 +531,16 @@ async fn rotate_every_rotates_the_keys_in_the_key_dir() {
     };
     let period = Duration::from_secs(600);
     let max_age = Duration::from_secs(300); // the JWKS max-age, by default
-    let policy = RotationPolicy::builder(period, Duration::from_secs(30))
-        .jwks_max_age(max_age)
+    let policy = RotationPolicy::builder(period)
         .algorithm(Algorithm::ES256)
         .prepublish((period / 2).min(max_age))
         .build()
         .unwrap();
-    assert_eq!(policy.prepublish(), Duration::from_secs(300));
-    assert_eq!(policy.retain(), Duration::from_secs(30 + 60));
     let registry = open(Clock::tokio());
     let first = registry.current().active().unwrap().kid().clone();
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
+    let rotator = KeyRotator::spawn(registry.clone(), policy).unwrap();
+    assert_eq!(rotator.prepublish(), Duration::from_secs(300));
+    assert_eq!(rotator.retain(), Duration::from_secs(30 + 60));
 
     // Published 300 s (half the period) before it signs.
     tokio::time::sleep(Duration::from_secs(301)).await;

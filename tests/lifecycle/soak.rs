@@ -28,10 +28,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tower_jwt_signer::rotation::{KeyRotator, RotationPolicy};
-use tower_jwt_signer::store::DirKeyStore;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
-use tower_jwt_signer::{Algorithm, KeyRegistry};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, KeyRegistry, KeyRotator, RemoteJwks, RotationPolicy, Verifier,
+};
 
 use crate::support::chain::{AUDIENCE, Gateway, ISSUER, jwks_url, signer};
 use crate::support::soak::{Audit, Backend, KidLog, Load, published_kids, stored_keys, temp_files};
@@ -76,6 +75,7 @@ async fn soak() {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
             KeyRegistry::builder()
+                .token_ttl(TOKEN_TTL)
                 .store(DirKeyStore::open(&dir).unwrap())
                 .generate_if_missing(Algorithm::ES256)
                 .build()
@@ -84,13 +84,13 @@ async fn soak() {
         .await
         .unwrap()
     };
-    let policy = RotationPolicy::builder(PERIOD, TOKEN_TTL)
-        .leeway(LEEWAY)
+    let policy = RotationPolicy::builder(PERIOD)
+        .verifier_leeway(LEEWAY)
         .prepublish(PREPUBLISH)
         .build()
         .unwrap();
     let kids = KidLog::start(&registry);
-    let rotator = KeyRotator::spawn(registry.clone(), policy);
+    let rotator = KeyRotator::spawn(registry.clone(), policy).unwrap();
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let remote = RemoteJwks::builder(jwks_url(&listener))
@@ -105,7 +105,8 @@ async fn soak() {
         .build()
         .unwrap();
     let backend = Backend::start(verifier, Audit::new(registry.clone())).await;
-    let signer = signer(registry.clone()).ttl(TOKEN_TTL).unwrap();
+    // The registry's TOKEN_TTL.
+    let signer = signer(registry.clone()).build().unwrap();
     let gateway = Gateway::start_with(signer, registry.clone(), listener, backend.addr);
 
     let started = Instant::now();

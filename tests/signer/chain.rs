@@ -14,8 +14,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier, VerifierBuilder};
-use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
+use tower_jwt_signer::verifier::VerifierBuilder;
+use tower_jwt_signer::{Algorithm, KeyRegistry, RemoteJwks, SigningKey, Verifier};
 
 use crate::support::chain::{AUDIENCE, Backend, Gateway, ISSUER, jwks_url};
 use crate::support::signer::segment;

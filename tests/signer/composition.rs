@@ -80,10 +80,11 @@ async fn inside_an_axum_router_with_trace_and_sensitive_headers() {
             }))
         }
     };
-    let signer = JwtSignerLayer::new(registry.clone())
+    let signer = JwtSignerLayer::builder(registry.clone())
         .issuer("gateway")
-        .unwrap()
-        .existing_token(ExistingToken::Reject);
+        .existing_token(ExistingToken::Reject)
+        .build()
+        .unwrap();
     // Routes added before `layer` are signed; the JWKS route added after
     // is not.
     let app = Router::new()
@@ -134,8 +135,9 @@ async fn under_a_plain_hyper_server() {
     });
     let service = ServiceBuilder::new()
         .layer(
-            JwtSignerLayer::new(registry.clone())
+            JwtSignerLayer::builder(registry.clone())
                 .template_claim("path", "${req.path}")
+                .build()
                 .unwrap(),
         )
         .service(backend);
@@ -218,8 +220,10 @@ async fn a_proxy_returning_hyper_incoming_bodies_needs_no_mapping() {
         }
     });
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let service = JwtSignerLayer::new(registry.clone())
+    let service = JwtSignerLayer::builder(registry.clone())
         .existing_token(ExistingToken::Reject)
+        .build()
+        .unwrap()
         .layer(inner);
     let (_proxy, addr) = serve_with_hyper(service).await;
     let (parts, body) = fetch(get_request(format!("http://{addr}/x"), None)).await;

@@ -13,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tower_jwt_signer::signer::{ClaimsRejection, RequestClaims};
-use tower_jwt_signer::{Algorithm, ExistingToken, JwtSignerLayer, KeyRegistry};
+use tower_jwt_signer::signer::{ClaimsRejection, ExistingToken, RequestClaims};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry};
 
 /// What the backend saw: the claims of the token in `header` (or its raw
 /// values when they are not our JWT), every header name, and the
@@ -74,8 +74,9 @@ fn registry() -> KeyRegistry {
 
 #[tokio::test]
 async fn an_absolute_form_request_never_puts_its_password_in_a_claim() {
-    let signer = JwtSignerLayer::new(registry())
+    let signer = JwtSignerLayer::builder(registry())
         .template_claim("host", "${req.host}")
+        .build()
         .unwrap();
     let addr = serve(signer, "authorization").await;
     let (status, seen) = send(
@@ -102,10 +103,11 @@ async fn connection_cannot_name_the_token_away() {
 
 #[tokio::test]
 async fn a_look_alike_header_never_reaches_the_backend() {
-    let signer = JwtSignerLayer::new(registry())
+    let signer = JwtSignerLayer::builder(registry())
         .header_name("X-JWT-Token")
-        .unwrap()
-        .without_scheme();
+        .without_scheme()
+        .build()
+        .unwrap();
     let addr = serve(signer, "x-jwt-token").await;
     let (status, seen) = send(
         addr,
@@ -126,12 +128,14 @@ async fn a_look_alike_header_never_reaches_the_backend() {
 
 #[tokio::test]
 async fn keep_cannot_skip_the_claims_closure() {
-    let signer = JwtSignerLayer::new(registry())
+    let signer = JwtSignerLayer::builder(registry())
         .existing_token(ExistingToken::Keep)
         .request_claims(|parts| match parts.headers.get("x-user") {
             Some(user) => Ok(RequestClaims::new().subject(user.to_str().unwrap_or_default())),
             None => Err(ClaimsRejection::unauthorized("not signed in")),
-        });
+        })
+        .build()
+        .unwrap();
     let addr = serve(signer, "authorization").await;
     let (status, seen) = send(
         addr,

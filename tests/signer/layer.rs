@@ -10,10 +10,10 @@ use crate::support::signer::{Seen, bearer, json_body, recording, segment, verify
 use http::{HeaderValue, Request, StatusCode};
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
-use tower_jwt_signer::keys::SignError;
-use tower_jwt_signer::keys::SigningBackend;
+use tower_jwt_signer::clock::Clock;
+use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
 use tower_jwt_signer::signer::{ClaimsRejection, ExistingToken, RequestClaims};
-use tower_jwt_signer::{Algorithm, Clock, JwtSignerLayer, KeyRegistry, PublicJwk, SigningKey};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, SigningKey};
 
 /// Sends one request through `layer` to a recording inner service.
 async fn send(
@@ -156,13 +156,14 @@ async fn dates_come_from_the_registry_clock() {
     let at = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
     let registry = KeyRegistry::builder()
         .clock(Clock::from_fn(move || at))
+        .token_ttl(Duration::from_secs(300))
         .active(SigningKey::generate(Algorithm::EdDSA).unwrap())
         .build()
         .unwrap();
-    let layer = JwtSignerLayer::new(registry)
-        .ttl(Duration::from_secs(300))
-        .unwrap()
+    // The registry's token lifetime, as the signer's default.
+    let layer = JwtSignerLayer::builder(registry)
         .not_before_backdate(Duration::from_secs(5))
+        .build()
         .unwrap();
     let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
     let claims = segment(bearer(&seen.only().headers).split('.').nth(1).unwrap());
@@ -193,8 +194,9 @@ async fn paused_tokio_time_moves_the_dates() {
 #[tokio::test]
 async fn a_rotation_switches_the_kid_and_the_header() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry.clone())
+    let layer = JwtSignerLayer::builder(registry.clone())
         .token_type("at+jwt")
+        .build()
         .unwrap();
     let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
     let before = verify(&bearer(&seen.only().headers), &registry).unwrap();
@@ -230,7 +232,10 @@ async fn replace_leaves_exactly_one_value_ours() {
 #[tokio::test]
 async fn keep_forwards_the_client_values_untouched_and_signs_nothing() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry).existing_token(ExistingToken::Keep);
+    let layer = JwtSignerLayer::builder(registry)
+        .existing_token(ExistingToken::Keep)
+        .build()
+        .unwrap();
     let request = Request::get("/")
         .header("authorization", "Bearer client-token")
         .header("authorization", "Basic YWxpY2U6c2VjcmV0")
@@ -255,7 +260,10 @@ async fn keep_forwards_the_client_values_untouched_and_signs_nothing() {
 #[tokio::test]
 async fn reject_answers_400_and_never_calls_the_inner_service() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry).existing_token(ExistingToken::Reject);
+    let layer = JwtSignerLayer::builder(registry)
+        .existing_token(ExistingToken::Reject)
+        .build()
+        .unwrap();
     for count in [1, 2] {
         let mut request = Request::get("/").body(()).unwrap();
         for i in 0..count {
@@ -280,10 +288,11 @@ async fn reject_answers_400_and_never_calls_the_inner_service() {
 #[tokio::test]
 async fn custom_header_without_scheme_and_custom_scheme() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry.clone())
+    let layer = JwtSignerLayer::builder(registry.clone())
         .header_name("X-JWT-Token")
-        .unwrap()
-        .without_scheme();
+        .without_scheme()
+        .build()
+        .unwrap();
     let request = Request::get("/")
         .header("authorization", "Basic YWxpY2U6c2VjcmV0")
         .header("x-jwt-token", "forged")
@@ -300,7 +309,10 @@ async fn custom_header_without_scheme_and_custom_scheme() {
     assert!(values[0].is_sensitive());
     verify(values[0].to_str().unwrap(), &registry).unwrap();
 
-    let layer = JwtSignerLayer::new(registry.clone()).scheme("JWT").unwrap();
+    let layer = JwtSignerLayer::builder(registry.clone())
+        .scheme("JWT")
+        .build()
+        .unwrap();
     let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
     let value = seen.only().headers["authorization"]
         .to_str()
@@ -372,15 +384,18 @@ async fn a_signing_failure_answers_500_and_forwards_nothing() {
 #[tokio::test]
 async fn the_claims_closure_can_refuse_with_401_403_or_500() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry).request_claims(|parts| {
-        match parts.headers.get("x-case").and_then(|v| v.to_str().ok()) {
-            Some("401") => Err(ClaimsRejection::unauthorized("sign in first")),
-            Some("403") => Err(ClaimsRejection::forbidden("tenant suspended")),
-            Some("500") => Err(ClaimsRejection::internal("user store down at 10.0.0.7")),
-            Some("reserved") => Ok(RequestClaims::new().claim("exp", "never")?),
-            _ => Ok(RequestClaims::new()),
-        }
-    });
+    let layer = JwtSignerLayer::builder(registry)
+        .request_claims(
+            |parts| match parts.headers.get("x-case").and_then(|v| v.to_str().ok()) {
+                Some("401") => Err(ClaimsRejection::unauthorized("sign in first")),
+                Some("403") => Err(ClaimsRejection::forbidden("tenant suspended")),
+                Some("500") => Err(ClaimsRejection::internal("user store down at 10.0.0.7")),
+                Some("reserved") => Ok(RequestClaims::new().claim("exp", "never")?),
+                _ => Ok(RequestClaims::new()),
+            },
+        )
+        .build()
+        .unwrap();
     for (case, status, error, reason) in [
         ("401", 401, "unauthorized", Some("sign in first")),
         ("403", 403, "forbidden", Some("tenant suspended")),
@@ -411,15 +426,18 @@ struct User(&'static str);
 #[tokio::test]
 async fn the_closure_reads_extensions_placed_by_an_earlier_layer() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry.clone()).request_claims(|parts| {
-        let user = parts
-            .extensions
-            .get::<User>()
-            .ok_or_else(|| ClaimsRejection::unauthorized("no user"))?;
-        Ok(RequestClaims::new()
-            .subject(user.0)
-            .claim("roles", json!(["admin"]))?)
-    });
+    let layer = JwtSignerLayer::builder(registry.clone())
+        .request_claims(|parts| {
+            let user = parts
+                .extensions
+                .get::<User>()
+                .ok_or_else(|| ClaimsRejection::unauthorized("no user"))?;
+            Ok(RequestClaims::new()
+                .subject(user.0)
+                .claim("roles", json!(["admin"]))?)
+        })
+        .build()
+        .unwrap();
     let mut request = Request::get("/").body(()).unwrap();
     request.extensions_mut().insert(User("alice"));
     let (_, seen) = send(&layer, request).await;
@@ -433,26 +451,25 @@ async fn the_closure_reads_extensions_placed_by_an_earlier_layer() {
 #[tokio::test]
 async fn precedence_request_over_template_over_static_and_dates_stay_ours() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let base = JwtSignerLayer::new(registry.clone())
+    let base = JwtSignerLayer::builder(registry.clone())
         .subject("static-sub")
-        .unwrap()
         .claim("tenant", "static")
-        .unwrap()
-        .claim("only-static", 1)
-        .unwrap();
+        .claim("only-static", 1);
     let with_templates = base
         .clone()
         .template_claim("tenant", "${req.headers.x-tenant}")
-        .unwrap()
         .template_claim("sub", "${req.headers.x-user}")
-        .unwrap()
-        .template_claim("only-template", "${req.method}")
+        .template_claim("only-template", "${req.method}");
+    let with_closure = with_templates
+        .clone()
+        .request_claims(|_| {
+            Ok(RequestClaims::new()
+                .subject("closure-sub")
+                .claim("tenant", "closure")?)
+        })
+        .build()
         .unwrap();
-    let with_closure = with_templates.clone().request_claims(|_| {
-        Ok(RequestClaims::new()
-            .subject("closure-sub")
-            .claim("tenant", "closure")?)
-    });
+    let (base, with_templates) = (base.build().unwrap(), with_templates.build().unwrap());
     let request = || {
         Request::post("/")
             .header("x-tenant", "template")
@@ -503,10 +520,10 @@ async fn precedence_request_over_template_over_static_and_dates_stay_ours() {
 
     // The order of the builder calls does not matter: a static claim set
     // after a template of the same name still loses.
-    let layer = JwtSignerLayer::new(registry.clone())
+    let layer = JwtSignerLayer::builder(registry.clone())
         .template_claim("tenant", "${req.headers.x-tenant}")
-        .unwrap()
         .claim("tenant", "static")
+        .build()
         .unwrap();
     assert_eq!(claims(layer).await["tenant"], "template");
 }
@@ -514,19 +531,15 @@ async fn precedence_request_over_template_over_static_and_dates_stay_ours() {
 #[tokio::test]
 async fn template_values_stay_data() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry.clone())
+    let layer = JwtSignerLayer::builder(registry.clone())
         .template_claim("h", "${req.headers.x-evil}")
-        .unwrap()
         .template_claim("q", "prefix-${req.query.q}-suffix")
-        .unwrap()
         .template_claim("exp_attempt", "${req.query.exp}")
-        .unwrap()
         .template_claim("n", "${number:req.query.n:0}")
-        .unwrap()
         .template_claim("sub", "${req.headers.x-user}")
-        .unwrap()
         // The long value below makes a token far over the default 8 KiB.
         .max_token_len(1 << 20)
+        .build()
         .unwrap();
     let long = "A\"}".repeat(20_000);
     let evil_header = format!(r#"x", "exp": "never", "admin": true, "z": "\u0000\\ {long}"#);
@@ -608,10 +621,10 @@ async fn template_values_stay_data() {
 #[tokio::test]
 async fn a_missing_template_value_without_default_is_refused() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry.clone())
+    let layer = JwtSignerLayer::builder(registry.clone())
         .template_claim("tenant", "${req.headers.x-tenant}")
-        .unwrap()
         .template_claim("region", "${req.query.region:eu}")
+        .build()
         .unwrap();
     let (response, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -639,16 +652,70 @@ async fn a_missing_template_value_without_default_is_refused() {
     );
 }
 
+/// The verifier refuses a token whose numbers would not keep their value
+/// (`VerifyError::InexactNumber`). The signer used to forward such a
+/// `${number:...}` value exactly, in a token its own verifier then refused;
+/// now it answers 400 `claim_unavailable` saying to send a string, and
+/// forwards nothing.
+#[tokio::test]
+async fn a_number_that_would_not_keep_its_value_is_refused_not_forwarded() {
+    let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
+    let layer = JwtSignerLayer::builder(registry.clone())
+        .template_claim("account", "${number:req.headers.x-account}")
+        .build()
+        .unwrap();
+    for inexact in [
+        "444444444444444444444444",
+        "18446744073709551616",
+        "0.30000000000000000000001",
+    ] {
+        let request = Request::get("/")
+            .header("x-account", inexact)
+            .body(())
+            .unwrap();
+        let (response, seen) = send(&layer, request).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{inexact}");
+        assert_eq!(seen.count(), 0, "{inexact}: forwarded");
+        let body = json_body(response.into_body()).await;
+        assert_eq!(body["error"], "claim_unavailable");
+        let reason = body["reason"].as_str().unwrap();
+        assert!(reason.contains("send it as a string"), "{reason}");
+    }
+    // The largest u64 keeps its value: signed, and our verifier accepts it.
+    let request = Request::get("/")
+        .header("x-account", "18446744073709551615")
+        .body(())
+        .unwrap();
+    let (_, seen) = send(&layer, request).await;
+    let token = bearer(&seen.only().headers);
+    tower_jwt_signer::Verifier::new(registry.clone())
+        .verify(&token)
+        .await
+        .expect("our verifier accepts what our signer signs");
+    let claims = verify(&token, &registry).unwrap().claims;
+    assert_eq!(claims["account"], json!(18_446_744_073_709_551_615_u64));
+
+    // A default that would not keep its value is refused when the layer is
+    // built.
+    let err = JwtSignerLayer::builder(registry)
+        .template_claim(
+            "account",
+            "${number:req.headers.x-account:444444444444444444444444}",
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "template_claim");
+    assert!(err.reason().contains("would not keep its value"), "{err}");
+}
+
 #[tokio::test]
 async fn static_registered_claims_and_audience_lists() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer = JwtSignerLayer::new(registry.clone())
+    let settings = JwtSignerLayer::builder(registry.clone())
         .issuer("https://gw.example")
-        .unwrap()
         .audiences(["a", "b"])
-        .unwrap()
-        .claim("scope", json!({"read": true, "ids": [1, 2]}))
-        .unwrap();
+        .claim("scope", json!({"read": true, "ids": [1, 2]}));
+    let layer = settings.clone().build().unwrap();
     let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
     let claims = verify(&bearer(&seen.only().headers), &registry)
         .unwrap()
@@ -656,7 +723,7 @@ async fn static_registered_claims_and_audience_lists() {
     assert_eq!(claims["iss"], "https://gw.example");
     assert_eq!(claims["aud"], json!(["a", "b"]));
     assert_eq!(claims["scope"], json!({"read": true, "ids": [1, 2]}));
-    let layer = layer.audience("single").unwrap();
+    let layer = settings.audience("single").build().unwrap();
     let (_, seen) = send(&layer, Request::get("/").body(()).unwrap()).await;
     let claims = verify(&bearer(&seen.only().headers), &registry)
         .unwrap()

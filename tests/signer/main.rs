@@ -11,4 +11,6 @@ mod config;
 mod hardening;
 mod layer;
 mod offload;
+mod refusals;
 mod reuse;
+mod strategies;

@@ -12,10 +12,9 @@ use std::time::Duration;
 use crate::support::signer::{Seen, bearer, json_body, recording, verify};
 use http::{Request, StatusCode};
 use tower::{Layer, Service, ServiceExt};
-use tower_jwt_signer::keys::SignError;
-use tower_jwt_signer::keys::SigningBackend;
+use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
 use tower_jwt_signer::signer::Offload;
-use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, PublicJwk, SigningKey};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, SigningKey};
 
 /// A key that notes the thread each signature is made on, and can be told
 /// to panic or to fail.
@@ -98,10 +97,11 @@ async fn offloaded_tokens_verify_for_every_algorithm() {
     for alg in Algorithm::ALL {
         let (key, threads) = Watched::new(alg, Behaviour::Sign);
         let registry = KeyRegistry::new(key);
-        let layer = JwtSignerLayer::new(registry.clone())
+        let layer = JwtSignerLayer::builder(registry.clone())
             .issuer("gateway")
-            .unwrap()
-            .offload(Offload::Blocking);
+            .offload(Offload::Blocking)
+            .build()
+            .unwrap();
         let (status, seen, _) = send(&layer, Request::get("/").body(()).unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{alg}");
         let token = bearer(&seen.only().headers);
@@ -130,7 +130,10 @@ async fn auto_offloads_the_slow_algorithms_only() {
 async fn inline_signs_on_the_calling_task() {
     let (key, threads) = Watched::new(Algorithm::RS256, Behaviour::Sign);
     let registry = KeyRegistry::new(key);
-    let layer = JwtSignerLayer::new(registry.clone()).offload(Offload::Inline);
+    let layer = JwtSignerLayer::builder(registry.clone())
+        .offload(Offload::Inline)
+        .build()
+        .unwrap();
     let (status, seen, _) = send(&layer, Request::get("/").body(()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     verify(&bearer(&seen.only().headers), &registry).unwrap();
@@ -156,7 +159,10 @@ async fn the_choice_follows_the_active_key_after_a_rotation() {
 #[tokio::test]
 async fn a_panicking_offloaded_signer_fails_closed() {
     let (key, threads) = Watched::new(Algorithm::RS256, Behaviour::Panic);
-    let layer = JwtSignerLayer::new(KeyRegistry::new(key)).offload(Offload::Blocking);
+    let layer = JwtSignerLayer::builder(KeyRegistry::new(key))
+        .offload(Offload::Blocking)
+        .build()
+        .unwrap();
     let request = Request::get("/")
         .header("authorization", "Bearer from-the-client")
         .body(())
@@ -297,12 +303,14 @@ async fn a_request_dropped_before_its_turn_is_not_signed() {
     for drop_it in [true, false] {
         let started = Arc::new(AtomicUsize::new(0));
         let open = Arc::new((Mutex::new(false), Condvar::new()));
-        let gated = JwtSignerLayer::new(KeyRegistry::new(Gated {
+        let gated = JwtSignerLayer::builder(KeyRegistry::new(Gated {
             key: SigningKey::generate(Algorithm::ES256).unwrap(),
             started: Arc::clone(&started),
             open: Arc::clone(&open),
         }))
-        .offload(Offload::Blocking);
+        .offload(Offload::Blocking)
+        .build()
+        .unwrap();
         let mut holders = tokio::task::JoinSet::new();
         for _ in 0..threads {
             let service = gated.layer(tower::service_fn(|_: Request<()>| async {
@@ -325,8 +333,10 @@ async fn a_request_dropped_before_its_turn_is_not_signed() {
             dropped: Arc::clone(&dropped),
         });
         let seen = Seen::default();
-        let mut service = JwtSignerLayer::new(registry)
+        let mut service = JwtSignerLayer::builder(registry)
             .offload(Offload::Blocking)
+            .build()
+            .unwrap()
             .layer(recording(&seen));
         service.ready().await.unwrap();
         // The call queues the signature; no thread is free to take it.
@@ -375,7 +385,10 @@ async fn a_request_dropped_before_its_turn_is_not_signed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_offloaded_requests_all_verify() {
     let registry = KeyRegistry::generate(Algorithm::PS256).unwrap();
-    let layer = JwtSignerLayer::new(registry.clone()).offload(Offload::Blocking);
+    let layer = JwtSignerLayer::builder(registry.clone())
+        .offload(Offload::Blocking)
+        .build()
+        .unwrap();
     let seen = Seen::default();
     // The inner service verifies each token it receives.
     let backend_registry = registry.clone();
@@ -441,7 +454,10 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 fn offloading_needs_no_runtime() {
     let (key, threads) = Watched::new(Algorithm::RS256, Behaviour::Sign);
     let registry = KeyRegistry::new(key);
-    let layer = JwtSignerLayer::new(registry.clone()).offload(Offload::Blocking);
+    let layer = JwtSignerLayer::builder(registry.clone())
+        .offload(Offload::Blocking)
+        .build()
+        .unwrap();
     let seen = Seen::default();
     let response = block_on(
         layer
@@ -457,7 +473,10 @@ fn offloading_needs_no_runtime() {
 #[tokio::test]
 async fn a_panicking_signer_does_not_take_the_signing_threads_down() {
     let (broken, _) = Watched::new(Algorithm::PS256, Behaviour::Panic);
-    let broken = JwtSignerLayer::new(KeyRegistry::new(broken)).offload(Offload::Blocking);
+    let broken = JwtSignerLayer::builder(KeyRegistry::new(broken))
+        .offload(Offload::Blocking)
+        .build()
+        .unwrap();
     // More panics than there can be signing threads.
     for _ in 0..40 {
         let (status, seen, _) = send(&broken, Request::get("/").body(()).unwrap()).await;
@@ -465,7 +484,10 @@ async fn a_panicking_signer_does_not_take_the_signing_threads_down() {
         assert_eq!(seen.count(), 0);
     }
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let working = JwtSignerLayer::new(registry.clone()).offload(Offload::Blocking);
+    let working = JwtSignerLayer::builder(registry.clone())
+        .offload(Offload::Blocking)
+        .build()
+        .unwrap();
     let (status, seen, _) = send(&working, Request::get("/").body(()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     verify(&bearer(&seen.only().headers), &registry).unwrap();

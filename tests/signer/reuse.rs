@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::support::signer::{Seen, bearer, recording, segment, verify};
 use http::{Request, StatusCode};
 use tower::{Layer, ServiceExt};
+use tower_jwt_signer::clock::Clock;
 use tower_jwt_signer::signer::{Offload, RequestClaims, TokenCache, TokenReuse};
-use tower_jwt_signer::{Algorithm, Clock, JwtSignerLayer, KeyRegistry, SigningKey};
+use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, SigningKey};
 
 /// Sends one request through `layer`; returns the token the inner service
 /// received.
@@ -63,13 +64,13 @@ fn wall_clock() -> Arc<AtomicU64> {
 async fn the_same_claims_get_the_same_token_and_it_verifies() {
     for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
         let registry = KeyRegistry::generate(alg).unwrap();
-        let cache = TokenCache::new(TokenReuse::new());
-        let layer = JwtSignerLayer::new(registry.clone())
+        let cache = TokenCache::new(TokenReuse::new()).unwrap();
+        let layer = JwtSignerLayer::builder(registry.clone())
             .issuer("gateway")
-            .unwrap()
             .template_claim("sub", "${req.headers.x-user}")
-            .unwrap()
-            .reuse_tokens_in(cache.clone());
+            .reuse_tokens_in(cache.clone())
+            .build()
+            .unwrap();
         let first = token(&layer, for_user("alice")).await;
         let again = token(&layer, for_user("alice")).await;
         assert_eq!(first, again, "{alg}: reused");
@@ -104,7 +105,7 @@ async fn reuse_is_off_by_default() {
 
 #[tokio::test]
 async fn per_request_claims_are_part_of_the_key() {
-    let layer = JwtSignerLayer::new(KeyRegistry::generate(Algorithm::ES256).unwrap())
+    let layer = JwtSignerLayer::builder(KeyRegistry::generate(Algorithm::ES256).unwrap())
         .request_claims(|parts| {
             let tenant = parts
                 .headers
@@ -114,7 +115,9 @@ async fn per_request_claims_are_part_of_the_key() {
                 .to_owned();
             Ok(RequestClaims::new().claim("tenant", tenant)?)
         })
-        .reuse_tokens_in(TokenCache::new(TokenReuse::new()));
+        .reuse_tokens_in(TokenCache::new(TokenReuse::new()).unwrap())
+        .build()
+        .unwrap();
     let request = |tenant: &str| {
         Request::get("/")
             .header("x-tenant", tenant)
@@ -132,9 +135,11 @@ async fn per_request_claims_are_part_of_the_key() {
 async fn a_rotated_key_is_never_reused() {
     for offload in [Offload::Inline, Offload::Blocking] {
         let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-        let layer = JwtSignerLayer::new(registry.clone())
+        let layer = JwtSignerLayer::builder(registry.clone())
             .offload(offload)
-            .reuse_tokens_in(TokenCache::new(TokenReuse::new()));
+            .reuse_tokens_in(TokenCache::new(TokenReuse::new()).unwrap())
+            .build()
+            .unwrap();
         let old_kid = registry.current().active().unwrap().kid().clone();
         let before = token(&layer, for_user("alice")).await;
         assert_eq!(token(&layer, for_user("alice")).await, before);
@@ -154,8 +159,10 @@ async fn a_rotated_key_is_never_reused() {
 #[tokio::test]
 async fn a_retired_active_key_fails_closed_instead_of_reusing() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let layer =
-        JwtSignerLayer::new(registry.clone()).reuse_tokens_in(TokenCache::new(TokenReuse::new()));
+    let layer = JwtSignerLayer::builder(registry.clone())
+        .reuse_tokens_in(TokenCache::new(TokenReuse::new()).unwrap())
+        .build()
+        .unwrap();
     token(&layer, for_user("alice")).await;
     let kid = registry.current().active().unwrap().kid().clone();
     registry
@@ -177,12 +184,11 @@ async fn a_token_is_replaced_once_too_little_lifetime_remains() {
     let start = now.load(Ordering::SeqCst);
     let registry = registry_at(Algorithm::ES256, &now);
     // 60 s tokens, handed out again while at least 25 % (15 s) remain.
-    let layer = JwtSignerLayer::new(registry.clone())
+    let layer = JwtSignerLayer::builder(registry.clone())
         .ttl(Duration::from_secs(60))
-        .unwrap()
-        .reuse_tokens_in(TokenCache::new(
-            TokenReuse::new().min_remaining_percent(25).unwrap(),
-        ));
+        .reuse_tokens_in(TokenCache::new(TokenReuse::new().min_remaining_percent(25)).unwrap())
+        .build()
+        .unwrap();
     let first = token(&layer, for_user("alice")).await;
     now.store(start + 45, Ordering::SeqCst);
     assert_eq!(token(&layer, for_user("alice")).await, first, "15 s left");
@@ -203,8 +209,10 @@ async fn a_token_is_replaced_once_too_little_lifetime_remains() {
 async fn the_default_share_is_half_the_lifetime() {
     let now = wall_clock();
     let start = now.load(Ordering::SeqCst);
-    let layer = JwtSignerLayer::new(registry_at(Algorithm::EdDSA, &now))
-        .reuse_tokens_in(TokenCache::new(TokenReuse::new()));
+    let layer = JwtSignerLayer::builder(registry_at(Algorithm::EdDSA, &now))
+        .reuse_tokens_in(TokenCache::new(TokenReuse::new()).unwrap())
+        .build()
+        .unwrap();
     let first = token(&layer, for_user("alice")).await;
     now.store(start + 30, Ordering::SeqCst);
     assert_eq!(token(&layer, for_user("alice")).await, first);
@@ -215,11 +223,12 @@ async fn the_default_share_is_half_the_lifetime() {
 #[tokio::test]
 async fn the_cache_stays_bounded_under_many_subjects() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let cache = TokenCache::new(TokenReuse::new().max_entries(100).unwrap());
-    let layer = JwtSignerLayer::new(registry.clone())
+    let cache = TokenCache::new(TokenReuse::new().max_entries(100)).unwrap();
+    let layer = JwtSignerLayer::builder(registry.clone())
         .template_claim("sub", "${req.headers.x-user}")
-        .unwrap()
-        .reuse_tokens_in(cache.clone());
+        .reuse_tokens_in(cache.clone())
+        .build()
+        .unwrap();
     let seen = Seen::default();
     let service = layer.layer(recording(&seen));
     for i in 0..2_000 {
@@ -242,18 +251,18 @@ async fn the_cache_stays_bounded_under_many_subjects() {
 #[test]
 fn the_default_bound_is_ten_thousand() {
     assert_eq!(TokenReuse::new().max_entries_value(), 10_000);
-    assert_eq!(TokenReuse::DEFAULT_MAX_ENTRIES, 10_000);
     assert_eq!(TokenReuse::new().min_remaining_percent_value(), 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_share_the_cache_safely() {
     let registry = KeyRegistry::generate(Algorithm::ES256).unwrap();
-    let cache = TokenCache::new(TokenReuse::new().max_entries(64).unwrap());
-    let layer = JwtSignerLayer::new(registry.clone())
+    let cache = TokenCache::new(TokenReuse::new().max_entries(64)).unwrap();
+    let layer = JwtSignerLayer::builder(registry.clone())
         .template_claim("sub", "${req.headers.x-user}")
-        .unwrap()
-        .reuse_tokens_in(cache.clone());
+        .reuse_tokens_in(cache.clone())
+        .build()
+        .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..8 {
         let layer = layer.clone();

@@ -22,8 +22,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier};
-use tower_jwt_signer::{JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
+use tower_jwt_signer::signer::JwtSignerLayerBuilder;
+use tower_jwt_signer::{
+    JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry, VerifiedClaims, Verifier,
+};
 
 use super::signer::AbortOnDrop;
 
@@ -35,15 +37,14 @@ pub const AUDIENCE: &str = "chain-backend";
 /// The gateway's signer: static `iss` and `aud`, `sub` from the `x-user`
 /// header (required), `tenant` from `x-tenant` (default `public`), a typed
 /// `priority` from the query (default 0) and the request path.
-pub fn signer(registry: KeyRegistry) -> JwtSignerLayer {
-    JwtSignerLayer::new(registry)
+pub fn signer(registry: KeyRegistry) -> JwtSignerLayerBuilder {
+    JwtSignerLayer::builder(registry)
         .issuer(ISSUER)
-        .and_then(|layer| layer.audience(AUDIENCE))
-        .and_then(|layer| layer.template_claim("sub", "${req.headers.x-user}"))
-        .and_then(|layer| layer.template_claim("tenant", "${req.headers.x-tenant:public}"))
-        .and_then(|layer| layer.template_claim("priority", "${number:req.query.priority:0}"))
-        .and_then(|layer| layer.template_claim("path", "${req.path}"))
-        .expect("a valid signer configuration")
+        .audience(AUDIENCE)
+        .template_claim("sub", "${req.headers.x-user}")
+        .template_claim("tenant", "${req.headers.x-tenant:public}")
+        .template_claim("priority", "${number:req.query.priority:0}")
+        .template_claim("path", "${req.path}")
 }
 
 /// A running signing gateway.
@@ -57,7 +58,8 @@ impl Gateway {
     /// Serves on `listener`: the registry's JWKS at `JWKS_PATH` (counted),
     /// everything else signed by [`signer`] and forwarded to `upstream`.
     pub fn start(registry: KeyRegistry, listener: TcpListener, upstream: SocketAddr) -> Self {
-        Self::start_with(signer(registry.clone()), registry, listener, upstream)
+        let signer = signer(registry.clone()).build().expect("a valid signer");
+        Self::start_with(signer, registry, listener, upstream)
     }
 
     /// As [`start`](Self::start), with another signer configuration (a
@@ -106,7 +108,7 @@ pub fn jwks_url(listener: &TcpListener) -> String {
 
 /// Forwards method, path, query, headers and body to `upstream` and
 /// returns its answer (502 when it cannot be reached).
-fn forwarder(
+pub fn forwarder(
     upstream: SocketAddr,
 ) -> impl tower::Service<
     Request<Body>,

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use tower_jwt_signer::Kid;
-use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoreError, StoreLock, StoredKey};
+use tower_jwt_signer::store::{KeyStore, StoreLock, StoredKey};
+use tower_jwt_signer::{DirKeyStore, Kid, StoreError};
 
 /// Linux's "No space left on device".
 pub const ENOSPC: i32 = 28;

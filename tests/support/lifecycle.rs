@@ -10,8 +10,9 @@ use std::path::Path;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use tower_jwt_signer::Algorithm;
 use tower_jwt_signer::keys::SigningBackend;
-use tower_jwt_signer::{Algorithm, KeySnapshot};
+use tower_jwt_signer::registry::KeySnapshot;
 
 /// A token signed by the snapshot's active key (header `alg`, `typ`, `kid`).
 pub fn sign(snapshot: &KeySnapshot, iat: u64, ttl: u64) -> (String, String) {

@@ -318,6 +318,22 @@ impl Running {
         }
     }
 
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap().id()
+    }
+
+    /// How many lines printed so far `matches`.
+    pub fn count(&self, matches: impl Fn(&str) -> bool) -> usize {
+        self.output
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, line)| matches(line))
+            .count()
+    }
+
     /// The address in the first line that contains `marker` followed by
     /// `http://ADDR` (the examples print where they listen).
     pub async fn address(&self, marker: &str) -> SocketAddr {

@@ -38,9 +38,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt as _;
-use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
-use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier, VerifyError};
-use tower_jwt_signer::{JwksService, KeyRegistry};
+use tower_jwt_signer::store::{KeyStore, StoredKey};
+use tower_jwt_signer::{
+    DirKeyStore, JwksService, JwtVerifierLayer, KeyRegistry, VerifiedClaims, Verifier, VerifyError,
+};
 
 use super::chain::{AUDIENCE, ISSUER};
 use super::signer::AbortOnDrop;

@@ -21,8 +21,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
-use tower_jwt_signer::verifier::{JwtVerifierLayer, VerifiedClaims, Verifier};
-use tower_jwt_signer::{JWKS_PATH, JwksService, SigningKey};
+use tower_jwt_signer::{
+    JWKS_PATH, JwksService, JwtVerifierLayer, SigningKey, VerifiedClaims, Verifier,
+};
 
 use super::jose::b64;
 

@@ -7,8 +7,6 @@
 //! `lifecycle::rotation_lifecycle::rotate_every_rotates_the_keys_in_the_key_dir`,
 //! built from the same library pieces.)
 
-use tower_jwt_signer::rotation::RotationConfigError;
-
 use super::signing_proxy::{get, jwks, proxy};
 use crate::support::lifecycle::{published_kids, verify_with_jwks};
 use crate::support::process::{Example, Finished, LIMIT};
@@ -82,17 +80,21 @@ async fn rotation_flags_and_their_defaults() {
     );
 
     // Settings that cannot work: refused before anything listens, with the
-    // policy's own error.
-    let zero = RotationConfigError::ZeroPeriod.to_string();
+    // policy's own error (the minimum retention follows --ttl, which the
+    // registry holds).
     for (flags, expected) in [
-        (&["--rotate-every", "0"][..], zero.as_str()),
+        (&["--rotate-every", "0"][..], "invalid rotate_every 0ns"),
         (
             &["--rotate-every", "3600", "--prepublish", "3601"][..],
-            "prepublish (3601s) is longer than the rotation period (3600s)",
+            "invalid prepublish 3601s: longer than the rotation period (3600s)",
         ),
         (
             &["--rotate-every", "3600", "--retain", "100"][..],
-            "retain (100s) is shorter than its minimum",
+            "invalid retain 100s: shorter than its minimum, 120s",
+        ),
+        (
+            &["--rotate-every", "3600", "--ttl", "600", "--retain", "600"][..],
+            "invalid retain 600s: shorter than its minimum, 660s",
         ),
         (
             &["--prepublish", "10"][..],

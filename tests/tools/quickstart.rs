@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tower_jwt_signer::verifier::VerifyError;
-use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
+use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey, VerifyError};
 
 use crate::support::jose::compact;
 use crate::support::process::{Example, Finished, LIMIT, Running};

@@ -3,8 +3,8 @@
 //! prints. The soak itself, with its assertions, is
 //! `lifecycle::soak::thirty_two_clients_through_a_gateway_that_rotates_every_second`.
 
-use tower_jwt_signer::Algorithm;
-use tower_jwt_signer::store::{DirKeyStore, KeyStore as _};
+use tower_jwt_signer::store::KeyStore as _;
+use tower_jwt_signer::{Algorithm, DirKeyStore};
 
 use crate::support::process::{Example, Finished, LIMIT};
 

@@ -13,11 +13,13 @@ use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::EcGroup;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt, service_fn};
-use tower_jwt_signer::keys::SignError;
-use tower_jwt_signer::keys::SigningBackend;
-use tower_jwt_signer::store::{DirKeyStore, KeyStore, StoredKey};
-use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, Verifier, VerifyError};
-use tower_jwt_signer::{Algorithm, JwtSignerLayer, KeyRegistry, KeyState, PublicJwk, SigningKey};
+use tower_jwt_signer::keys::{PublicJwk, SignError, SigningBackend};
+use tower_jwt_signer::registry::KeyState;
+use tower_jwt_signer::store::{KeyStore, StoredKey};
+use tower_jwt_signer::{
+    Algorithm, DirKeyStore, JwtSignerLayer, JwtVerifierLayer, KeyRegistry, RemoteJwks, SigningKey,
+    Verifier, VerifyError,
+};
 
 use crate::support::jose::{b64, unb64};
 use crate::support::verifier::{JwksServer, Mode, bounded, claims, header_of, sign_with_header};
@@ -105,8 +107,9 @@ fn logs_and_debug_never_hold_tokens_or_key_material() {
                     Ok::<_, std::convert::Infallible>(Response::new(()))
                 }
             });
-            let layer = JwtSignerLayer::new(registry.clone())
+            let layer = JwtSignerLayer::builder(registry.clone())
                 .template_claim("t", "${req.headers.x-secret}")
+                .build()
                 .unwrap();
             let request = Request::get("/")
                 .header("x-secret", marker)
@@ -259,8 +262,9 @@ async fn replay_within_the_lifetime_is_not_prevented_but_aud_binds_a_backend() {
             Ok::<_, std::convert::Infallible>(Response::new(()))
         }
     });
-    let layer = JwtSignerLayer::new(registry.clone())
+    let layer = JwtSignerLayer::builder(registry.clone())
         .audience("orders-api")
+        .build()
         .unwrap();
     for _ in 0..2 {
         let request = Request::get("/").body(()).unwrap();

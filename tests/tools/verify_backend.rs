@@ -4,8 +4,7 @@
 
 use http::StatusCode;
 use serde_json::json;
-use tower_jwt_signer::verifier::VerifyError;
-use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
+use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey, VerifyError};
 
 use crate::support::jose::compact;
 use crate::support::process::{Example, LIMIT};

@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use http::HeaderName;
-use tower_jwt_signer::verifier::{
-    JwtVerifierLayer, RemoteJwks, TokenSource, Verifier, VerifyError,
+use tower_jwt_signer::verifier::TokenSource;
+use tower_jwt_signer::{
+    Algorithm, JwksService, JwtVerifierLayer, KeyRegistry, RemoteJwks, SigningKey, Verifier,
+    VerifyError,
 };
-use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
 
 use crate::support::verifier::{JwksServer, Mode, bounded, claims, header_of, sign_with_header};
 

@@ -30,8 +30,7 @@ use openssl::rsa::{Padding, Rsa};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tower::{Layer, ServiceExt, service_fn};
-use tower_jwt_signer::verifier::{JwtVerifierLayer, RemoteJwks, Verifier};
-use tower_jwt_signer::{Algorithm, SigningKey};
+use tower_jwt_signer::{Algorithm, JwtVerifierLayer, RemoteJwks, SigningKey, Verifier};
 
 use crate::support::logs::logs;
 

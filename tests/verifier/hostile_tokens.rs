@@ -13,8 +13,9 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use serde_json::json;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier, VerifyError};
-use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
+use tower_jwt_signer::{
+    Algorithm, JwksService, KeyRegistry, RemoteJwks, SigningKey, Verifier, VerifyError,
+};
 
 use crate::support::jose::{b64, compact, public_key, unb64};
 use crate::support::verifier::{

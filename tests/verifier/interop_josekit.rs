@@ -26,12 +26,11 @@ fn verifier(alg: Algorithm, jwk: &josekit::jwk::Jwk) -> Box<dyn JwsVerifier> {
 
 /// The token a `service_fn` behind the signer receives.
 async fn signed_token(registry: &KeyRegistry) -> String {
-    let signer = JwtSignerLayer::new(registry.clone())
+    let signer = JwtSignerLayer::builder(registry.clone())
         .issuer("gateway")
-        .unwrap()
         .audience("orders")
-        .unwrap()
         .template_claim("tenant", "${req.headers.x-tenant:public}")
+        .build()
         .unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let record = seen.clone();

@@ -1,6 +1,6 @@
-//! The verifier: `Verifier`, `JwtVerifierLayer`, `RemoteJwks` (also over
-//! TLS), the JWKS endpoint over HTTP, interoperability with josekit and
-//! jsonwebtoken, and hostile tokens.
+//! The verifier: `Verifier`, `JwtVerifierLayer`, the tower-http authorizer,
+//! `RemoteJwks` (also over TLS), the JWKS endpoint over HTTP,
+//! interoperability with josekit and jsonwebtoken, and hostile tokens.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -17,4 +17,6 @@ mod remote_jwks;
 #[cfg(feature = "rustls")]
 mod remote_jwks_tls;
 mod roundtrip;
+#[cfg(feature = "tower-http")]
+mod tower_http_auth;
 mod verify;

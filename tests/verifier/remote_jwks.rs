@@ -13,8 +13,10 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::StatusCode;
 use serde_json::json;
-use tower_jwt_signer::verifier::{FetchError, JwkSetError, RemoteJwks, Verifier, VerifyError};
-use tower_jwt_signer::{Algorithm, JwksService, KeyRegistry, SigningKey};
+use tower_jwt_signer::verifier::JwkSetError;
+use tower_jwt_signer::{
+    Algorithm, FetchError, JwksService, KeyRegistry, RemoteJwks, SigningKey, Verifier, VerifyError,
+};
 
 use crate::support::jose::{b64, compact};
 use crate::support::verifier::{

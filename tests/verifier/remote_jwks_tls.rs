@@ -10,8 +10,10 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
-use tower_jwt_signer::verifier::{FetchError, RemoteJwks, Verifier, VerifyError};
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, KeyRegistry, SigningKey};
+use tower_jwt_signer::{
+    Algorithm, FetchError, JWKS_PATH, JwksService, KeyRegistry, RemoteJwks, SigningKey, Verifier,
+    VerifyError,
+};
 
 use crate::support::jose::compact;
 use crate::support::verifier::claims;

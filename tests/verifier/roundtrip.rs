@@ -18,8 +18,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio::task::JoinHandle;
-use tower_jwt_signer::verifier::{RemoteJwks, Verifier};
-use tower_jwt_signer::{Algorithm, JWKS_PATH, JwksService, KeyRegistry, SigningKey};
+use tower_jwt_signer::{
+    Algorithm, JWKS_PATH, JwksService, KeyRegistry, RemoteJwks, SigningKey, Verifier,
+};
 
 use crate::support::jose::jsonwebtoken_alg;
 use crate::support::verifier::{

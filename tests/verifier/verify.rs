@@ -13,11 +13,11 @@ use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt, service_fn};
-use tower_jwt_signer::verifier::{
-    JwkSet, JwtVerifier, JwtVerifierLayer, KeySource, TokenSource, VerifiedClaims, Verifier,
+use tower_jwt_signer::verifier::{JwkSet, KeySource, TokenSource};
+use tower_jwt_signer::{
+    Algorithm, JwtVerifier, JwtVerifierLayer, KeyRegistry, SigningKey, VerifiedClaims, Verifier,
     VerifyError,
 };
-use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 
 use crate::support::jose::jsonwebtoken_alg;
 use crate::support::jose::{b64, compact};
