@@ -25,7 +25,8 @@ use crate::store::{StoreError, StoredKey};
 
 /// The record format this build reads and writes.
 const FORMAT_VERSION: u64 = 1;
-/// No record is larger (an RSA-16384 private JWK is about 20 KiB).
+/// No record is larger (an RSA-8192 private JWK, the largest key, is about
+/// 10 KiB before encryption).
 pub(super) const MAX_RECORD_LEN: usize = 256 * 1024;
 
 /// The record's metadata, as the associated data covers it.
