@@ -11,7 +11,7 @@ use super::lifecycle::check_invariants;
 use super::published::PublishedKey;
 use super::snapshot::KeySnapshot;
 use crate::clock::unix_seconds;
-use crate::keys::Kid;
+use crate::keys::{KeyFactory, KeyReference, Kid};
 use crate::store::{KeyStore, StoreChange, StoreError, StoredKey};
 
 /// The registry's keys: the current snapshot, what readers take, and what
@@ -23,11 +23,18 @@ pub(super) struct WriteThrough {
     changes: watch::Sender<Arc<KeySnapshot>>,
     /// Where every change is written before it is published.
     store: Option<Arc<dyn KeyStore>>,
+    /// Opens the keys the store keeps as references, and destroys them
+    /// once they are gone.
+    factory: Arc<dyn KeyFactory>,
 }
 
 impl WriteThrough {
     /// Publishes `keys` (checked by the caller) as the first snapshot.
-    pub(super) fn new(keys: Vec<PublishedKey>, store: Option<Arc<dyn KeyStore>>) -> Self {
+    pub(super) fn new(
+        keys: Vec<PublishedKey>,
+        store: Option<Arc<dyn KeyStore>>,
+        factory: Arc<dyn KeyFactory>,
+    ) -> Self {
         let snapshot = Arc::new(KeySnapshot::build(0, keys));
         let (changes, _) = watch::channel(Arc::clone(&snapshot));
         WriteThrough {
@@ -35,7 +42,12 @@ impl WriteThrough {
             writer: Mutex::new(()),
             changes,
             store,
+            factory,
         }
+    }
+
+    pub(super) fn factory(&self) -> &Arc<dyn KeyFactory> {
+        &self.factory
     }
 
     pub(super) fn current(&self) -> Arc<KeySnapshot> {
@@ -69,14 +81,16 @@ impl WriteThrough {
             let mut keys = current.keys().to_vec();
             let result = change(&mut keys)?;
             check_invariants(&keys)?;
+            let gone = references_gone(current.keys(), &keys);
             if always_publish || !same_keys(current.keys(), &keys) {
                 self.publish(current.version() + 1, keys);
             }
+            self.destroy(gone);
             return Ok(result);
         };
         let lock = store.lock()?;
         // Work from what is stored: another writer may have changed it.
-        let stored = merge_stored(current.keys(), store.load()?);
+        let stored = merge_stored(current.keys(), store.load()?, self.factory.as_ref())?;
         // A store found empty while this registry holds keys was emptied
         // behind our back (a Redis restarted without persistence, a
         // FLUSHALL): never an intended state, since the active key cannot be
@@ -103,11 +117,33 @@ impl WriteThrough {
             store.commit(&writes)?;
         }
         drop(lock);
+        let gone = references_gone(&base, &keys);
         sort_stored_order(&mut keys);
         if always_publish || !same_keys(current.keys(), &keys) {
             self.publish(current.version() + 1, keys);
         }
+        self.destroy(gone);
         Ok(result)
+    }
+
+    /// Destroys, through the key factory, the keys kept in a device that
+    /// this change removed (a retired key past its time, a revoked key):
+    /// no store keeps them and no snapshot publishes them any more. A
+    /// failure is logged; the key stays in its device, unused.
+    fn destroy(&self, gone: Vec<KeyReference>) {
+        for reference in gone {
+            match self.factory.destroy(&reference) {
+                Ok(()) => {
+                    tracing::info!(kid = %reference.kid(), key = %reference, "destroyed the removed key in its device")
+                }
+                Err(err) => tracing::warn!(
+                    kid = %reference.kid(),
+                    key = %reference,
+                    error = %err,
+                    "cannot destroy the removed key in its device; it stays there, unused"
+                ),
+            }
+        }
     }
 
     /// Publishes the stored keys if they differ from the current ones.
@@ -128,7 +164,7 @@ impl WriteThrough {
             self.write_back(store.as_ref(), current.keys().len())?;
             return Ok(false);
         }
-        let keys = merge_stored(current.keys(), stored);
+        let keys = merge_stored(current.keys(), stored, self.factory.as_ref())?;
         check_invariants(&keys)?;
         if same_keys(current.keys(), &keys) {
             return Ok(false);
@@ -180,29 +216,48 @@ impl WriteThrough {
 /// [`RegistryError::Store`] if the store cannot be loaded;
 /// [`RegistryError::SeveralActiveKeys`] if it holds more than one active
 /// key.
-pub(super) fn load(store: &dyn KeyStore) -> Result<Vec<PublishedKey>, RegistryError> {
-    let keys = merge_stored(&[], store.load()?);
+pub(super) fn load(
+    store: &dyn KeyStore,
+    factory: &dyn KeyFactory,
+) -> Result<Vec<PublishedKey>, RegistryError> {
+    let keys = merge_stored(&[], store.load()?, factory)?;
     check_invariants(&keys)?;
     Ok(keys)
 }
 
 /// The stored keys as published keys, reusing the in-memory key (and its
-/// exact times) where the store holds the same thing.
-fn merge_stored(memory: &[PublishedKey], stored: Vec<StoredKey>) -> Vec<PublishedKey> {
-    let mut keys: Vec<PublishedKey> = stored
-        .into_iter()
-        .map(|stored| {
-            match memory
-                .iter()
-                .find(|m| m.kid() == stored.kid() && m.to_stored().as_ref() == Some(&stored))
-            {
-                Some(same) => same.clone(),
-                None => PublishedKey::from_stored(stored),
-            }
-        })
-        .collect();
+/// exact times) where the store holds the same thing; references are
+/// opened by `factory` unless a key in memory holds them already.
+///
+/// # Errors
+///
+/// [`RegistryError::Key`] for a reference that cannot be opened.
+fn merge_stored(
+    memory: &[PublishedKey],
+    stored: Vec<StoredKey>,
+    factory: &dyn KeyFactory,
+) -> Result<Vec<PublishedKey>, RegistryError> {
+    let mut keys = Vec::with_capacity(stored.len());
+    for stored in stored {
+        let same = memory
+            .iter()
+            .find(|m| m.kid() == stored.kid() && m.to_stored().as_ref() == Some(&stored));
+        keys.push(match same {
+            Some(same) => same.clone(),
+            None => PublishedKey::from_stored(stored, memory, factory)?,
+        });
+    }
     sort_stored_order(&mut keys);
-    keys
+    Ok(keys)
+}
+
+/// The references of the keys of `before` that `after` no longer holds.
+fn references_gone(before: &[PublishedKey], after: &[PublishedKey]) -> Vec<KeyReference> {
+    before
+        .iter()
+        .filter(|key| !after.iter().any(|k| k.kid() == key.kid()))
+        .filter_map(|key| key.reference().cloned())
+        .collect()
 }
 
 /// The order of keys loaded from a store (creation second, then kid), so

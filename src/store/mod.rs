@@ -714,8 +714,16 @@ mod tests {
             stored(KeyState::Next),
             stored(KeyState::Retiring),
         );
-        let retired = StoredKey::new(Arc::clone(old.key()), KeyState::Retiring, old.created_at());
-        let activated = StoredKey::new(Arc::clone(next.key()), KeyState::Active, next.created_at());
+        let retired = StoredKey::new(
+            Arc::clone(old.key().unwrap()),
+            KeyState::Retiring,
+            old.created_at(),
+        );
+        let activated = StoredKey::new(
+            Arc::clone(next.key().unwrap()),
+            KeyState::Active,
+            next.created_at(),
+        );
         let change = StoreChange::new()
             .save(activated.clone(), Some(next.clone()))
             .save(retired.clone(), Some(old.clone()))
