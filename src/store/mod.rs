@@ -104,7 +104,7 @@
 
 mod change;
 mod dir;
-mod files;
+pub(crate) mod files;
 mod memory;
 mod notify;
 #[cfg(feature = "redis")]
