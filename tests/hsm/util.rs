@@ -12,7 +12,7 @@ use cryptoki::types::AuthPin;
 use http::{Request, Response, StatusCode};
 use tower::{ServiceExt, service_fn};
 use tower_jwt_signer::pkcs11::Pkcs11Token;
-use tower_jwt_signer::signer::Refusal;
+use tower_jwt_signer::signer::{Offload, Refusal};
 use tower_jwt_signer::{JwtSignerLayer, KeyRegistry, Verifier};
 
 use crate::support::softhsm::{PIN, SoftHsm, TOKEN};
@@ -30,8 +30,19 @@ pub(crate) fn open(hsm: &SoftHsm) -> Pkcs11Token {
 /// inner service received, or the signer's own answer (the inner service
 /// is then never called).
 pub(crate) async fn through_layer(registry: &KeyRegistry) -> Result<String, (StatusCode, Refusal)> {
+    through_layer_with(registry, Offload::Auto).await
+}
+
+/// [`through_layer`] with the signer's `offload` setting (`Inline` on
+/// tokio's paused clock: a signature on the signer's threads would let the
+/// idle runtime advance the clock meanwhile).
+pub(crate) async fn through_layer_with(
+    registry: &KeyRegistry,
+    offload: Offload,
+) -> Result<String, (StatusCode, Refusal)> {
     let layer = JwtSignerLayer::builder(registry.clone())
         .issuer("https://gateway.test")
+        .offload(offload)
         .build()
         .unwrap();
     let seen = Arc::new(Mutex::new(None));
