@@ -390,4 +390,186 @@ mod tests {
         assert!(commits[3].saves().is_empty());
         assert_eq!(store.load().unwrap().len(), 1);
     }
+
+    mod device {
+        //! A factory that keeps its keys "in a device": in-process keys
+        //! behind references, as a PKCS#11 token keeps them.
+
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        use std::time::Duration;
+
+        use crate::keys::{
+            Algorithm, InProcessKeys, KeyError, KeyFactory, KeyReference, Kid, PublicJwk,
+            SignError, SigningBackend, SigningKey, spki,
+        };
+        use crate::registry::{KeyRegistry, RegistryError};
+        use crate::store::{KeyStore, MemoryKeyStore, StoreChange, StoreError, StoredKey};
+
+        #[derive(Debug)]
+        struct Held {
+            key: SigningKey,
+            reference: KeyReference,
+        }
+
+        impl SigningBackend for Held {
+            fn public_jwk(&self) -> &PublicJwk {
+                self.key.public_jwk()
+            }
+
+            fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignError> {
+                self.key.sign(input)
+            }
+
+            fn blocks(&self) -> bool {
+                true
+            }
+
+            fn reference(&self) -> Option<KeyReference> {
+                Some(self.reference.clone())
+            }
+        }
+
+        #[derive(Debug, Default)]
+        struct Device {
+            keys: Mutex<HashMap<Kid, SigningKey>>,
+            destroyed: Mutex<Vec<Kid>>,
+        }
+
+        impl Device {
+            fn held(&self, key: SigningKey) -> Arc<dyn SigningBackend> {
+                let x =
+                    crate::b64::decode(key.public_jwk().to_value()["x"].as_str().unwrap()).unwrap();
+                let reference = KeyReference::new(
+                    "test-device",
+                    [("slot", "0")],
+                    &spki::ed25519(&x),
+                    Algorithm::EdDSA,
+                    None,
+                )
+                .unwrap();
+                Arc::new(Held { key, reference })
+            }
+        }
+
+        impl KeyFactory for Device {
+            fn generate(&self, algorithm: Algorithm) -> Result<Arc<dyn SigningBackend>, KeyError> {
+                assert_eq!(algorithm, Algorithm::EdDSA);
+                let key = SigningKey::generate(algorithm)?;
+                self.keys
+                    .lock()
+                    .unwrap()
+                    .insert(key.kid().clone(), key.clone());
+                Ok(self.held(key))
+            }
+
+            fn open(
+                &self,
+                reference: &KeyReference,
+            ) -> Result<Option<Arc<dyn SigningBackend>>, KeyError> {
+                if reference.provider() != "test-device" {
+                    return Ok(None);
+                }
+                let key = self.keys.lock().unwrap().get(reference.kid()).cloned();
+                let key =
+                    key.ok_or_else(|| KeyError::Backend("no such key in the device".into()))?;
+                Ok(Some(self.held(key)))
+            }
+
+            fn destroy(&self, reference: &KeyReference) -> Result<(), KeyError> {
+                self.keys.lock().unwrap().remove(reference.kid());
+                self.destroyed.lock().unwrap().push(reference.kid().clone());
+                Ok(())
+            }
+        }
+
+        #[test]
+        fn a_devices_keys_are_stored_as_references_opened_again_and_destroyed_when_removed() {
+            let store = Arc::new(MemoryKeyStore::new());
+            let device = Arc::new(Device::default());
+            let open = || {
+                KeyRegistry::builder()
+                    .store(Arc::clone(&store))
+                    .key_factory(Arc::clone(&device))
+                    .generate_if_missing(Algorithm::EdDSA)
+                    .build()
+            };
+            let registry = open().unwrap();
+            let first = registry.current().active().unwrap().kid().clone();
+            assert!(registry.current().active().unwrap().is_storable());
+            let stored = store.load().unwrap();
+            assert_eq!(stored.len(), 1);
+            assert!(stored[0].key().is_none(), "no key material");
+            assert_eq!(stored[0].reference().unwrap().provider(), "test-device");
+
+            // Rotation makes the next key in the device; the old one is
+            // destroyed there once it leaves the registry.
+            let second = registry.rotate(Duration::ZERO).unwrap();
+            assert!(device.keys.lock().unwrap().contains_key(&second));
+            registry.remove(&first).unwrap();
+            assert_eq!(*device.destroyed.lock().unwrap(), vec![first.clone()]);
+
+            // A restart opens the stored reference through the factory.
+            drop(registry);
+            let registry = open().unwrap();
+            assert_eq!(registry.current().active().unwrap().kid(), &second);
+            assert!(registry.current().active().unwrap().backend().blocks());
+
+            // Without the factory, the reference cannot be opened: refused.
+            let err = KeyRegistry::builder()
+                .store(Arc::clone(&store))
+                .key_factory(InProcessKeys)
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(err, RegistryError::Key(KeyError::Backend(_))),
+                "{err}"
+            );
+            assert!(err.to_string().contains("does not open it"), "{err}");
+        }
+
+        /// A store that refuses every next key.
+        #[derive(Debug, Default)]
+        struct NoNext(MemoryKeyStore);
+
+        impl KeyStore for NoNext {
+            fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
+                self.0.load()
+            }
+            fn save(&self, key: &StoredKey) -> Result<(), StoreError> {
+                self.0.save(key)
+            }
+            fn remove(&self, kid: &Kid) -> Result<(), StoreError> {
+                self.0.remove(kid)
+            }
+            fn commit(&self, change: &StoreChange) -> Result<(), StoreError> {
+                if change.saves().iter().any(|s| s.previous().is_none())
+                    && !self.0.load()?.is_empty()
+                {
+                    return Err(StoreError::Other("disk full".into()));
+                }
+                self.0.commit(change)
+            }
+        }
+
+        #[test]
+        fn a_key_made_for_a_change_that_failed_is_destroyed_in_the_device() {
+            let device = Arc::new(Device::default());
+            let registry = KeyRegistry::builder()
+                .store(NoNext::default())
+                .key_factory(Arc::clone(&device))
+                .generate_if_missing(Algorithm::EdDSA)
+                .build()
+                .unwrap();
+            let err = registry.rotate(Duration::ZERO).unwrap_err();
+            assert!(err.to_string().contains("disk full"), "{err}");
+            let destroyed = device.destroyed.lock().unwrap().clone();
+            assert_eq!(destroyed.len(), 1, "the unused key went");
+            assert_eq!(
+                device.keys.lock().unwrap().len(),
+                1,
+                "only the active key is left"
+            );
+        }
+    }
 }

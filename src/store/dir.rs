@@ -957,4 +957,50 @@ mod tests {
             "a.b.key.json"
         );
     }
+
+    #[test]
+    fn a_reference_is_a_file_of_format_2_without_key_material() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirKeyStore::builder(tmp.path().join("keys"))
+            .algorithm(Algorithm::EdDSA)
+            .open()
+            .unwrap();
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let x = crate::b64::decode(key.public_jwk().to_value()["x"].as_str().unwrap()).unwrap();
+        let reference = KeyReference::new(
+            "pkcs11",
+            [("token", "gateway"), ("id", "0a0b")],
+            &crate::keys::spki::ed25519(&x),
+            Algorithm::EdDSA,
+            None,
+        )
+        .unwrap();
+        let stored = StoredKey::from_reference(reference, KeyState::Active, SystemTime::now())
+            .with_activated_at(Some(SystemTime::now()));
+        store.save(&stored).unwrap();
+        let bytes = fs::read(store.key_path(stored.kid()).unwrap()).unwrap();
+        let file: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(file["version"], 2);
+        assert_eq!(file["alg"], "EdDSA");
+        assert_eq!(file["reference"]["attributes"]["id"], "0a0b");
+        assert!(file.get("private_jwk").is_none());
+        assert_eq!(store.load().unwrap(), vec![stored.clone()]);
+        // A fresh store (no cache) reads it too.
+        let again = DirKeyStore::open(tmp.path().join("keys")).unwrap();
+        assert_eq!(again.load().unwrap(), vec![stored]);
+        // Format 2 without its reference, or with a private key, is refused.
+        let mut broken = file.clone();
+        broken.as_object_mut().unwrap().remove("reference");
+        let err = parse_key_file(
+            Path::new("k"),
+            &Kid::new(file["kid"].as_str().unwrap()).unwrap(),
+            &serde_json::to_vec(&broken).unwrap(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("\"reference\" is missing"),
+            "{err}"
+        );
+    }
 }

@@ -385,4 +385,45 @@ mod tests {
         let garbage = reason(open("fleet", &kid, b"{not json", &[kek], "s").unwrap_err());
         assert!(garbage.contains("not valid JSON"), "{garbage}");
     }
+
+    #[test]
+    fn a_reference_is_a_record_of_format_2_that_holds_no_key_material_and_is_bound_like_v1() {
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let x = crate::b64::decode(key.public_jwk().to_value()["x"].as_str().unwrap()).unwrap();
+        let reference = KeyReference::new(
+            "pkcs11",
+            [("token", "gateway"), ("label", "k")],
+            &crate::keys::spki::ed25519(&x),
+            Algorithm::EdDSA,
+            None,
+        )
+        .unwrap();
+        let stored = StoredKey::from_reference(reference, KeyState::Next, SystemTime::now());
+        let kek = Kek::generate();
+        let kid = stored.kid().as_str().as_bytes().to_vec();
+        let sealed = seal("fleet", &stored, &kek).unwrap();
+        let record: Value = serde_json::from_slice(&sealed).unwrap();
+        assert_eq!(record["v"], 2);
+        let opened = open("fleet", &kid, &sealed, std::slice::from_ref(&kek), "s").unwrap();
+        assert_eq!(opened.key, stored);
+        assert!(opened.key.key().is_none());
+        // Edited in Redis (its state, or passed off as format 1): refused.
+        let text = String::from_utf8(sealed).unwrap();
+        for edited in [
+            text.replace("\"next\"", "\"active\""),
+            text.replace("\"v\":2", "\"v\":1"),
+        ] {
+            let err = reason(
+                open(
+                    "fleet",
+                    &kid,
+                    edited.as_bytes(),
+                    std::slice::from_ref(&kek),
+                    "s",
+                )
+                .unwrap_err(),
+            );
+            assert!(err.contains("does not decrypt"), "{err}");
+        }
+    }
 }
