@@ -16,5 +16,6 @@ mod support;
 mod algorithms;
 mod config;
 mod faults;
+mod proxy;
 mod rotation;
 mod util;
