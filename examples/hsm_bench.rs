@@ -176,7 +176,12 @@ fn child(rounds: usize) -> Result<(), Error> {
         .pin(Pin::new(PIN))
         .open()?;
     let mut cases = Vec::new();
-    for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256] {
+    for alg in [
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+        Algorithm::RS256,
+        Algorithm::PS256,
+    ] {
         cases.push(Case {
             name: format!("{alg} in process"),
             registry: KeyRegistry::new(SigningKey::generate(alg)?),

@@ -970,7 +970,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 
 /// Bytes of lower- or upper-case hex; `None` for anything else.
 pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())

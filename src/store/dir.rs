@@ -100,6 +100,35 @@ const MAX_FILE_LEN: u64 = 256 * 1024;
 /// [`SigningKey::to_private_jwk`] writes it, with its kid and algorithm.
 /// Unknown members are refused, so a typo in a hand-written file is caught.
 ///
+/// A key that never leaves its device (a PKCS#11 token) is a file of format
+/// version 2, with its algorithm and a
+/// [`KeyReference`](crate::keys::KeyReference) instead of the private key:
+///
+/// ```json
+/// {
+///   "version": 2,
+///   "kid": "Wq8…",
+///   "alg": "ES256",
+///   "state": "active",
+///   "created_at": 1767225600,
+///   "activated_at": 1767225600,
+///   "activates_at": null,
+///   "retires_at": null,
+///   "reference": {
+///     "provider": "pkcs11",
+///     "attributes": { "module": "/usr/lib/softhsm/libsofthsm2.so", "token": "gateway",
+///                     "label": "tower-jwt-signer:Wq8…", "id": "5f0c…", "generated": "true" },
+///     "public_key": "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE…"
+///   }
+/// }
+/// ```
+///
+/// `public_key` is the key's DER SubjectPublicKeyInfo in base64url. Such a
+/// file holds nothing secret; it gets the same permission checks all the
+/// same. Private keys are still written in format 1, which every build
+/// reads; a build older than references refuses a file of format 2 (its
+/// version), loudly.
+///
 /// # Writes
 ///
 /// A save writes a temporary file `.K.key.json.tmp-<pid>-<n>` in the same

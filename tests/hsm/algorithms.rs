@@ -6,13 +6,15 @@ use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
 use tower_jwt_signer::keys::SigningBackend;
 use tower_jwt_signer::{Algorithm, KeyRegistry, SigningKey};
 
-use crate::softhsm_test;
+use crate::support::softhsm::isolated;
 use crate::support::softhsm::runtime;
+use crate::test_name;
 use crate::util::{labels, module, open, session, through_layer, verify_both};
 
-softhsm_test! {
-    fn every_algorithm_signs_in_the_token_and_verifies_with_ours_and_jsonwebtoken(hsm) {
-        let token = open(&hsm);
+#[test]
+fn every_algorithm_signs_in_the_token_and_verifies_with_ours_and_jsonwebtoken() {
+    isolated(test_name!(), |hsm| {
+        let token = open(hsm);
         // One RSA key pair serves the six RSA algorithms (each opened
         // for its algorithm); each EC curve and Ed25519 has its own.
         let rsa = token.generate(Algorithm::RS256).unwrap();
@@ -27,13 +29,16 @@ softhsm_test! {
                 assert_eq!(key.algorithm(), alg);
                 assert!(key.blocks(), "a PKCS#11 key says it blocks");
                 let reference = key.reference().unwrap();
-                assert_eq!(reference.attribute("token"), Some(crate::support::softhsm::TOKEN));
+                assert_eq!(
+                    reference.attribute("token"),
+                    Some(crate::support::softhsm::TOKEN)
+                );
                 let kid = key.kid().clone();
                 let registry = KeyRegistry::new(key);
                 for _ in 0..3 {
-                    let jwt = through_layer(&registry).await.unwrap_or_else(|err| {
-                        panic!("{alg}: the signer refused: {err:?}")
-                    });
+                    let jwt = through_layer(&registry)
+                        .await
+                        .unwrap_or_else(|err| panic!("{alg}: the signer refused: {err:?}"));
                     let header = crate::support::signer::segment(jwt.split('.').next().unwrap());
                     assert_eq!(header["alg"], alg.as_str());
                     assert_eq!(header["kid"], kid.as_str());
@@ -41,11 +46,12 @@ softhsm_test! {
                 }
             }
         });
-    }
+    });
 }
 
-softhsm_test! {
-    fn a_key_in_the_token_has_the_kid_and_jwk_the_same_key_has_in_process(hsm) {
+#[test]
+fn a_key_in_the_token_has_the_kid_and_jwk_the_same_key_has_in_process() {
+    isolated(test_name!(), |hsm| {
         for (i, alg) in [
             Algorithm::RS256,
             Algorithm::PS384,
@@ -59,8 +65,12 @@ softhsm_test! {
         {
             let in_process = SigningKey::generate(alg).unwrap();
             let label = format!("imported-{i}");
-            hsm.import(&in_process.to_pkcs8_pem().unwrap(), &label, &format!("a{i}"));
-            let token = open(&hsm);
+            hsm.import(
+                &in_process.to_pkcs8_pem().unwrap(),
+                &label,
+                &format!("a{i}"),
+            );
+            let token = open(hsm);
             let in_token = token.key(&label, alg).unwrap();
             assert_eq!(in_token.kid(), in_process.kid(), "{alg}");
             assert_eq!(in_token.public_jwk(), in_process.public_jwk(), "{alg}");
@@ -75,22 +85,27 @@ softhsm_test! {
                 verify_both(&jwt, &in_process_registry).await;
             });
         }
-    }
+    });
 }
 
-softhsm_test! {
-    fn the_token_refuses_to_reveal_a_key_it_made(hsm) {
-        let token = open(&hsm);
+#[test]
+fn the_token_refuses_to_reveal_a_key_it_made() {
+    isolated(test_name!(), |hsm| {
+        let token = open(hsm);
         let keys = [
             token.generate(Algorithm::RS256).unwrap(),
             token.generate(Algorithm::ES256).unwrap(),
             token.generate(Algorithm::EdDSA).unwrap(),
         ];
-        let pkcs11 = module(&hsm);
+        let pkcs11 = module(hsm);
         let session = session(&pkcs11);
         for key in &keys {
             let label = key.label().unwrap();
-            assert_eq!(label, format!("tower-jwt-signer:{}", key.kid()), "the label records the kid");
+            assert_eq!(
+                label,
+                format!("tower-jwt-signer:{}", key.kid()),
+                "the label records the kid"
+            );
             let private = session
                 .find_objects(&[
                     Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -146,5 +161,5 @@ softhsm_test! {
         expected.sort();
         assert_eq!(labels(&session, ObjectClass::PRIVATE_KEY), expected);
         assert_eq!(labels(&session, ObjectClass::PUBLIC_KEY), expected);
-    }
+    });
 }

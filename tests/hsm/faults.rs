@@ -7,9 +7,9 @@ use http::StatusCode;
 use tower_jwt_signer::signer::Refusal;
 use tower_jwt_signer::{Algorithm, KeyRegistry};
 
-use crate::softhsm_test;
 use crate::support::logs::logs;
-use crate::support::softhsm::{TOKEN, runtime};
+use crate::support::softhsm::{TOKEN, isolated, runtime};
+use crate::test_name;
 use crate::util::{module, open, session, through_layer, verify_both};
 
 /// The refusal every fault gives.
@@ -23,10 +23,11 @@ fn assert_fails_closed(result: Result<String, (StatusCode, Refusal)>) {
     }
 }
 
-softhsm_test! {
-    fn a_logout_from_another_handle_fails_closed_then_the_next_request_logs_in_again(hsm) {
+#[test]
+fn a_logout_from_another_handle_fails_closed_then_the_next_request_logs_in_again() {
+    isolated(test_name!(), |hsm| {
         let logs = logs();
-        let token = open(&hsm);
+        let token = open(hsm);
         let registry = KeyRegistry::new(token.generate(Algorithm::ES256).unwrap());
         runtime(false).block_on(async {
             let jwt = through_layer(&registry).await.unwrap();
@@ -34,7 +35,7 @@ softhsm_test! {
 
             // Another handle of this process logs the token out: every
             // session of the application loses the login.
-            let pkcs11 = module(&hsm);
+            let pkcs11 = module(hsm);
             let other = session(&pkcs11);
             other.logout().unwrap();
 
@@ -47,7 +48,8 @@ softhsm_test! {
             let jwt = through_layer(&registry).await.unwrap();
             verify_both(&jwt, &registry).await;
             assert_eq!(
-                logs.matching(&["sessions opened and logged in again", TOKEN]).len(),
+                logs.matching(&["sessions opened and logged in again", TOKEN])
+                    .len(),
                 1
             );
             for _ in 0..5 {
@@ -55,19 +57,20 @@ softhsm_test! {
             }
             drop(other);
         });
-    }
+    });
 }
 
-softhsm_test! {
-    // SoftHSM reads its token directory when the module is initialised:
-    // a token whose directory goes stays broken in this process (every
-    // call fails) even when the directory comes back, until the process
-    // restarts. What can be checked here is that every request fails
-    // closed, each time, with the token named; recovery after a lost login
-    // is the test above.
-    fn a_removed_token_fails_closed_on_every_request(hsm) {
+// SoftHSM reads its token directory when the module is initialised:
+// a token whose directory goes stays broken in this process (every
+// call fails) even when the directory comes back, until the process
+// restarts. What can be checked here is that every request fails
+// closed, each time, with the token named; recovery after a lost login
+// is the test above.
+#[test]
+fn a_removed_token_fails_closed_on_every_request() {
+    isolated(test_name!(), |hsm| {
         let logs = logs();
-        let token = open(&hsm);
+        let token = open(hsm);
         let registry = KeyRegistry::new(token.generate(Algorithm::EdDSA).unwrap());
         runtime(false).block_on(async {
             through_layer(&registry).await.unwrap();
@@ -82,5 +85,5 @@ softhsm_test! {
             let refused = logs.matching(&["request refused: signing failed", TOKEN]);
             assert_eq!(refused.len(), 5, "{:#?}", logs.lines());
         });
-    }
+    });
 }

@@ -12,11 +12,11 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use tower_jwt_signer::{Algorithm, JWKS_PATH, SigningKey};
 
-use crate::softhsm_test;
 use crate::support::process::{Example, LIMIT, Running};
 use crate::support::signer::{fetch, verify_against};
-use crate::support::softhsm::{SoftHsm, TOKEN, runtime, write_private};
+use crate::support::softhsm::{SoftHsm, TOKEN, isolated, runtime, write_private};
 use crate::support::upstream::Upstream;
+use crate::test_name;
 use crate::util::{labels, module, session};
 
 /// `--pkcs11-module`, `--pkcs11-token`, `--pkcs11-pin-file` of the test's
@@ -78,60 +78,82 @@ async fn signed(addr: SocketAddr, upstream: &Upstream) -> String {
     token
 }
 
-softhsm_test! {
-    fn the_proxy_makes_its_key_in_the_token_on_first_start_and_a_restart_keeps_the_kid(hsm) {
+#[test]
+fn the_proxy_makes_its_key_in_the_token_on_first_start_and_a_restart_keeps_the_kid() {
+    isolated(test_name!(), |hsm| {
         let dir = hsm.dir.join("keys");
         runtime(false).block_on(async {
             let upstream = Upstream::start().await;
-            let flags = flags(&hsm, &upstream, &["--alg", "ES384", "--key-dir", dir.to_str().unwrap()]);
+            let flags = flags(
+                hsm,
+                &upstream,
+                &["--alg", "ES384", "--key-dir", dir.to_str().unwrap()],
+            );
             let (proxy, addr, kid) = start(&flags).await;
             let token = signed(addr, &upstream).await;
             let header = crate::support::signer::segment(token.split('.').next().unwrap());
             assert_eq!(header["kid"], kid.as_str());
             assert_eq!(header["alg"], "ES384");
-            assert!(proxy.transcript().contains("keys in PKCS#11 token"), "{}", proxy.transcript());
+            assert!(
+                proxy.transcript().contains("keys in PKCS#11 token"),
+                "{}",
+                proxy.transcript()
+            );
             // The key is in the token, the directory holds its reference.
-            let pkcs11 = module(&hsm);
+            let pkcs11 = module(hsm);
             let own = session(&pkcs11);
             assert_eq!(
                 labels(&own, ObjectClass::PRIVATE_KEY),
                 vec![format!("tower-jwt-signer:{kid}")]
             );
             let file = std::fs::read_to_string(dir.join(format!("{kid}.key.json"))).unwrap();
-            assert!(file.contains("\"reference\"") && !file.contains("private_jwk"), "{file}");
+            assert!(
+                file.contains("\"reference\"") && !file.contains("private_jwk"),
+                "{file}"
+            );
             drop(proxy);
 
             let (_proxy, addr, again) = start(&flags).await;
             assert_eq!(again, kid, "a restart signs with the same key");
             signed(addr, &upstream).await;
-            assert_eq!(labels(&own, ObjectClass::PRIVATE_KEY).len(), 1, "no second key made");
+            assert_eq!(
+                labels(&own, ObjectClass::PRIVATE_KEY).len(),
+                1,
+                "no second key made"
+            );
         });
-    }
+    });
 }
 
-softhsm_test! {
-    fn the_proxy_signs_with_a_key_provisioned_by_hand(hsm) {
+#[test]
+fn the_proxy_signs_with_a_key_provisioned_by_hand() {
+    isolated(test_name!(), |hsm| {
         let provisioned = SigningKey::generate(Algorithm::PS256).unwrap();
         hsm.import(&provisioned.to_pkcs8_pem().unwrap(), "gateway-key", "42");
         runtime(false).block_on(async {
             let upstream = Upstream::start().await;
-            let flags = flags(&hsm, &upstream, &["--alg", "PS256", "--pkcs11-key", "gateway-key"]);
+            let flags = flags(
+                hsm,
+                &upstream,
+                &["--alg", "PS256", "--pkcs11-key", "gateway-key"],
+            );
             let (_proxy, addr, kid) = start(&flags).await;
             assert_eq!(kid, provisioned.kid().as_str());
             for _ in 0..3 {
                 signed(addr, &upstream).await;
             }
         });
-    }
+    });
 }
 
-softhsm_test! {
-    fn the_proxy_refuses_to_start_with_a_wrong_pin_or_a_missing_key(hsm) {
+#[test]
+fn the_proxy_refuses_to_start_with_a_wrong_pin_or_a_missing_key() {
+    isolated(test_name!(), |hsm| {
         runtime(false).block_on(async {
             let upstream = Upstream::start().await;
             let wrong = hsm.dir.join("wrong-pin");
             write_private(&wrong, b"0000\n");
-            let mut args = flags(&hsm, &upstream, &["--pkcs11-key", "k"]);
+            let mut args = flags(hsm, &upstream, &["--pkcs11-key", "k"]);
             let at = args.iter().position(|a| a == "--pkcs11-pin-file").unwrap();
             args[at + 1] = wrong.to_str().unwrap().to_owned();
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -139,18 +161,22 @@ softhsm_test! {
             assert_ne!(finished.code(), Some(0));
             assert!(finished.stderr.contains("wrong PIN"), "{}", finished.stderr);
 
-            let args = flags(&hsm, &upstream, &["--pkcs11-key", "no-such-key"]);
+            let args = flags(hsm, &upstream, &["--pkcs11-key", "no-such-key"]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let finished = Example::new("signing_proxy").run(&args, LIMIT);
             assert_ne!(finished.code(), Some(0));
-            assert!(finished.stderr.contains("no-such-key"), "{}", finished.stderr);
+            assert!(
+                finished.stderr.contains("no-such-key"),
+                "{}",
+                finished.stderr
+            );
 
             // Without --pkcs11-key, a key directory is required.
-            let args = flags(&hsm, &upstream, &[]);
+            let args = flags(hsm, &upstream, &[]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let finished = Example::new("signing_proxy").run(&args, LIMIT);
             assert_eq!(finished.code(), Some(2));
             assert!(finished.stderr.contains("--key-dir"), "{}", finished.stderr);
         });
-    }
+    });
 }

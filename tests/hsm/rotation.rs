@@ -16,9 +16,10 @@ use tower_jwt_signer::{
     Algorithm, DirKeyStore, KeyRegistry, KeyRotator, RotationPolicy, SigningKey, Verifier,
 };
 
-use crate::softhsm_test;
 use crate::support::lifecycle::{published_kids, verify_with_jwks};
+use crate::support::softhsm::isolated;
 use crate::support::softhsm::runtime;
+use crate::test_name;
 use crate::util::{labels, module, open, session, through_layer_with};
 
 const PERIOD: Duration = Duration::from_secs(600);
@@ -56,12 +57,13 @@ fn kids_in_token(hsm: &crate::support::softhsm::SoftHsm) -> (BTreeSet<String>, B
     )
 }
 
-softhsm_test! {
-    fn keys_rotate_inside_the_token_and_a_restart_finds_them_with_their_kids(hsm) {
+#[test]
+fn keys_rotate_inside_the_token_and_a_restart_finds_them_with_their_kids() {
+    isolated(test_name!(), |hsm| {
         let dir = hsm.dir.join("keys");
         runtime(true).block_on(async {
             let clock = Clock::tokio();
-            let token = open(&hsm);
+            let token = open(hsm);
             let open_registry = |token| {
                 KeyRegistry::builder()
                     .clock(clock.clone())
@@ -75,7 +77,11 @@ softhsm_test! {
             };
             let registry = open_registry(token.clone());
             let first = registry.current().active().unwrap().kid().to_string();
-            assert_eq!(kids_in_token(&hsm).0, BTreeSet::from([first.clone()]), "the first key is made in the token");
+            assert_eq!(
+                kids_in_token(hsm).0,
+                BTreeSet::from([first.clone()]),
+                "the first key is made in the token"
+            );
 
             let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
             let verifier = Verifier::new(registry.clone());
@@ -86,9 +92,14 @@ softhsm_test! {
             while clock.now() < start + PERIOD * 4 + Duration::from_secs(300) {
                 tokio::time::sleep(Duration::from_secs(11)).await;
                 let now = secs(clock.now());
-                let jwt = through_layer_with(&registry, Offload::Inline).await.unwrap();
+                let jwt = through_layer_with(&registry, Offload::Inline)
+                    .await
+                    .unwrap();
                 let snapshot = registry.current();
-                verifier.verify(&jwt).await.unwrap_or_else(|err| panic!("at {now}: {err}"));
+                verifier
+                    .verify(&jwt)
+                    .await
+                    .unwrap_or_else(|err| panic!("at {now}: {err}"));
                 let kid = crate::support::signer::segment(jwt.split('.').next().unwrap())["kid"]
                     .as_str()
                     .unwrap()
@@ -108,7 +119,7 @@ softhsm_test! {
                 // retiring): a retired key's objects go with it.
                 let published: BTreeSet<String> =
                     published_kids(snapshot.jwks_bytes()).into_iter().collect();
-                let (private, public) = kids_in_token(&hsm);
+                let (private, public) = kids_in_token(hsm);
                 assert_eq!(private, published, "private keys in the token at {now}");
                 assert_eq!(public, published, "public keys in the token at {now}");
                 destroyed_seen |= !private.contains(&first);
@@ -134,7 +145,10 @@ softhsm_test! {
                 assert!(file.get("private_jwk").is_none(), "{file}");
                 let reference = &file["reference"];
                 assert_eq!(reference["provider"], "pkcs11");
-                assert_eq!(reference["attributes"]["token"], crate::support::softhsm::TOKEN);
+                assert_eq!(
+                    reference["attributes"]["token"],
+                    crate::support::softhsm::TOKEN
+                );
                 assert_eq!(
                     reference["attributes"]["label"],
                     format!("tower-jwt-signer:{}", file["kid"].as_str().unwrap())
@@ -151,7 +165,7 @@ softhsm_test! {
                 .map(|k| (k.kid().to_string(), k.state().to_string()))
                 .collect();
             drop((registry, verifier, token));
-            let token = open(&hsm);
+            let token = open(hsm);
             let registry = open_registry(token);
             let after: Vec<(String, String)> = registry
                 .current()
@@ -160,23 +174,26 @@ softhsm_test! {
                 .map(|k| (k.kid().to_string(), k.state().to_string()))
                 .collect();
             assert_eq!(after, kids_before);
-            let jwt = through_layer_with(&registry, Offload::Inline).await.unwrap();
+            let jwt = through_layer_with(&registry, Offload::Inline)
+                .await
+                .unwrap();
             Verifier::new(registry.clone()).verify(&jwt).await.unwrap();
             assert_eq!(
                 DirKeyStore::open(&dir).unwrap().load().unwrap().len(),
                 kids_before.len()
             );
         });
-    }
+    });
 }
 
-softhsm_test! {
-    fn a_key_provisioned_by_hand_retires_but_stays_in_the_token(hsm) {
+#[test]
+fn a_key_provisioned_by_hand_retires_but_stays_in_the_token() {
+    isolated(test_name!(), |hsm| {
         let provisioned = SigningKey::generate(Algorithm::EdDSA).unwrap();
         hsm.import(&provisioned.to_pkcs8_pem().unwrap(), "provisioned", "0f");
         runtime(true).block_on(async {
             let clock = Clock::tokio();
-            let token = open(&hsm);
+            let token = open(hsm);
             let registry = KeyRegistry::builder()
                 .clock(clock.clone())
                 .token_ttl(TTL)
@@ -187,11 +204,16 @@ softhsm_test! {
                 .unwrap();
             let rotator = KeyRotator::spawn(registry.clone(), policy()).unwrap();
             tokio::time::sleep(PERIOD * 2 + Duration::from_secs(200)).await;
-            through_layer_with(&registry, Offload::Inline).await.unwrap();
+            through_layer_with(&registry, Offload::Inline)
+                .await
+                .unwrap();
             rotator.stop().await;
             let snapshot = registry.current();
-            assert!(snapshot.get(provisioned.kid()).is_none(), "retired and gone from the JWKS");
-            let pkcs11 = module(&hsm);
+            assert!(
+                snapshot.get(provisioned.kid()).is_none(),
+                "retired and gone from the JWKS"
+            );
+            let pkcs11 = module(hsm);
             let session = session(&pkcs11);
             assert!(
                 labels(&session, ObjectClass::PRIVATE_KEY).contains(&"provisioned".to_owned()),
@@ -199,10 +221,10 @@ softhsm_test! {
             );
             // The keys made in its place are in the token; the retired one
             // of them is gone.
-            let (made, _) = kids_in_token(&hsm);
+            let (made, _) = kids_in_token(hsm);
             let published: BTreeSet<String> =
                 published_kids(snapshot.jwks_bytes()).into_iter().collect();
             assert_eq!(made, published);
         });
-    }
+    });
 }

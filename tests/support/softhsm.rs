@@ -164,7 +164,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) {
 
 /// Runs `body` with a SoftHSM2 token of its own, in a child process of
 /// this test binary that runs only the test `test` (its libtest name,
-/// `module::name`). See the [module docs](self).
+/// `module::name`: [`test_name!`](crate::test_name)). See the [module
+/// docs](self).
 pub fn isolated(test: &str, body: impl FnOnce(&SoftHsm)) {
     if let Ok(running) = std::env::var(CHILD) {
         assert_eq!(running, test, "the child runs the test it was started for");
@@ -225,20 +226,17 @@ pub fn isolated(test: &str, body: impl FnOnce(&SoftHsm)) {
     }
 }
 
-/// A test whose body runs with a SoftHSM2 token of its own (see
-/// [`isolated`]): `softhsm_test!(fn name(hsm) { ... });`
+/// The libtest name of the test function it is used in (`module::name`,
+/// without the crate), for [`isolated`]: `isolated(test_name!(), |hsm| ..)`.
 #[macro_export]
-macro_rules! softhsm_test {
-    ($(#[$meta:meta])* fn $name:ident($hsm:ident) $body:block) => {
-        $(#[$meta])*
-        #[test]
-        fn $name() {
-            let path = concat!(module_path!(), "::", stringify!($name));
-            // libtest names tests without the crate.
-            let test = path.split_once("::").map_or(path, |(_, rest)| rest);
-            $crate::support::softhsm::isolated(test, |$hsm| $body);
-        }
-    };
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        let path = std::any::type_name_of_val(&here);
+        let path = path.strip_suffix("::here").expect("a function path");
+        // libtest names tests without the crate.
+        path.split_once("::").map_or(path, |(_, rest)| rest)
+    }};
 }
 
 /// A current-thread runtime with tokio's time (paused when asked).
