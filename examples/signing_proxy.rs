@@ -24,6 +24,18 @@
 //!     --redis-url redis://127.0.0.1:6379/ --kek-file /etc/gateway/kek --rotate-every 86400
 //! ```
 //!
+//! With `--pkcs11-module PATH --pkcs11-token LABEL --pkcs11-pin-file FILE`
+//! (feature `pkcs11`) the keys never leave a PKCS#11 token (an HSM,
+//! SoftHSM2): `--pkcs11-key LABEL` signs with a key provisioned in it;
+//! without it, a key is made in the token on first start and `--key-dir`
+//! keeps a reference to it; `--rotate-every` rotates inside the token:
+//!
+//! ```text
+//! cargo run --features pkcs11 --example signing_proxy -- --upstream http://127.0.0.1:3000 \
+//!     --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pkcs11-token gateway \
+//!     --pkcs11-pin-file /etc/gateway/token-pin --key-dir /var/lib/gateway/keys --rotate-every 86400
+//! ```
+//!
 //! Run with `--help` for every flag.
 
 #[path = "support/mod.rs"]
@@ -98,6 +110,15 @@ OPTIONS:
                            short poll
     --rewrap               re-encrypt every record in Redis under the first --kek-file,
                            then exit (the last step of a KEK rotation)
+    --pkcs11-module PATH   sign inside a PKCS#11 token: the module (.so) (needs the
+                           `pkcs11` feature, --pkcs11-token and --pkcs11-pin-file)
+    --pkcs11-token LABEL   the token's label
+    --pkcs11-pin-file FILE the token's user PIN, in a file owned by the proxy's user, 0600
+    --pkcs11-key LABEL     sign with the token's key of this label (--alg says how);
+                           without it a key is made in the token on first start, and
+                           --key-dir is required (it keeps references to the token's
+                           keys, never key material); --rotate-every makes each next
+                           key in the token and destroys retired ones there
     -h, --help             print this help
 
 The JWKS is served at /.well-known/otoroshi/security/jwks.json on the same
@@ -139,6 +160,7 @@ pub(crate) struct Options {
     pub(crate) prepublish: Option<Duration>,
     pub(crate) retain: Option<Duration>,
     pub(crate) redis: Option<RedisOptions>,
+    pub(crate) pkcs11: Option<hsm::Pkcs11Options>,
 }
 
 /// The fleet's flags: `--redis-url` and its companions.
@@ -189,6 +211,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
     let (mut key_dir, mut rotate_every, mut prepublish, mut retain) = (None, None, None, None);
     let (mut redis_url, mut kek_files, mut redis_prefix) = (None, Vec::new(), None);
     let (mut leader_lease, mut redis_poll, mut rewrap) = (None, None, false);
+    let mut pkcs11 = hsm::Pkcs11Flags::default();
     while let Some((flag, inline)) = args.next_flag()? {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -228,6 +251,9 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
             }
             "--redis-poll" => redis_poll = Some(Duration::from_secs(args.parsed(&flag, inline)?)),
             "--rewrap" => rewrap = true,
+            _ if hsm::Pkcs11Flags::takes(&flag) => {
+                pkcs11.set(&flag, args.value(&flag, inline)?);
+            }
             _ => return Err(support::unknown_flag(&flag)),
         }
     }
@@ -284,6 +310,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
         upstream.get_or_insert_with(|| "http://127.0.0.1:1".parse().expect("a valid upstream"));
     }
     let upstream = upstream.ok_or("--upstream URL is required")?;
+    let pkcs11 = pkcs11.check(key_dir.is_some(), rotate_every.is_some(), redis.is_some())?;
     if rotate_every.is_none() {
         if prepublish.is_some() {
             return Err("--prepublish needs --rotate-every".to_owned());
@@ -312,6 +339,7 @@ pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Comma
         prepublish,
         retain,
         redis,
+        pkcs11,
     })))
 }
 
@@ -377,17 +405,23 @@ fn registry_builder(options: &Options, clock: Clock) -> KeyRegistryBuilder {
 }
 
 /// The key registry: in memory, or loaded from (and kept in) `--key-dir`,
-/// with a fresh key when there is none. Blocking (file I/O, key
-/// generation).
-pub(crate) fn open_registry(options: &Options, clock: Clock) -> Result<KeyRegistry, RegistryError> {
+/// with a fresh key when there is none (made in the PKCS#11 token with
+/// `--pkcs11-*`). Blocking (file I/O, key generation, the token).
+pub(crate) fn open_registry(
+    options: &Options,
+    clock: Clock,
+) -> Result<KeyRegistry, Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(pkcs11) = &options.pkcs11 {
+        return hsm::open_registry(options, pkcs11, clock);
+    }
     let builder = registry_builder(options, clock);
     match &options.key_dir {
         // Keys of another algorithm than --alg in the directory stop the
         // start with an error that names the file.
-        Some(dir) => builder
+        Some(dir) => Ok(builder
             .store(DirKeyStore::builder(dir).algorithm(options.alg).open()?)
-            .build(),
-        None => builder.build(),
+            .build()?),
+        None => Ok(builder.build()?),
     }
 }
 
@@ -509,15 +543,21 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
             let opening = std::sync::Arc::clone(&options);
             let registry =
                 tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system()))
-                    .await??;
+                    .await?
+                    .map_err(|err| err as Box<dyn std::error::Error>)?;
             (registry, None)
         }
     };
     #[cfg(not(feature = "redis"))]
     let registry = {
         let opening = std::sync::Arc::clone(&options);
-        tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system())).await??
+        tokio::task::spawn_blocking(move || open_registry(&opening, Clock::system()))
+            .await?
+            .map_err(|err| err as Box<dyn std::error::Error>)?
     };
+    if let Some(pkcs11) = &options.pkcs11 {
+        println!("{}", pkcs11.describe());
+    }
     let signer = signer_layer(&options, registry.clone())?;
     // Rotates for as long as the proxy serves (stopped when dropped).
     let rotator = match policy {
@@ -715,6 +755,169 @@ mod fleet {
     }
 }
 
+/// `--pkcs11-*`: keys that never leave a PKCS#11 token.
+mod hsm {
+    use std::path::PathBuf;
+
+    use tower_jwt_signer::KeyRegistry;
+    use tower_jwt_signer::clock::Clock;
+
+    use super::Options;
+
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    /// The `--pkcs11-*` flags as given.
+    #[derive(Debug, Default)]
+    pub(crate) struct Pkcs11Flags {
+        module: Option<PathBuf>,
+        token: Option<String>,
+        pin_file: Option<PathBuf>,
+        key: Option<String>,
+    }
+
+    /// The token to sign in, checked.
+    #[derive(Debug)]
+    #[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+    pub(crate) struct Pkcs11Options {
+        pub(crate) module: PathBuf,
+        pub(crate) token: String,
+        pub(crate) pin_file: PathBuf,
+        pub(crate) key: Option<String>,
+    }
+
+    impl Pkcs11Flags {
+        /// Whether `flag` is one of these.
+        pub(crate) fn takes(flag: &str) -> bool {
+            matches!(
+                flag,
+                "--pkcs11-module" | "--pkcs11-token" | "--pkcs11-pin-file" | "--pkcs11-key"
+            )
+        }
+
+        pub(crate) fn set(&mut self, flag: &str, value: String) {
+            match flag {
+                "--pkcs11-module" => self.module = Some(value.into()),
+                "--pkcs11-token" => self.token = Some(value),
+                "--pkcs11-pin-file" => self.pin_file = Some(value.into()),
+                _ => self.key = Some(value),
+            }
+        }
+
+        /// The options, or why the flags do not go together.
+        pub(crate) fn check(
+            self,
+            key_dir: bool,
+            rotate: bool,
+            redis: bool,
+        ) -> Result<Option<Pkcs11Options>, String> {
+            let Pkcs11Flags {
+                module,
+                token,
+                pin_file,
+                key,
+            } = self;
+            let (module, token, pin_file) = match (module, token, pin_file) {
+                (None, None, None) if key.is_none() => return Ok(None),
+                (Some(module), Some(token), Some(pin_file)) => (module, token, pin_file),
+                _ => {
+                    return Err(
+                        "--pkcs11-module, --pkcs11-token and --pkcs11-pin-file go together"
+                            .to_owned(),
+                    );
+                }
+            };
+            if !cfg!(feature = "pkcs11") {
+                return Err("--pkcs11-module needs the `pkcs11` feature: cargo run --features pkcs11 --example signing_proxy".to_owned());
+            }
+            if redis {
+                return Err(
+                    "--pkcs11-module and --redis-url are exclusive in this proxy".to_owned(),
+                );
+            }
+            if !key_dir && key.is_none() {
+                return Err("without --pkcs11-key, a key is made in the token: give --key-dir, where a reference to it is kept so that a restart finds it".to_owned());
+            }
+            if !key_dir && rotate {
+                return Err("--rotate-every with --pkcs11-module needs --key-dir: the references to the keys made in the token are kept there".to_owned());
+            }
+            Ok(Some(Pkcs11Options {
+                module,
+                token,
+                pin_file,
+                key,
+            }))
+        }
+    }
+
+    impl Pkcs11Options {
+        pub(crate) fn describe(&self) -> String {
+            format!(
+                "keys in PKCS#11 token {:?} (module {}){}",
+                self.token,
+                self.module.display(),
+                self.key
+                    .as_ref()
+                    .map(|key| format!(", signing with key {key:?}"))
+                    .unwrap_or_default()
+            )
+        }
+    }
+
+    /// Opens the token (the PIN file checked like a key file), then the
+    /// registry: its new keys are made in the token; with `--key-dir` it
+    /// keeps references to them; `--pkcs11-key` is the active key when the
+    /// directory holds none. Blocking.
+    #[cfg(feature = "pkcs11")]
+    pub(crate) fn open_registry(
+        options: &Options,
+        pkcs11: &Pkcs11Options,
+        clock: Clock,
+    ) -> Result<KeyRegistry, Error> {
+        use tower_jwt_signer::{DirKeyStore, Pkcs11Token};
+
+        // --ttl and --jwks-max-age, as without a token.
+        let builder = KeyRegistry::builder()
+            .clock(clock)
+            .token_ttl(options.ttl)
+            .jwks_max_age(options.jwks_max_age);
+        let token = Pkcs11Token::builder(&pkcs11.module, &pkcs11.token)
+            .pin_file(&pkcs11.pin_file)
+            .open()?;
+        let key = match &pkcs11.key {
+            Some(label) => Some(token.key(label, options.alg)?),
+            None => None,
+        };
+        let builder = builder.key_factory(token);
+        let Some(dir) = &options.key_dir else {
+            let key = key.expect("checked: --pkcs11-key without --key-dir");
+            return Ok(builder.active(key).build()?);
+        };
+        let store = DirKeyStore::builder(dir).algorithm(options.alg).open()?;
+        let Some(key) = key else {
+            // The first start makes the key in the token.
+            return Ok(builder
+                .store(store)
+                .generate_if_missing(options.alg)
+                .build()?);
+        };
+        let registry = builder.store(store).build()?;
+        if registry.current().active().is_none() {
+            // The first start: the provisioned key signs first.
+            registry.add_next(key)?;
+        }
+        Ok(registry)
+    }
+
+    #[cfg(not(feature = "pkcs11"))]
+    pub(crate) fn open_registry(
+        _: &Options,
+        _: &Pkcs11Options,
+        _: Clock,
+    ) -> Result<KeyRegistry, Error> {
+        Err("--pkcs11-module needs the `pkcs11` feature".into())
+    }
+}
+
 fn main() -> ExitCode {
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(Command::Help) => {
@@ -751,8 +954,9 @@ fn main() -> ExitCode {
         eprintln!("error: {err}{flag}\n\nRun with --help for usage.");
         return ExitCode::from(2);
     }
-    if options.redis.is_some() {
-        // The fleet's events (lease, notifications, rotation) on stderr.
+    if options.redis.is_some() || options.pkcs11.is_some() {
+        // The fleet's events (lease, notifications, rotation) and the
+        // token's (faults, new sessions) on stderr.
         let _ = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_ansi(false)

@@ -55,6 +55,7 @@
 //! | [`JwtVerifierLayer`], [`Verifier`] (also a tower-http authorizer), [`RemoteJwks`]: the backend side; [`VerifiedClaims`] (and, with `axum`, `Claims<T>`) in the handler | [`verifier`] |
 //! | [`DirKeyStore`] and any [`KeyStore`](store::KeyStore): keys that survive restarts, shared by replicas; `RedisKeyStore` (feature `redis`): one key set for a fleet of gateways | [`store`] |
 //! | [`RotationPolicy`], [`KeyRotator`]: automatic rotation with overlap | [`rotation`] |
+//! | `Pkcs11Token` (feature `pkcs11`): keys that never leave a PKCS#11 token (an HSM), made, rotated and destroyed inside it | `pkcs11` |
 //! | [`Clock`](clock::Clock): the wall clock, which tests can drive with tokio's paused time | [`clock`] |
 //!
 //! # One way to configure, one place for each item
@@ -97,6 +98,9 @@ pub mod jwks;
 pub mod keys;
 mod limits;
 mod number;
+#[cfg(feature = "pkcs11")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
+pub mod pkcs11;
 pub mod registry;
 pub mod rotation;
 pub mod signer;
@@ -109,6 +113,10 @@ pub use error::ConfigError;
 pub use jwks::{JWKS_PATH, JwksService};
 #[doc(inline)]
 pub use keys::{Algorithm, KeyError, Kid, SigningKey};
+#[cfg(feature = "pkcs11")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
+#[doc(inline)]
+pub use pkcs11::{Pkcs11Error, Pkcs11Token};
 #[doc(inline)]
 pub use registry::{KeyRegistry, RegistryError};
 #[doc(inline)]

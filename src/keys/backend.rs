@@ -1,8 +1,9 @@
 //! [`SigningBackend`]: the pluggable signing trait.
 
+use std::any::Any;
 use std::fmt::Debug;
 
-use super::{PublicJwk, SignError};
+use super::{KeyReference, PublicJwk, SignError};
 
 /// Something that makes JWS signatures with one private key.
 ///
@@ -26,7 +27,15 @@ use super::{PublicJwk, SignError};
 /// * `sign` may block for as long as the backend takes; the signing
 ///   middleware decides whether to call it on a blocking thread.
 /// * `Debug` must never print key material.
-pub trait SigningBackend: Send + Sync + Debug {
+/// * A backend whose `sign` waits on a device or the network (an HSM, a
+///   KMS) says so with [`blocks`](SigningBackend::blocks): the signer then
+///   signs on its own threads by default, never on an async worker.
+/// * A backend whose key lives in a device describes where with
+///   [`reference`](SigningBackend::reference): a registry built on a
+///   [`KeyStore`](crate::store::KeyStore) stores that reference (never key
+///   material), and a [`KeyFactory`](super::KeyFactory) opens it again
+///   after a restart.
+pub trait SigningBackend: Any + Send + Sync + Debug {
     /// The public JWK of this key, with its `kid` and `alg`.
     fn public_jwk(&self) -> &PublicJwk;
 
@@ -36,4 +45,19 @@ pub trait SigningBackend: Send + Sync + Debug {
     ///
     /// [`SignError`] when the backend cannot sign.
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, SignError>;
+
+    /// Whether [`sign`](Self::sign) blocks on something else than the CPU
+    /// (a device, the network). The signer's default
+    /// [`Offload::Auto`](crate::signer::Offload::Auto) then signs on its
+    /// own threads whatever the algorithm. The default says no.
+    fn blocks(&self) -> bool {
+        false
+    }
+
+    /// Where the private key is kept, for a key that never leaves its
+    /// device (a PKCS#11 token): what a key store keeps of it. `None` (the
+    /// default) for a key that cannot be stored that way.
+    fn reference(&self) -> Option<KeyReference> {
+        None
+    }
 }

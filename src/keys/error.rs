@@ -73,6 +73,9 @@ pub enum KeyError {
     InvalidKid(super::InvalidKid),
     /// The cryptographic library failed (key generation, encoding).
     Crypto(String),
+    /// A key backend outside this process (an HSM, a KMS) failed to make,
+    /// find or destroy a key; the error names the device and the key.
+    Backend(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl fmt::Display for KeyError {
@@ -124,6 +127,7 @@ impl fmt::Display for KeyError {
             }
             KeyError::InvalidKid(err) => err.fmt(f),
             KeyError::Crypto(reason) => write!(f, "cryptographic library error: {reason}"),
+            KeyError::Backend(err) => err.fmt(f),
         }
     }
 }
@@ -141,6 +145,7 @@ impl std::error::Error for KeyError {
         match self {
             KeyError::InvalidKid(err) => Some(err),
             KeyError::WeakKey(weak) => Some(weak),
+            KeyError::Backend(err) => Some(err.as_ref()),
             _ => None,
         }
     }

@@ -40,17 +40,23 @@ mod algorithm;
 mod asn1;
 mod backend;
 mod error;
+mod factory;
 mod jwk;
 mod kid;
+mod reference;
 mod signing_key;
+#[cfg_attr(not(feature = "pkcs11"), allow(dead_code))]
+pub(crate) mod spki;
 pub(crate) mod state;
 mod weak;
 
 pub use algorithm::{Algorithm, EcCurve, KeyKind, UnknownAlgorithm};
 pub use backend::SigningBackend;
 pub use error::{KeyError, SignError};
+pub use factory::{InProcessKeys, KeyFactory};
 pub use jwk::PublicJwk;
 pub use kid::{InvalidKid, Kid};
+pub use reference::KeyReference;
 pub use signing_key::SigningKey;
 pub(crate) use state::KeyState;
 pub use weak::WeakKey;

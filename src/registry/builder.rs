@@ -11,7 +11,9 @@ use super::registry::{KeyRegistry, Settings};
 use super::write;
 use crate::clock::Clock;
 use crate::error::ConfigError;
-use crate::keys::{Algorithm, KeyError, KeyState, SigningBackend, SigningKey};
+use crate::keys::{
+    Algorithm, InProcessKeys, KeyError, KeyFactory, KeyState, SigningBackend, SigningKey,
+};
 use crate::store::KeyStore;
 
 /// The token lifetime of a registry unless set: 60 seconds.
@@ -63,6 +65,7 @@ impl KeyRegistry {
             keys: Vec::new(),
             store: None,
             generate_if_missing: None,
+            factory: Arc::new(InProcessKeys),
         }
     }
 }
@@ -82,6 +85,7 @@ pub struct KeyRegistryBuilder {
     keys: Vec<PublishedKey>,
     store: Option<Arc<dyn KeyStore>>,
     generate_if_missing: Option<Algorithm>,
+    factory: Arc<dyn KeyFactory>,
 }
 
 impl KeyRegistryBuilder {
@@ -147,6 +151,21 @@ impl KeyRegistryBuilder {
         self
     }
 
+    /// Where new keys are made (default: [`InProcessKeys`], in this
+    /// process): the first key of
+    /// [`generate_if_missing`](Self::generate_if_missing), the next keys of
+    /// [`KeyRegistry::rotate`] and of the
+    /// [`KeyRotator`](crate::KeyRotator). With a factory backed by a device
+    /// (a PKCS#11 token, feature `pkcs11`), keys are made inside it; the
+    /// store keeps [references](crate::keys::KeyReference) to them, which
+    /// the factory opens again at start-up, and the keys the registry
+    /// removes (retired past their time, revoked) are destroyed in the
+    /// device once the store has dropped them. See [`KeyFactory`].
+    pub fn key_factory(mut self, factory: impl KeyFactory + 'static) -> Self {
+        self.factory = Arc::new(factory);
+        self
+    }
+
     /// When the registry would have no active key (a first start with an
     /// empty store), generates one for `algorithm` and makes it active. With
     /// a store, the key is saved before it is published. RSA generation
@@ -181,7 +200,8 @@ impl KeyRegistryBuilder {
     /// [`RegistryError::SeveralActiveKeys`] if more than one is active;
     /// [`RegistryError::Store`] if the store cannot be loaded (the error
     /// names the file and the reason) or written; [`RegistryError::Key`] if
-    /// a key cannot be generated.
+    /// a key cannot be generated, or a stored reference cannot be opened by
+    /// the [key factory](Self::key_factory).
     pub fn build(self) -> Result<KeyRegistry, RegistryError> {
         let KeyRegistryBuilder {
             clock,
@@ -190,6 +210,7 @@ impl KeyRegistryBuilder {
             mut keys,
             store,
             generate_if_missing,
+            factory,
         } = self;
         check_token_ttl(token_ttl)?;
         check_jwks_max_age(jwks_max_age)?;
@@ -204,20 +225,16 @@ impl KeyRegistryBuilder {
             {
                 let now = settings.clock.now();
                 keys.push(
-                    PublishedKey::from_signing_key(
-                        SigningKey::generate(algorithm)?,
-                        KeyState::Active,
-                        now,
-                    )
-                    .with_activated_at(Some(now)),
+                    PublishedKey::new(factory.generate(algorithm)?, KeyState::Active, now)
+                        .with_activated_at(Some(now)),
                 );
             }
             check_invariants(&keys)?;
-            return Ok(KeyRegistry::assemble(settings, keys, None));
+            return Ok(KeyRegistry::assemble(settings, keys, None, factory));
         };
         check_invariants(&keys)?;
-        let loaded = write::load(store.as_ref())?;
-        let registry = KeyRegistry::assemble(settings, loaded, Some(Arc::clone(&store)));
+        let loaded = write::load(store.as_ref(), factory.as_ref())?;
+        let registry = KeyRegistry::assemble(settings, loaded, Some(Arc::clone(&store)), factory);
         if !keys.is_empty() {
             registry.update(|stored| {
                 for key in keys {
@@ -255,18 +272,19 @@ impl KeyRegistryBuilder {
             if activated {
                 return Ok(registry);
             }
-            let key = SigningKey::generate(algorithm)?;
+            let key = registry.key_factory().generate(algorithm)?;
             let now = registry.clock().now();
-            registry.transact(|stored| {
+            let first = PublishedKey::new(Arc::clone(&key), KeyState::Active, now)
+                .with_activated_at(Some(now));
+            let activated = registry.transact(|stored| {
                 // Another process may have activated a key meanwhile.
                 if !stored.iter().any(|k| k.state() == KeyState::Active) {
-                    stored.push(
-                        PublishedKey::from_signing_key(key, KeyState::Active, now)
-                            .with_activated_at(Some(now)),
-                    );
+                    stored.push(first);
                 }
                 Ok(())
-            })?;
+            });
+            registry.discard_unpublished(&[key]);
+            activated?;
         }
         Ok(registry)
     }
@@ -281,6 +299,7 @@ impl fmt::Debug for KeyRegistryBuilder {
             .field("keys", &self.keys)
             .field("store", &self.store)
             .field("generate_if_missing", &self.generate_if_missing)
+            .field("key_factory", &self.factory)
             .finish()
     }
 }

@@ -6,7 +6,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::keys::{Algorithm, KeyState, Kid, PublicJwk, SigningBackend, SigningKey};
+use super::error::RegistryError;
+use crate::keys::{
+    Algorithm, KeyError, KeyFactory, KeyReference, KeyState, Kid, PublicJwk, SigningBackend,
+    SigningKey,
+};
 use crate::store::StoredKey;
 
 /// One key in a [`KeySnapshot`], with its lifecycle metadata.
@@ -18,6 +22,9 @@ pub struct PublishedKey {
     /// The same key as `backend` when it is an in-process [`SigningKey`]:
     /// what a key store can persist.
     key: Option<Arc<SigningKey>>,
+    /// Where the key is kept, when it never leaves its device: what a key
+    /// store persists instead.
+    reference: Option<KeyReference>,
     state: KeyState,
     created_at: SystemTime,
     activated_at: Option<SystemTime>,
@@ -29,16 +36,25 @@ impl PublishedKey {
     /// Describes a key for [`KeyRegistryBuilder::key`], for example one
     /// loaded from storage with its saved metadata.
     ///
-    /// A registry built on a [`KeyStore`] cannot persist a key described
-    /// this way (the backend hides its private key): use
-    /// [`from_signing_key`](Self::from_signing_key) for those.
+    /// A registry built on a [`KeyStore`] persists a key described this
+    /// way when it is an in-process [`SigningKey`], or when its backend
+    /// gives a [`reference`](SigningBackend::reference) (a key kept in a
+    /// PKCS#11 token); see [`is_storable`](Self::is_storable).
     ///
     /// [`KeyRegistryBuilder::key`]: crate::registry::KeyRegistryBuilder::key
     /// [`KeyStore`]: crate::store::KeyStore
     pub fn new(backend: Arc<dyn SigningBackend>, state: KeyState, created_at: SystemTime) -> Self {
+        let any: Arc<dyn Any + Send + Sync> = Arc::clone(&backend) as Arc<dyn Any + Send + Sync>;
+        let key = any.downcast::<SigningKey>().ok();
+        let reference = if key.is_some() {
+            None
+        } else {
+            backend.reference()
+        };
         PublishedKey {
             backend,
-            key: None,
+            key,
+            reference,
             state,
             created_at,
             activated_at: None,
@@ -62,6 +78,7 @@ impl PublishedKey {
         PublishedKey {
             backend: Arc::clone(&key) as Arc<dyn SigningBackend>,
             key: Some(key),
+            reference: None,
             state,
             created_at,
             activated_at: None,
@@ -140,10 +157,18 @@ impl PublishedKey {
         self.activated_at
     }
 
-    /// Whether a [`KeyStore`](crate::store::KeyStore) can persist this key
-    /// (it is an in-process [`SigningKey`]).
+    /// Whether a [`KeyStore`](crate::store::KeyStore) can persist this key:
+    /// it is an in-process [`SigningKey`] (the store keeps the private
+    /// key), or its backend gives a
+    /// [`reference`](SigningBackend::reference) (the store keeps the
+    /// reference).
     pub fn is_storable(&self) -> bool {
-        self.key.is_some()
+        self.key.is_some() || self.reference.is_some()
+    }
+
+    /// Where the key is kept, for a key that never leaves its device.
+    pub fn reference(&self) -> Option<&KeyReference> {
+        self.reference.as_ref()
     }
 
     /// Describes any backend in `state`; an in-process [`SigningKey`] stays
@@ -153,10 +178,7 @@ impl PublishedKey {
         state: KeyState,
         created_at: SystemTime,
     ) -> Self {
-        let (backend, storable) = split_backend(key);
-        let mut key = PublishedKey::new(backend, state, created_at);
-        key.key = storable;
-        key
+        PublishedKey::new(Arc::new(key), state, created_at)
     }
 
     /// Makes the key the signing one, from `now`. The caller retires the
@@ -183,25 +205,77 @@ impl PublishedKey {
 
     /// The stored form of this key, if it can be stored.
     pub(crate) fn to_stored(&self) -> Option<StoredKey> {
-        let key = self.key.as_ref()?;
+        let stored = match (&self.key, &self.reference) {
+            (Some(key), _) => StoredKey::new(Arc::clone(key), self.state, self.created_at),
+            (None, Some(reference)) => {
+                StoredKey::from_reference(reference.clone(), self.state, self.created_at)
+            }
+            (None, None) => return None,
+        };
         Some(
-            StoredKey::new(Arc::clone(key), self.state, self.created_at)
+            stored
                 .with_activated_at(self.activated_at)
                 .with_activates_at(self.activates_at)
                 .with_retires_at(self.retires_at),
         )
     }
 
-    /// The key as a store holds it, with its metadata.
-    pub(crate) fn from_stored(stored: StoredKey) -> Self {
-        PublishedKey::from_signing_key(
-            Arc::clone(stored.key()),
-            stored.state(),
-            stored.created_at(),
-        )
-        .with_activated_at(stored.activated_at())
-        .with_activates_at(stored.activates_at())
-        .with_retires_at(stored.retires_at())
+    /// The key as a store holds it, with its metadata. A reference is
+    /// opened by `factory` (unless a key of `memory` already holds it: its
+    /// backend is reused), and the key it opens must have the public JWK
+    /// the reference holds.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Key`] when no factory opens the reference, or the
+    /// factory fails to, or the key it opens is another key.
+    pub(crate) fn from_stored(
+        stored: StoredKey,
+        memory: &[PublishedKey],
+        factory: &dyn KeyFactory,
+    ) -> Result<Self, RegistryError> {
+        let key = match (stored.key(), stored.reference()) {
+            (Some(key), _) => {
+                PublishedKey::from_signing_key(Arc::clone(key), stored.state(), stored.created_at())
+            }
+            (None, Some(reference)) => {
+                let held = memory
+                    .iter()
+                    .find(|m| m.reference.as_ref() == Some(reference))
+                    .map(|m| Arc::clone(&m.backend));
+                let backend = match held {
+                    Some(backend) => backend,
+                    None => factory.open(reference)?.ok_or_else(|| {
+                    KeyError::Backend(
+                        format!(
+                            "key {:?} is kept as a {reference}; the registry's key factory ({factory:?}) does not open it: build the registry with KeyRegistryBuilder::key_factory and the factory of that device",
+                            stored.kid()
+                        )
+                        .into(),
+                    )
+                    })?,
+                };
+                if backend.public_jwk() != reference.public_jwk() {
+                    return Err(KeyError::Backend(
+                        format!(
+                            "key {:?}: the {reference} holds another public key than the one stored; refusing to sign or publish with it",
+                            stored.kid()
+                        )
+                        .into(),
+                    )
+                    .into());
+                }
+                let mut key = PublishedKey::new(backend, stored.state(), stored.created_at());
+                // The stored reference, as stored: the record stays as it is.
+                key.reference = Some(reference.clone());
+                key
+            }
+            (None, None) => unreachable!("a stored key holds a private key or a reference"),
+        };
+        Ok(key
+            .with_activated_at(stored.activated_at())
+            .with_activates_at(stored.activates_at())
+            .with_retires_at(stored.retires_at()))
     }
 
     /// Same key (public JWK), same state and times.
@@ -215,22 +289,6 @@ impl PublishedKey {
     }
 }
 
-/// Splits a backend into the shared trait object and, when it is an
-/// in-process [`SigningKey`], the same key as a storable `Arc<SigningKey>`.
-fn split_backend<K: SigningBackend + 'static>(
-    key: K,
-) -> (Arc<dyn SigningBackend>, Option<Arc<SigningKey>>) {
-    let key = Arc::new(key);
-    let any: Arc<dyn Any + Send + Sync> = Arc::clone(&key) as Arc<dyn Any + Send + Sync>;
-    match any.downcast::<SigningKey>() {
-        Ok(signing) => (
-            Arc::clone(&signing) as Arc<dyn SigningBackend>,
-            Some(signing),
-        ),
-        Err(_) => (key, None),
-    }
-}
-
 impl fmt::Debug for PublishedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublishedKey")
@@ -241,7 +299,8 @@ impl fmt::Debug for PublishedKey {
             .field("activated_at", &self.activated_at)
             .field("activates_at", &self.activates_at)
             .field("retires_at", &self.retires_at)
-            .field("storable", &self.key.is_some())
+            .field("storable", &self.is_storable())
+            .field("reference", &self.reference)
             .finish()
     }
 }

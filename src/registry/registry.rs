@@ -12,7 +12,7 @@ use super::published::PublishedKey;
 use super::snapshot::KeySnapshot;
 use super::write::WriteThrough;
 use crate::clock::Clock;
-use crate::keys::{KeyState, Kid, SigningBackend, SigningKey};
+use crate::keys::{KeyFactory, KeyReference, KeyState, Kid, SigningBackend};
 use crate::store::KeyStore;
 
 /// The settings a registry is built with, checked by its builder.
@@ -138,8 +138,12 @@ impl KeyRegistry {
                 .active()
                 .map(PublishedKey::algorithm)
                 .ok_or(RegistryError::NoActiveKey)?;
-            let key = SigningKey::generate(algorithm)?;
-            return self.rotate_to(key, retain);
+            let key = self.key_factory().generate(algorithm)?;
+            let now = self.clock().now();
+            let published = PublishedKey::new(Arc::clone(&key), KeyState::Next, now);
+            let rotated = self.rotate_to_published(published, retain);
+            self.discard_unpublished(&[key]);
+            return rotated;
         }
         let now = self.clock().now();
         self.update(|keys| {
@@ -165,7 +169,15 @@ impl KeyRegistry {
         retain: Duration,
     ) -> Result<Kid, RegistryError> {
         let now = self.clock().now();
-        let key = PublishedKey::from_backend(key, KeyState::Next, now);
+        self.rotate_to_published(PublishedKey::from_backend(key, KeyState::Next, now), retain)
+    }
+
+    fn rotate_to_published(
+        &self,
+        key: PublishedKey,
+        retain: Duration,
+    ) -> Result<Kid, RegistryError> {
+        let now = self.clock().now();
         let kid = key.kid().clone();
         self.update(|keys| {
             ensure_unique(keys, &kid)?;
@@ -173,6 +185,54 @@ impl KeyRegistry {
             let index = keys.len() - 1;
             Ok(promote(keys, index, now, retain))
         })
+    }
+
+    /// The factory this registry makes its new keys with, and opens the
+    /// references its store keeps with
+    /// ([`KeyRegistryBuilder::key_factory`](crate::registry::KeyRegistryBuilder::key_factory);
+    /// by default [`InProcessKeys`](crate::keys::InProcessKeys)).
+    pub fn key_factory(&self) -> &Arc<dyn KeyFactory> {
+        self.inner.keys.factory()
+    }
+
+    /// Destroys, through the key factory, the keys of `made` that are kept
+    /// in a device but were never published nor stored (a change that
+    /// failed, or another writer that got there first): they would stay in
+    /// the device, unused, forever. Keys this registry publishes, or its
+    /// store keeps, are left alone; so is everything when the store cannot
+    /// be read (a warning names the key).
+    pub(crate) fn discard_unpublished(&self, made: &[Arc<dyn SigningBackend>]) {
+        let current = self.current();
+        let unused: Vec<KeyReference> = made
+            .iter()
+            .filter_map(|key| key.reference())
+            .filter(|reference| current.get(reference.kid()).is_none())
+            .collect();
+        if unused.is_empty() {
+            return;
+        }
+        let stored = match self.store().map(|store| store.load()).transpose() {
+            Ok(stored) => stored.unwrap_or_default(),
+            Err(err) => {
+                for reference in &unused {
+                    tracing::warn!(kid = %reference.kid(), key = %reference, error = %err, "cannot tell whether an unused key is stored; leaving it in its device");
+                }
+                return;
+            }
+        };
+        for reference in unused {
+            if stored.iter().any(|k| k.kid() == reference.kid()) {
+                continue;
+            }
+            match self.key_factory().destroy(&reference) {
+                Ok(()) => {
+                    tracing::info!(kid = %reference.kid(), key = %reference, "destroyed a key made for a change that did not use it")
+                }
+                Err(err) => {
+                    tracing::warn!(kid = %reference.kid(), key = %reference, error = %err, "cannot destroy an unused key; it stays in its device")
+                }
+            }
+        }
     }
 
     /// Stops a key from signing: it becomes **retiring** until `until`. A
@@ -289,6 +349,7 @@ impl KeyRegistry {
         settings: Settings,
         keys: Vec<PublishedKey>,
         store: Option<Arc<dyn KeyStore>>,
+        factory: Arc<dyn KeyFactory>,
     ) -> Self {
         let Settings {
             clock,
@@ -297,7 +358,7 @@ impl KeyRegistry {
         } = settings;
         KeyRegistry {
             inner: Arc::new(Inner {
-                keys: WriteThrough::new(keys, store),
+                keys: WriteThrough::new(keys, store, factory),
                 clock,
                 token_ttl,
                 jwks_max_age,
@@ -316,6 +377,7 @@ impl fmt::Debug for KeyRegistry {
             .field("token_ttl", &self.token_ttl())
             .field("jwks_max_age", &self.jwks_max_age())
             .field("store", &self.store())
+            .field("key_factory", self.key_factory())
             .finish()
     }
 }
@@ -323,7 +385,7 @@ impl fmt::Debug for KeyRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Algorithm;
+    use crate::keys::{Algorithm, SigningKey};
 
     fn es256() -> SigningKey {
         SigningKey::generate(Algorithm::ES256).unwrap()

@@ -11,7 +11,7 @@ use super::lifecycle::check_invariants;
 use super::published::PublishedKey;
 use super::snapshot::KeySnapshot;
 use crate::clock::unix_seconds;
-use crate::keys::Kid;
+use crate::keys::{KeyFactory, KeyReference, Kid};
 use crate::store::{KeyStore, StoreChange, StoreError, StoredKey};
 
 /// The registry's keys: the current snapshot, what readers take, and what
@@ -23,11 +23,18 @@ pub(super) struct WriteThrough {
     changes: watch::Sender<Arc<KeySnapshot>>,
     /// Where every change is written before it is published.
     store: Option<Arc<dyn KeyStore>>,
+    /// Opens the keys the store keeps as references, and destroys them
+    /// once they are gone.
+    factory: Arc<dyn KeyFactory>,
 }
 
 impl WriteThrough {
     /// Publishes `keys` (checked by the caller) as the first snapshot.
-    pub(super) fn new(keys: Vec<PublishedKey>, store: Option<Arc<dyn KeyStore>>) -> Self {
+    pub(super) fn new(
+        keys: Vec<PublishedKey>,
+        store: Option<Arc<dyn KeyStore>>,
+        factory: Arc<dyn KeyFactory>,
+    ) -> Self {
         let snapshot = Arc::new(KeySnapshot::build(0, keys));
         let (changes, _) = watch::channel(Arc::clone(&snapshot));
         WriteThrough {
@@ -35,7 +42,12 @@ impl WriteThrough {
             writer: Mutex::new(()),
             changes,
             store,
+            factory,
         }
+    }
+
+    pub(super) fn factory(&self) -> &Arc<dyn KeyFactory> {
+        &self.factory
     }
 
     pub(super) fn current(&self) -> Arc<KeySnapshot> {
@@ -69,14 +81,16 @@ impl WriteThrough {
             let mut keys = current.keys().to_vec();
             let result = change(&mut keys)?;
             check_invariants(&keys)?;
+            let gone = references_gone(current.keys(), &keys);
             if always_publish || !same_keys(current.keys(), &keys) {
                 self.publish(current.version() + 1, keys);
             }
+            self.destroy(gone);
             return Ok(result);
         };
         let lock = store.lock()?;
         // Work from what is stored: another writer may have changed it.
-        let stored = merge_stored(current.keys(), store.load()?);
+        let stored = merge_stored(current.keys(), store.load()?, self.factory.as_ref())?;
         // A store found empty while this registry holds keys was emptied
         // behind our back (a Redis restarted without persistence, a
         // FLUSHALL): never an intended state, since the active key cannot be
@@ -103,11 +117,33 @@ impl WriteThrough {
             store.commit(&writes)?;
         }
         drop(lock);
+        let gone = references_gone(&base, &keys);
         sort_stored_order(&mut keys);
         if always_publish || !same_keys(current.keys(), &keys) {
             self.publish(current.version() + 1, keys);
         }
+        self.destroy(gone);
         Ok(result)
+    }
+
+    /// Destroys, through the key factory, the keys kept in a device that
+    /// this change removed (a retired key past its time, a revoked key):
+    /// no store keeps them and no snapshot publishes them any more. A
+    /// failure is logged; the key stays in its device, unused.
+    fn destroy(&self, gone: Vec<KeyReference>) {
+        for reference in gone {
+            match self.factory.destroy(&reference) {
+                Ok(()) => {
+                    tracing::info!(kid = %reference.kid(), key = %reference, "destroyed the removed key in its device")
+                }
+                Err(err) => tracing::warn!(
+                    kid = %reference.kid(),
+                    key = %reference,
+                    error = %err,
+                    "cannot destroy the removed key in its device; it stays there, unused"
+                ),
+            }
+        }
     }
 
     /// Publishes the stored keys if they differ from the current ones.
@@ -128,7 +164,7 @@ impl WriteThrough {
             self.write_back(store.as_ref(), current.keys().len())?;
             return Ok(false);
         }
-        let keys = merge_stored(current.keys(), stored);
+        let keys = merge_stored(current.keys(), stored, self.factory.as_ref())?;
         check_invariants(&keys)?;
         if same_keys(current.keys(), &keys) {
             return Ok(false);
@@ -180,29 +216,48 @@ impl WriteThrough {
 /// [`RegistryError::Store`] if the store cannot be loaded;
 /// [`RegistryError::SeveralActiveKeys`] if it holds more than one active
 /// key.
-pub(super) fn load(store: &dyn KeyStore) -> Result<Vec<PublishedKey>, RegistryError> {
-    let keys = merge_stored(&[], store.load()?);
+pub(super) fn load(
+    store: &dyn KeyStore,
+    factory: &dyn KeyFactory,
+) -> Result<Vec<PublishedKey>, RegistryError> {
+    let keys = merge_stored(&[], store.load()?, factory)?;
     check_invariants(&keys)?;
     Ok(keys)
 }
 
 /// The stored keys as published keys, reusing the in-memory key (and its
-/// exact times) where the store holds the same thing.
-fn merge_stored(memory: &[PublishedKey], stored: Vec<StoredKey>) -> Vec<PublishedKey> {
-    let mut keys: Vec<PublishedKey> = stored
-        .into_iter()
-        .map(|stored| {
-            match memory
-                .iter()
-                .find(|m| m.kid() == stored.kid() && m.to_stored().as_ref() == Some(&stored))
-            {
-                Some(same) => same.clone(),
-                None => PublishedKey::from_stored(stored),
-            }
-        })
-        .collect();
+/// exact times) where the store holds the same thing; references are
+/// opened by `factory` unless a key in memory holds them already.
+///
+/// # Errors
+///
+/// [`RegistryError::Key`] for a reference that cannot be opened.
+fn merge_stored(
+    memory: &[PublishedKey],
+    stored: Vec<StoredKey>,
+    factory: &dyn KeyFactory,
+) -> Result<Vec<PublishedKey>, RegistryError> {
+    let mut keys = Vec::with_capacity(stored.len());
+    for stored in stored {
+        let same = memory
+            .iter()
+            .find(|m| m.kid() == stored.kid() && m.to_stored().as_ref() == Some(&stored));
+        keys.push(match same {
+            Some(same) => same.clone(),
+            None => PublishedKey::from_stored(stored, memory, factory)?,
+        });
+    }
     sort_stored_order(&mut keys);
-    keys
+    Ok(keys)
+}
+
+/// The references of the keys of `before` that `after` no longer holds.
+fn references_gone(before: &[PublishedKey], after: &[PublishedKey]) -> Vec<KeyReference> {
+    before
+        .iter()
+        .filter(|key| !after.iter().any(|k| k.kid() == key.kid()))
+        .filter_map(|key| key.reference().cloned())
+        .collect()
 }
 
 /// The order of keys loaded from a store (creation second, then kid), so
@@ -334,5 +389,187 @@ mod tests {
         assert_eq!(commits[3].removals()[0].kid(), &first);
         assert!(commits[3].saves().is_empty());
         assert_eq!(store.load().unwrap().len(), 1);
+    }
+
+    mod device {
+        //! A factory that keeps its keys "in a device": in-process keys
+        //! behind references, as a PKCS#11 token keeps them.
+
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        use std::time::Duration;
+
+        use crate::keys::{
+            Algorithm, InProcessKeys, KeyError, KeyFactory, KeyReference, Kid, PublicJwk,
+            SignError, SigningBackend, SigningKey, spki,
+        };
+        use crate::registry::{KeyRegistry, RegistryError};
+        use crate::store::{KeyStore, MemoryKeyStore, StoreChange, StoreError, StoredKey};
+
+        #[derive(Debug)]
+        struct Held {
+            key: SigningKey,
+            reference: KeyReference,
+        }
+
+        impl SigningBackend for Held {
+            fn public_jwk(&self) -> &PublicJwk {
+                self.key.public_jwk()
+            }
+
+            fn sign(&self, input: &[u8]) -> Result<Vec<u8>, SignError> {
+                self.key.sign(input)
+            }
+
+            fn blocks(&self) -> bool {
+                true
+            }
+
+            fn reference(&self) -> Option<KeyReference> {
+                Some(self.reference.clone())
+            }
+        }
+
+        #[derive(Debug, Default)]
+        struct Device {
+            keys: Mutex<HashMap<Kid, SigningKey>>,
+            destroyed: Mutex<Vec<Kid>>,
+        }
+
+        impl Device {
+            fn held(&self, key: SigningKey) -> Arc<dyn SigningBackend> {
+                let x =
+                    crate::b64::decode(key.public_jwk().to_value()["x"].as_str().unwrap()).unwrap();
+                let reference = KeyReference::new(
+                    "test-device",
+                    [("slot", "0")],
+                    &spki::ed25519(&x),
+                    Algorithm::EdDSA,
+                    None,
+                )
+                .unwrap();
+                Arc::new(Held { key, reference })
+            }
+        }
+
+        impl KeyFactory for Device {
+            fn generate(&self, algorithm: Algorithm) -> Result<Arc<dyn SigningBackend>, KeyError> {
+                assert_eq!(algorithm, Algorithm::EdDSA);
+                let key = SigningKey::generate(algorithm)?;
+                self.keys
+                    .lock()
+                    .unwrap()
+                    .insert(key.kid().clone(), key.clone());
+                Ok(self.held(key))
+            }
+
+            fn open(
+                &self,
+                reference: &KeyReference,
+            ) -> Result<Option<Arc<dyn SigningBackend>>, KeyError> {
+                if reference.provider() != "test-device" {
+                    return Ok(None);
+                }
+                let key = self.keys.lock().unwrap().get(reference.kid()).cloned();
+                let key =
+                    key.ok_or_else(|| KeyError::Backend("no such key in the device".into()))?;
+                Ok(Some(self.held(key)))
+            }
+
+            fn destroy(&self, reference: &KeyReference) -> Result<(), KeyError> {
+                self.keys.lock().unwrap().remove(reference.kid());
+                self.destroyed.lock().unwrap().push(reference.kid().clone());
+                Ok(())
+            }
+        }
+
+        #[test]
+        fn a_devices_keys_are_stored_as_references_opened_again_and_destroyed_when_removed() {
+            let store = Arc::new(MemoryKeyStore::new());
+            let device = Arc::new(Device::default());
+            let open = || {
+                KeyRegistry::builder()
+                    .store(Arc::clone(&store))
+                    .key_factory(Arc::clone(&device))
+                    .generate_if_missing(Algorithm::EdDSA)
+                    .build()
+            };
+            let registry = open().unwrap();
+            let first = registry.current().active().unwrap().kid().clone();
+            assert!(registry.current().active().unwrap().is_storable());
+            let stored = store.load().unwrap();
+            assert_eq!(stored.len(), 1);
+            assert!(stored[0].key().is_none(), "no key material");
+            assert_eq!(stored[0].reference().unwrap().provider(), "test-device");
+
+            // Rotation makes the next key in the device; the old one is
+            // destroyed there once it leaves the registry.
+            let second = registry.rotate(Duration::ZERO).unwrap();
+            assert!(device.keys.lock().unwrap().contains_key(&second));
+            registry.remove(&first).unwrap();
+            assert_eq!(*device.destroyed.lock().unwrap(), vec![first.clone()]);
+
+            // A restart opens the stored reference through the factory.
+            drop(registry);
+            let registry = open().unwrap();
+            assert_eq!(registry.current().active().unwrap().kid(), &second);
+            assert!(registry.current().active().unwrap().backend().blocks());
+
+            // Without the factory, the reference cannot be opened: refused.
+            let err = KeyRegistry::builder()
+                .store(Arc::clone(&store))
+                .key_factory(InProcessKeys)
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(err, RegistryError::Key(KeyError::Backend(_))),
+                "{err}"
+            );
+            assert!(err.to_string().contains("does not open it"), "{err}");
+        }
+
+        /// A store that refuses every next key.
+        #[derive(Debug, Default)]
+        struct NoNext(MemoryKeyStore);
+
+        impl KeyStore for NoNext {
+            fn load(&self) -> Result<Vec<StoredKey>, StoreError> {
+                self.0.load()
+            }
+            fn save(&self, key: &StoredKey) -> Result<(), StoreError> {
+                self.0.save(key)
+            }
+            fn remove(&self, kid: &Kid) -> Result<(), StoreError> {
+                self.0.remove(kid)
+            }
+            fn commit(&self, change: &StoreChange) -> Result<(), StoreError> {
+                if change.saves().iter().any(|s| s.previous().is_none())
+                    && !self.0.load()?.is_empty()
+                {
+                    return Err(StoreError::Other("disk full".into()));
+                }
+                self.0.commit(change)
+            }
+        }
+
+        #[test]
+        fn a_key_made_for_a_change_that_failed_is_destroyed_in_the_device() {
+            let device = Arc::new(Device::default());
+            let registry = KeyRegistry::builder()
+                .store(NoNext::default())
+                .key_factory(Arc::clone(&device))
+                .generate_if_missing(Algorithm::EdDSA)
+                .build()
+                .unwrap();
+            let err = registry.rotate(Duration::ZERO).unwrap_err();
+            assert!(err.to_string().contains("disk full"), "{err}");
+            let destroyed = device.destroyed.lock().unwrap().clone();
+            assert_eq!(destroyed.len(), 1, "the unused key went");
+            assert_eq!(
+                device.keys.lock().unwrap().len(),
+                1,
+                "only the active key is left"
+            );
+        }
     }
 }

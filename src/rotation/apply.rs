@@ -5,12 +5,13 @@
 //!
 //! [`KeyRotator`]: crate::rotation::KeyRotator
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::events::Event;
 use super::planner::{Action, Step, algorithm_for, plan};
 use super::policy::ResolvedPolicy;
-use crate::keys::{Algorithm, KeyState, Kid, SigningKey};
+use crate::keys::{Algorithm, KeyState, Kid, SigningBackend};
 use crate::registry::{
     self, KeyRegistry, PublishedKey, RegistryError, ensure_unique, is_expired, promote,
     retain_until,
@@ -66,11 +67,14 @@ enum Attempt<T> {
 }
 
 /// Runs `change` as one registry transaction, on the keys as stored and the
-/// registry's time. When it asks for a fresh key, generates one outside the
-/// registry's lock (slow for RSA: the store stays unlocked meanwhile) and
-/// runs the change again, which takes the key with [`take_key`] if it still
-/// calls for that algorithm. At most [`KEY_ATTEMPTS`] runs, so at most two
-/// keys are generated.
+/// registry's time. When it asks for a fresh key, has the registry's
+/// [`KeyFactory`](crate::keys::KeyFactory) make one outside the registry's
+/// lock (slow for RSA, and for a key made inside an HSM: the store stays
+/// unlocked meanwhile) and runs the change again, which takes the key with
+/// [`take_key`] if it still calls for that algorithm. At most
+/// [`KEY_ATTEMPTS`] runs, so at most two keys are generated. A key made in
+/// a device that ends up unused (another writer got there first, or the
+/// change failed) is destroyed again.
 ///
 /// # Errors
 ///
@@ -84,15 +88,34 @@ fn with_fresh_key<T>(
     mut change: impl FnMut(
         &mut Vec<PublishedKey>,
         SystemTime,
-        &mut Option<SigningKey>,
+        &mut Option<Arc<dyn SigningBackend>>,
     ) -> Result<Attempt<T>, RegistryError>,
+) -> Result<T, RegistryError> {
+    let mut made = Vec::new();
+    let result = attempt_with_fresh_keys(registry, &mut change, &mut made);
+    registry.discard_unpublished(&made);
+    result
+}
+
+fn attempt_with_fresh_keys<T>(
+    registry: &KeyRegistry,
+    change: &mut impl FnMut(
+        &mut Vec<PublishedKey>,
+        SystemTime,
+        &mut Option<Arc<dyn SigningBackend>>,
+    ) -> Result<Attempt<T>, RegistryError>,
+    made: &mut Vec<Arc<dyn SigningBackend>>,
 ) -> Result<T, RegistryError> {
     let mut fresh = None;
     for _ in 0..KEY_ATTEMPTS {
         let now = registry.clock().now();
         match registry.transact(|keys| change(keys, now, &mut fresh))? {
             Attempt::Done(done) => return Ok(done),
-            Attempt::NeedKey(algorithm) => fresh = Some(SigningKey::generate(algorithm)?),
+            Attempt::NeedKey(algorithm) => {
+                let key = registry.key_factory().generate(algorithm)?;
+                made.push(Arc::clone(&key));
+                fresh = Some(key);
+            }
         }
     }
     Err(RegistryError::Other(
@@ -104,8 +127,11 @@ fn with_fresh_key<T>(
 }
 
 /// Takes the fresh key if it has the right algorithm.
-fn take_key(fresh: &mut Option<SigningKey>, algorithm: Algorithm) -> Option<SigningKey> {
-    fresh.take_if(|key| key.algorithm() == algorithm)
+fn take_key(
+    fresh: &mut Option<Arc<dyn SigningBackend>>,
+    algorithm: Algorithm,
+) -> Option<Arc<dyn SigningBackend>> {
+    fresh.take_if(|key| key.public_jwk().algorithm() == algorithm)
 }
 
 /// Plans again on `keys` (as stored, inside the registry's change) and
@@ -114,7 +140,7 @@ fn apply_plan(
     keys: &mut Vec<PublishedKey>,
     policy: &ResolvedPolicy,
     now: SystemTime,
-    fresh: &mut Option<SigningKey>,
+    fresh: &mut Option<Arc<dyn SigningBackend>>,
 ) -> Result<Attempt<Vec<Event>>, RegistryError> {
     let Step::Act(action) = plan(keys, policy, now) else {
         return Ok(Attempt::Done(Vec::new()));
@@ -145,12 +171,9 @@ fn apply_plan(
             let Some(key) = take_key(fresh, algorithm) else {
                 return Ok(Attempt::NeedKey(algorithm));
             };
-            let kid = key.kid().clone();
+            let kid = key.public_jwk().kid().clone();
             ensure_unique(keys, &kid)?;
-            keys.push(
-                PublishedKey::from_signing_key(key, KeyState::Active, now)
-                    .with_activated_at(Some(now)),
-            );
+            keys.push(PublishedKey::new(key, KeyState::Active, now).with_activated_at(Some(now)));
             events.push(Event::Published {
                 kid: kid.clone(),
                 activates_at: None,
@@ -179,11 +202,10 @@ fn apply_plan(
             let Some(key) = take_key(fresh, algorithm) else {
                 return Ok(Attempt::NeedKey(algorithm));
             };
-            let kid = key.kid().clone();
+            let kid = key.public_jwk().kid().clone();
             ensure_unique(keys, &kid)?;
             keys.push(
-                PublishedKey::from_signing_key(key, KeyState::Next, now)
-                    .with_activates_at(Some(activates_at)),
+                PublishedKey::new(key, KeyState::Next, now).with_activates_at(Some(activates_at)),
             );
             events.push(Event::Published {
                 kid,
@@ -259,12 +281,10 @@ pub(super) fn rotate_now_blocking(
         let Some(key) = take_key(fresh, algorithm) else {
             return Ok(Attempt::NeedKey(algorithm));
         };
-        let kid = key.kid().clone();
+        let kid = key.public_jwk().kid().clone();
         ensure_unique(keys, &kid)?;
         let at = now + policy.prepublish();
-        keys.push(
-            PublishedKey::from_signing_key(key, KeyState::Next, now).with_activates_at(Some(at)),
-        );
+        keys.push(PublishedKey::new(key, KeyState::Next, now).with_activates_at(Some(at)));
         Ok(Attempt::Done((
             ScheduledRotation {
                 kid: kid.clone(),
@@ -290,7 +310,7 @@ pub(super) fn emergency_blocking(
         let Some(key) = take_key(fresh, algorithm) else {
             return Ok(Attempt::NeedKey(algorithm));
         };
-        let kid = key.kid().clone();
+        let kid = key.public_jwk().kid().clone();
         ensure_unique(keys, &kid)?;
         let retire_at = retain_until(now, policy.retain());
         let mut events = Vec::new();
@@ -310,9 +330,7 @@ pub(super) fn emergency_blocking(
                 until: retire_at,
             });
         }
-        keys.push(
-            PublishedKey::from_signing_key(key, KeyState::Active, now).with_activated_at(Some(now)),
-        );
+        keys.push(PublishedKey::new(key, KeyState::Active, now).with_activated_at(Some(now)));
         events.push(Event::Published {
             kid: kid.clone(),
             activates_at: None,
@@ -333,7 +351,7 @@ mod tests {
         let mut handed = Vec::new();
         let result: Result<(), _> = with_fresh_key(&registry, |_, _, fresh| {
             runs += 1;
-            handed.push(fresh.as_ref().map(SigningKey::algorithm));
+            handed.push(fresh.as_ref().map(|key| key.public_jwk().algorithm()));
             // As if another writer changed the algorithm each time.
             Ok(Attempt::NeedKey(if runs % 2 == 1 {
                 Algorithm::EdDSA
@@ -361,8 +379,8 @@ mod tests {
             let Some(key) = take_key(fresh, Algorithm::EdDSA) else {
                 return Ok(Attempt::NeedKey(Algorithm::EdDSA));
             };
-            let kid = key.kid().clone();
-            keys.push(PublishedKey::from_signing_key(key, KeyState::Active, now));
+            let kid = key.public_jwk().kid().clone();
+            keys.push(PublishedKey::new(key, KeyState::Active, now));
             Ok(Attempt::Done(kid))
         })
         .unwrap();

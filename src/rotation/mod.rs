@@ -37,7 +37,15 @@
 //!
 //! Time is the registry's [`Clock`](crate::clock::Clock) and tokio's timers, so a
 //! test with paused time drives many periods in milliseconds. Key
-//! generation (slow for RSA) and store writes run on blocking threads. On a
+//! generation (slow for RSA) and store writes run on blocking threads.
+//! New keys come from the registry's
+//! [`KeyFactory`](crate::keys::KeyFactory)
+//! ([`KeyRegistryBuilder::key_factory`](crate::registry::KeyRegistryBuilder::key_factory)):
+//! in this process by default, or inside a PKCS#11 token (feature
+//! `pkcs11`), where the next key is made, published and activated by the
+//! same rules, and a retired key's objects are destroyed once it leaves the
+//! JWKS. A key made for a step that another writer had already taken is
+//! destroyed again. On a
 //! registry built on a [store](crate::store), every step is written through
 //! before it is published, and every step is conditional on the stored
 //! state ("publish a next key unless there is one"), so two rotators on one

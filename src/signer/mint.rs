@@ -33,7 +33,7 @@ use super::pool;
 use super::reuse::{Lookup, NewEntry, TokenCache};
 use super::template::RequestValues;
 use crate::b64;
-use crate::keys::{Algorithm, EcCurve, KeyKind, SigningBackend};
+use crate::keys::{EcCurve, KeyKind, SigningBackend};
 use crate::registry::PublishedKey;
 
 /// What one service (and its clones) makes tokens with: the checked
@@ -165,7 +165,7 @@ impl Minter {
             Reused::Miss(remember) => remember,
         };
         let pending = self.signing_input(claims, active, remember)?;
-        self.sign(pending, active.algorithm())
+        self.sign(pending)
     }
 
     /// Step 3: the claims. The signer's own first (with room for `jti`),
@@ -297,8 +297,12 @@ impl Minter {
 
     /// Step 6: the signature, here or on the signing threads
     /// ([`Offload`](super::Offload)).
-    fn sign(self: &Arc<Self>, pending: Pending, algorithm: Algorithm) -> Result<Token, Failure> {
-        if !self.config.offload.offloads(algorithm) {
+    fn sign(self: &Arc<Self>, pending: Pending) -> Result<Token, Failure> {
+        if !self
+            .config
+            .offload
+            .offloads_key(pending.header.backend.as_ref())
+        {
             return self.finish(pending).map(Token::Ready);
         }
         let (answer, signing) = oneshot::channel();

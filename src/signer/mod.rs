@@ -345,5 +345,8 @@ pub use offload::Offload;
 pub use reuse::{TokenCache, TokenReuse};
 pub use service::JwtSigner;
 
+#[cfg(feature = "pkcs11")]
+pub(crate) use pool::signing_threads;
+
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::ConfigError;
-use crate::keys::Algorithm;
+use crate::keys::{Algorithm, SigningBackend};
 
 /// Where the signer computes signatures.
 ///
@@ -38,9 +38,12 @@ use crate::keys::Algorithm;
 /// is answered `500` (`signing_failed`) and the inner service is not
 /// called. Should no signing thread start, signatures are made inline.
 ///
-/// A [`SigningBackend`](crate::keys::SigningBackend) backed by an HSM or a KMS that blocks
-/// on the network should use [`Blocking`](Self::Blocking) whatever its
-/// algorithm.
+/// A [`SigningBackend`](crate::keys::SigningBackend) backed by an HSM or a
+/// KMS waits on its device or the network: one that says so
+/// ([`SigningBackend::blocks`](crate::keys::SigningBackend::blocks), as a
+/// PKCS#11 key does) is offloaded by [`Auto`](Self::Auto) whatever its
+/// algorithm ([`offloads_key`](Self::offloads_key)). Only
+/// [`Inline`](Self::Inline) signs it on the async worker.
 ///
 /// ```
 /// use tower_jwt_signer::signer::Offload;
@@ -58,8 +61,9 @@ pub enum Offload {
     Inline,
     /// Sign on the signing threads, whatever the algorithm.
     Blocking,
-    /// Blocking for [`Algorithm::is_slow`] algorithms, inline for ES256 and
-    /// EdDSA. The default.
+    /// Blocking for [`Algorithm::is_slow`] algorithms and for backends
+    /// that [block](SigningBackend::blocks) (an HSM), inline for ES256 and
+    /// EdDSA keys held in this process. The default.
     #[default]
     Auto,
 }
@@ -72,6 +76,17 @@ impl Offload {
             Offload::Inline => false,
             Offload::Blocking => true,
             Offload::Auto => algorithm.is_slow(),
+        }
+    }
+
+    /// Whether a signature by `key` goes to the signing threads: as
+    /// [`offloads`](Self::offloads) for its algorithm, and under
+    /// [`Auto`](Self::Auto) also whenever the backend
+    /// [blocks](SigningBackend::blocks).
+    pub fn offloads_key(self, key: &dyn SigningBackend) -> bool {
+        match self {
+            Offload::Auto => key.blocks() || key.public_jwk().algorithm().is_slow(),
+            other => other.offloads(key.public_jwk().algorithm()),
         }
     }
 

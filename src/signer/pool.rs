@@ -23,11 +23,17 @@ struct Pool {
 
 static POOL: OnceLock<Option<Pool>> = OnceLock::new();
 
+/// How many signing threads the pool starts (at most): one per core, at
+/// most 16. A device's session pool (PKCS#11) is sized to match.
+pub(crate) fn signing_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_THREADS)
+}
+
 fn pool() -> Option<&'static Pool> {
     POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(MAX_THREADS);
+        let threads = signing_threads();
         let (sender, receiver) = channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let mut started = 0;

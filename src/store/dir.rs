@@ -26,7 +26,7 @@ use super::files::{file_type_at, kind_name, regular_file};
 use super::txlock::{TxLock, WriteGuard};
 use super::{ForeignOwner, KeyStore, LoosePermissions, StoreError, StoreLock, StoredKey};
 use crate::clock::unix_seconds;
-use crate::keys::{Algorithm, KeyState, Kid, SigningKey};
+use crate::keys::{Algorithm, KeyReference, KeyState, Kid, SigningKey};
 
 /// The suffix of key file names: the key with kid `K` lives in
 /// `K.key.json`.
@@ -36,8 +36,12 @@ const KEY_FILE_SUFFIX: &str = ".key.json";
 const LOCK_FILE: &str = ".lock";
 /// Marks temporary files: `.<kid>.key.json.tmp-<pid>-<n>`.
 const TEMP_MARK: &str = ".tmp-";
-/// The key file format this build reads and writes.
+/// The key file format of a private key (read and written).
 const FORMAT_VERSION: u64 = 1;
+/// The key file format of a reference to a key kept in a device (read and
+/// written); private keys keep format 1, so builds that predate references
+/// still read them.
+const REFERENCE_FORMAT_VERSION: u64 = 2;
 /// No key file is larger (an RSA-8192 private JWK, the largest key, is about 10 KiB).
 const MAX_FILE_LEN: u64 = 256 * 1024;
 
@@ -95,6 +99,35 @@ const MAX_FILE_LEN: u64 = 256 * 1024;
 /// [`StoredKey`] for the rounding); `private_jwk` is the private key as
 /// [`SigningKey::to_private_jwk`] writes it, with its kid and algorithm.
 /// Unknown members are refused, so a typo in a hand-written file is caught.
+///
+/// A key that never leaves its device (a PKCS#11 token) is a file of format
+/// version 2, with its algorithm and a
+/// [`KeyReference`](crate::keys::KeyReference) instead of the private key:
+///
+/// ```json
+/// {
+///   "version": 2,
+///   "kid": "Wq8…",
+///   "alg": "ES256",
+///   "state": "active",
+///   "created_at": 1767225600,
+///   "activated_at": 1767225600,
+///   "activates_at": null,
+///   "retires_at": null,
+///   "reference": {
+///     "provider": "pkcs11",
+///     "attributes": { "module": "/usr/lib/softhsm/libsofthsm2.so", "token": "gateway",
+///                     "label": "tower-jwt-signer:Wq8…", "id": "5f0c…", "generated": "true" },
+///     "public_key": "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE…"
+///   }
+/// }
+/// ```
+///
+/// `public_key` is the key's DER SubjectPublicKeyInfo in base64url. Such a
+/// file holds nothing secret; it gets the same permission checks all the
+/// same. Private keys are still written in format 1, which every build
+/// reads; a build older than references refuses a file of format 2 (its
+/// version), loudly.
 ///
 /// # Writes
 ///
@@ -537,11 +570,11 @@ impl KeyStore for DirKeyStore {
         let name = file_name(kid)?;
         let path = self.dir.join(&name);
         if let Some(expected) = self.algorithm
-            && key.key().algorithm() != expected
+            && key.algorithm() != expected
         {
             return Err(StoreError::WrongAlgorithm {
                 path,
-                found: key.key().algorithm(),
+                found: key.algorithm(),
                 expected,
             });
         }
@@ -685,26 +718,46 @@ fn write_new_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 struct KeyFile<'a> {
     version: u64,
     kid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alg: Option<&'static str>,
     state: &'static str,
     created_at: u64,
     activated_at: Option<u64>,
     activates_at: Option<u64>,
     retires_at: Option<u64>,
-    private_jwk: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_jwk: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<Value>,
 }
 
 fn encode(key: &StoredKey) -> Result<Vec<u8>, crate::keys::KeyError> {
-    let jwk: Value = serde_json::from_str(&key.key().to_private_jwk()?)
-        .map_err(|_| crate::keys::KeyError::Crypto("the private JWK is not JSON".to_owned()))?;
+    let (version, alg, private_jwk, reference) = match (key.key(), key.reference()) {
+        (Some(private), _) => {
+            let jwk: Value = serde_json::from_str(&private.to_private_jwk()?).map_err(|_| {
+                crate::keys::KeyError::Crypto("the private JWK is not JSON".to_owned())
+            })?;
+            (FORMAT_VERSION, None, Some(jwk), None)
+        }
+        (None, Some(reference)) => (
+            REFERENCE_FORMAT_VERSION,
+            Some(key.algorithm().as_str()),
+            None,
+            Some(reference.to_json()),
+        ),
+        (None, None) => unreachable!("a stored key holds a private key or a reference"),
+    };
     let file = KeyFile {
-        version: FORMAT_VERSION,
+        version,
         kid: key.kid().as_str(),
+        alg,
         state: key.state().as_str(),
         created_at: unix_seconds(key.created_at()),
         activated_at: key.activated_at().map(unix_seconds),
         activates_at: key.activates_at().map(unix_seconds),
         retires_at: key.retires_at().map(unix_seconds),
-        private_jwk: jwk,
+        private_jwk,
+        reference,
     };
     let mut bytes = serde_json::to_vec_pretty(&file)
         .map_err(|_| crate::keys::KeyError::Crypto("cannot serialise the key file".to_owned()))?;
@@ -785,15 +838,16 @@ fn parse_key_file(
         return Err(StoreError::corrupt(path, "not a JSON object"));
     };
     let mut members = Members { path, map };
-    let version = members.take("version")?;
-    if version.as_u64() != Some(FORMAT_VERSION) {
+    let version = members.take("version")?.as_u64();
+    if version != Some(FORMAT_VERSION) && version != Some(REFERENCE_FORMAT_VERSION) {
         return Err(StoreError::corrupt(
             path,
             format!(
-                "\"version\" is not {FORMAT_VERSION}, the only key file format this build reads"
+                "\"version\" is neither {FORMAT_VERSION} (a private key) nor {REFERENCE_FORMAT_VERSION} (a reference to a key in a device), the key file formats this build reads"
             ),
         ));
     }
+    let is_reference = version == Some(REFERENCE_FORMAT_VERSION);
     let file_kid = members.string("kid")?;
     if file_kid != kid.as_str() {
         return Err(StoreError::corrupt(
@@ -819,6 +873,13 @@ fn parse_key_file(
     let activated_at = members.optional_time("activated_at")?;
     let activates_at = members.optional_time("activates_at")?;
     let retires_at = members.optional_time("retires_at")?;
+    if is_reference {
+        return parse_reference(members, kid, expected, state, created_at).map(|key| {
+            key.with_activated_at(activated_at)
+                .with_activates_at(activates_at)
+                .with_retires_at(retires_at)
+        });
+    }
     let Value::Object(jwk) = members.take("private_jwk")? else {
         return Err(StoreError::corrupt(
             path,
@@ -862,6 +923,43 @@ fn parse_key_file(
         .with_retires_at(retires_at))
 }
 
+/// The rest of a key file of format 2: `alg` and `reference`.
+fn parse_reference(
+    mut members: Members<'_>,
+    kid: &Kid,
+    expected: Option<Algorithm>,
+    state: KeyState,
+    created_at: SystemTime,
+) -> Result<StoredKey, StoreError> {
+    let path = members.path;
+    let algorithm: Algorithm = members
+        .string("alg")?
+        .parse()
+        .map_err(|_| StoreError::corrupt(path, "\"alg\" is not an algorithm this build knows"))?;
+    let reference = members.take("reference")?;
+    if let Some(extra) = members.map.keys().next() {
+        return Err(StoreError::corrupt(
+            path,
+            format!(
+                "unknown member {:?}",
+                extra.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    if let Some(expected) = expected
+        && algorithm != expected
+    {
+        return Err(StoreError::WrongAlgorithm {
+            path: path.to_path_buf(),
+            found: algorithm,
+            expected,
+        });
+    }
+    let reference = KeyReference::from_json(reference, algorithm, kid)
+        .map_err(|reason| StoreError::corrupt(path, reason))?;
+    Ok(StoredKey::from_reference(reference, state, created_at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -886,6 +984,52 @@ mod tests {
         assert_eq!(
             file_name(&Kid::new("a.b").unwrap()).unwrap(),
             "a.b.key.json"
+        );
+    }
+
+    #[test]
+    fn a_reference_is_a_file_of_format_2_without_key_material() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirKeyStore::builder(tmp.path().join("keys"))
+            .algorithm(Algorithm::EdDSA)
+            .open()
+            .unwrap();
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let x = crate::b64::decode(key.public_jwk().to_value()["x"].as_str().unwrap()).unwrap();
+        let reference = KeyReference::new(
+            "pkcs11",
+            [("token", "gateway"), ("id", "0a0b")],
+            &crate::keys::spki::ed25519(&x),
+            Algorithm::EdDSA,
+            None,
+        )
+        .unwrap();
+        let stored = StoredKey::from_reference(reference, KeyState::Active, SystemTime::now())
+            .with_activated_at(Some(SystemTime::now()));
+        store.save(&stored).unwrap();
+        let bytes = fs::read(store.key_path(stored.kid()).unwrap()).unwrap();
+        let file: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(file["version"], 2);
+        assert_eq!(file["alg"], "EdDSA");
+        assert_eq!(file["reference"]["attributes"]["id"], "0a0b");
+        assert!(file.get("private_jwk").is_none());
+        assert_eq!(store.load().unwrap(), vec![stored.clone()]);
+        // A fresh store (no cache) reads it too.
+        let again = DirKeyStore::open(tmp.path().join("keys")).unwrap();
+        assert_eq!(again.load().unwrap(), vec![stored]);
+        // Format 2 without its reference, or with a private key, is refused.
+        let mut broken = file.clone();
+        broken.as_object_mut().unwrap().remove("reference");
+        let err = parse_key_file(
+            Path::new("k"),
+            &Kid::new(file["kid"].as_str().unwrap()).unwrap(),
+            &serde_json::to_vec(&broken).unwrap(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("\"reference\" is missing"),
+            "{err}"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The checks a file that holds a secret gets before a byte of it is read,
-//! in one place: the key files of a [`DirKeyStore`](super::DirKeyStore)
-//! and the key-encryption key file of a `RedisKeyStore` (feature `redis`).
+//! in one place: the key files of a [`DirKeyStore`](super::DirKeyStore),
+//! the key-encryption key file of a `RedisKeyStore` (feature `redis`) and
+//! the PIN file of a PKCS#11 token (feature `pkcs11`).
 //!
 //! * It is opened without blocking (a FIFO opens at once, with or without
 //!   a writer) and without following a symbolic link at its last
@@ -85,9 +86,9 @@ impl ForeignOwner {
 
 /// The owners and permissions a reader accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(super) struct FileRules {
-    pub(super) loose: LoosePermissions,
-    pub(super) foreign: ForeignOwner,
+pub(crate) struct FileRules {
+    pub(crate) loose: LoosePermissions,
+    pub(crate) foreign: ForeignOwner,
 }
 
 impl FileRules {
@@ -175,6 +176,41 @@ impl FileRules {
         let _ = loose_reason;
         Ok(Some((file, meta)))
     }
+}
+
+/// Reads the secret file at `path` with the checks of `rules` (see
+/// [`FileRules::open_secret`]; `loose_reason` says what the file is when
+/// its permissions are too open): at most `limit + 1` bytes, so that the
+/// caller can tell a file longer than `limit`. `None` when it does not
+/// exist.
+#[cfg_attr(not(any(feature = "redis", feature = "pkcs11")), allow(dead_code))]
+pub(crate) fn read_secret_file(
+    path: &Path,
+    rules: FileRules,
+    limit: u64,
+    loose_reason: &'static str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    use std::io::Read as _;
+
+    let Some(name) = path.file_name() else {
+        return Err(StoreError::io("read", path)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not the path of a file",
+        )));
+    };
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let (dir, _) = open_dir(parent, "open directory")?;
+    let Some((file, _)) = rules.open_secret(&dir, name, path, loose_reason)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(StoreError::io("read", path))?;
+    Ok(Some(bytes))
 }
 
 /// A directory, open: on Unix the checks, the listing and every file open

@@ -33,9 +33,22 @@
 //! activates the published next key). A store that overrides `commit` with
 //! one transaction never holds part of a change.
 //!
-//! Only [`SigningKey`]s can be stored (the store needs the private key);
-//! adding another [`SigningBackend`](crate::keys::SigningBackend) to a registry built on a
-//! store fails with [`StoreError::NotStorable`].
+//! # What a store keeps of a key
+//!
+//! A [`SigningKey`] held in this process is stored with its private key
+//! (as a private JWK: [`DirKeyStore`] writes it in a 0600 file, Redis
+//! encrypted under the fleet's key-encryption key). A key that never leaves
+//! its device (a PKCS#11 token, feature `pkcs11`) is stored as a
+//! [`KeyReference`](crate::keys::KeyReference): the provider, where the key
+//! is (for PKCS#11 the module, the token label, the key's label and id) and
+//! its public key, never key material; the registry's
+//! [`KeyFactory`](crate::keys::KeyFactory) opens it again at start-up and
+//! checks that it is the key that was stored. Files and records written
+//! before references existed read as before. Any other
+//! [`SigningBackend`](crate::keys::SigningBackend) (one with no
+//! [`reference`](crate::keys::SigningBackend::reference)) cannot be stored:
+//! adding it to a registry built on a store fails with
+//! [`StoreError::NotStorable`].
 //!
 //! # Blocking
 //!
@@ -104,7 +117,7 @@
 
 mod change;
 mod dir;
-mod files;
+pub(crate) mod files;
 mod memory;
 mod notify;
 #[cfg(feature = "redis")]
@@ -458,8 +471,10 @@ pub enum StoreError {
         /// Why.
         reason: &'static str,
     },
-    /// A key that is not a [`SigningKey`](crate::keys::SigningKey) held in this process (an HSM or
-    /// KMS signer): its private key cannot be written to a store.
+    /// A key that is neither a [`SigningKey`](crate::keys::SigningKey)
+    /// held in this process nor a backend that gives a
+    /// [`reference`](crate::keys::SigningBackend::reference): the store can
+    /// keep neither its private key nor where it is.
     NotStorable {
         /// The kid.
         kid: Kid,
@@ -613,7 +628,7 @@ impl fmt::Display for StoreError {
             }
             StoreError::NotStorable { kid } => write!(
                 f,
-                "key {kid:?} is not a SigningKey held in this process; its private key cannot be written to a key store"
+                "key {kid:?} is neither a SigningKey held in this process nor a key whose backend gives a reference to where it is kept; a key store can keep neither"
             ),
             StoreError::Other(err) => err.fmt(f),
             StoreError::Unavailable { store, source } => {
@@ -714,8 +729,16 @@ mod tests {
             stored(KeyState::Next),
             stored(KeyState::Retiring),
         );
-        let retired = StoredKey::new(Arc::clone(old.key()), KeyState::Retiring, old.created_at());
-        let activated = StoredKey::new(Arc::clone(next.key()), KeyState::Active, next.created_at());
+        let retired = StoredKey::new(
+            Arc::clone(old.key().unwrap()),
+            KeyState::Retiring,
+            old.created_at(),
+        );
+        let activated = StoredKey::new(
+            Arc::clone(next.key().unwrap()),
+            KeyState::Active,
+            next.created_at(),
+        );
         let change = StoreChange::new()
             .save(activated.clone(), Some(next.clone()))
             .save(retired.clone(), Some(old.clone()))

@@ -4,10 +4,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::keys::{KeyState, Kid, SigningKey};
+use crate::keys::{Algorithm, KeyReference, KeyState, Kid, PublicJwk, SigningKey};
 
 /// A key as a [`KeyStore`](super::KeyStore) keeps it: the private key (with
-/// its kid and algorithm) and its lifecycle metadata.
+/// its kid and algorithm), or, for a key that never leaves its device (a
+/// PKCS#11 token), a [`KeyReference`] to it; and its lifecycle metadata.
+///
+/// A store writes a private key as key material (with restrictive
+/// permissions, or encrypted) and a reference as the public data it is:
+/// where the key is, and its public key. See [`new`](Self::new) and
+/// [`from_reference`](Self::from_reference).
 ///
 /// Times are kept in whole seconds since the Unix epoch, as a key file
 /// holds them: the constructor and the `with_*` methods round
@@ -16,11 +22,11 @@ use crate::keys::{KeyState, Kid, SigningKey};
 /// asked). Times before 1970 become 1970.
 ///
 /// Two stored keys are equal when they hold the same key (same public JWK,
-/// hence same kid and algorithm) with the same metadata. `Debug` never
-/// shows key material.
+/// hence same kid and algorithm; for references, the same reference) with
+/// the same metadata. `Debug` never shows key material.
 #[derive(Clone)]
 pub struct StoredKey {
-    key: Arc<SigningKey>,
+    key: Kept,
     state: KeyState,
     created_at: SystemTime,
     activated_at: Option<SystemTime>,
@@ -28,11 +34,35 @@ pub struct StoredKey {
     retires_at: Option<SystemTime>,
 }
 
+/// What a store keeps of a key.
+#[derive(Clone)]
+enum Kept {
+    /// The private key, in this process.
+    Private(Arc<SigningKey>),
+    /// Where a key that never leaves its device is.
+    Reference(KeyReference),
+}
+
 impl StoredKey {
-    /// A stored key in `state`, created at `created_at`.
+    /// A stored private key in `state`, created at `created_at`.
     pub fn new(key: impl Into<Arc<SigningKey>>, state: KeyState, created_at: SystemTime) -> Self {
+        Self::with(Kept::Private(key.into()), state, created_at)
+    }
+
+    /// A stored reference to a key kept in a device (a PKCS#11 token), in
+    /// `state`, created at `created_at`: the store keeps where the key is
+    /// and its public key, never key material.
+    pub fn from_reference(
+        reference: KeyReference,
+        state: KeyState,
+        created_at: SystemTime,
+    ) -> Self {
+        Self::with(Kept::Reference(reference), state, created_at)
+    }
+
+    fn with(key: Kept, state: KeyState, created_at: SystemTime) -> Self {
         StoredKey {
-            key: key.into(),
+            key,
             state,
             created_at: floor_secs(created_at),
             activated_at: None,
@@ -62,15 +92,41 @@ impl StoredKey {
         self
     }
 
-    /// The private key. Secret: a store writes it with restrictive
-    /// permissions and never logs it.
-    pub fn key(&self) -> &Arc<SigningKey> {
-        &self.key
+    /// The private key, for a key held in this process (`None` for a
+    /// [reference](Self::reference)). Secret: a store writes it with
+    /// restrictive permissions, or encrypted, and never logs it.
+    pub fn key(&self) -> Option<&Arc<SigningKey>> {
+        match &self.key {
+            Kept::Private(key) => Some(key),
+            Kept::Reference(_) => None,
+        }
+    }
+
+    /// Where the key is kept, for a key that never leaves its device
+    /// (`None` for a private key held in this process).
+    pub fn reference(&self) -> Option<&KeyReference> {
+        match &self.key {
+            Kept::Private(_) => None,
+            Kept::Reference(reference) => Some(reference),
+        }
+    }
+
+    /// The public JWK (with the kid and algorithm).
+    pub fn public_jwk(&self) -> &PublicJwk {
+        match &self.key {
+            Kept::Private(key) => key.public_jwk(),
+            Kept::Reference(reference) => reference.public_jwk(),
+        }
     }
 
     /// The key id.
     pub fn kid(&self) -> &Kid {
-        self.key.kid()
+        self.public_jwk().kid()
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.public_jwk().algorithm()
     }
 
     /// The lifecycle state.
@@ -101,7 +157,12 @@ impl StoredKey {
 
 impl PartialEq for StoredKey {
     fn eq(&self, other: &Self) -> bool {
-        self.key.public_jwk() == other.key.public_jwk()
+        let same_key = match (&self.key, &other.key) {
+            (Kept::Private(a), Kept::Private(b)) => a.public_jwk() == b.public_jwk(),
+            (Kept::Reference(a), Kept::Reference(b)) => a == b,
+            _ => false,
+        };
+        same_key
             && self.state == other.state
             && self.created_at == other.created_at
             && self.activated_at == other.activated_at
@@ -116,7 +177,8 @@ impl fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredKey")
             .field("kid", self.kid())
-            .field("algorithm", &self.key.algorithm())
+            .field("algorithm", &self.algorithm())
+            .field("reference", &self.reference())
             .field("state", &self.state)
             .field("created_at", &self.created_at)
             .field("activated_at", &self.activated_at)

@@ -58,8 +58,12 @@ fn empty_then_saved_then_removed(backend: &dyn Backend) {
     store.save(&key).unwrap();
     assert_eq!(backend.reader().load().unwrap(), vec![key.clone()]);
     // A save replaces the entry of the same kid.
-    let retired = StoredKey::new(Arc::clone(key.key()), KeyState::Retiring, key.created_at())
-        .with_retires_at(Some(SystemTime::now() + Duration::from_secs(60)));
+    let retired = StoredKey::new(
+        Arc::clone(key.key().unwrap()),
+        KeyState::Retiring,
+        key.created_at(),
+    )
+    .with_retires_at(Some(SystemTime::now() + Duration::from_secs(60)));
     store.save(&retired).unwrap();
     assert_eq!(backend.reader().load().unwrap(), vec![retired.clone()]);
     store.remove(key.kid()).unwrap();
@@ -86,8 +90,16 @@ fn a_commit_is_all_of_its_writes(backend: &dyn Backend) {
         sorted(backend.reader().load().unwrap()),
         sorted(vec![old.clone(), next.clone(), expired.clone()])
     );
-    let retired = StoredKey::new(Arc::clone(old.key()), KeyState::Retiring, old.created_at());
-    let activated = StoredKey::new(Arc::clone(next.key()), KeyState::Active, next.created_at());
+    let retired = StoredKey::new(
+        Arc::clone(old.key().unwrap()),
+        KeyState::Retiring,
+        old.created_at(),
+    );
+    let activated = StoredKey::new(
+        Arc::clone(next.key().unwrap()),
+        KeyState::Active,
+        next.created_at(),
+    );
     store
         .commit(
             &StoreChange::new()

@@ -93,7 +93,7 @@ fn redis_holds_ciphertext_and_public_data_only() {
     }
     assert_eq!(registry.current().keys().len(), 4);
     for stored in store.load().unwrap() {
-        let signing = stored.key();
+        let signing = stored.key().unwrap();
         let jwk: serde_json::Value =
             serde_json::from_str(&signing.to_private_jwk().unwrap()).unwrap();
         for member in ["d", "p", "q", "dp", "dq", "qi"] {

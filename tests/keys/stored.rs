@@ -84,16 +84,19 @@ fn a_key_directory_written_by_the_openssl_build_loads_with_the_same_kids_and_sig
     let (_tmp, dir) = key_dir_copy();
     let stored = DirKeyStore::open(&dir).unwrap().load().unwrap();
     assert_eq!(stored.len(), KIDS.len());
-    let keys: Vec<&SigningKey> = stored.iter().map(|s| &**s.key()).collect();
+    let keys: Vec<&SigningKey> = stored
+        .iter()
+        .map(|s| &**s.key().expect("a private key, not a reference"))
+        .collect();
     let set = JwkSet::from_public_jwks(keys.iter().map(|k| k.public_jwk()));
     assert_eq!(set.len(), KIDS.len());
     let verifier = Verifier::new(KeySource::fixed(set.clone()));
     for (alg, kid) in KIDS {
         let entry = stored
             .iter()
-            .find(|s| s.key().algorithm() == alg)
+            .find(|s| s.algorithm() == alg)
             .unwrap_or_else(|| panic!("no {alg} key"));
-        let key = entry.key();
+        let key = entry.key().expect("a private key, not a reference");
         assert_eq!(key.kid().as_str(), kid, "{alg}");
         let expected_state = if alg == Algorithm::ES256 {
             KeyState::Active

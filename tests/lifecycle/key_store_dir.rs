@@ -90,14 +90,14 @@ fn every_algorithm_round_trips_with_its_kid_state_and_times() {
     for stored in &saved {
         let again = loaded.iter().find(|k| k.kid() == stored.kid()).unwrap();
         assert_eq!(again, stored);
-        assert_eq!(again.key().algorithm(), stored.key().algorithm());
+        assert_eq!(again.algorithm(), stored.algorithm());
         // Same private key: same signature verification key, same kid.
-        assert_eq!(again.key().public_jwk(), stored.key().public_jwk());
+        assert_eq!(again.public_jwk(), stored.public_jwk());
     }
     // The file is the documented format.
     let es256 = saved
         .iter()
-        .find(|k| k.key().algorithm() == Algorithm::ES256)
+        .find(|k| k.algorithm() == Algorithm::ES256)
         .unwrap();
     let file: Value =
         serde_json::from_slice(&std::fs::read(store.key_path(es256.kid()).unwrap()).unwrap())

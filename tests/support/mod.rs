@@ -12,5 +12,7 @@ pub mod logs;
 pub mod process;
 pub mod signer;
 pub mod soak;
+#[cfg(unix)]
+pub mod softhsm;
 pub mod upstream;
 pub mod verifier;

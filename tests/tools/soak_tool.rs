@@ -111,11 +111,7 @@ fn the_soak_tool_reads_its_flags() {
         .load()
         .unwrap();
     assert!(!stored.is_empty());
-    assert!(
-        stored
-            .iter()
-            .all(|key| key.key().algorithm() == Algorithm::EdDSA)
-    );
+    assert!(stored.iter().all(|key| key.algorithm() == Algorithm::EdDSA));
 
     for (bad, expected) in [
         (&["--clients", "0"][..], "--clients must be at least 1"),

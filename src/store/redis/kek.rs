@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -246,30 +246,15 @@ impl KekBuilder {
 /// that reads a [`DirKeyStore`](crate::DirKeyStore)'s key files. `None`
 /// when it does not exist.
 fn read(path: &Path, rules: FileRules) -> Result<Option<Kek>, StoreError> {
-    let Some(name) = path.file_name() else {
-        return Err(StoreError::io("read", path)(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not the path of a file",
-        )));
-    };
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let (dir, _) = files::open_dir(parent, "open directory")?;
-    let Some((file, _)) = rules.open_secret(
-        &dir,
-        name,
+    let Some(bytes) = files::read_secret_file(
         path,
+        rules,
+        KEK_LEN as u64,
         "key-encryption key file readable or writable by group or others",
     )?
     else {
         return Ok(None);
     };
-    let mut bytes = Vec::with_capacity(KEK_LEN);
-    file.take(KEK_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(StoreError::io("read", path))?;
     if bytes.len() != KEK_LEN {
         return Err(StoreError::corrupt(
             path,

@@ -11,7 +11,11 @@
 //!   the fleet's prefix, the kid, the KEK's id and the record's state and
 //!   times, so a record copied under another kid or into another fleet, or
 //!   edited in Redis, does not decrypt. Redis sees ciphertext and public
-//!   data only (kid, algorithm, state, times, KEK id).
+//!   data only (kid, algorithm, state, times, KEK id). A key kept in a
+//!   PKCS#11 token is a record of format 2: its
+//!   [`KeyReference`](crate::keys::KeyReference) (where the key is, its
+//!   public key) is sealed the same way, so it stays bound to its metadata;
+//!   records of format 1 read as before.
 //! * **Changes.** Every registry change is one Lua script (`EVALSHA`):
 //!   fence check, version check, `HDEL`/`HSET`, `INCR` of the version and
 //!   `PUBLISH` of a notification, all or nothing. A reader never sees half

@@ -11,6 +11,14 @@
 //! the KEK id and every metadata field: a record copied under another kid
 //! or into another fleet, or whose state or times were edited in Redis,
 //! does not decrypt.
+//!
+//! A key kept in a device (a PKCS#11 token) is stored as a record of format
+//! 2, the same members with `"v":2`: what is sealed is its
+//! [`KeyReference`] (where the key is, and its public key) instead of a
+//! private JWK. Nothing in it is secret; sealing it keeps the records of
+//! both kinds bound to their metadata the same way, so a reference edited
+//! in Redis (pointed at another key of the token) does not open either.
+//! Records of format 1 read as before.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,17 +28,21 @@ use serde_json::{Map, Value};
 use super::kek::Kek;
 use crate::b64;
 use crate::clock::unix_seconds;
-use crate::keys::{Algorithm, KeyState, SigningKey};
+use crate::keys::{Algorithm, KeyReference, KeyState, SigningKey};
 use crate::store::{StoreError, StoredKey};
 
-/// The record format this build reads and writes.
+/// The record format of a private key (read and written).
 const FORMAT_VERSION: u64 = 1;
+/// The record format of a reference to a key kept in a device (read and
+/// written).
+const REFERENCE_FORMAT_VERSION: u64 = 2;
 /// No record is larger (an RSA-8192 private JWK, the largest key, is about
 /// 10 KiB before encryption).
 pub(super) const MAX_RECORD_LEN: usize = 256 * 1024;
 
 /// The record's metadata, as the associated data covers it.
 struct Meta<'a> {
+    version: u64,
     kid: &'a str,
     alg: Algorithm,
     state: KeyState,
@@ -47,7 +59,8 @@ impl Meta<'_> {
     fn associated_data(&self, prefix: &str) -> Vec<u8> {
         let time = |at: Option<u64>| at.map_or_else(|| "-".to_owned(), |at| at.to_string());
         format!(
-            "tower-jwt-signer redis record v{FORMAT_VERSION}\n{prefix}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "tower-jwt-signer redis record v{}\n{prefix}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            self.version,
             self.kid,
             self.kek,
             self.alg,
@@ -63,9 +76,20 @@ impl Meta<'_> {
 
 /// Encrypts `key` under `kek` as a record of the fleet `prefix`.
 pub(super) fn seal(prefix: &str, key: &StoredKey, kek: &Kek) -> Result<Vec<u8>, StoreError> {
+    let (version, plaintext) = match (key.key(), key.reference()) {
+        (Some(private), _) => (
+            FORMAT_VERSION,
+            private.to_private_jwk().map_err(|err| {
+                StoreError::Other(format!("key {:?} cannot be exported: {err}", key.kid()).into())
+            })?,
+        ),
+        (None, Some(reference)) => (REFERENCE_FORMAT_VERSION, reference.to_json().to_string()),
+        (None, None) => unreachable!("a stored key holds a private key or a reference"),
+    };
     let meta = Meta {
+        version,
         kid: key.kid().as_str(),
-        alg: key.key().algorithm(),
+        alg: key.algorithm(),
         state: key.state(),
         created_at: unix_seconds(key.created_at()),
         activated_at: key.activated_at().map(unix_seconds),
@@ -73,12 +97,9 @@ pub(super) fn seal(prefix: &str, key: &StoredKey, kek: &Kek) -> Result<Vec<u8>, 
         retires_at: key.retires_at().map(unix_seconds),
         kek: kek.id(),
     };
-    let private = key.key().to_private_jwk().map_err(|err| {
-        StoreError::Other(format!("key {:?} cannot be exported: {err}", key.kid()).into())
-    })?;
-    let (nonce, ciphertext) = kek.seal(&meta.associated_data(prefix), private.as_bytes());
+    let (nonce, ciphertext) = kek.seal(&meta.associated_data(prefix), plaintext.as_bytes());
     let record = serde_json::json!({
-        "v": FORMAT_VERSION,
+        "v": meta.version,
         "kid": meta.kid,
         "alg": meta.alg.as_str(),
         "state": meta.state.as_str(),
@@ -136,11 +157,14 @@ pub(super) fn open(
         map,
         corrupt: &corrupt,
     };
-    if members.take("v")?.as_u64() != Some(FORMAT_VERSION) {
-        return Err(corrupt(format!(
-            "has a \"v\" other than {FORMAT_VERSION}, the only record format this build reads"
-        )));
-    }
+    let version = match members.take("v")?.as_u64() {
+        Some(version @ (FORMAT_VERSION | REFERENCE_FORMAT_VERSION)) => version,
+        _ => {
+            return Err(corrupt(format!(
+                "has a \"v\" other than {FORMAT_VERSION} (a private key) or {REFERENCE_FORMAT_VERSION} (a reference to a key in a device), the record formats this build reads"
+            )));
+        }
+    };
     let kid = members.string("kid")?;
     if kid.as_bytes() != field {
         return Err(corrupt(format!(
@@ -187,6 +211,7 @@ pub(super) fn open(
         )));
     };
     let meta = Meta {
+        version,
         kid: &kid,
         alg,
         state,
@@ -203,18 +228,29 @@ pub(super) fn open(
                 "does not decrypt under key-encryption key {kek_id}: it was altered in Redis, or copied from another kid or another fleet (prefix)"
             ))
         })?;
-    let jwk = std::str::from_utf8(&plain)
-        .map_err(|_| corrupt("decrypts to something that is not a JWK".to_owned()))?;
-    let key = SigningKey::from_jwk(jwk, Some(alg))
-        .map_err(|err| corrupt(format!("holds a key that was refused: {err}")))?;
-    if key.kid().as_str() != kid {
-        return Err(corrupt(format!(
-            "holds a key whose kid is {:?}",
-            key.kid().as_str()
-        )));
-    }
+    let stored = if version == REFERENCE_FORMAT_VERSION {
+        let value: Value = serde_json::from_slice(&plain)
+            .map_err(|_| corrupt("decrypts to something that is not a key reference".to_owned()))?;
+        let kid = crate::keys::Kid::new(&kid)
+            .map_err(|err| corrupt(format!("has a kid that is refused: {err}")))?;
+        let reference = KeyReference::from_json(value, alg, &kid)
+            .map_err(|reason| corrupt(format!("holds a reference that was refused: {reason}")))?;
+        StoredKey::from_reference(reference, state, created_at)
+    } else {
+        let jwk = std::str::from_utf8(&plain)
+            .map_err(|_| corrupt("decrypts to something that is not a JWK".to_owned()))?;
+        let key = SigningKey::from_jwk(jwk, Some(alg))
+            .map_err(|err| corrupt(format!("holds a key that was refused: {err}")))?;
+        if key.kid().as_str() != kid {
+            return Err(corrupt(format!(
+                "holds a key whose kid is {:?}",
+                key.kid().as_str()
+            )));
+        }
+        StoredKey::new(key, state, created_at)
+    };
     Ok(Opened {
-        key: StoredKey::new(key, state, created_at)
+        key: stored
             .with_activated_at(activated_at)
             .with_activates_at(activates_at)
             .with_retires_at(retires_at),
@@ -299,7 +335,8 @@ mod tests {
         assert_eq!(opened.kek, kek.id());
 
         let text = String::from_utf8(sealed.clone()).unwrap();
-        let jwk: Value = serde_json::from_str(&key.key().to_private_jwk().unwrap()).unwrap();
+        let jwk: Value =
+            serde_json::from_str(&key.key().unwrap().to_private_jwk().unwrap()).unwrap();
         assert!(!text.contains(jwk["d"].as_str().unwrap()), "{text}");
 
         let wrong = reason(open("fleet", &kid, &sealed, &[other], "s").unwrap_err());
@@ -348,5 +385,46 @@ mod tests {
         assert!(edited.contains("does not decrypt"), "{edited}");
         let garbage = reason(open("fleet", &kid, b"{not json", &[kek], "s").unwrap_err());
         assert!(garbage.contains("not valid JSON"), "{garbage}");
+    }
+
+    #[test]
+    fn a_reference_is_a_record_of_format_2_that_holds_no_key_material_and_is_bound_like_v1() {
+        let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+        let x = crate::b64::decode(key.public_jwk().to_value()["x"].as_str().unwrap()).unwrap();
+        let reference = KeyReference::new(
+            "pkcs11",
+            [("token", "gateway"), ("label", "k")],
+            &crate::keys::spki::ed25519(&x),
+            Algorithm::EdDSA,
+            None,
+        )
+        .unwrap();
+        let stored = StoredKey::from_reference(reference, KeyState::Next, SystemTime::now());
+        let kek = Kek::generate();
+        let kid = stored.kid().as_str().as_bytes().to_vec();
+        let sealed = seal("fleet", &stored, &kek).unwrap();
+        let record: Value = serde_json::from_slice(&sealed).unwrap();
+        assert_eq!(record["v"], 2);
+        let opened = open("fleet", &kid, &sealed, std::slice::from_ref(&kek), "s").unwrap();
+        assert_eq!(opened.key, stored);
+        assert!(opened.key.key().is_none());
+        // Edited in Redis (its state, or passed off as format 1): refused.
+        let text = String::from_utf8(sealed).unwrap();
+        for edited in [
+            text.replace("\"next\"", "\"active\""),
+            text.replace("\"v\":2", "\"v\":1"),
+        ] {
+            let err = reason(
+                open(
+                    "fleet",
+                    &kid,
+                    edited.as_bytes(),
+                    std::slice::from_ref(&kek),
+                    "s",
+                )
+                .unwrap_err(),
+            );
+            assert!(err.contains("does not decrypt"), "{err}");
+        }
     }
 }

@@ -1164,7 +1164,7 @@ pub fn key_file(dir: &Path, data: &[u8]) {
         &kid,
         "a key under another kid than its file's"
     );
-    check_imported_key(loaded[0].key(), None);
+    check_imported_key(loaded[0].key().unwrap(), None);
     let registry = match KeyRegistry::builder()
         .clock(fixed_clock())
         .store(store)
