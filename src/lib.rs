@@ -55,6 +55,7 @@
 //! | [`JwtVerifierLayer`], [`Verifier`] (also a tower-http authorizer), [`RemoteJwks`]: the backend side; [`VerifiedClaims`] (and, with `axum`, `Claims<T>`) in the handler | [`verifier`] |
 //! | [`DirKeyStore`] and any [`KeyStore`](store::KeyStore): keys that survive restarts, shared by replicas; `RedisKeyStore` (feature `redis`): one key set for a fleet of gateways | [`store`] |
 //! | [`RotationPolicy`], [`KeyRotator`]: automatic rotation with overlap | [`rotation`] |
+//! | `Forwarder` (feature `upstream`, default): the gateway's last step, each request sent on to an upstream (hop-by-hop headers removed, `X-Forwarded-For`, 502/504 answered) | `upstream` |
 //! | [`Clock`](clock::Clock): the wall clock, which tests can drive with tokio's paused time | [`clock`] |
 //!
 //! # One way to configure, one place for each item
@@ -101,6 +102,9 @@ pub mod registry;
 pub mod rotation;
 pub mod signer;
 pub mod store;
+#[cfg(feature = "upstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream")))]
+pub mod upstream;
 pub mod verifier;
 
 #[doc(inline)]
@@ -121,6 +125,10 @@ pub use signer::{JwtSigner, JwtSignerLayer};
 pub use store::redis::RedisKeyStore;
 #[doc(inline)]
 pub use store::{DirKeyStore, StoreError};
+#[cfg(feature = "upstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream")))]
+#[doc(inline)]
+pub use upstream::Forwarder;
 #[doc(inline)]
 pub use verifier::{
     FetchError, JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier, VerifyError,

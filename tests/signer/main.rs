@@ -8,6 +8,7 @@ mod support;
 mod chain;
 mod composition;
 mod config;
+mod forward;
 mod hardening;
 mod layer;
 mod offload;
