@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
 mod harness;
 mod lifecycle_proxy;
 mod quickstart;
