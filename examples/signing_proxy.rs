@@ -570,6 +570,13 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let alg = options.alg;
     let policy = rotation_policy(&options)?;
     let listener = TcpListener::bind(options.listen).await?;
+    // The recorder first: the registry, the signer and the JWKS record
+    // into it from their first key on.
+    #[cfg(feature = "metrics")]
+    let _metrics = match options.metrics_listen {
+        Some(addr) => Some(metrics_listener::start(addr).await?),
+        None => None,
+    };
     let options = std::sync::Arc::new(options);
     #[cfg(feature = "redis")]
     let (registry, fleet) = match &options.redis {
@@ -633,11 +640,6 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     if let Some(fleet) = &fleet {
         println!("{}", fleet.describe());
     }
-    #[cfg(feature = "metrics")]
-    let _metrics = match options.metrics_listen {
-        Some(addr) => Some(metrics_listener::start(addr).await?),
-        None => None,
-    };
     // Stops accepting on SIGTERM or Ctrl-C; the requests in flight finish.
     let app = app(&options, signer, forwarder);
     axum::serve(

@@ -97,6 +97,7 @@ mod error;
 pub mod jwks;
 pub mod keys;
 mod limits;
+pub mod metrics;
 mod number;
 pub mod registry;
 pub mod rotation;

@@ -9,6 +9,8 @@ mod support;
 mod cli;
 mod harness;
 mod lifecycle_proxy;
+#[cfg(feature = "metrics")]
+mod proxy_metrics;
 mod quickstart;
 mod signing_proxy;
 mod soak_tool;
