@@ -57,6 +57,8 @@
 //! | [`RotationPolicy`], [`KeyRotator`]: automatic rotation with overlap | [`rotation`] |
 //! | `Forwarder` (feature `upstream`, default): the gateway's last step, each request sent on to an upstream (hop-by-hop headers removed, `X-Forwarded-For`, 502/504 answered) | `upstream` |
 //! | [`Clock`](clock::Clock): the wall clock, which tests can drive with tokio's paused time | [`clock`] |
+//! | the metric names (feature `metrics`: counters, gauges and histograms through the `metrics` facade) | [`metrics`] |
+//! | conversions to and from `josekit::jwk::Jwk`, a josekit signer as a [`SigningBackend`](keys::SigningBackend) (feature `josekit`) | `josekit` |
 //!
 //! # One way to configure, one place for each item
 //!
@@ -94,6 +96,9 @@
 mod b64;
 pub mod clock;
 mod error;
+#[cfg(feature = "josekit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "josekit")))]
+pub mod josekit;
 pub mod jwks;
 pub mod keys;
 mod limits;
@@ -137,6 +142,11 @@ pub use verifier::{
 
 // The README's examples compile as doctests, with the features they show
 // (`cargo test --all-features`, as CI runs).
-#[cfg(all(doctest, feature = "axum", feature = "tower-http"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "tower-http",
+    feature = "upstream"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
