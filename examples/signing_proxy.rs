@@ -176,6 +176,15 @@ pub(crate) struct Cli {
     /// them itself (a client can write anything there)
     #[arg(long, env = "TJS_TRUST_FORWARDED", value_parser = BoolishValueParser::new())]
     trust_forwarded: bool,
+    /// What goes to stderr: error, warn, info (one line per request) or
+    /// debug
+    #[arg(
+        long,
+        env = "TJS_LOG_LEVEL",
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
+    log_level: tracing::Level,
     /// Serve Prometheus metrics at http://ADDR/metrics, on a listener of
     /// their own (needs the `metrics` feature)
     #[arg(long, env = "TJS_METRICS_LISTEN", value_name = "ADDR")]
@@ -277,6 +286,7 @@ pub(crate) struct Options {
     pub(crate) max_body: usize,
     pub(crate) forwarded: ForwardedHeaders,
     pub(crate) metrics_listen: Option<SocketAddr>,
+    pub(crate) log_level: tracing::Level,
     pub(crate) key_dir: Option<PathBuf>,
     pub(crate) rotate_every: Option<Duration>,
     pub(crate) prepublish: Option<Duration>,
@@ -359,6 +369,7 @@ impl Cli {
                 ForwardedHeaders::Replace
             },
             metrics_listen: self.metrics_listen,
+            log_level: self.log_level,
             key_dir: self.key_dir,
             rotate_every: self.rotate_every,
             prepublish: self.prepublish,
@@ -833,7 +844,7 @@ fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(options.log_level)
         .try_init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -59,6 +59,15 @@ impl ResponseBody {
     }
 }
 
+/// An empty body (the forwarder's answer kind): for layers in front of
+/// the forwarder that answer with `Default::default()`, as
+/// [`JwtVerifierLayer`](crate::JwtVerifierLayer) does.
+impl Default for ResponseBody {
+    fn default() -> Self {
+        ResponseBody::answer(Bytes::new())
+    }
+}
+
 impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.kind {
