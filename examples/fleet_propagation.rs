@@ -12,11 +12,15 @@
 //! replica (one leader, the followers) has its own `RedisKeyStore` handle,
 //! so its own connections, as separate processes would.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use tower_jwt_signer::registry::StoreFollower;
 use tower_jwt_signer::store::redis::{Kek, LeaderLease};
 use tower_jwt_signer::store::{KeyStore, StoreChange, StoreLock, StoreNotifications, StoredKey};
@@ -55,32 +59,31 @@ impl KeyStore for Timed {
     }
 }
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleet_propagation",
+    about = "fleet_propagation: commit-to-every-follower latency of a RedisKeyStore fleet, with pub/sub and with polling alone",
+    after_help = support::ENV_HELP,
+)]
 struct Args {
-    rotations: usize,
-    followers: usize,
+    /// Rotations to measure, per mode
+    #[arg(long, env = "TJS_ROTATIONS", value_name = "N", default_value = "100", value_parser = clap::value_parser!(u16).range(1..))]
+    rotations: u16,
+    /// Followers (registries following the store)
+    #[arg(long, env = "TJS_FOLLOWERS", value_name = "N", default_value = "3", value_parser = clap::value_parser!(u16).range(1..))]
+    followers: u16,
+    /// The followers' poll interval, in milliseconds
+    #[arg(long = "poll-ms", env = "TJS_POLL_MS", value_name = "MS", default_value = "1000", value_parser = poll_ms)]
     poll: Duration,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        rotations: 100,
-        followers: 3,
-        poll: Duration::from_millis(1000),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let number: u64 = value
-            .parse()
-            .map_err(|err| format!("{flag} {value:?}: {err}"))?;
-        match flag.as_str() {
-            "--rotations" => args.rotations = usize::try_from(number).unwrap_or(100).max(1),
-            "--followers" => args.followers = usize::try_from(number).unwrap_or(3).max(1),
-            "--poll-ms" => args.poll = Duration::from_millis(number.max(1)),
-            _ => return Err(format!("unknown flag {flag}")),
-        }
+/// `--poll-ms`: at least 1.
+fn poll_ms(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>().map_err(|err| err.to_string())? {
+        0 => Err("must be at least 1".to_owned()),
+        ms => Ok(Duration::from_millis(ms)),
     }
-    Ok(args)
 }
 
 /// Our own redis-server, killed on drop.
@@ -183,7 +186,7 @@ async fn run(
     }
     // Let the followers subscribe.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut latencies = Vec::with_capacity(args.rotations);
+    let mut latencies = Vec::with_capacity(usize::from(args.rotations));
     for _ in 0..args.rotations {
         let key = SigningKey::generate(Algorithm::ES256).unwrap();
         let kid = key.kid().clone();
@@ -225,18 +228,12 @@ fn report(label: &str, mut latencies: Vec<Duration>) {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("error: {message}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let redis = Redis::start();
     println!(
-        "propagation from the leader's commit to every follower's snapshot ({} followers, Redis on loopback)",
-        args.followers
+        "propagation from the leader's commit to every follower's snapshot ({} followers, {} rotations, Redis on loopback)",
+        args.followers, args.rotations
     );
     let pubsub = runtime.block_on(run(
         &redis,

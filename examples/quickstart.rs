@@ -17,62 +17,55 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::response::IntoResponse as _;
 use axum::{Extension, Json, Router};
+use clap::Parser;
+use clap::builder::BoolishValueParser;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use support::{Args, Forwarder, Upstream};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tower::ServiceBuilder;
 use tower_jwt_signer::{
-    Algorithm, ConfigError, JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry,
-    RemoteJwks, VerifiedClaims, Verifier, VerifyError,
+    Algorithm, ConfigError, Forwarder, JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer,
+    KeyRegistry, RemoteJwks, VerifiedClaims, Verifier, VerifyError,
 };
-
-const HELP: &str = "\
-quickstart: a signing gateway and a verifying backend on 127.0.0.1
-
-USAGE:
-    quickstart [--alg ALG] [--once] [--listen ADDR] [--backend-listen ADDR] [--jwks-url URL]
-
-OPTIONS:
-    --alg ALG               RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA
-                            [default: ES256]
-    --once                  send one request through the gateway, print the token, its
-                            header and the verified claims, and exit (0 only if the
-                            backend verified the token)
-    --listen ADDR           the gateway's address [default: 127.0.0.1:8080, with --once
-                            a free port]
-    --backend-listen ADDR   the backend's address [default: 127.0.0.1:9000, with --once
-                            a free port]
-    --jwks-url URL          where the backend fetches its keys [default: the gateway's
-                            JWKS]; point it at another gateway to see tokens refused
-    -h, --help              print this help
-
-Without --once both run until Ctrl-C; the first line printed says where.
-";
 
 /// The issuer and audience the gateway writes and the backend requires.
 const ISSUER: &str = "quickstart-gateway";
 const AUDIENCE: &str = "quickstart-backend";
 
-/// What the command line asks for.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Command {
-    Help,
-    Run(Options),
-}
-
 /// The parsed command line of a run.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Parser)]
+#[command(
+    name = "quickstart",
+    about = "quickstart: a signing gateway and a verifying backend on 127.0.0.1",
+    long_about = "quickstart: a signing gateway and a verifying backend on 127.0.0.1\n\n\
+                  Without --once both run until Ctrl-C; the first line printed says where.",
+    after_help = support::ENV_HELP,
+)]
 pub(crate) struct Options {
+    /// The gateway's algorithm: RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA
+    #[arg(long, env = "TJS_ALG", value_name = "ALG", default_value = "ES256")]
     alg: Algorithm,
+    /// Send one request through the gateway, print the token, its header
+    /// and the verified claims, and exit (0 only if the backend verified
+    /// the token)
+    #[arg(long, env = "TJS_ONCE", value_parser = BoolishValueParser::new())]
     once: bool,
+    /// The gateway's address [default: 127.0.0.1:8080, with --once a free port]
+    #[arg(long = "listen", env = "TJS_LISTEN", value_name = "ADDR")]
     gateway: Option<SocketAddr>,
+    /// The backend's address [default: 127.0.0.1:9000, with --once a free port]
+    #[arg(
+        long = "backend-listen",
+        env = "TJS_BACKEND_LISTEN",
+        value_name = "ADDR"
+    )]
     backend: Option<SocketAddr>,
+    /// Where the backend fetches its keys [default: the gateway's JWKS];
+    /// point it at another gateway to see tokens refused
+    #[arg(long, env = "TJS_JWKS_URL", value_name = "URL")]
     jwks_url: Option<String>,
 }
 
@@ -91,30 +84,6 @@ impl Options {
         self.backend
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default)))
     }
-}
-
-/// Parses the arguments (without the program name).
-pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut args = Args::new(args);
-    let mut options = Options {
-        alg: Algorithm::ES256,
-        once: false,
-        gateway: None,
-        backend: None,
-        jwks_url: None,
-    };
-    while let Some((flag, inline)) = args.next_flag()? {
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--alg" => options.alg = args.parsed(&flag, inline)?,
-            "--once" if inline.is_none() => options.once = true,
-            "--listen" => options.gateway = Some(args.parsed(&flag, inline)?),
-            "--backend-listen" => options.backend = Some(args.parsed(&flag, inline)?),
-            "--jwks-url" => options.jwks_url = Some(args.value(&flag, inline)?),
-            _ => return Err(support::unknown_flag(&flag)),
-        }
-    }
-    Ok(Command::Run(options))
 }
 
 /// The running gateway and backend; both stop when this is dropped.
@@ -143,16 +112,14 @@ pub(crate) fn gateway(registry: KeyRegistry, backend: SocketAddr) -> Router {
         .template_claim("client", "${req.headers.user-agent:unknown}")
         .build()
         .expect("a valid configuration");
-    let upstream: Upstream = format!("http://{backend}")
-        .parse()
+    // The library's forwarder: hop-by-hop headers removed, 502 when the
+    // backend is down.
+    let forwarder = Forwarder::new(format!("http://{backend}"))
         .expect("a loopback address is a valid upstream");
-    let forward = ServiceBuilder::new()
-        .map_request(support::strip_request::<Body>)
-        .layer(signer)
-        .service(Forwarder::<Body>::new(upstream));
     Router::new()
+        .fallback_service(forwarder)
+        .layer(signer)
         .route_service(JWKS_PATH, JwksService::new(registry))
-        .fallback_service(forward)
 }
 
 /// The backend: `JwtVerifierLayer` over a `RemoteJwks` pointed at the
@@ -348,7 +315,7 @@ pub(crate) async fn once(options: &Options) -> Result<bool, Box<dyn std::error::
 async fn run_until_stopped(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let (servers, url) = start_from(options).await?;
     println!(
-        "gateway on http://{} ({}), backend on http://{}\n",
+        "gateway on http://{} ({}), backend on http://{}, JWKS from {url}\n",
         servers.gateway, options.alg, servers.backend
     );
     println!("Try:");
@@ -369,17 +336,7 @@ async fn run_until_stopped(options: &Options) -> Result<(), Box<dyn std::error::
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Help) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(options)) => options,
-        Err(message) => {
-            eprintln!("error: {message}\n\nRun with --help for usage.");
-            return ExitCode::from(2);
-        }
-    };
+    let options = Options::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

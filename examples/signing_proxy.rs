@@ -1,6 +1,6 @@
-//! A small signing reverse proxy: every request is forwarded to one
-//! upstream with a freshly signed JWT, and the public keys are served at
-//! the JWKS path on the same listener.
+//! A signing reverse proxy: every request is forwarded to one upstream
+//! with a freshly signed JWT, and the public keys are served at the JWKS
+//! path on the same listener.
 //!
 //! ```text
 //! cargo run --example signing_proxy -- --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000 \
@@ -36,7 +36,15 @@
 //!     --pkcs11-pin-file /etc/gateway/token-pin --key-dir /var/lib/gateway/keys --rotate-every 86400
 //! ```
 //!
-//! Run with `--help` for every flag.
+//! It is a real proxy: the library's `upstream::Forwarder` (hop-by-hop
+//! headers removed, `X-Forwarded-For`/`Forwarded`, 502/504), tower-http's
+//! `TraceLayer` (one line per request on stderr, `Authorization` and
+//! `Cookie` marked sensitive so they never show), an upstream timeout
+//! (`--timeout`), a request body limit (`--max-body`, 413), graceful
+//! shutdown on SIGTERM or Ctrl-C (requests in flight finish), and, with the
+//! `metrics` feature, Prometheus metrics on a listener of their own
+//! (`--metrics-listen`). Every flag is also an environment variable
+//! (`TJS_UPSTREAM`, ...). Run with `--help` for every flag.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -46,103 +54,237 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
-use support::{AnyBody, Args, Forwarder, Upstream, boxed};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use clap::Parser;
+use clap::builder::BoolishValueParser;
+use http::{Request, Response, StatusCode, header};
+use support::{AnyBody, boxed};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tower_jwt_signer::clock::Clock;
 use tower_jwt_signer::registry::KeyRegistryBuilder;
 use tower_jwt_signer::signer::{ExistingToken, Offload, TokenReuse};
+use tower_jwt_signer::upstream::{self, ClientAddr, ForwardedHeaders};
 use tower_jwt_signer::{
-    Algorithm, ConfigError, DirKeyStore, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry,
-    KeyRotator, RegistryError, RotationPolicy,
+    Algorithm, ConfigError, DirKeyStore, Forwarder, JWKS_PATH, JwksService, JwtSignerLayer,
+    KeyRegistry, KeyRotator, RegistryError, RotationPolicy,
 };
 
-const HELP: &str = "\
+const ABOUT: &str = "\
 signing_proxy: forward every request to an upstream with a short-lived signed JWT
 
-USAGE:
-    signing_proxy --upstream URL [OPTIONS]
-
-OPTIONS:
-    --listen ADDR          address to listen on [default: 127.0.0.1:8080]
-    --upstream URL         where to forward, http://host:port[/base-path] (required)
-    --alg ALG              RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA [default: ES256]
-    --issuer S             the iss claim
-    --audience S           the aud claim
-    --subject S            the sub claim
-    --ttl SECS             token lifetime in seconds, 1 to 86400 [default: 60]
-    --existing POLICY      replace | keep | reject: a request that already has the header [default: replace]
-    --offload MODE         inline | blocking | auto: where signatures are computed [default: auto]
-    --reuse                hand out a recent token again for equal claims (jti no longer unique)
-    --header NAME          the header the token goes in [default: Authorization]
-    --scheme S             the scheme before the token [default: Bearer]; '' for a bare token
-    --claim NAME=VALUE     a claim; VALUE may hold ${req.headers.NAME}, ${req.query.NAME},
-                           ${req.path}, ${req.method}, ${req.host}, each with :default, and
-                           ${number:...} / ${boolean:...} alone for typed values (repeatable)
-    --jwks-max-age SECS    Cache-Control max-age of the JWKS [default: 300]
-    --key-dir DIR          keep the keys in DIR (created 0700 when missing): load them at
-                           start, create one if there is none; a restart keeps the kids
-    --rotate-every SECS    rotate the signing key every SECS seconds
-    --prepublish SECS      publish the next key SECS before it signs
-                           [default: the smaller of half the period and the JWKS max-age;
-                           with --redis-url at least --redis-poll; a shorter one is refused]
-    --retain SECS          keep an old key published SECS after it stops signing
-                           [default and minimum: ttl + 60 s of verifier leeway
-                           (+ the --redis-poll interval with --redis-url)]
-    --redis-url URL        keep the keys in Redis, shared by every replica of the fleet
-                           (redis:// or rediss://, user:password@ for ACLs; needs the
-                           `redis` feature); exclusive with --key-dir
-    --kek-file FILE        the key-encryption key (32 bytes) the private keys are
-                           encrypted with in Redis; created 0600 when missing; give
-                           every replica the same file, owned by the proxy's user and
-                           0600, as key files. Repeat it to rotate the KEK: the first
-                           encrypts, the others only decrypt (required with --redis-url)
-    --redis-prefix P       the namespace of the fleet's Redis keys [default: tower-jwt-signer]
-    --leader-lease SECS    the leader lease's TTL: another replica takes over within it
-                           after the leader dies [default: 10]
-    --redis-poll SECS      reload the keys every SECS even without a change notification
-                           [default: 5]; at most --rotate-every: the next key is published
-                           at least that long before it signs, so short periods need a
-                           short poll
-    --rewrap               re-encrypt every record in Redis under the first --kek-file,
-                           then exit (the last step of a KEK rotation)
-    --pkcs11-module PATH   sign inside a PKCS#11 token: the module (.so) (needs the
-                           `pkcs11` feature, --pkcs11-token and --pkcs11-pin-file)
-    --pkcs11-token LABEL   the token's label
-    --pkcs11-pin-file FILE the token's user PIN, in a file owned by the proxy's user, 0600
-    --pkcs11-key LABEL     sign with the token's key of this label (--alg says how);
-                           without it a key is made in the token on first start, and
-                           --key-dir is required (it keeps references to the token's
-                           keys, never key material); --rotate-every makes each next
-                           key in the token and destroys retired ones there
-    -h, --help             print this help
-
 The JWKS is served at /.well-known/otoroshi/security/jwks.json on the same
-listener and is never forwarded. Hop-by-hop headers are removed. Paths
-are normalised (dot-segments, also as %2e, removed) before they are signed
-and forwarded; a path that would climb above the upstream's base path, or
-holds %2f, %5c or '..;', is refused with 400, as are OPTIONS * (400) and
-CONNECT (405). An unreachable upstream gives 502. Without --key-dir or
---redis-url the key lives in memory and a restart publishes a new one.
+listener and is never forwarded. Hop-by-hop headers are removed (RFC 9110:
+Connection and every header it names, Keep-Alive, TE, Trailer,
+Transfer-Encoding, Upgrade, Proxy-*). The client's X-Forwarded-For,
+X-Forwarded-Host and Forwarded are replaced by the proxy's (appended to
+with --trust-forwarded). Paths are normalised (dot-segments, also as %2e,
+removed) before they are signed and forwarded; a path that would climb
+above the upstream's base path, or holds %2f, %5c or '..;', is refused with
+400, as are OPTIONS * (400) and CONNECT (405). An unreachable upstream
+gives 502, one that does not answer within --timeout 504, a body over
+--max-body 413. One line per request goes to stderr (Authorization and
+Cookie never shown). SIGTERM or Ctrl-C stops accepting connections and lets
+the requests in flight finish. Without --key-dir or --redis-url the key
+lives in memory and a restart publishes a new one.
 
 With --redis-url, every replica runs with the same flags: --ttl and
 --jwks-max-age set each replica's registry and the leader's rotation plans
 with them, and --rotate-every on each is safe and recommended (only the
-holder of the leader lease rotates).
-If Redis goes down, every replica keeps signing and serving its JWKS and
-rotation waits; SIGTERM or Ctrl-C releases the lease so another replica
-takes over at once.
-";
+holder of the leader lease rotates). If Redis goes down, every replica
+keeps signing and serving its JWKS and rotation waits; SIGTERM or Ctrl-C
+releases the lease so another replica takes over at once.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "signing_proxy",
+    about = "signing_proxy: forward every request to an upstream with a short-lived signed JWT",
+    long_about = ABOUT,
+    after_help = support::ENV_HELP,
+)]
+pub(crate) struct Cli {
+    /// Address to listen on
+    #[arg(
+        long,
+        env = "TJS_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: SocketAddr,
+    /// Where to forward: http://host:port[/base-path]
+    #[arg(
+        long,
+        env = "TJS_UPSTREAM",
+        value_name = "URL",
+        required_unless_present = "rewrap"
+    )]
+    upstream: Option<String>,
+    /// The signing algorithm: RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA
+    #[arg(long, env = "TJS_ALG", value_name = "ALG", default_value = "ES256")]
+    alg: Algorithm,
+    /// The iss claim
+    #[arg(long, env = "TJS_ISSUER", value_name = "S")]
+    issuer: Option<String>,
+    /// The aud claim
+    #[arg(long, env = "TJS_AUDIENCE", value_name = "S")]
+    audience: Option<String>,
+    /// The sub claim
+    #[arg(long, env = "TJS_SUBJECT", value_name = "S")]
+    subject: Option<String>,
+    /// Token lifetime in seconds, 1 to 86400
+    #[arg(long, env = "TJS_TTL", value_name = "SECS", default_value = "60", value_parser = support::seconds)]
+    ttl: Duration,
+    /// A request that already has the header: replace, keep or reject
+    #[arg(
+        long,
+        env = "TJS_EXISTING",
+        value_name = "POLICY",
+        default_value = "replace"
+    )]
+    existing: ExistingToken,
+    /// Where signatures are computed: inline, blocking or auto
+    #[arg(long, env = "TJS_OFFLOAD", value_name = "MODE", default_value = "auto")]
+    offload: Offload,
+    /// Hand out a recent token again for equal claims (jti no longer unique)
+    #[arg(long, env = "TJS_REUSE", value_parser = BoolishValueParser::new())]
+    reuse: bool,
+    /// The header the token goes in [default: Authorization]
+    #[arg(long, env = "TJS_HEADER", value_name = "NAME")]
+    header: Option<String>,
+    /// The scheme before the token [default: Bearer]; '' for a bare token
+    #[arg(long, env = "TJS_SCHEME", value_name = "S")]
+    scheme: Option<String>,
+    /// A claim, NAME=VALUE (repeatable). VALUE may hold ${req.headers.NAME},
+    /// ${req.query.NAME}, ${req.path}, ${req.method}, ${req.host}, each with
+    /// :default, and ${number:...} / ${boolean:...} alone for typed values
+    #[arg(long = "claim", env = "TJS_CLAIM", value_name = "NAME=VALUE", value_delimiter = '\n', value_parser = parse_claim)]
+    claims: Vec<(String, String)>,
+    /// Cache-Control max-age of the JWKS, in seconds
+    #[arg(long, env = "TJS_JWKS_MAX_AGE", value_name = "SECS", default_value = "300", value_parser = support::seconds)]
+    jwks_max_age: Duration,
+    /// The upstream's answer must start within SECS (else 504); the whole
+    /// request is cut 5 s later (503) if the proxy itself stalls
+    #[arg(long, env = "TJS_TIMEOUT", value_name = "SECS", default_value = "30", value_parser = support::positive_seconds)]
+    timeout: Duration,
+    /// The largest request body forwarded, in bytes: a larger one is
+    /// answered 413 (a Content-Length over it is never forwarded; a chunked
+    /// body is cut where it goes over)
+    #[arg(
+        long,
+        env = "TJS_MAX_BODY",
+        value_name = "BYTES",
+        default_value = "10485760"
+    )]
+    max_body: usize,
+    /// Append to the X-Forwarded-For and Forwarded chains the client sends,
+    /// instead of replacing them: only behind a proxy you run, which writes
+    /// them itself (a client can write anything there)
+    #[arg(long, env = "TJS_TRUST_FORWARDED", value_parser = BoolishValueParser::new())]
+    trust_forwarded: bool,
+    /// What goes to stderr: error, warn, info (one line per request) or
+    /// debug
+    #[arg(
+        long,
+        env = "TJS_LOG_LEVEL",
+        value_name = "LEVEL",
+        default_value = "info"
+    )]
+    log_level: tracing::Level,
+    /// Serve Prometheus metrics at http://ADDR/metrics, on a listener of
+    /// their own (needs the `metrics` feature)
+    #[arg(long, env = "TJS_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Keep the keys in DIR (created 0700 when missing): load them at
+    /// start, create one if there is none; a restart keeps the kids
+    #[arg(
+        long,
+        env = "TJS_KEY_DIR",
+        value_name = "DIR",
+        conflicts_with = "redis_url"
+    )]
+    key_dir: Option<PathBuf>,
+    /// Rotate the signing key every SECS seconds
+    #[arg(long, env = "TJS_ROTATE_EVERY", value_name = "SECS", value_parser = support::seconds)]
+    rotate_every: Option<Duration>,
+    /// Publish the next key SECS before it signs [default: the smaller of
+    /// half the period and the JWKS max-age; with --redis-url at least
+    /// --redis-poll; a shorter one is refused]
+    #[arg(long, env = "TJS_PREPUBLISH", value_name = "SECS", value_parser = support::seconds, requires = "rotate_every")]
+    prepublish: Option<Duration>,
+    /// Keep an old key published SECS after it stops signing [default and
+    /// minimum: ttl + 60 s of verifier leeway (+ --redis-poll with
+    /// --redis-url)]
+    #[arg(long, env = "TJS_RETAIN", value_name = "SECS", value_parser = support::seconds, requires = "rotate_every")]
+    retain: Option<Duration>,
+    /// Keep the keys in Redis, shared by every replica of the fleet
+    /// (redis:// or rediss://, user:password@ for ACLs; needs the `redis`
+    /// feature)
+    #[arg(
+        long,
+        env = "TJS_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        requires = "kek_files"
+    )]
+    redis_url: Option<String>,
+    /// The key-encryption key (32 bytes) the private keys are encrypted
+    /// with in Redis; created 0600 when missing; give every replica the
+    /// same file, owned by the proxy's user and 0600, as key files. Repeat
+    /// it to rotate the KEK: the first encrypts, the others only decrypt
+    #[arg(
+        long = "kek-file",
+        env = "TJS_KEK_FILE",
+        value_name = "FILE",
+        value_delimiter = '\n',
+        requires = "redis_url"
+    )]
+    kek_files: Vec<PathBuf>,
+    /// The namespace of the fleet's Redis keys
+    #[arg(
+        long,
+        env = "TJS_REDIS_PREFIX",
+        value_name = "P",
+        default_value = "tower-jwt-signer",
+        requires = "redis_url"
+    )]
+    redis_prefix: String,
+    /// The leader lease's TTL: another replica takes over within it after
+    /// the leader dies
+    #[arg(long, env = "TJS_LEADER_LEASE", value_name = "SECS", default_value = "10", value_parser = support::positive_seconds, requires = "redis_url")]
+    leader_lease: Duration,
+    /// Reload the keys every SECS even without a change notification; at
+    /// most --rotate-every: the next key is published at least that long
+    /// before it signs, so short periods need a short poll
+    #[arg(long, env = "TJS_REDIS_POLL", value_name = "SECS", default_value = "5", value_parser = support::positive_seconds, requires = "redis_url")]
+    redis_poll: Duration,
+    /// Re-encrypt every record in Redis under the first --kek-file, then
+    /// exit (the last step of a KEK rotation)
+    #[arg(long, env = "TJS_REWRAP", value_parser = BoolishValueParser::new(), requires = "redis_url")]
+    rewrap: bool,
+    /// Sign inside a PKCS#11 token (needs the `pkcs11` feature)
+    #[command(flatten)]
+    pkcs11: hsm::Pkcs11Flags,
+}
+
+/// `NAME=VALUE`.
+fn parse_claim(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("needs NAME=VALUE, got {text:?}"))
+}
 
 /// The parsed command line.
 #[derive(Debug)]
 pub(crate) struct Options {
     pub(crate) listen: SocketAddr,
-    pub(crate) upstream: Upstream,
+    pub(crate) upstream: String,
     pub(crate) alg: Algorithm,
     pub(crate) issuer: Option<String>,
     pub(crate) audience: Option<String>,
@@ -155,6 +297,12 @@ pub(crate) struct Options {
     pub(crate) scheme: Option<String>,
     pub(crate) claims: Vec<(String, String)>,
     pub(crate) jwks_max_age: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) max_body: usize,
+    pub(crate) forwarded: ForwardedHeaders,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    pub(crate) log_level: tracing::Level,
     pub(crate) key_dir: Option<PathBuf>,
     pub(crate) rotate_every: Option<Duration>,
     pub(crate) prepublish: Option<Duration>,
@@ -188,159 +336,70 @@ impl std::fmt::Debug for RedisOptions {
     }
 }
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub(crate) enum Command {
-    Help,
-    Run(Box<Options>),
-}
-
-/// Parses the arguments (without the program name).
-pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut args = Args::new(args);
-    let mut listen: SocketAddr = "127.0.0.1:8080".parse().expect("a valid address");
-    let mut upstream = None;
-    let mut alg = Algorithm::ES256;
-    let (mut issuer, mut audience, mut subject, mut header, mut scheme) =
-        (None, None, None, None, None);
-    let mut ttl = Duration::from_secs(60);
-    let mut existing = ExistingToken::Replace;
-    let (mut offload, mut reuse) = (Offload::Auto, false);
-    let mut claims = Vec::new();
-    let mut jwks_max_age = Duration::from_secs(300);
-    let (mut key_dir, mut rotate_every, mut prepublish, mut retain) = (None, None, None, None);
-    let (mut redis_url, mut kek_files, mut redis_prefix) = (None, Vec::new(), None);
-    let (mut leader_lease, mut redis_poll, mut rewrap) = (None, None, false);
-    let mut pkcs11 = hsm::Pkcs11Flags::default();
-    while let Some((flag, inline)) = args.next_flag()? {
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--listen" => listen = args.parsed(&flag, inline)?,
-            "--upstream" => upstream = Some(args.parsed(&flag, inline)?),
-            "--alg" => alg = args.parsed(&flag, inline)?,
-            "--issuer" => issuer = Some(args.value(&flag, inline)?),
-            "--audience" => audience = Some(args.value(&flag, inline)?),
-            "--subject" => subject = Some(args.value(&flag, inline)?),
-            "--ttl" => ttl = Duration::from_secs(args.parsed(&flag, inline)?),
-            "--existing" => existing = args.parsed(&flag, inline)?,
-            "--offload" => offload = args.parsed(&flag, inline)?,
-            "--reuse" => reuse = true,
-            "--header" => header = Some(args.value(&flag, inline)?),
-            "--scheme" => scheme = Some(args.value(&flag, inline)?),
-            "--claim" => {
-                let claim = args.value(&flag, inline)?;
-                let (name, value) = claim
-                    .split_once('=')
-                    .ok_or_else(|| format!("--claim needs NAME=VALUE, got {claim:?}"))?;
-                claims.push((name.to_owned(), value.to_owned()));
-            }
-            "--jwks-max-age" => {
-                jwks_max_age = Duration::from_secs(args.parsed(&flag, inline)?);
-            }
-            "--key-dir" => key_dir = Some(PathBuf::from(args.value(&flag, inline)?)),
-            "--rotate-every" => {
-                rotate_every = Some(Duration::from_secs(args.parsed(&flag, inline)?));
-            }
-            "--prepublish" => prepublish = Some(Duration::from_secs(args.parsed(&flag, inline)?)),
-            "--retain" => retain = Some(Duration::from_secs(args.parsed(&flag, inline)?)),
-            "--redis-url" => redis_url = Some(args.value(&flag, inline)?),
-            "--kek-file" => kek_files.push(PathBuf::from(args.value(&flag, inline)?)),
-            "--redis-prefix" => redis_prefix = Some(args.value(&flag, inline)?),
-            "--leader-lease" => {
-                leader_lease = Some(Duration::from_secs(args.parsed(&flag, inline)?));
-            }
-            "--redis-poll" => redis_poll = Some(Duration::from_secs(args.parsed(&flag, inline)?)),
-            "--rewrap" => rewrap = true,
-            _ if hsm::Pkcs11Flags::takes(&flag) => {
-                pkcs11.set(&flag, args.value(&flag, inline)?);
-            }
-            _ => return Err(support::unknown_flag(&flag)),
+impl Cli {
+    /// The options, or why not (what clap's attributes cannot say).
+    fn options(self) -> Result<Options, String> {
+        if self.redis_url.is_some() && !cfg!(feature = "redis") {
+            return Err(
+                "--redis-url needs the `redis` feature: cargo run --features redis --example signing_proxy"
+                    .to_owned(),
+            );
         }
-    }
-    let redis = match redis_url {
-        None => {
-            for (given, flag) in [
-                (!kek_files.is_empty(), "--kek-file"),
-                (redis_prefix.is_some(), "--redis-prefix"),
-                (leader_lease.is_some(), "--leader-lease"),
-                (redis_poll.is_some(), "--redis-poll"),
-                (rewrap, "--rewrap"),
-            ] {
-                if given {
-                    return Err(format!("{flag} needs --redis-url"));
-                }
-            }
-            None
+        if self.metrics_listen.is_some() && !cfg!(feature = "metrics") {
+            return Err(
+                "--metrics-listen needs the `metrics` feature: cargo run --features metrics --example signing_proxy"
+                    .to_owned(),
+            );
         }
-        Some(url) => {
-            if !cfg!(feature = "redis") {
-                return Err(
-                    "--redis-url needs the `redis` feature: cargo run --features redis --example signing_proxy"
-                        .to_owned(),
-                );
-            }
-            if key_dir.is_some() {
-                return Err(
-                    "--key-dir and --redis-url are exclusive: the keys live in one store"
-                        .to_owned(),
-                );
-            }
-            if kek_files.is_empty() {
-                return Err(
-                    "--redis-url needs --kek-file FILE: the key-encryption key of the fleet"
-                        .to_owned(),
-                );
-            }
-            let poll = redis_poll.unwrap_or(Duration::from_secs(5));
-            if poll.is_zero() {
-                return Err("--redis-poll must be at least 1 second".to_owned());
-            }
-            Some(RedisOptions {
-                url,
-                kek_files,
-                prefix: redis_prefix.unwrap_or_else(|| "tower-jwt-signer".to_owned()),
-                lease: leader_lease.unwrap_or(Duration::from_secs(10)),
-                poll,
-                rewrap,
-            })
-        }
-    };
-    if rewrap {
+        let pkcs11 = self.pkcs11.check(
+            self.key_dir.is_some(),
+            self.rotate_every.is_some(),
+            self.redis_url.is_some(),
+        )?;
+        let redis = self.redis_url.map(|url| RedisOptions {
+            url,
+            kek_files: self.kek_files,
+            prefix: self.redis_prefix,
+            lease: self.leader_lease,
+            poll: self.redis_poll,
+            rewrap: self.rewrap,
+        });
         // Nothing else is needed to rewrap.
-        upstream.get_or_insert_with(|| "http://127.0.0.1:1".parse().expect("a valid upstream"));
+        let upstream = self
+            .upstream
+            .unwrap_or_else(|| "http://127.0.0.1:1".to_owned());
+        Ok(Options {
+            listen: self.listen,
+            upstream,
+            alg: self.alg,
+            issuer: self.issuer,
+            audience: self.audience,
+            subject: self.subject,
+            ttl: self.ttl,
+            existing: self.existing,
+            offload: self.offload,
+            reuse: self.reuse,
+            header: self.header,
+            scheme: self.scheme,
+            claims: self.claims,
+            jwks_max_age: self.jwks_max_age,
+            timeout: self.timeout,
+            max_body: self.max_body,
+            forwarded: if self.trust_forwarded {
+                ForwardedHeaders::Append
+            } else {
+                ForwardedHeaders::Replace
+            },
+            metrics_listen: self.metrics_listen,
+            log_level: self.log_level,
+            key_dir: self.key_dir,
+            rotate_every: self.rotate_every,
+            prepublish: self.prepublish,
+            retain: self.retain,
+            redis,
+            pkcs11,
+        })
     }
-    let upstream = upstream.ok_or("--upstream URL is required")?;
-    let pkcs11 = pkcs11.check(key_dir.is_some(), rotate_every.is_some(), redis.is_some())?;
-    if rotate_every.is_none() {
-        if prepublish.is_some() {
-            return Err("--prepublish needs --rotate-every".to_owned());
-        }
-        if retain.is_some() {
-            return Err("--retain needs --rotate-every".to_owned());
-        }
-    }
-    Ok(Command::Run(Box::new(Options {
-        listen,
-        upstream,
-        alg,
-        issuer,
-        audience,
-        subject,
-        ttl,
-        existing,
-        offload,
-        reuse,
-        header,
-        scheme,
-        claims,
-        jwks_max_age,
-        key_dir,
-        rotate_every,
-        prepublish,
-        retain,
-        redis,
-        pkcs11,
-    })))
 }
 
 /// The prepublish time the options ask for: `--prepublish`, else half the
@@ -464,62 +523,81 @@ pub(crate) fn signer_layer(
     layer.build()
 }
 
-/// Serves the proxy on `listener` until the task is dropped (every
-/// connection task is aborted with it).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    options: &Options,
-    signer: JwtSignerLayer,
-) -> std::io::Result<()> {
+/// The forwarder the options describe: `--upstream`, `--timeout`,
+/// `--trust-forwarded`.
+pub(crate) fn forwarder(options: &Options) -> Result<Forwarder, ConfigError> {
+    Forwarder::builder(&options.upstream)
+        .timeout(options.timeout)
+        .forwarded_headers(options.forwarded)
+        .build()
+}
+
+/// The proxy: the JWKS at `JWKS_PATH`, everything else checked, signed and
+/// forwarded, under tower-http's layers (outermost first): sensitive
+/// `Authorization` and `Cookie`, one trace line per request, the request
+/// timeout, the body limit.
+pub(crate) fn app(options: &Options, signer: JwtSignerLayer, forwarder: Forwarder) -> Router {
     // Cache-Control: max-age is the registry's --jwks-max-age.
     let jwks = JwksService::new(signer.registry().clone());
-    // Hop-by-hop headers go first, so that a `Connection` header can never
-    // name the token header away after it was added.
-    let forward = ServiceBuilder::new()
-        .map_request(support::strip_request::<Incoming>)
-        .layer(signer)
-        .service(Forwarder::<Incoming>::new(options.upstream.clone()));
-    let route = tower::service_fn(move |request: Request<Incoming>| {
+    let forward = ServiceBuilder::new().layer(signer).service(forwarder);
+    let route = tower::service_fn(move |request: Request<Body>| {
         let jwks = jwks.clone();
         let forward = forward.clone();
         async move {
             // Dot-segments, `OPTIONS *` and `CONNECT` are refused here,
-            // before anything is signed.
-            let request = match support::checked_target(request) {
+            // before anything is signed (the forwarder checks again).
+            let request = match upstream::check_target(request) {
                 Ok(request) => request,
-                Err(refused) => return Ok(refused.into_response()),
+                Err(refused) => return Ok(refused.into_response().map(boxed)),
             };
             let response: Response<AnyBody> = if request.uri().path() == JWKS_PATH {
                 jwks.oneshot(request).await?.map(boxed)
             } else {
+                // The client's address, for X-Forwarded-For and Forwarded.
+                let client = request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0);
+                let mut request = request;
+                if let Some(client) = client {
+                    request.extensions_mut().insert(ClientAddr(client));
+                }
                 forward.oneshot(request).await?.map(boxed)
             };
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and the like: wait, keep serving.
-                eprintln!("accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = TowerToHyperService::new(route.clone());
-        connections.spawn(async move {
-            if let Err(err) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                eprintln!("connection error: {err}");
-            }
-        });
-        // Reap finished connections.
-        while connections.try_join_next().is_some() {}
-    }
+    // One line per request (INFO, on the response), with the request's
+    // headers; Authorization and Cookie are marked sensitive before it, so
+    // the line shows "Sensitive", never their values. The token the signer
+    // adds is written after the line's span is made.
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(
+            DefaultMakeSpan::new()
+                .level(tracing::Level::INFO)
+                .include_headers(true),
+        )
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+        .on_failure(());
+    Router::new().fallback_service(route).layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+                header::COOKIE,
+            ]))
+            .layer(trace)
+            // The upstream has --timeout (504); past it and 5 s more, the
+            // proxy itself is stalled (signing threads saturated).
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                options.timeout + Duration::from_secs(5),
+            ))
+            .layer(RequestBodyLimitLayer::new(options.max_body))
+            .map_request(|request: Request<tower_http::body::Limited<Body>>| {
+                request.map(Body::new)
+            }),
+    )
 }
 
 /// Makes the registry, checks the options and serves; returns when the
@@ -532,6 +610,13 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let alg = options.alg;
     let policy = rotation_policy(&options)?;
     let listener = TcpListener::bind(options.listen).await?;
+    // The recorder first: the registry, the signer and the JWKS record
+    // into it from their first key on.
+    #[cfg(feature = "metrics")]
+    let _metrics = match options.metrics_listen {
+        Some(addr) => Some(metrics_listener::start(addr).await?),
+        None => None,
+    };
     let options = std::sync::Arc::new(options);
     #[cfg(feature = "redis")]
     let (registry, fleet) = match &options.redis {
@@ -559,6 +644,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         println!("{}", pkcs11.describe());
     }
     let signer = signer_layer(&options, registry.clone())?;
+    let forwarder = forwarder(&options)?;
     // Rotates for as long as the proxy serves (stopped when dropped).
     let rotator = match policy {
         Some(policy) => Some(KeyRotator::spawn(registry.clone(), policy)?),
@@ -578,10 +664,17 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         .map(|key| key.kid().to_string())
         .unwrap_or_default();
     println!(
-        "signing proxy on http://{} -> http://{} ({alg}, kid {kid}); JWKS at http://{}{JWKS_PATH}",
+        "signing proxy on http://{} -> http://{}{} ({alg}, kid {kid}); JWKS at http://{}{JWKS_PATH}; timeout {} s, max body {} bytes, forwarded headers {}",
         listener.local_addr()?,
-        options.upstream.authority(),
+        forwarder.authority(),
+        forwarder.base_path(),
         listener.local_addr()?,
+        options.timeout.as_secs(),
+        options.max_body,
+        match options.forwarded {
+            ForwardedHeaders::Append => "appended",
+            _ => "replaced",
+        },
     );
     if let Some(dir) = &options.key_dir {
         println!("keys in {}", dir.display());
@@ -593,13 +686,15 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     if let Some(fleet) = &fleet {
         println!("{}", fleet.describe());
     }
-    let serving = std::pin::pin!(serve(listener, &options, signer));
-    let stopping = std::pin::pin!(shutdown_signal());
-    if let futures_util::future::Either::Left((served, _)) =
-        futures_util::future::select(serving, stopping).await
-    {
-        served?;
-    }
+    // Stops accepting on SIGTERM or Ctrl-C; the requests in flight finish.
+    let app = app(&options, signer, forwarder);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    eprintln!("stopped: every request in flight was answered");
     // SIGTERM or Ctrl-C: stop rotating, then release the lease so another
     // replica takes over at once.
     if let Some(rotator) = rotator {
@@ -767,11 +862,28 @@ mod hsm {
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
     /// The `--pkcs11-*` flags as given.
-    #[derive(Debug, Default)]
+    #[derive(Debug, Default, clap::Args)]
     pub(crate) struct Pkcs11Flags {
+        /// Sign inside a PKCS#11 token: the module (.so) (needs the
+        /// `pkcs11` feature, --pkcs11-token and --pkcs11-pin-file)
+        #[arg(long = "pkcs11-module", env = "TJS_PKCS11_MODULE", value_name = "PATH")]
         module: Option<PathBuf>,
+        /// The token's label
+        #[arg(long = "pkcs11-token", env = "TJS_PKCS11_TOKEN", value_name = "LABEL")]
         token: Option<String>,
+        /// The token's user PIN, in a file owned by the proxy's user, 0600
+        #[arg(
+            long = "pkcs11-pin-file",
+            env = "TJS_PKCS11_PIN_FILE",
+            value_name = "FILE"
+        )]
         pin_file: Option<PathBuf>,
+        /// Sign with the token's key of this label (--alg says how);
+        /// without it a key is made in the token on first start, and
+        /// --key-dir is required (it keeps references to the token's keys,
+        /// never key material); --rotate-every makes each next key in the
+        /// token and destroys retired ones there
+        #[arg(long = "pkcs11-key", env = "TJS_PKCS11_KEY", value_name = "LABEL")]
         key: Option<String>,
     }
 
@@ -786,23 +898,6 @@ mod hsm {
     }
 
     impl Pkcs11Flags {
-        /// Whether `flag` is one of these.
-        pub(crate) fn takes(flag: &str) -> bool {
-            matches!(
-                flag,
-                "--pkcs11-module" | "--pkcs11-token" | "--pkcs11-pin-file" | "--pkcs11-key"
-            )
-        }
-
-        pub(crate) fn set(&mut self, flag: &str, value: String) {
-            match flag {
-                "--pkcs11-module" => self.module = Some(value.into()),
-                "--pkcs11-token" => self.token = Some(value),
-                "--pkcs11-pin-file" => self.pin_file = Some(value.into()),
-                _ => self.key = Some(value),
-            }
-        }
-
         /// The options, or why the flags do not go together.
         pub(crate) fn check(
             self,
@@ -919,50 +1014,36 @@ mod hsm {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Help) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(options)) => *options,
-        Err(message) => {
-            eprintln!("error: {message}\n\nRun with --help for usage.");
-            return ExitCode::from(2);
-        }
+    let options = match Cli::parse().options() {
+        Ok(options) => options,
+        Err(message) => support::refuse::<Cli>(message),
     };
-    // Check the registry, signer and rotation settings before anything
-    // starts, on a registry with the options' settings and no keys.
+    // Check the registry, signer, forwarder and rotation settings before
+    // anything starts, on a registry with the options' settings and no
+    // keys.
     let settings = match settings_registry(&options) {
         Ok(registry) => registry,
-        Err(err) => {
-            eprintln!("error: {err}\n\nRun with --help for usage.");
-            return ExitCode::from(2);
-        }
+        Err(RegistryError::Config(err)) => support::refuse_setting::<Cli>(&err),
+        Err(err) => support::refuse::<Cli>(err),
     };
     if let Err(err) = signer_layer(&options, settings.clone()) {
-        eprintln!("error: {err}\n\nRun with --help for usage.");
-        return ExitCode::from(2);
+        support::refuse_setting::<Cli>(&err);
+    }
+    if let Err(err) = forwarder(&options) {
+        support::refuse::<Cli>(format!("{err} (--upstream)"));
     }
     let resolved = rotation_policy(&options)
         .and_then(|policy| policy.map(|policy| policy.resolve(&settings)).transpose());
     if let Err(err) = resolved {
-        // The policy's settings are named like the flags, but one.
-        let flag = match err.setting() {
-            "follower_poll_interval" => " (--redis-poll)",
-            _ => "",
-        };
-        eprintln!("error: {err}{flag}\n\nRun with --help for usage.");
-        return ExitCode::from(2);
+        support::refuse_setting::<Cli>(&err);
     }
-    if options.redis.is_some() || options.pkcs11.is_some() {
-        // The fleet's events (lease, notifications, rotation) and the
-        // token's (faults, new sessions) on stderr.
-        let _ = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .try_init();
-    }
+    // One line per request, the fleet's events (lease, notifications,
+    // rotation) and the signer's refusals, on stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(options.log_level)
+        .try_init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -976,5 +1057,47 @@ fn main() -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--metrics-listen`: Prometheus text at `/metrics`, on its own listener.
+#[cfg(feature = "metrics")]
+mod metrics_listener {
+    use std::net::SocketAddr;
+
+    use axum::Router;
+    use axum::routing::get;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use tokio::net::TcpListener;
+
+    /// The histogram buckets of the `_seconds` metrics: 10 µs to 1 s.
+    const BUCKETS: &[f64] = &[
+        0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+        0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ];
+
+    /// Installs the recorder and serves it on `addr`; the server stops
+    /// when the returned task is dropped with the runtime.
+    pub(crate) async fn start(
+        addr: SocketAddr,
+    ) -> Result<tokio::task::JoinHandle<()>, Box<dyn std::error::Error>> {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)?
+            .install_recorder()?;
+        let listener = TcpListener::bind(addr).await?;
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        let upkeep = handle.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let handle = upkeep.clone();
+                async move { handle.render() }
+            }),
+        );
+        Ok(tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                eprintln!("metrics listener stopped: {err}");
+            }
+        }))
     }
 }

@@ -31,40 +31,24 @@ use axum::extract::Request as AxumRequest;
 use axum::middleware::Next;
 use axum::{Extension, Router};
 use bytes::Bytes;
+use clap::Parser;
+use clap::builder::BoolishValueParser;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::{Args, Forwarder, Upstream};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower::ServiceBuilder;
 use tower_jwt_signer::signer::TokenReuse;
 use tower_jwt_signer::{
-    Algorithm, DirKeyStore, JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer, KeyRegistry,
-    KeyRotator, RemoteJwks, RotationPolicy, VerifiedClaims, Verifier,
+    Algorithm, DirKeyStore, Forwarder, JWKS_PATH, JwksService, JwtSignerLayer, JwtVerifierLayer,
+    KeyRegistry, KeyRotator, RemoteJwks, RotationPolicy, VerifiedClaims, Verifier,
 };
 
-const HELP: &str = "\
+const ABOUT: &str = "\
 soak: a signing gateway, a verifying backend and N clients in one process, under
 load, with key rotation; prints counts and memory over time
-
-USAGE:
-    soak [OPTIONS]
-
-OPTIONS:
-    --duration SECS       how long the clients send requests [default: 60]
-    --clients N           concurrent clients, one request at a time each [default: 32]
-    --report-every SECS   print a line every SECS seconds [default: 10]
-    --rotate-every SECS   activate a new gateway key every SECS seconds; each is
-                          published a whole period before it signs [default: 1]
-    --ttl SECS            token lifetime; old keys stay published ttl + 1 s [default: 5]
-    --alg ALG             RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA
-                          [default: ES256]
-    --key-dir DIR         keep the gateway's keys in DIR [default: a temporary directory]
-    --reuse               let the gateway reuse tokens (TokenReuse): each client's
-                          claims are the same from one request to the next
-    -h, --help            print this help
 
 The backend caches the JWKS for half the rotation period and refetches at
 most that often for an unknown kid, so it knows each key before it signs.
@@ -72,8 +56,7 @@ Columns: requests sent, requests per second since the last line, failures
 (answers other than 200, and no answer), 5xx, requests the backend's verifier
 refused, requests that reached the backend without a token, JWKS fetches, keys
 published since the start and now, RSS and peak RSS in KiB. Exit status 1 if
-any request failed, was refused or reached the backend unsigned.
-";
+any request failed, was refused or reached the backend unsigned.";
 
 /// The `iss` the gateway writes and the backend requires.
 const ISSUER: &str = "soak-gateway";
@@ -83,75 +66,40 @@ const AUDIENCE: &str = "soak-backend";
 const LEEWAY: Duration = Duration::from_secs(1);
 
 /// The parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "soak",
+    about = "soak: a signing gateway, a verifying backend and N clients in one process, under load, with key rotation",
+    long_about = ABOUT,
+    after_help = support::ENV_HELP,
+)]
 pub(crate) struct Options {
+    /// How long the clients send requests, in seconds
+    #[arg(long, env = "TJS_DURATION", value_name = "SECS", default_value = "60", value_parser = support::positive_seconds)]
     pub(crate) duration: Duration,
-    pub(crate) clients: usize,
+    /// Concurrent clients, one request at a time each
+    #[arg(long, env = "TJS_CLIENTS", value_name = "N", default_value = "32", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) clients: u16,
+    /// Print a line every SECS seconds
+    #[arg(long, env = "TJS_REPORT_EVERY", value_name = "SECS", default_value = "10", value_parser = support::positive_seconds)]
     pub(crate) report_every: Duration,
+    /// Activate a new gateway key every SECS seconds; each is published a
+    /// whole period before it signs
+    #[arg(long, env = "TJS_ROTATE_EVERY", value_name = "SECS", default_value = "1", value_parser = support::positive_seconds)]
     pub(crate) rotate_every: Duration,
+    /// Token lifetime; old keys stay published ttl + 1 s
+    #[arg(long, env = "TJS_TTL", value_name = "SECS", default_value = "5", value_parser = support::positive_seconds)]
     pub(crate) ttl: Duration,
+    /// The gateway's algorithm: RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA
+    #[arg(long, env = "TJS_ALG", value_name = "ALG", default_value = "ES256")]
     pub(crate) alg: Algorithm,
+    /// Keep the gateway's keys in DIR [default: a temporary directory]
+    #[arg(long, env = "TJS_KEY_DIR", value_name = "DIR")]
     pub(crate) key_dir: Option<PathBuf>,
+    /// Let the gateway reuse tokens (TokenReuse): each client's claims are
+    /// the same from one request to the next
+    #[arg(long, env = "TJS_REUSE", value_parser = BoolishValueParser::new())]
     pub(crate) reuse: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            duration: Duration::from_secs(60),
-            clients: 32,
-            report_every: Duration::from_secs(10),
-            rotate_every: Duration::from_secs(1),
-            ttl: Duration::from_secs(5),
-            alg: Algorithm::ES256,
-            key_dir: None,
-            reuse: false,
-        }
-    }
-}
-
-/// What the command line asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Command {
-    Help,
-    Run(Options),
-}
-
-/// Parses the arguments (without the program name).
-pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut args = Args::new(args);
-    let mut options = Options::default();
-    let seconds = |value: u64, flag: &str| {
-        if value == 0 {
-            Err(format!("{flag} must be at least 1"))
-        } else {
-            Ok(Duration::from_secs(value))
-        }
-    };
-    while let Some((flag, inline)) = args.next_flag()? {
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--duration" => options.duration = seconds(args.parsed(&flag, inline)?, &flag)?,
-            "--clients" => {
-                options.clients = args.parsed(&flag, inline)?;
-                if options.clients == 0 {
-                    return Err("--clients must be at least 1".to_owned());
-                }
-            }
-            "--report-every" => {
-                options.report_every = seconds(args.parsed(&flag, inline)?, &flag)?;
-            }
-            "--rotate-every" => {
-                options.rotate_every = seconds(args.parsed(&flag, inline)?, &flag)?;
-            }
-            "--ttl" => options.ttl = seconds(args.parsed(&flag, inline)?, &flag)?,
-            "--alg" => options.alg = args.parsed(&flag, inline)?,
-            "--key-dir" => options.key_dir = Some(PathBuf::from(args.value(&flag, inline)?)),
-            "--reuse" if inline.is_none() => options.reuse = true,
-            _ => return Err(support::unknown_flag(&flag)),
-        }
-    }
-    Ok(Command::Run(options))
 }
 
 /// Counters shared by the clients, the gateway, the backend and the
@@ -268,11 +216,9 @@ fn gateway(
         signer
     }
     .build()?;
-    let upstream: Upstream = format!("http://{backend}").parse()?;
     let forward = ServiceBuilder::new()
-        .map_request(support::strip_request::<Body>)
         .layer(signer)
-        .service(Forwarder::<Body>::new(upstream));
+        .service(Forwarder::new(format!("http://{backend}"))?);
     let fetches = Arc::clone(counters);
     let jwks = ServiceBuilder::new()
         .map_request(move |request: Request<Body>| {
@@ -438,7 +384,7 @@ pub(crate) async fn run(
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = JoinSet::new();
-    for id in 0..options.clients {
+    for id in 0..usize::from(options.clients) {
         clients.spawn(client(
             id,
             gateway_addr,
@@ -505,17 +451,7 @@ pub(crate) async fn run(
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Help) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Run(options)) => options,
-        Err(message) => {
-            eprintln!("error: {message}\n\nRun with --help for usage.");
-            return ExitCode::from(2);
-        }
-    };
+    let options = Options::parse();
     // Rotation failures and JWKS fetch failures are logged as warnings.
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)

@@ -15,78 +15,49 @@
 //! background until the first fetch succeeds. Put the signing proxy in front
 //! of it (`--upstream http://127.0.0.1:9000`) and it is the whole chain.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::{Extension, Json, Router};
+use clap::Parser;
 use tower_jwt_signer::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "verify_backend",
+    about = "verify_backend: a backend that verifies the gateway's tokens against its JWKS",
+    long_about = "verify_backend: a backend that verifies the gateway's tokens against its JWKS\n\n\
+                  Every path answers 200 with the verified claims for a valid Authorization:\n\
+                  Bearer token; 401 (with WWW-Authenticate) for a missing or bad one, 400 for a\n\
+                  malformed request, 503 until the JWKS is fetched (it retries in the\n\
+                  background, so the backend may start before the gateway).",
+    after_help = support::ENV_HELP,
+)]
 struct Args {
+    /// Address to listen on (127.0.0.1:0 for a free port)
+    #[arg(long, env = "TJS_LISTEN", value_name = "ADDR")]
     listen: SocketAddr,
+    /// The gateway's JWKS URL
+    #[arg(long, env = "TJS_JWKS_URL", value_name = "URL")]
     jwks_url: String,
+    /// The iss claim tokens must carry
+    #[arg(long, env = "TJS_ISSUER", value_name = "S")]
     issuer: Option<String>,
+    /// The aud claim tokens must carry
+    #[arg(long, env = "TJS_AUDIENCE", value_name = "S")]
     audience: Option<String>,
-    leeway: Option<u64>,
-    refresh_cooldown: Option<u64>,
-}
-
-const USAGE: &str = "usage: verify_backend --listen ADDR --jwks-url URL \
-[--issuer S] [--audience S] [--leeway SECS] [--refresh-cooldown SECS]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut listen = None;
-    let mut jwks_url = None;
-    let mut issuer = None;
-    let mut audience = None;
-    let mut leeway = None;
-    let mut refresh_cooldown = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(USAGE.to_owned());
-        }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-        match flag.as_str() {
-            "--listen" => {
-                listen = Some(
-                    value
-                        .parse()
-                        .map_err(|err| format!("--listen {value:?}: {err}"))?,
-                );
-            }
-            "--jwks-url" => jwks_url = Some(value),
-            "--issuer" => issuer = Some(value),
-            "--audience" => audience = Some(value),
-            "--leeway" => {
-                leeway = Some(
-                    value
-                        .parse()
-                        .map_err(|err| format!("--leeway {value:?}: {err}"))?,
-                );
-            }
-            // How soon an unknown kid may fetch the JWKS again (default
-            // 30 s): keys that rotate every few seconds need less.
-            "--refresh-cooldown" => {
-                refresh_cooldown = Some(
-                    value
-                        .parse()
-                        .map_err(|err| format!("--refresh-cooldown {value:?}: {err}"))?,
-                );
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    Ok(Args {
-        listen: listen.ok_or_else(|| format!("--listen is required\n{USAGE}"))?,
-        jwks_url: jwks_url.ok_or_else(|| format!("--jwks-url is required\n{USAGE}"))?,
-        issuer,
-        audience,
-        leeway,
-        refresh_cooldown,
-    })
+    /// Leeway on exp and nbf, in seconds [default: 30]
+    #[arg(long, env = "TJS_LEEWAY", value_name = "SECS", value_parser = support::seconds)]
+    leeway: Option<Duration>,
+    /// How soon an unknown kid may fetch the JWKS again, in seconds
+    /// [default: 30]; keys that rotate every few seconds need less
+    #[arg(long, env = "TJS_REFRESH_COOLDOWN", value_name = "SECS", value_parser = support::seconds)]
+    refresh_cooldown: Option<Duration>,
 }
 
 async fn claims(Extension(claims): Extension<VerifiedClaims>) -> Json<VerifiedClaims> {
@@ -95,40 +66,31 @@ async fn claims(Extension(claims): Extension<VerifiedClaims>) -> Json<VerifiedCl
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     let mut builder = RemoteJwks::builder(&args.jwks_url);
     if let Some(cooldown) = args.refresh_cooldown {
-        builder = builder.refresh_cooldown(Duration::from_secs(cooldown));
+        builder = builder.refresh_cooldown(cooldown);
     }
     let jwks = match builder.build() {
         Ok(jwks) => jwks,
-        Err(err) => {
-            eprintln!("--jwks-url: {err}");
-            return ExitCode::from(2);
+        Err(err) if err.setting() == "url" => {
+            support::refuse::<Args>(format!("{err} (--jwks-url)"))
         }
+        Err(err) => support::refuse_setting::<Args>(&err),
     };
     let mut verifier = Verifier::builder(jwks.clone());
-    if let Some(issuer) = args.issuer {
+    if let Some(issuer) = args.issuer.clone() {
         verifier = verifier.issuer(issuer);
     }
-    if let Some(audience) = args.audience {
+    if let Some(audience) = args.audience.clone() {
         verifier = verifier.audience(audience);
     }
     if let Some(leeway) = args.leeway {
-        verifier = verifier.leeway(Duration::from_secs(leeway));
+        verifier = verifier.leeway(leeway);
     }
     let verifier = match verifier.build() {
         Ok(verifier) => verifier,
-        Err(err) => {
-            eprintln!("{err}");
-            return ExitCode::from(2);
-        }
+        Err(err) => support::refuse_setting::<Args>(&err),
     };
     // Fetch once now: a wrong URL shows up at start-up, not on the first
     // request. The backend still starts (answering 503 until a fetch
@@ -162,7 +124,12 @@ async fn main() -> ExitCode {
     };
     // The bound address: with `--listen 127.0.0.1:0`, the port chosen.
     match listener.local_addr() {
-        Ok(addr) => eprintln!("verifying backend on http://{addr}"),
+        Ok(addr) => eprintln!(
+            "verifying backend on http://{addr} with JWKS {}, issuer {}, audience {}",
+            args.jwks_url,
+            args.issuer.as_deref().unwrap_or("any"),
+            args.audience.as_deref().unwrap_or("any"),
+        ),
         Err(_) => eprintln!("verifying backend on http://{}", args.listen),
     }
     let shutdown = async {

@@ -200,7 +200,15 @@ impl JwksService {
             }
         };
         let snapshot = self.registry.current();
-        let mut response = if if_none_match.matches(&snapshot) {
+        let not_modified = if_none_match.matches(&snapshot);
+        #[cfg(feature = "metrics")]
+        crate::metrics::jwks_request(
+            not_modified,
+            snapshot.keys(),
+            snapshot.active(),
+            self.registry.clock().now(),
+        );
+        let mut response = if not_modified {
             empty(StatusCode::NOT_MODIFIED)
         } else {
             let len = snapshot.jwks_bytes().len();

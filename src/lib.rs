@@ -55,8 +55,11 @@
 //! | [`JwtVerifierLayer`], [`Verifier`] (also a tower-http authorizer), [`RemoteJwks`]: the backend side; [`VerifiedClaims`] (and, with `axum`, `Claims<T>`) in the handler | [`verifier`] |
 //! | [`DirKeyStore`] and any [`KeyStore`](store::KeyStore): keys that survive restarts, shared by replicas; `RedisKeyStore` (feature `redis`): one key set for a fleet of gateways | [`store`] |
 //! | [`RotationPolicy`], [`KeyRotator`]: automatic rotation with overlap | [`rotation`] |
+//! | `Forwarder` (feature `upstream`, default): the gateway's last step, each request sent on to an upstream (hop-by-hop headers removed, `X-Forwarded-For`, 502/504 answered) | `upstream` |
 //! | `Pkcs11Token` (feature `pkcs11`): keys that never leave a PKCS#11 token (an HSM), made, rotated and destroyed inside it | `pkcs11` |
 //! | [`Clock`](clock::Clock): the wall clock, which tests can drive with tokio's paused time | [`clock`] |
+//! | the metric names (feature `metrics`: counters, gauges and histograms through the `metrics` facade) | [`metrics`] |
+//! | conversions to and from `josekit::jwk::Jwk`, a josekit signer as a [`SigningBackend`](keys::SigningBackend) (feature `josekit`) | `josekit` |
 //!
 //! # One way to configure, one place for each item
 //!
@@ -94,9 +97,13 @@
 mod b64;
 pub mod clock;
 mod error;
+#[cfg(feature = "josekit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "josekit")))]
+pub mod josekit;
 pub mod jwks;
 pub mod keys;
 mod limits;
+pub mod metrics;
 mod number;
 #[cfg(feature = "pkcs11")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pkcs11")))]
@@ -105,6 +112,9 @@ pub mod registry;
 pub mod rotation;
 pub mod signer;
 pub mod store;
+#[cfg(feature = "upstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream")))]
+pub mod upstream;
 pub mod verifier;
 
 #[doc(inline)]
@@ -129,6 +139,10 @@ pub use signer::{JwtSigner, JwtSignerLayer};
 pub use store::redis::RedisKeyStore;
 #[doc(inline)]
 pub use store::{DirKeyStore, StoreError};
+#[cfg(feature = "upstream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "upstream")))]
+#[doc(inline)]
+pub use upstream::Forwarder;
 #[doc(inline)]
 pub use verifier::{
     FetchError, JwtVerifier, JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier, VerifyError,
@@ -136,6 +150,11 @@ pub use verifier::{
 
 // The README's examples compile as doctests, with the features they show
 // (`cargo test --all-features`, as CI runs).
-#[cfg(all(doctest, feature = "axum", feature = "tower-http"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "tower-http",
+    feature = "upstream"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

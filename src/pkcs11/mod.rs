@@ -26,7 +26,7 @@
 //! # Signing off the async workers
 //!
 //! A PKCS#11 call blocks until the token answers. A [`Pkcs11Key`]
-//! [blocks](SigningBackend::blocks), so the signer's default
+//! [blocks](crate::keys::SigningBackend::blocks), so the signer's default
 //! [`Offload::Auto`](crate::signer::Offload::Auto) signs with it on the
 //! signer's own threads, whatever the algorithm. A PKCS#11 session serves
 //! one thread at a time: the token keeps a pool of logged-in sessions, one

@@ -203,6 +203,7 @@ impl WriteThrough {
     /// Swaps in a new snapshot. The caller holds the writer lock.
     fn publish(&self, version: u64, keys: Vec<PublishedKey>) {
         let next = Arc::new(KeySnapshot::build(version, keys));
+        crate::metrics::published_keys(next.keys().len());
         self.current.store(Arc::clone(&next));
         self.changes.send_replace(next);
     }

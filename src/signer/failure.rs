@@ -239,6 +239,7 @@ impl Failure {
     /// `Cache-Control: no-store`, and the [`Refusal`] in the extensions.
     pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
         let refusal = self.refusal;
+        crate::metrics::signing_refused(refusal.error_code());
         let body = serde_json::to_vec(&serde_json::json!({
             "error": refusal.error_code(),
             "reason": refusal.reason(),

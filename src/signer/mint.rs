@@ -34,6 +34,7 @@ use super::reuse::{Lookup, NewEntry, TokenCache};
 use super::template::RequestValues;
 use crate::b64;
 use crate::keys::{EcCurve, KeyKind, SigningBackend};
+use crate::metrics;
 use crate::registry::PublishedKey;
 
 /// What one service (and its clones) makes tokens with: the checked
@@ -71,6 +72,8 @@ struct EncodedHeader {
     /// 2048 to 8192 bits), so each token's buffer is allocated once, at
     /// its size.
     signature_len: AtomicUsize,
+    /// This key's metric handles (nothing without the `metrics` feature).
+    metrics: metrics::KeyMetrics,
 }
 
 #[derive(serde::Serialize)]
@@ -109,6 +112,8 @@ struct Pending {
     header: Arc<EncodedHeader>,
     /// Where the token goes in the reuse cache, when reuse is on.
     remember: Option<NewEntry>,
+    /// `iat`: now, in Unix seconds.
+    iat: u64,
 }
 
 impl Minter {
@@ -248,8 +253,10 @@ impl Minter {
             now: claims.iat,
         };
         if let Some(value) = reuse.cache.get(hash, key, &lookup) {
+            metrics::reuse(true);
             return Reused::Hit(value);
         }
+        metrics::reuse(false);
         Reused::Miss(Some(NewEntry {
             hash,
             key: key.into(),
@@ -269,7 +276,10 @@ impl Minter {
         remember: Option<NewEntry>,
     ) -> Result<Pending, Failure> {
         let Claims {
-            mut json, jti_at, ..
+            mut json,
+            jti_at,
+            iat,
+            ..
         } = claims;
         json.push(b'}');
         fill_jti(&mut json[jti_at..jti_at + JTI_LEN]).map_err(|_| Failure::signing())?;
@@ -292,6 +302,7 @@ impl Minter {
             value,
             header,
             remember,
+            iat,
         })
     }
 
@@ -335,8 +346,10 @@ impl Minter {
             mut value,
             header,
             remember,
+            iat,
         } = pending;
         let prefix_len = self.config.prefix.len();
+        let timer = metrics::Timer::start();
         let signature = header.backend.sign(&value.as_bytes()[prefix_len..]).map_err(|err| {
             tracing::error!(kid = %header.backend.public_jwk().kid(), error = %err, "request refused: signing failed");
             Failure::signing()
@@ -359,6 +372,7 @@ impl Minter {
             Failure::signing()
         })?;
         value.set_sensitive(true);
+        header.metrics.signed(timer, iat);
         if let (Some(reuse), Some(entry)) = (&self.reuse, remember) {
             reuse.cache.insert(entry, value.clone());
         }
@@ -384,6 +398,7 @@ impl Minter {
             backend: Arc::clone(active.backend()),
             encoded: b64::encode(json),
             signature_len: AtomicUsize::new(signature_len(active)),
+            metrics: metrics::KeyMetrics::new(active),
         });
         let previous = self.header.swap(Some(Arc::clone(&encoded)));
         if previous.is_some()

@@ -423,6 +423,7 @@ async fn fetch_task(remote: Arc<Remote>) -> Result<(), FetchError> {
             Err(err)
         }
     };
+    crate::metrics::remote_fetch(outcome.is_ok());
     let mut control = remote
         .control
         .lock()

@@ -454,10 +454,17 @@ fn the_kek_file_is_created_0600_and_bad_fleet_flags_are_refused_before_start() {
             "--key-dir",
             "/tmp/x",
         ],
-        "--key-dir and --redis-url are exclusive",
+        // clap names the two flags in either order.
+        "cannot be used with '--",
     );
-    refused(&["--redis-url", &url], "needs --kek-file");
-    refused(&["--kek-file", kek_arg], "--kek-file needs --redis-url");
+    refused(
+        &["--redis-url", &url],
+        "the following required arguments were not provided:\n  --kek-file <FILE>",
+    );
+    refused(
+        &["--kek-file", kek_arg],
+        "the following required arguments were not provided:\n  --redis-url <URL>",
+    );
     refused(
         &[
             "--redis-url",

@@ -7,6 +7,8 @@ mod support;
 
 mod config;
 mod fuzz_inputs;
+#[cfg(feature = "josekit")]
+mod josekit_adapter;
 mod signing_key;
 mod stored;
 mod vectors;

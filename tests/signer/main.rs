@@ -8,6 +8,8 @@ mod support;
 mod chain;
 mod composition;
 mod config;
+#[cfg(feature = "upstream")]
+mod forward;
 mod hardening;
 mod layer;
 mod offload;

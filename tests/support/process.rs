@@ -133,7 +133,21 @@ impl Example {
 
     /// Starts it with `args`, stdin closed, stdout and stderr captured.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let mut child = Command::new(&self.path)
+        self.spawn_with_env(args, &[])
+    }
+
+    /// Starts it with `args` and the environment variables `env` (added to
+    /// the test's, without its `TJS_` variables: the examples read their
+    /// flags from those).
+    pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut command = Command::new(&self.path);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("TJS_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
+            .envs(env.iter().copied())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -155,6 +169,11 @@ impl Example {
     /// Runs it with `args` to the end (killed and failed after `limit`).
     pub fn run(&self, args: &[&str], limit: Duration) -> Finished {
         self.spawn(args).wait(limit)
+    }
+
+    /// [`run`](Self::run) with the environment variables `env`.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Finished {
+        self.spawn_with_env(args, env).wait(limit)
     }
 }
 

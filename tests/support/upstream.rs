@@ -149,3 +149,57 @@ pub async fn raw_exchange(addr: SocketAddr, request: &str) -> RawResponse {
         body: bytes[split + 4..].to_vec(),
     }
 }
+
+/// An upstream that holds every answer back: each request is announced on
+/// `arrived`, then answered `200 slow done` once `release` is notified
+/// (never, if it is not).
+pub struct SlowUpstream {
+    pub addr: SocketAddr,
+    pub arrived: Arc<tokio::sync::Notify>,
+    pub release: Arc<tokio::sync::Notify>,
+    _task: AbortOnDrop,
+}
+
+impl SlowUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (arrived_in, release_in) = (Arc::clone(&arrived), Arc::clone(&release));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (arrived, release) = (Arc::clone(&arrived_in), Arc::clone(&release_in));
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+                        let (arrived, release) = (Arc::clone(&arrived), Arc::clone(&release));
+                        async move {
+                            arrived.notify_one();
+                            release.notified().await;
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                                b"slow done",
+                            ))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        SlowUpstream {
+            addr,
+            arrived,
+            release,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    /// `http://ADDR`, for `--upstream`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

@@ -98,14 +98,20 @@ async fn rotation_flags_and_their_defaults() {
         ),
         (
             &["--prepublish", "10"][..],
-            "--prepublish needs --rotate-every",
+            "the following required arguments were not provided:\n  --rotate-every <SECS>",
         ),
-        (&["--retain", "10"][..], "--retain needs --rotate-every"),
+        (
+            &["--retain", "10"][..],
+            "the following required arguments were not provided:\n  --rotate-every <SECS>",
+        ),
         (
             &["--rotate-every", "daily"][..],
-            "invalid value \"daily\" for --rotate-every",
+            "invalid value 'daily' for '--rotate-every <SECS>'",
         ),
-        (&["--key-dir"][..], "--key-dir needs a value"),
+        (
+            &["--key-dir"][..],
+            "a value is required for '--key-dir <DIR>'",
+        ),
     ] {
         let finished = tokio::task::spawn_blocking({
             let flags: Vec<String> = flags.iter().map(|s| (*s).to_owned()).collect();

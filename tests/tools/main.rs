@@ -6,8 +6,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
 mod harness;
 mod lifecycle_proxy;
+#[cfg(feature = "metrics")]
+mod proxy_metrics;
 mod quickstart;
 mod signing_proxy;
 mod soak_tool;

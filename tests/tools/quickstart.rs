@@ -32,17 +32,23 @@ fn printed_json(stdout: &str, title: &str) -> Value {
 fn flags() {
     let help = quickstart(&["--help"]);
     assert_eq!(help.code(), Some(0));
-    assert!(help.stdout.contains("USAGE:"), "{}", help.stdout);
-    assert_eq!(quickstart(&["-h"]).stdout, help.stdout);
+    assert!(help.stdout.contains("Usage: quickstart"), "{}", help.stdout);
+    assert!(quickstart(&["-h"]).stdout.contains("Usage: quickstart"));
     for (bad, expected) in [
         (&["--alg", "HS256"][..], "HS256"),
-        (&["--alg"], "--alg needs a value"),
-        (&["--nope"], "unknown flag --nope"),
-        (&["once"], "unexpected argument \"once\""),
-        (&["--once=yes"], "unknown flag --once"),
-        (&["--listen", "here"], "for --listen"),
-        (&["--backend-listen", "here"], "for --backend-listen"),
-        (&["--jwks-url"], "--jwks-url needs a value"),
+        (&["--alg"], "a value is required for '--alg <ALG>'"),
+        (&["--nope"], "unexpected argument '--nope'"),
+        (&["once"], "unexpected argument 'once'"),
+        (&["--once=yes"], "unexpected value 'yes' for '--once'"),
+        (&["--listen", "here"], "for '--listen <ADDR>'"),
+        (
+            &["--backend-listen", "here"],
+            "for '--backend-listen <ADDR>'",
+        ),
+        (
+            &["--jwks-url"],
+            "a value is required for '--jwks-url <URL>'",
+        ),
         (&["--alg", "none"], "none"),
     ] {
         let finished = quickstart(bad);

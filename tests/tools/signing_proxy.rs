@@ -259,17 +259,37 @@ fn refused(flags: &[&str]) -> crate::support::process::Finished {
 #[test]
 fn bad_flags_give_clear_errors() {
     for (flags, expected) in [
-        (&[][..], "--upstream URL is required"),
-        (&["--upstream"][..], "--upstream needs a value"),
-        (&["--upstream", "https://x"][..], "only http://"),
-        (&["--upstream", "127.0.0.1:3000"][..], "needs a scheme"),
+        (
+            &[][..],
+            "the following required arguments were not provided:\n  --upstream <URL>",
+        ),
+        (
+            &["--upstream"][..],
+            "a value is required for '--upstream <URL>'",
+        ),
+        (
+            &["--upstream", "https://x"][..],
+            "only http:// upstreams are supported, not https:// (--upstream)",
+        ),
+        (
+            &["--upstream", "127.0.0.1:3000"][..],
+            "needs a scheme, as in http://127.0.0.1:3000 (--upstream)",
+        ),
         (
             &["--upstream", "http://x", "--ttl", "soon"][..],
-            "invalid value \"soon\" for --ttl",
+            "invalid value 'soon' for '--ttl <SECS>'",
         ),
         (
             &["--upstream", "http://x", "--existing", "maybe"][..],
             "replace, keep or reject",
+        ),
+        (
+            &["--upstream", "http://x", "--timeout", "0"][..],
+            "invalid value '0' for '--timeout <SECS>': must be at least 1",
+        ),
+        (
+            &["--upstream", "http://x", "--max-body", "lots"][..],
+            "invalid value 'lots' for '--max-body <BYTES>'",
         ),
         (&["--upstream", "http://x", "--alg", "none"][..], "\"none\""),
         (
@@ -282,9 +302,13 @@ fn bad_flags_give_clear_errors() {
         ),
         (
             &["--upstream", "http://x", "--frobnicate"][..],
-            "unknown flag --frobnicate",
+            "unexpected argument '--frobnicate'",
         ),
-        (&["stray"][..], "unexpected argument"),
+        (&["stray"][..], "unexpected argument 'stray'"),
+        (
+            &["--upstream", "http://x", "--kek-file", "k"][..],
+            "the following required arguments were not provided:\n  --redis-url <URL>",
+        ),
         // Settings the signer refuses are reported before anything listens.
         (&["--upstream", "http://x", "--ttl", "0"][..], "lifetime"),
         (
@@ -311,10 +335,14 @@ fn bad_flags_give_clear_errors() {
             &["--upstream", "http://x", "--issuer", ""][..],
             "cannot be empty",
         ),
-        // So are the registry's.
+        // So are the registry's, naming the flag.
         (
             &["--upstream", "http://x", "--jwks-max-age", "86401"][..],
             "invalid jwks_max_age",
+        ),
+        (
+            &["--upstream", "http://x", "--jwks-max-age", "86401"][..],
+            "(--jwks-max-age)",
         ),
     ] {
         let finished = refused(flags);
@@ -324,13 +352,22 @@ fn bad_flags_give_clear_errors() {
             "{flags:?}: {}",
             finished.stderr
         );
-        assert!(finished.stderr.contains("Run with --help"), "{flags:?}");
+        assert!(
+            finished
+                .stderr
+                .contains("For more information, try '--help'."),
+            "{flags:?}"
+        );
         assert!(finished.stdout.is_empty(), "{flags:?}: {}", finished.stdout);
     }
     let help = refused(&["--help"]);
     assert_eq!(help.code(), Some(0));
-    assert!(help.stdout.contains("USAGE:"), "{}", help.stdout);
-    assert!(help.stdout.contains("--upstream URL"), "{}", help.stdout);
+    assert!(
+        help.stdout.contains("Usage: signing_proxy"),
+        "{}",
+        help.stdout
+    );
+    assert!(help.stdout.contains("--upstream <URL>"), "{}", help.stdout);
 }
 
 #[tokio::test]
@@ -422,4 +459,164 @@ async fn dot_segments_never_climb_above_the_base_path() {
         let claims = verify_against(&token, &jwks(addr).await).unwrap().claims;
         assert_eq!(claims["path"], signed_path, "{request_line}");
     }
+}
+
+/// tower-http's `TraceLayer`: one line per request on stderr, with the
+/// request's headers, and never a token: the client's `Authorization` and
+/// `Cookie` are marked sensitive (`SetSensitiveRequestHeadersLayer`), and
+/// the signer's token is written after the line's span is made.
+#[tokio::test]
+async fn one_trace_line_per_request_and_no_token_in_it() {
+    let upstream = Upstream::start().await;
+    let (proxy, addr) = proxy(&["--upstream", &upstream.url()]).await;
+    for i in 0..3 {
+        let request = request(Method::GET, format!("http://{addr}/traced/{i}"))
+            .header("authorization", "Bearer client-secret-token")
+            .header("cookie", "session=cookie-secret-value")
+            .header("x-visible", "shown")
+            .body(Full::default())
+            .unwrap();
+        let (parts, _) = fetch(request).await;
+        assert_eq!(parts.status, StatusCode::CREATED);
+    }
+    let is_trace = |l: &str| l.contains("finished processing request");
+    proxy
+        .line_async("the third trace line", |l| {
+            is_trace(l) && l.contains("/traced/2")
+        })
+        .await;
+    for i in 0..3 {
+        let path = format!("uri=/traced/{i} ");
+        assert_eq!(
+            proxy.count(|l| is_trace(l) && l.contains(&path)),
+            1,
+            "{}",
+            proxy.transcript()
+        );
+    }
+    assert_eq!(proxy.count(is_trace), 3, "{}", proxy.transcript());
+    let transcript = proxy.transcript();
+    assert!(
+        transcript.contains("x-visible\": \"shown\""),
+        "{transcript}"
+    );
+    assert!(transcript.contains("status=201"), "{transcript}");
+    for secret in ["client-secret-token", "cookie-secret-value"] {
+        assert!(!transcript.contains(secret), "{secret}: {transcript}");
+    }
+    for token in upstream.tokens() {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!transcript.contains(signature), "{transcript}");
+    }
+    assert!(!transcript.contains("Bearer ey"), "{transcript}");
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_answered_504() {
+    let upstream = crate::support::upstream::SlowUpstream::start().await;
+    let (_proxy, addr) = proxy(&["--upstream", &upstream.url(), "--timeout", "1"]).await;
+    let (status, body) = get(addr, "/slow").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "gateway_timeout");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_and_not_forwarded() {
+    let upstream = Upstream::start().await;
+    let (_proxy, addr) = proxy(&["--upstream", &upstream.url(), "--max-body", "64"]).await;
+    let post = |len: usize| {
+        request(Method::POST, format!("http://{addr}/upload"))
+            .body(Full::new(Bytes::from(vec![b'x'; len])))
+            .unwrap()
+    };
+    let (parts, _) = fetch(post(65)).await;
+    assert_eq!(parts.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(upstream.received().is_empty(), "{:?}", upstream.received());
+    let (parts, _) = fetch(post(64)).await;
+    assert_eq!(parts.status, StatusCode::CREATED);
+    assert_eq!(upstream.received().len(), 1);
+    assert_eq!(upstream.received()[0].body.len(), 64);
+}
+
+/// SIGTERM with a request in flight: the proxy stops accepting
+/// connections, the request finishes (the upstream answers after the
+/// signal), then the process exits 0.
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish() {
+    let upstream = crate::support::upstream::SlowUpstream::start().await;
+    let (proxy, addr) = proxy(&["--upstream", &upstream.url()]).await;
+    let in_flight = tokio::spawn(fetch(
+        request(Method::GET, format!("http://{addr}/in-flight"))
+            .body(Full::default())
+            .unwrap(),
+    ));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        upstream.arrived.notified(),
+    )
+    .await
+    .expect("the request reached the upstream");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // It stops accepting: a new connection is refused (bounded wait).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting; {}",
+            proxy.transcript()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!in_flight.is_finished(), "answered before the upstream did");
+    upstream.release.notify_one();
+    let (parts, body) = in_flight.await.unwrap();
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"slow done");
+    let finished = tokio::task::spawn_blocking(move || proxy.wait(LIMIT))
+        .await
+        .unwrap();
+    assert_eq!(finished.code(), Some(0), "{finished:?}");
+    assert!(
+        finished
+            .stderr
+            .contains("stopped: every request in flight was answered"),
+        "{}",
+        finished.stderr
+    );
+}
+
+/// `--trust-forwarded` appends to the client's chain; by default it is
+/// replaced.
+#[tokio::test]
+async fn forwarded_headers_are_replaced_unless_trusted() {
+    let upstream = Upstream::start().await;
+    let send = |addr: SocketAddr| {
+        fetch(
+            request(Method::GET, format!("http://{addr}/f"))
+                .header("x-forwarded-for", "198.51.100.4")
+                .body(Full::default())
+                .unwrap(),
+        )
+    };
+    let (_proxy, addr) = proxy(&["--upstream", &upstream.url()]).await;
+    send(addr).await;
+    let (_trusting, trusting_addr) =
+        proxy(&["--upstream", &upstream.url(), "--trust-forwarded"]).await;
+    send(trusting_addr).await;
+    let received = upstream.received();
+    assert_eq!(received[0].headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(
+        received[1].headers["x-forwarded-for"],
+        "198.51.100.4, 127.0.0.1"
+    );
+    assert_eq!(
+        received[0].headers["forwarded"],
+        format!("for=127.0.0.1;host=\"{addr}\"")
+    );
 }

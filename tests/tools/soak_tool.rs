@@ -65,8 +65,8 @@ fn rows(stdout: &str) -> Vec<Row> {
 fn the_soak_tool_reads_its_flags() {
     let help = soak(&["-h"]);
     assert_eq!(help.code(), Some(0));
-    assert!(help.stdout.contains("USAGE:"), "{}", help.stdout);
-    assert_eq!(soak(&["--help"]).stdout, help.stdout);
+    assert!(help.stdout.contains("Usage: soak"), "{}", help.stdout);
+    assert!(soak(&["--help"]).stdout.contains("Usage: soak"));
 
     // The defaults, as it reports them when it starts (then stopped).
     let running = Example::new("soak").spawn(&[]);
@@ -114,16 +114,22 @@ fn the_soak_tool_reads_its_flags() {
     assert!(stored.iter().all(|key| key.algorithm() == Algorithm::EdDSA));
 
     for (bad, expected) in [
-        (&["--clients", "0"][..], "--clients must be at least 1"),
-        (&["--duration", "0"], "--duration must be at least 1"),
+        (
+            &["--clients", "0"][..],
+            "invalid value '0' for '--clients <N>'",
+        ),
+        (
+            &["--duration", "0"],
+            "invalid value '0' for '--duration <SECS>': must be at least 1",
+        ),
         (
             &["--duration", "soon"],
-            "invalid value \"soon\" for --duration",
+            "invalid value 'soon' for '--duration <SECS>'",
         ),
         (&["--alg", "HS256"], "HS256"),
-        (&["--verbose"], "unknown flag --verbose"),
-        (&["--reuse=yes"], "unknown flag --reuse"),
-        (&["600"], "unexpected argument \"600\""),
+        (&["--verbose"], "unexpected argument '--verbose'"),
+        (&["--reuse=yes"], "unexpected value 'yes' for '--reuse'"),
+        (&["600"], "unexpected argument '600'"),
     ] {
         let finished = soak(bad);
         assert_eq!(finished.code(), Some(2), "{bad:?}: {finished:?}");

@@ -13,6 +13,8 @@ mod hostile_tokens;
 mod interop_josekit;
 mod interop_jsonwebtoken;
 mod jwks_http;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod remote_jwks;
 #[cfg(feature = "rustls")]
 mod remote_jwks_tls;
