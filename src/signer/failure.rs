@@ -5,8 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::{Response, StatusCode};
 
 use super::body::ResponseBody;
@@ -240,21 +239,12 @@ impl Failure {
     pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
         let refusal = self.refusal;
         crate::metrics::signing_refused(refusal.error_code());
-        let body = serde_json::to_vec(&serde_json::json!({
-            "error": refusal.error_code(),
-            "reason": refusal.reason(),
-        }))
-        .expect("a JSON object of strings serialises");
-        let len = body.len();
-        let mut response = Response::new(ResponseBody::signer(Bytes::from(body)));
-        *response.status_mut() = refusal.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        let mut response = crate::answer::json_error(
+            refusal.status(),
+            refusal.error_code(),
+            &refusal.reason(),
+            ResponseBody::signer,
         );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response.extensions_mut().insert(refusal);
         response
     }

@@ -4,7 +4,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -87,21 +86,13 @@ impl ForwardError {
     /// The answer: the status, the JSON body with `Cache-Control:
     /// no-store`, `Allow` for a 405, and this error in the extensions.
     pub fn into_response(self) -> Response<ResponseBody> {
-        let body = serde_json::to_vec(&serde_json::json!({
-            "error": self.error_code(),
-            "reason": self.reason(),
-        }))
-        .expect("a JSON object of strings serialises");
-        let len = body.len();
-        let mut response = Response::new(ResponseBody::answer(Bytes::from(body)));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        let mut response = crate::answer::json_error(
+            self.status(),
+            self.error_code(),
+            &self.reason(),
+            ResponseBody::answer,
         );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let headers = response.headers_mut();
         if self == ForwardError::MethodNotAllowed {
             headers.insert(
                 header::ALLOW,
