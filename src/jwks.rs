@@ -204,8 +204,10 @@ impl JwksService {
         #[cfg(feature = "metrics")]
         crate::metrics::jwks_request(
             not_modified,
-            snapshot.keys(),
-            snapshot.active(),
+            snapshot.keys().len(),
+            snapshot
+                .active()
+                .map(|key| key.activated_at().unwrap_or_else(|| key.created_at())),
             self.registry.clock().now(),
         );
         let mut response = if not_modified {

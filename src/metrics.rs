@@ -86,8 +86,6 @@ mod on {
     use ::metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
     use super::*;
-    use crate::registry::PublishedKey;
-    use crate::verifier::VerifyError;
 
     /// One key's handles, made when it first signs.
     pub(crate) struct KeyMetrics {
@@ -113,18 +111,14 @@ mod on {
             .map_or(0, |since| since.as_secs())
     }
 
-    fn since(key: &PublishedKey) -> u64 {
-        unix(key.activated_at().unwrap_or_else(|| key.created_at()))
-    }
-
     impl KeyMetrics {
-        pub(crate) fn new(key: &PublishedKey) -> Self {
-            let alg = key.algorithm().as_str();
+        /// `since`: when the key started signing.
+        pub(crate) fn new(alg: &'static str, kid: &str, since: SystemTime) -> Self {
             KeyMetrics {
-                signed: counter!(TOKENS_SIGNED, "alg" => alg, "kid" => key.kid().to_string()),
+                signed: counter!(TOKENS_SIGNED, "alg" => alg, "kid" => kid.to_owned()),
                 duration: histogram!(SIGNING_DURATION, "alg" => alg),
                 age: gauge!(ACTIVE_KEY_AGE),
-                since: since(key),
+                since: unix(since),
             }
         }
 
@@ -154,17 +148,17 @@ mod on {
     #[inline]
     pub(crate) fn jwks_request(
         not_modified: bool,
-        keys: &[PublishedKey],
-        active: Option<&PublishedKey>,
+        published: usize,
+        active_since: Option<SystemTime>,
         now: SystemTime,
     ) {
         counter!(JWKS_REQUESTS).increment(1);
         if not_modified {
             counter!(JWKS_NOT_MODIFIED).increment(1);
         }
-        published_keys(keys.len());
-        if let Some(active) = active {
-            gauge!(ACTIVE_KEY_AGE).set(unix(now).saturating_sub(since(active)) as f64);
+        published_keys(published);
+        if let Some(since) = active_since {
+            gauge!(ACTIVE_KEY_AGE).set(unix(now).saturating_sub(unix(since)) as f64);
         }
     }
 
@@ -174,8 +168,8 @@ mod on {
     }
 
     #[inline]
-    pub(crate) fn verifier_refused(err: &VerifyError) {
-        counter!(VERIFIER_REFUSALS, "reason" => reason(err)).increment(1);
+    pub(crate) fn verifier_refused(reason: &'static str) {
+        counter!(VERIFIER_REFUSALS, "reason" => reason).increment(1);
     }
 
     #[inline]
@@ -185,40 +179,11 @@ mod on {
             counter!(REMOTE_JWKS_FETCH_FAILURES).increment(1);
         }
     }
-
-    /// The `reason` label: the variant, in snake case.
-    fn reason(err: &VerifyError) -> &'static str {
-        match err {
-            VerifyError::MissingToken => "missing_token",
-            VerifyError::InvalidRequest(_) => "invalid_request",
-            VerifyError::TooLarge { .. } => "too_large",
-            VerifyError::Malformed(_) => "malformed",
-            VerifyError::UnsupportedAlgorithm => "unsupported_algorithm",
-            VerifyError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
-            VerifyError::CriticalHeader => "critical_header",
-            VerifyError::WrongType => "wrong_type",
-            VerifyError::KidRequired => "kid_required",
-            VerifyError::UnknownKid => "unknown_kid",
-            VerifyError::KeyMismatch => "key_mismatch",
-            VerifyError::InvalidSignature => "invalid_signature",
-            VerifyError::Expired => "expired",
-            VerifyError::NotYetValid => "not_yet_valid",
-            VerifyError::InexactNumber => "inexact_number",
-            VerifyError::IssuedInFuture => "issued_in_future",
-            VerifyError::WrongIssuer => "wrong_issuer",
-            VerifyError::WrongAudience => "wrong_audience",
-            VerifyError::MissingClaim(_) => "missing_claim",
-            VerifyError::InvalidClaim(_) => "invalid_claim",
-            VerifyError::KeysUnavailable(_) => "keys_unavailable",
-        }
-    }
 }
 
 /// The recording points without the feature: nothing, inlined away.
 #[cfg(not(feature = "metrics"))]
 mod off {
-    use crate::registry::PublishedKey;
-    use crate::verifier::VerifyError;
 
     pub(crate) struct KeyMetrics;
 
@@ -233,7 +198,7 @@ mod off {
 
     impl KeyMetrics {
         #[inline(always)]
-        pub(crate) fn new(_: &PublishedKey) -> Self {
+        pub(crate) fn new(_: &'static str, _: &str, _: std::time::SystemTime) -> Self {
             KeyMetrics
         }
 
@@ -251,7 +216,7 @@ mod off {
     pub(crate) fn published_keys(_: usize) {}
 
     #[inline(always)]
-    pub(crate) fn verifier_refused(_: &VerifyError) {}
+    pub(crate) fn verifier_refused(_: &'static str) {}
 
     #[inline(always)]
     pub(crate) fn remote_fetch(_: bool) {}

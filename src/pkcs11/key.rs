@@ -31,7 +31,7 @@ const ID_LEN: usize = 16;
 /// A private key that never leaves its PKCS#11 token: it signs inside the
 /// token, through the token's sessions. Its public JWK and kid come from
 /// the token's public key object, by the code that gives an in-process
-/// [`SigningKey`](crate::SigningKey) its own: the same key has the same
+/// [`SigningKey`](crate::keys::SigningKey) its own: the same key has the same
 /// RFC 7638 kid, in a token or not.
 ///
 /// It [blocks](SigningBackend::blocks) (the signer signs on its own
@@ -324,7 +324,9 @@ impl Pkcs11Token {
     /// As [`key`](Self::key).
     pub fn key_by_id(&self, id: &[u8], algorithm: Algorithm) -> Result<Pkcs11Key, Pkcs11Error> {
         if id.is_empty() {
-            return Err(crate::ConfigError::without_value("id", "a key id is not empty").into());
+            return Err(
+                crate::error::ConfigError::without_value("id", "a key id is not empty").into(),
+            );
         }
         self.find(
             Locator {

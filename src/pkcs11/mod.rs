@@ -6,9 +6,9 @@
 //! key file, or given as a secret value that is never logged). A
 //! [`Pkcs11Key`] is a private key inside the token: it signs there, and this
 //! process never holds it. It is a [`SigningBackend`], so it goes wherever
-//! a [`SigningKey`](crate::SigningKey) goes: into a
-//! [`KeyRegistry`](crate::KeyRegistry), behind a
-//! [`JwtSignerLayer`](crate::JwtSignerLayer).
+//! a [`SigningKey`](crate::keys::SigningKey) goes: into a
+//! [`KeyRegistry`](crate::registry::KeyRegistry), behind a
+//! [`JwtSignerLayer`](crate::signer::JwtSignerLayer).
 //!
 //! | algorithm | mechanism | signature |
 //! |---|---|---|
@@ -21,7 +21,7 @@
 //! (`CKA_MODULUS` and `CKA_PUBLIC_EXPONENT`, or `CKA_EC_POINT`) through
 //! [`PublicJwk::from_spki_der`](crate::keys::PublicJwk::from_spki_der): the
 //! same checks as a key held in this process, and the same RFC 7638 kid as
-//! the same public key has as a [`SigningKey`](crate::SigningKey).
+//! the same public key has as a [`SigningKey`](crate::keys::SigningKey).
 //!
 //! # Signing off the async workers
 //!
@@ -54,8 +54,8 @@
 //! `tower-jwt-signer:<kid>`. The token is also a
 //! [`KeyFactory`](crate::keys::KeyFactory): give it to
 //! [`KeyRegistryBuilder::key_factory`](crate::registry::KeyRegistryBuilder::key_factory)
-//! and the registry's first key, the [`KeyRotator`](crate::KeyRotator)'s
-//! next keys and [`KeyRegistry::rotate`](crate::KeyRegistry::rotate)'s are
+//! and the registry's first key, the [`KeyRotator`](crate::rotation::KeyRotator)'s
+//! next keys and [`KeyRegistry::rotate`](crate::registry::KeyRegistry::rotate)'s are
 //! made in the token, with the same prepublish and retain rules as keys
 //! held in this process; a retired key's objects are destroyed in the token
 //! once it leaves the JWKS. With a [store](crate::store), each key is kept

@@ -39,7 +39,7 @@ impl Pin {
     /// Blocking.
     ///
     /// The file gets the checks a key file of a
-    /// [`DirKeyStore`](crate::DirKeyStore) gets, by the same code: a
+    /// [`DirKeyStore`](crate::store::DirKeyStore) gets, by the same code: a
     /// regular file, opened without blocking and without following a
     /// symbolic link (except the one form Kubernetes writes Secret volumes
     /// in); owned by the process's effective uid
@@ -106,9 +106,9 @@ impl PinFileBuilder {
     /// # Errors
     ///
     /// [`Pkcs11Error::PinFile`] naming the file: missing or unreadable
-    /// ([`StoreError::Io`](crate::StoreError::Io)), not a regular file,
+    /// ([`StoreError::Io`](crate::store::StoreError::Io)), not a regular file,
     /// owned by another user, too open, or not a PIN (empty, longer than 256
-    /// bytes, not UTF-8: [`StoreError::Corrupt`](crate::StoreError::Corrupt),
+    /// bytes, not UTF-8: [`StoreError::Corrupt`](crate::store::StoreError::Corrupt),
     /// which never quotes the file).
     pub fn read(self) -> Result<Pin, Pkcs11Error> {
         let path = self.path.as_path();
@@ -118,8 +118,11 @@ impl PinFileBuilder {
             MAX_PIN_LEN as u64 + 2,
             "PIN file readable or writable by group or others",
         )?
-        .ok_or_else(|| crate::StoreError::io("read", path)(std::io::ErrorKind::NotFound.into()))?;
-        let corrupt = |reason: &str| Pkcs11Error::PinFile(crate::StoreError::corrupt(path, reason));
+        .ok_or_else(|| {
+            crate::store::StoreError::io("read", path)(std::io::ErrorKind::NotFound.into())
+        })?;
+        let corrupt =
+            |reason: &str| Pkcs11Error::PinFile(crate::store::StoreError::corrupt(path, reason));
         let text = String::from_utf8(bytes).map_err(|_| corrupt("the PIN is not UTF-8"))?;
         let pin = text
             .strip_suffix("\r\n")
@@ -163,7 +166,7 @@ mod tests {
         assert!(
             matches!(
                 &err,
-                Pkcs11Error::PinFile(crate::StoreError::LoosePermissions { .. })
+                Pkcs11Error::PinFile(crate::store::StoreError::LoosePermissions { .. })
             ),
             "{err}"
         );

@@ -398,7 +398,11 @@ impl Minter {
             backend: Arc::clone(active.backend()),
             encoded: b64::encode(json),
             signature_len: AtomicUsize::new(signature_len(active)),
-            metrics: metrics::KeyMetrics::new(active),
+            metrics: metrics::KeyMetrics::new(
+                active.algorithm().as_str(),
+                active.kid().as_str(),
+                active.activated_at().unwrap_or_else(|| active.created_at()),
+            ),
         });
         let previous = self.header.swap(Some(Arc::clone(&encoded)));
         if previous.is_some()

@@ -25,7 +25,7 @@ pub(crate) fn begin<B>(verifier: &Verifier, source: &TokenSource, request: &Requ
 /// error in the extensions.
 pub(crate) fn refusal<B: Default>(err: &VerifyError, challenge: &str) -> Response<B> {
     tracing::debug!(status = err.status().as_u16(), reason = %err, "request refused");
-    crate::metrics::verifier_refused(err);
+    crate::metrics::verifier_refused(err.metric_reason());
     let mut response = Response::new(B::default());
     *response.status_mut() = err.status();
     if err.status() != StatusCode::SERVICE_UNAVAILABLE

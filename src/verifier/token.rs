@@ -823,6 +823,34 @@ impl VerifyError {
         }
     }
 
+    /// The variant, in snake case: the `reason` label of the
+    /// `tjs_verifier_refusals_total` metric.
+    pub(crate) fn metric_reason(&self) -> &'static str {
+        match self {
+            VerifyError::MissingToken => "missing_token",
+            VerifyError::InvalidRequest(_) => "invalid_request",
+            VerifyError::TooLarge { .. } => "too_large",
+            VerifyError::Malformed(_) => "malformed",
+            VerifyError::UnsupportedAlgorithm => "unsupported_algorithm",
+            VerifyError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            VerifyError::CriticalHeader => "critical_header",
+            VerifyError::WrongType => "wrong_type",
+            VerifyError::KidRequired => "kid_required",
+            VerifyError::UnknownKid => "unknown_kid",
+            VerifyError::KeyMismatch => "key_mismatch",
+            VerifyError::InvalidSignature => "invalid_signature",
+            VerifyError::Expired => "expired",
+            VerifyError::NotYetValid => "not_yet_valid",
+            VerifyError::InexactNumber => "inexact_number",
+            VerifyError::IssuedInFuture => "issued_in_future",
+            VerifyError::WrongIssuer => "wrong_issuer",
+            VerifyError::WrongAudience => "wrong_audience",
+            VerifyError::MissingClaim(_) => "missing_claim",
+            VerifyError::InvalidClaim(_) => "invalid_claim",
+            VerifyError::KeysUnavailable(_) => "keys_unavailable",
+        }
+    }
+
     /// The RFC 6750 error code: `invalid_token`, `invalid_request`, or none
     /// (a request without a token, or keys unavailable).
     pub fn error_code(&self) -> Option<&'static str> {
