@@ -139,7 +139,8 @@ async fn a_rotator_set_to_another_algorithm_publishes_its_next_key_before_it_sig
     assert_eq!(next.state(), KeyState::Next);
     assert_eq!(snapshot.active().unwrap().kid(), &old, "RS256 still signs");
     assert!(
-        scheduled.activates_at() >= SystemTime::now() + rotator.prepublish() - Duration::from_secs(1),
+        scheduled.activates_at()
+            >= SystemTime::now() + rotator.prepublish() - Duration::from_secs(1),
         "it signs only a prepublish time from now"
     );
     rotator.stop().await;
