@@ -283,3 +283,53 @@ fn verify_backend_takes_a_jwks_url_or_an_issuer_not_both() {
         );
     }
 }
+
+#[tokio::test]
+async fn with_a_key_dir_each_route_algorithm_keeps_its_keys_in_a_subdirectory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let dir_flag = dir.to_str().unwrap().to_owned();
+    let upstream = Upstream::start().await;
+    let upstream_url = upstream.url();
+    let flags = [
+        "--upstream",
+        &upstream_url,
+        "--key-dir",
+        &dir_flag,
+        "--route",
+        "/legacy=RS256",
+    ];
+    let kids_of = |set: &[u8]| {
+        let set: serde_json::Value = serde_json::from_slice(set).unwrap();
+        let mut kids: Vec<String> = set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        kids.sort();
+        kids
+    };
+
+    let (first, addr) = crate::signing_proxy::proxy(&flags).await;
+    let legacy = token_for(addr, &upstream, "/legacy/1").await;
+    assert_eq!(alg_of(&legacy), "RS256");
+    let kids = kids_of(&jwks(addr).await);
+    assert_eq!(kids.len(), 2);
+    let rs256_kid = segment(legacy.split('.').next().unwrap())["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        dir.join("RS256")
+            .join(format!("{rs256_kid}.key.json"))
+            .exists()
+    );
+    drop(first);
+
+    // A restart keeps both keys: the old RS256 token still verifies.
+    let (_again, addr) = crate::signing_proxy::proxy(&flags).await;
+    let set = jwks(addr).await;
+    assert_eq!(kids_of(&set), kids);
+    verify_against(&legacy, &set).unwrap();
+}
