@@ -243,7 +243,7 @@ impl DiscoveryService {
                 self.endpoint
                     .serve(head, request.headers(), &built.bytes, &built.etag)
             }
-            Err(response) => response,
+            Err(refused) => refused.into_response(),
         }
     }
 }

@@ -222,7 +222,7 @@ impl JwksService {
     fn respond<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
         let head = match self.endpoint.route(request.method(), request.uri().path()) {
             Ok(head) => head,
-            Err(response) => return response,
+            Err(refused) => return refused.into_response(),
         };
         let published = self.source.current();
         let response = self.endpoint.serve(

@@ -72,24 +72,18 @@ impl Endpoint {
         })
     }
 
-    /// The answer before the document is looked at: `Ok(head)` for `GET`
-    /// (`false`) or `HEAD` (`true`) on the path; 404 on another path (no
-    /// prefix matching; a query does not count), 405 with `Allow: GET, HEAD`
-    /// for another method.
-    pub(crate) fn route(&self, method: &Method, path: &str) -> Result<bool, Response<Full<Bytes>>> {
+    /// What to do before the document is looked at: `Ok(head)` for `GET`
+    /// (`false`) or `HEAD` (`true`) on the path; else the refusal: 404 on
+    /// another path (no prefix matching; a query does not count), 405 for
+    /// another method.
+    pub(crate) fn route(&self, method: &Method, path: &str) -> Result<bool, Refused> {
         if path != self.path {
-            return Err(empty(StatusCode::NOT_FOUND));
+            return Err(Refused(StatusCode::NOT_FOUND));
         }
         match *method {
             Method::GET => Ok(false),
             Method::HEAD => Ok(true),
-            _ => {
-                let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                Err(response)
-            }
+            _ => Err(Refused(StatusCode::METHOD_NOT_ALLOWED)),
         }
     }
 
@@ -124,6 +118,23 @@ impl Endpoint {
     #[cfg(test)]
     pub(crate) fn cache_control(&self) -> &HeaderValue {
         &self.cache_control
+    }
+}
+
+/// A request [`Endpoint::route`] refuses: its status.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refused(StatusCode);
+
+impl Refused {
+    /// The empty answer, with `Allow: GET, HEAD` on a 405.
+    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
+        let mut response = empty(self.0);
+        if self.0 == StatusCode::METHOD_NOT_ALLOWED {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        response
     }
 }
 

@@ -334,6 +334,9 @@ async fn a_plain_http_jwks_uri_off_loopback_is_refused_before_any_connection() {
         .unwrap();
 }
 
+/// What a refused document must fail with.
+type Expected = fn(&FetchError) -> bool;
+
 #[tokio::test]
 async fn hostile_documents_are_refused_without_a_panic() {
     let gateway = Gateway::start(KeyRegistry::new(key(Algorithm::ES256))).await;
@@ -341,7 +344,7 @@ async fn hostile_documents_are_refused_without_a_panic() {
     // Nested deeper than serde_json's limit, within the size limit.
     let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
     let huge = json!({"issuer": issuer, "jwks_uri": "x".repeat(70_000)}).to_string();
-    let cases: Vec<(String, fn(&FetchError) -> bool)> = vec![
+    let cases: Vec<(String, Expected)> = vec![
         (huge, |e| matches!(e, FetchError::TooLarge { limit: 65536 })),
         ("not json".to_owned(), |e| {
             matches!(e, FetchError::Discovery(DiscoveryError::Malformed(_)))
