@@ -59,7 +59,7 @@
 //! # Several registries, one JWKS
 //!
 //! A gateway that signs differently per route (RS256 for an old backend,
-//! EdDSA for new ones) has a [`KeyRegistry`](crate::KeyRegistry) and a
+//! EdDSA for new ones) has a [`KeyRegistry`] and a
 //! [`JwtSignerLayer`](crate::JwtSignerLayer) per route, and its backends
 //! still know one JWKS URL. [`JwksSource::merged`] publishes the keys of
 //! several registries as one set: the merged bytes and ETag are rebuilt
@@ -134,7 +134,7 @@ impl JwksContentType {
     }
 }
 
-/// Serves the JWK Set of a [`KeyRegistry`](crate::KeyRegistry), or of
+/// Serves the JWK Set of a [`KeyRegistry`], or of
 /// several merged ([`JwksSource::merged`]). See the [module docs](self).
 ///
 /// [`new`](Self::new) serves at [`JWKS_PATH`] with the registries' max-age;
@@ -147,10 +147,10 @@ pub struct JwksService {
 }
 
 impl JwksService {
-    /// Serves the keys of `source` (a [`KeyRegistry`](crate::KeyRegistry),
+    /// Serves the keys of `source` (a [`KeyRegistry`],
     /// or a [`JwksSource`]) at [`JWKS_PATH`], as `application/json`,
     /// cacheable for the registry's
-    /// [`jwks_max_age`](crate::KeyRegistry::jwks_max_age) (the shortest of
+    /// [`jwks_max_age`](KeyRegistry::jwks_max_age) (the shortest of
     /// the registries').
     pub fn new(source: impl Into<JwksSource>) -> Self {
         let source = source.into();
@@ -264,7 +264,7 @@ impl JwksServiceBuilder {
     }
 
     /// The `Cache-Control` max-age (default: the registry's
-    /// [`jwks_max_age`](crate::KeyRegistry::jwks_max_age), the shortest of
+    /// [`jwks_max_age`](KeyRegistry::jwks_max_age), the shortest of
     /// the registries' for a merged source); whole seconds, at most that.
     ///
     /// Verifiers may keep the set this long. The
@@ -289,7 +289,7 @@ impl JwksServiceBuilder {
     /// A [`ConfigError`] for the first refused setting, in this order:
     /// `path` (not an absolute path of visible ASCII without `?` or `#`),
     /// `max_age` (not whole seconds, or longer than the registry's
-    /// [`jwks_max_age`](crate::KeyRegistry::jwks_max_age)).
+    /// [`jwks_max_age`](KeyRegistry::jwks_max_age)).
     pub fn build(self) -> Result<JwksService, ConfigError> {
         let JwksServiceBuilder {
             source,
