@@ -140,7 +140,8 @@ pub(crate) struct Cli {
     /// The signing algorithm: RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA
     #[arg(long, env = "TJS_ALG", value_name = "ALG", default_value = "ES256")]
     alg: Algorithm,
-    /// The iss claim
+    /// The iss claim; an http(s) URL (without query or fragment) also
+    /// serves the OpenID discovery document (see --jwks-uri)
     #[arg(long, env = "TJS_ISSUER", value_name = "S")]
     issuer: Option<String>,
     /// The aud claim

@@ -259,11 +259,21 @@ impl From<KeyRegistry> for JwksSource {
 
 impl fmt::Debug for JwksSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let current = self.current();
+        // The set served last (a merged one is not rebuilt for this).
+        let (keys, etag) = match &self.inner {
+            Source::One(registry) => {
+                let snapshot = registry.current();
+                (snapshot.keys().len(), snapshot.etag().clone())
+            }
+            Source::Merged(merged) => {
+                let state = merged.state.load();
+                (state.set.keys.len(), state.set.etag.clone())
+            }
+        };
         f.debug_struct("JwksSource")
             .field("registries", &self.registries().len())
-            .field("keys", &current.keys().len())
-            .field("etag", current.etag())
+            .field("keys", &keys)
+            .field("etag", &etag)
             .finish_non_exhaustive()
     }
 }
