@@ -97,10 +97,11 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// [`from_issuer`](Self::from_issuer) (or
 /// [`issuer_builder`](Self::issuer_builder)) starts from the issuer: each
 /// fetch first reads `ISSUER/.well-known/openid-configuration` (the
-/// [discovery](crate::discovery) document; same timeout, no redirects,
-/// only `200`, at most 64 KiB by default,
+/// [discovery](crate::discovery) document; no redirects, only `200`, at
+/// most 64 KiB by default,
 /// [`max_discovery_len`](RemoteJwksBuilder::max_discovery_len)), then the
-/// JWKS at its `jwks_uri`, so the document is refetched on the JWKS's
+/// JWKS at its `jwks_uri` (the [`timeout`](RemoteJwksBuilder::timeout)
+/// bounds both requests together), so the document is refetched on the JWKS's
 /// schedule (cache lifetime, unknown kids, cooldown, single flight), and a
 /// failure keeps the last good set as any failed fetch does. The document
 /// is refused, with [`FetchError::Discovery`], when:
