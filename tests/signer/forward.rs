@@ -219,6 +219,24 @@ impl Gateway {
             .fallback_service(forwarder)
             .layer(signer)
             .route_service(JWKS_PATH, JwksService::new(registry.clone()));
+        // The forwarder reads axum's `ConnectInfo` only with the crate's
+        // `axum` feature; without it, the address is handed over as
+        // `ClientAddr`, as the upstream module docs say.
+        #[cfg(not(feature = "axum"))]
+        let app = app.layer(axum::middleware::map_request(
+            |mut request: AxumRequest| async move {
+                let client = request
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                    .map(|info| info.0);
+                if let Some(client) = client {
+                    request
+                        .extensions_mut()
+                        .insert(tower_jwt_signer::upstream::ClientAddr(client));
+                }
+                request
+            },
+        ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
