@@ -36,6 +36,17 @@
 //!     --pkcs11-pin-file /etc/gateway/token-pin --key-dir /var/lib/gateway/keys --rotate-every 86400
 //! ```
 //!
+//! With `--route PREFIX=ALG` (repeatable) requests under each prefix are
+//! signed with a key of that algorithm (the longest prefix wins, `--alg`
+//! elsewhere), every key in the one JWKS; with `--issuer` an http(s) URL,
+//! the OpenID discovery document is served too (its `jwks_uri` is
+//! `--jwks-uri`, or the issuer plus the JWKS path):
+//!
+//! ```text
+//! cargo run --example signing_proxy -- --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000 \
+//!     --issuer http://127.0.0.1:8080 --route /legacy=RS256 --route /partners=EdDSA
+//! ```
+//!
 //! It is a real proxy: the library's `upstream::Forwarder` (hop-by-hop
 //! headers removed, `X-Forwarded-For`/`Forwarded`, 502/504), tower-http's
 //! `TraceLayer` (one line per request on stderr, `Authorization` and
@@ -129,7 +140,8 @@ pub(crate) struct Cli {
     /// The signing algorithm: RS256..RS512, PS256..PS512, ES256, ES384, ES512, EdDSA
     #[arg(long, env = "TJS_ALG", value_name = "ALG", default_value = "ES256")]
     alg: Algorithm,
-    /// The iss claim
+    /// The iss claim; an http(s) URL (without query or fragment) also
+    /// serves the OpenID discovery document (see --jwks-uri)
     #[arg(long, env = "TJS_ISSUER", value_name = "S")]
     issuer: Option<String>,
     /// The aud claim
@@ -271,6 +283,9 @@ pub(crate) struct Cli {
     /// Sign inside a PKCS#11 token (needs the `pkcs11` feature)
     #[command(flatten)]
     pkcs11: hsm::Pkcs11Flags,
+    /// Per-route algorithms and OpenID discovery
+    #[command(flatten)]
+    disco: disco::DiscoFlags,
 }
 
 /// `NAME=VALUE`.
@@ -309,6 +324,7 @@ pub(crate) struct Options {
     pub(crate) retain: Option<Duration>,
     pub(crate) redis: Option<RedisOptions>,
     pub(crate) pkcs11: Option<hsm::Pkcs11Options>,
+    pub(crate) disco: disco::DiscoOptions,
 }
 
 /// The fleet's flags: `--redis-url` and its companions.
@@ -339,6 +355,12 @@ impl std::fmt::Debug for RedisOptions {
 impl Cli {
     /// The options, or why not (what clap's attributes cannot say).
     fn options(self) -> Result<Options, String> {
+        // First: what --route cannot go with, whichever features are built.
+        let disco = self.disco.check(
+            self.issuer.as_deref(),
+            self.redis_url.is_some(),
+            self.pkcs11.given(),
+        )?;
         if self.redis_url.is_some() && !cfg!(feature = "redis") {
             return Err(
                 "--redis-url needs the `redis` feature: cargo run --features redis --example signing_proxy"
@@ -398,6 +420,7 @@ impl Cli {
             retain: self.retain,
             redis,
             pkcs11,
+            disco,
         })
     }
 }
@@ -420,6 +443,14 @@ fn prepublish_for(options: &Options, period: Duration) -> Duration {
 /// the JWKS max-age (`--jwks-max-age`) it is resolved against, by
 /// `KeyRotator::spawn` or, before the proxy starts, `RotationPolicy::resolve`.
 pub(crate) fn rotation_policy(options: &Options) -> Result<Option<RotationPolicy>, ConfigError> {
+    rotation_policy_for(options, options.alg)
+}
+
+/// [`rotation_policy`] for the keys of `alg` (a `--route`'s).
+pub(crate) fn rotation_policy_for(
+    options: &Options,
+    alg: Algorithm,
+) -> Result<Option<RotationPolicy>, ConfigError> {
     let Some(period) = options.rotate_every else {
         return Ok(None);
     };
@@ -428,7 +459,7 @@ pub(crate) fn rotation_policy(options: &Options) -> Result<Option<RotationPolicy
     // fleet, at least one poll interval ahead: every replica sees it first.
     let prepublish = prepublish_for(options, period);
     let mut policy = RotationPolicy::builder(period)
-        .algorithm(options.alg)
+        .algorithm(alg)
         .prepublish(prepublish);
     if let Some(redis) = &options.redis {
         // Replicas see changes up to one poll late (retain covers it), and
@@ -532,17 +563,35 @@ pub(crate) fn forwarder(options: &Options) -> Result<Forwarder, ConfigError> {
         .build()
 }
 
-/// The proxy: the JWKS at `JWKS_PATH`, everything else checked, signed and
-/// forwarded, under tower-http's layers (outermost first): sensitive
-/// `Authorization` and `Cookie`, one trace line per request, the request
-/// timeout, the body limit.
-pub(crate) fn app(options: &Options, signer: JwtSignerLayer, forwarder: Forwarder) -> Router {
-    // Cache-Control: max-age is the registry's --jwks-max-age.
-    let jwks = JwksService::new(signer.registry().clone());
-    let forward = ServiceBuilder::new().layer(signer).service(forwarder);
+/// The proxy: the JWKS at `JWKS_PATH` (every signer's keys), the discovery
+/// document when `--issuer` is a URL, everything else checked, signed (by
+/// the signer of its `--route`) and forwarded, under tower-http's layers
+/// (outermost first): sensitive `Authorization` and `Cookie`, one trace
+/// line per request, the request timeout, the body limit.
+pub(crate) fn app(
+    options: &Options,
+    signers: disco::Signers,
+    forwarder: Forwarder,
+) -> Result<Router, ConfigError> {
+    // Cache-Control: max-age is the registries' --jwks-max-age.
+    let jwks = JwksService::new(signers.jwks_source()?);
+    let discovery = disco::discovery(options, jwks.source().clone())?;
+    let routes = std::sync::Arc::new(signers.routes());
+    let forwards: std::sync::Arc<Vec<_>> = std::sync::Arc::new(
+        signers
+            .into_layers()
+            .into_iter()
+            .map(|signer| {
+                ServiceBuilder::new()
+                    .layer(signer)
+                    .service(forwarder.clone())
+            })
+            .collect(),
+    );
     let route = tower::service_fn(move |request: Request<Body>| {
         let jwks = jwks.clone();
-        let forward = forward.clone();
+        let discovery = discovery.clone();
+        let forward = forwards[routes.pick(request.uri().path())].clone();
         async move {
             // Dot-segments, `OPTIONS *` and `CONNECT` are refused here,
             // before anything is signed (the forwarder checks again).
@@ -550,8 +599,11 @@ pub(crate) fn app(options: &Options, signer: JwtSignerLayer, forwarder: Forwarde
                 Ok(request) => request,
                 Err(refused) => return Ok(refused.into_response().map(boxed)),
             };
-            let response: Response<AnyBody> = if request.uri().path() == JWKS_PATH {
+            let path = request.uri().path();
+            let response: Response<AnyBody> = if path == JWKS_PATH {
                 jwks.oneshot(request).await?.map(boxed)
+            } else if let Some(discovery) = discovery.filter(|d| d.path() == path) {
+                discovery.oneshot(request).await?.map(boxed)
             } else {
                 // The client's address, for X-Forwarded-For and Forwarded.
                 let client = request
@@ -580,7 +632,7 @@ pub(crate) fn app(options: &Options, signer: JwtSignerLayer, forwarder: Forwarde
         .on_request(())
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
         .on_failure(());
-    Router::new().fallback_service(route).layer(
+    Ok(Router::new().fallback_service(route).layer(
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([
                 header::AUTHORIZATION,
@@ -597,7 +649,7 @@ pub(crate) fn app(options: &Options, signer: JwtSignerLayer, forwarder: Forwarde
             .map_request(|request: Request<tower_http::body::Limited<Body>>| {
                 request.map(Body::new)
             }),
-    )
+    ))
 }
 
 /// Makes the registry, checks the options and serves; returns when the
@@ -645,11 +697,19 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     }
     let signer = signer_layer(&options, registry.clone())?;
     let forwarder = forwarder(&options)?;
+    // --route: a registry and a signer per algorithm besides --alg's.
+    let opening = std::sync::Arc::clone(&options);
+    let signers = tokio::task::spawn_blocking(move || {
+        disco::Signers::open(&opening, signer, Clock::system())
+    })
+    .await?
+    .map_err(|err| err as Box<dyn std::error::Error>)?;
     // Rotates for as long as the proxy serves (stopped when dropped).
     let rotator = match policy {
         Some(policy) => Some(KeyRotator::spawn(registry.clone(), policy)?),
         None => None,
     };
+    let route_rotators = signers.spawn_rotators(&options)?;
     let rotation = rotator.as_ref().map(|rotator| {
         format!(
             "rotating every {} s; each next key published {} s ahead; old keys kept {} s",
@@ -682,12 +742,13 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     if let Some(rotation) = rotation {
         println!("{rotation}");
     }
+    signers.describe(&options, listener.local_addr()?);
     #[cfg(feature = "redis")]
     if let Some(fleet) = &fleet {
         println!("{}", fleet.describe());
     }
     // Stops accepting on SIGTERM or Ctrl-C; the requests in flight finish.
-    let app = app(&options, signer, forwarder);
+    let app = app(&options, signers, forwarder)?;
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -698,6 +759,9 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     // SIGTERM or Ctrl-C: stop rotating, then release the lease so another
     // replica takes over at once.
     if let Some(rotator) = rotator {
+        rotator.stop().await;
+    }
+    for rotator in route_rotators {
         rotator.stop().await;
     }
     #[cfg(feature = "redis")]
@@ -898,6 +962,14 @@ mod hsm {
     }
 
     impl Pkcs11Flags {
+        /// Whether any `--pkcs11-*` flag is given.
+        pub(crate) fn given(&self) -> bool {
+            self.module.is_some()
+                || self.token.is_some()
+                || self.pin_file.is_some()
+                || self.key.is_some()
+        }
+
         /// The options, or why the flags do not go together.
         pub(crate) fn check(
             self,
@@ -1013,6 +1085,273 @@ mod hsm {
     }
 }
 
+/// `--route PREFIX=ALG` and `--jwks-uri`: several signing setups behind the
+/// one JWKS, and the OpenID discovery document.
+mod disco {
+    use std::net::SocketAddr;
+
+    use tower_jwt_signer::clock::Clock;
+    use tower_jwt_signer::discovery::DiscoveryService;
+    use tower_jwt_signer::jwks::JwksSource;
+    use tower_jwt_signer::{
+        Algorithm, ConfigError, DirKeyStore, JwtSignerLayer, KeyRegistry, KeyRotator,
+    };
+
+    use super::Options;
+
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    /// The `--route` and `--jwks-uri` flags as given.
+    #[derive(Debug, Default, clap::Args)]
+    pub(crate) struct DiscoFlags {
+        /// Sign the requests under PREFIX (/legacy: /legacy and /legacy/...)
+        /// with a key of ALG (repeatable; the longest prefix wins, --alg
+        /// elsewhere). One key registry and signer per algorithm, every key
+        /// in the one JWKS; with --key-dir the keys of an algorithm other
+        /// than --alg live in DIR/ALG; with --rotate-every each rotates on
+        /// its own. Not with --redis-url or --pkcs11-module
+        #[arg(
+            long = "route",
+            env = "TJS_ROUTE",
+            value_name = "PREFIX=ALG",
+            value_delimiter = '\n',
+            value_parser = parse_route
+        )]
+        routes: Vec<(String, Algorithm)>,
+        /// The discovery document's jwks_uri [default: --issuer plus the
+        /// JWKS path]. The document is served (at the issuer's path plus
+        /// /.well-known/openid-configuration) when --issuer is an http(s)
+        /// URL
+        #[arg(long = "jwks-uri", env = "TJS_JWKS_URI", value_name = "URL")]
+        jwks_uri: Option<String>,
+    }
+
+    /// `PREFIX=ALG`: an absolute path (a trailing `/` dropped) and an
+    /// algorithm.
+    fn parse_route(text: &str) -> Result<(String, Algorithm), String> {
+        let (prefix, alg) = text
+            .rsplit_once('=')
+            .ok_or_else(|| format!("needs PREFIX=ALG, got {text:?}"))?;
+        if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
+            return Err(format!(
+                "the prefix {prefix:?} must be a path: it starts with '/', without '?' or '#'"
+            ));
+        }
+        let alg: Algorithm = alg.parse().map_err(|err| format!("{err}"))?;
+        let prefix = match prefix.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        Ok((prefix.to_owned(), alg))
+    }
+
+    /// The routes and the discovery settings, checked.
+    #[derive(Debug, Default)]
+    pub(crate) struct DiscoOptions {
+        routes: Vec<(String, Algorithm)>,
+        jwks_uri: Option<String>,
+        /// `--issuer`, when it is an http(s) URL: the discovery document is
+        /// served.
+        issuer_url: Option<String>,
+    }
+
+    impl DiscoFlags {
+        /// The options, or why the flags do not go together.
+        pub(crate) fn check(
+            self,
+            issuer: Option<&str>,
+            redis: bool,
+            pkcs11: bool,
+        ) -> Result<DiscoOptions, String> {
+            let DiscoFlags { routes, jwks_uri } = self;
+            for (i, (prefix, _)) in routes.iter().enumerate() {
+                if routes[..i].iter().any(|(other, _)| other == prefix) {
+                    return Err(format!("--route {prefix} is given twice"));
+                }
+            }
+            if !routes.is_empty() && redis {
+                return Err("--route is not supported with --redis-url: the fleet shares one key set, of --alg".to_owned());
+            }
+            if !routes.is_empty() && pkcs11 {
+                return Err("--route is not supported with --pkcs11-module: the token holds the keys of --alg".to_owned());
+            }
+            let issuer_url = issuer
+                .filter(|issuer| issuer.starts_with("http://") || issuer.starts_with("https://"))
+                .map(str::to_owned);
+            if jwks_uri.is_some() && issuer_url.is_none() {
+                return Err("--jwks-uri needs --issuer as an http(s) URL: the discovery document is served only then".to_owned());
+            }
+            Ok(DiscoOptions {
+                routes,
+                jwks_uri,
+                issuer_url,
+            })
+        }
+    }
+
+    /// The discovery document of `source`'s keys, when `--issuer` is a URL.
+    pub(crate) fn discovery(
+        options: &Options,
+        source: JwksSource,
+    ) -> Result<Option<DiscoveryService>, ConfigError> {
+        let Some(issuer) = &options.disco.issuer_url else {
+            return Ok(None);
+        };
+        let mut builder = DiscoveryService::builder(issuer, source);
+        if let Some(url) = &options.disco.jwks_uri {
+            builder = builder.jwks_uri(url);
+        }
+        builder.build().map(Some)
+    }
+
+    /// The signer of `--alg` and one per other `--route` algorithm, each on
+    /// its own registry.
+    pub(crate) struct Signers {
+        default: JwtSignerLayer,
+        others: Vec<(Algorithm, JwtSignerLayer)>,
+        routes: Vec<(String, Algorithm)>,
+    }
+
+    /// Which signer a path gets: `(prefix, index)`, longest prefix first;
+    /// index 0 is `--alg`'s.
+    pub(crate) struct Routes(Vec<(String, usize)>);
+
+    impl Routes {
+        /// The signer of the longest prefix `path` is under, else `--alg`'s.
+        pub(crate) fn pick(&self, path: &str) -> usize {
+            self.0
+                .iter()
+                .find(|(prefix, _)| {
+                    prefix == "/"
+                        || path
+                            .strip_prefix(prefix.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                })
+                .map_or(0, |(_, index)| *index)
+        }
+    }
+
+    impl Signers {
+        /// Opens a registry (in memory, or in `--key-dir`/ALG) and a signer
+        /// for each `--route` algorithm other than `--alg`. Blocking.
+        pub(crate) fn open(
+            options: &Options,
+            default: JwtSignerLayer,
+            clock: Clock,
+        ) -> Result<Self, Error> {
+            let mut others: Vec<(Algorithm, JwtSignerLayer)> = Vec::new();
+            for &(_, alg) in &options.disco.routes {
+                if alg == options.alg || others.iter().any(|(other, _)| *other == alg) {
+                    continue;
+                }
+                let mut builder = KeyRegistry::builder()
+                    .clock(clock.clone())
+                    .token_ttl(options.ttl)
+                    .jwks_max_age(options.jwks_max_age)
+                    .generate_if_missing(alg);
+                if let Some(dir) = &options.key_dir {
+                    let store = DirKeyStore::builder(dir.join(alg.as_str()))
+                        .algorithm(alg)
+                        .open()?;
+                    builder = builder.store(store);
+                }
+                let registry = builder.build()?;
+                others.push((alg, super::signer_layer(options, registry)?));
+            }
+            Ok(Signers {
+                default,
+                others,
+                routes: options.disco.routes.clone(),
+            })
+        }
+
+        fn registries(&self) -> Vec<KeyRegistry> {
+            std::iter::once(&self.default)
+                .chain(self.others.iter().map(|(_, signer)| signer))
+                .map(|signer| signer.registry().clone())
+                .collect()
+        }
+
+        /// Every registry's keys: one registry's as they are, several
+        /// merged.
+        pub(crate) fn jwks_source(&self) -> Result<JwksSource, ConfigError> {
+            match self.registries().as_slice() {
+                [one] => Ok(JwksSource::from(one.clone())),
+                several => JwksSource::merged(several.iter().cloned()),
+            }
+        }
+
+        pub(crate) fn routes(&self) -> Routes {
+            let mut table: Vec<(String, usize)> = self
+                .routes
+                .iter()
+                .map(|(prefix, alg)| {
+                    let index = self
+                        .others
+                        .iter()
+                        .position(|(other, _)| other == alg)
+                        .map_or(0, |i| i + 1);
+                    (prefix.clone(), index)
+                })
+                .collect();
+            table.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+            Routes(table)
+        }
+
+        /// The signers, `--alg`'s first, in the order [`Routes`] indexes.
+        pub(crate) fn into_layers(self) -> Vec<JwtSignerLayer> {
+            std::iter::once(self.default)
+                .chain(self.others.into_iter().map(|(_, signer)| signer))
+                .collect()
+        }
+
+        /// A rotator for each `--route` registry, with `--rotate-every`.
+        pub(crate) fn spawn_rotators(
+            &self,
+            options: &Options,
+        ) -> Result<Vec<KeyRotator>, ConfigError> {
+            let mut rotators = Vec::new();
+            for (alg, signer) in &self.others {
+                if let Some(policy) = super::rotation_policy_for(options, *alg)? {
+                    rotators.push(KeyRotator::spawn(signer.registry().clone(), policy)?);
+                }
+            }
+            Ok(rotators)
+        }
+
+        /// One line per route, and where the discovery document is.
+        pub(crate) fn describe(&self, options: &Options, addr: SocketAddr) {
+            let kid = |signer: &JwtSignerLayer| {
+                signer
+                    .registry()
+                    .current()
+                    .active()
+                    .map(|key| key.kid().to_string())
+                    .unwrap_or_default()
+            };
+            for (prefix, alg) in &self.routes {
+                let signer = self
+                    .others
+                    .iter()
+                    .find(|(other, _)| other == alg)
+                    .map_or(&self.default, |(_, signer)| signer);
+                println!("route {prefix} signed with {alg} (kid {})", kid(signer));
+            }
+            if let Ok(Some(discovery)) = self
+                .jwks_source()
+                .and_then(|source| discovery(options, source))
+            {
+                println!(
+                    "discovery at http://{addr}{} (issuer {}, jwks_uri {})",
+                    discovery.path(),
+                    discovery.issuer(),
+                    discovery.jwks_uri()
+                );
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let options = match Cli::parse().options() {
         Ok(options) => options,
@@ -1027,6 +1366,9 @@ fn main() -> ExitCode {
         Err(err) => support::refuse::<Cli>(err),
     };
     if let Err(err) = signer_layer(&options, settings.clone()) {
+        support::refuse_setting::<Cli>(&err);
+    }
+    if let Err(err) = disco::discovery(&options, settings.clone().into()) {
         support::refuse_setting::<Cli>(&err);
     }
     if let Err(err) = forwarder(&options) {

@@ -7,6 +7,14 @@
 //!     [--issuer gateway] [--audience api] [--leeway 30] [--refresh-cooldown 30]
 //! ```
 //!
+//! Or from the gateway's issuer URL, through its OpenID discovery document
+//! (its `issuer` must be exactly this URL; its `jwks_uri` must be https
+//! unless both are on loopback, or `--allow-http`):
+//!
+//! ```sh
+//! cargo run --example verify_backend -- --listen 127.0.0.1:9000 --discover http://127.0.0.1:8080
+//! ```
+//!
 //! Every path answers 200 with `{"claims": {...}, "kid": ..., "alg": ...}`
 //! for a valid `Authorization: Bearer` token; 401 (with `WWW-Authenticate`)
 //! for a missing or bad one, 400 for a malformed request, 503 while the
@@ -23,7 +31,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::{Extension, Json, Router};
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 use tower_jwt_signer::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
 
 /// The command line.
@@ -37,6 +45,7 @@ use tower_jwt_signer::{JwtVerifierLayer, RemoteJwks, VerifiedClaims, Verifier};
                   malformed request, 503 until the JWKS is fetched (it retries in the\n\
                   background, so the backend may start before the gateway).",
     after_help = support::ENV_HELP,
+    group(ArgGroup::new("keys").required(true).args(["jwks_url", "discover"])),
 )]
 struct Args {
     /// Address to listen on (127.0.0.1:0 for a free port)
@@ -44,7 +53,16 @@ struct Args {
     listen: SocketAddr,
     /// The gateway's JWKS URL
     #[arg(long, env = "TJS_JWKS_URL", value_name = "URL")]
-    jwks_url: String,
+    jwks_url: Option<String>,
+    /// The gateway's issuer URL: the JWKS is found through its OpenID
+    /// discovery document (ISSUER_URL/.well-known/openid-configuration),
+    /// fetched again with the JWKS
+    #[arg(long, env = "TJS_DISCOVER", value_name = "ISSUER_URL")]
+    discover: Option<String>,
+    /// With --discover: accept plain http off loopback for the issuer and
+    /// its jwks_uri (anyone on the network path could then choose the keys)
+    #[arg(long, env = "TJS_ALLOW_HTTP", requires = "discover", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_http: bool,
     /// The iss claim tokens must carry
     #[arg(long, env = "TJS_ISSUER", value_name = "S")]
     issuer: Option<String>,
@@ -67,14 +85,28 @@ async fn claims(Extension(claims): Extension<VerifiedClaims>) -> Json<VerifiedCl
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let mut builder = RemoteJwks::builder(&args.jwks_url);
+    let (mut builder, source, flag) = match (&args.jwks_url, &args.discover) {
+        (Some(url), _) => (
+            RemoteJwks::builder(url),
+            format!("JWKS {url}"),
+            "--jwks-url",
+        ),
+        (None, Some(issuer)) => (
+            RemoteJwks::issuer_builder(issuer).allow_http(args.allow_http),
+            format!("the discovery document of {issuer}"),
+            "--discover",
+        ),
+        (None, None) => unreachable!("clap requires one of them"),
+    };
     if let Some(cooldown) = args.refresh_cooldown {
         builder = builder.refresh_cooldown(cooldown);
     }
     let jwks = match builder.build() {
         Ok(jwks) => jwks,
-        Err(err) if err.setting() == "url" => {
-            support::refuse::<Args>(format!("{err} (--jwks-url)"))
+        Err(err)
+            if err.setting() == "url" || (flag == "--discover" && err.setting() == "issuer") =>
+        {
+            support::refuse::<Args>(format!("{err} ({flag})"))
         }
         Err(err) => support::refuse_setting::<Args>(&err),
     };
@@ -98,12 +130,20 @@ async fn main() -> ExitCode {
     match jwks.prefetch().await {
         Ok(()) => {
             let keys = jwks.current().map_or(0, |set| set.len());
-            eprintln!("fetched {} ({keys} key(s))", args.jwks_url);
+            let from = jwks
+                .jwks_uri()
+                .map(|uri| uri.to_string())
+                .unwrap_or_default();
+            match jwks.issuer() {
+                Some(issuer) => {
+                    eprintln!("fetched {from} ({keys} key(s)), discovered from {issuer}")
+                }
+                None => eprintln!("fetched {from} ({keys} key(s))"),
+            }
         }
         Err(err) => {
             eprintln!(
-                "warning: cannot fetch {} yet ({err}); answering 503 until it can",
-                args.jwks_url
+                "warning: cannot fetch the keys ({source}) yet ({err}); answering 503 until it can"
             );
             // Until a set is fetched, RemoteJwks retries on demand after
             // 1 s, 2 s, 4 s ... (at most its cooldown apart), so a gateway
@@ -125,8 +165,7 @@ async fn main() -> ExitCode {
     // The bound address: with `--listen 127.0.0.1:0`, the port chosen.
     match listener.local_addr() {
         Ok(addr) => eprintln!(
-            "verifying backend on http://{addr} with JWKS {}, issuer {}, audience {}",
-            args.jwks_url,
+            "verifying backend on http://{addr} with {source}, issuer {}, audience {}",
             args.issuer.as_deref().unwrap_or("any"),
             args.audience.as_deref().unwrap_or("any"),
         ),

@@ -2,7 +2,8 @@
 //!
 //! [`JwksService`] is a leaf tower `Service` that answers `GET` and `HEAD`
 //! on exactly [`JWKS_PATH`] (configurable) with the registry's current JWK
-//! Set. The bytes and the ETag are built once per registry change, never per
+//! Set (or the merged set of several registries, see
+//! [below](#several-registries-one-jwks)). The bytes and the ETag are built once per registry change, never per
 //! request. Responses carry `Cache-Control: public, max-age=N` (the
 //! registry's [`jwks_max_age`](KeyRegistry::jwks_max_age), 300 s by
 //! default, or a shorter [`max_age`](JwksServiceBuilder::max_age)) and a
@@ -54,6 +55,37 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Several registries, one JWKS
+//!
+//! A gateway that signs differently per route (RS256 for an old backend,
+//! EdDSA for new ones) has a [`KeyRegistry`] and a
+//! [`JwtSignerLayer`](crate::JwtSignerLayer) per route, and its backends
+//! still know one JWKS URL. [`JwksSource::merged`] publishes the keys of
+//! several registries as one set: the merged bytes and ETag are rebuilt
+//! when one of the registries changes (on the first request after the
+//! change, never on every request), and a kid that two registries publish
+//! with different keys is refused, with an `error` event, while the
+//! previous set keeps being served.
+//!
+//! ```
+//! use tower_jwt_signer::jwks::JwksSource;
+//! use tower_jwt_signer::{Algorithm, JwksService, JwtSignerLayer, KeyRegistry};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let legacy = KeyRegistry::generate(Algorithm::RS256)?;
+//! let modern = KeyRegistry::generate(Algorithm::EdDSA)?;
+//! let legacy_signer = JwtSignerLayer::new(legacy.clone());
+//! let modern_signer = JwtSignerLayer::new(modern.clone());
+//!
+//! let keys = JwksSource::merged([legacy, modern])?;
+//! let jwks = JwksService::new(keys.clone());
+//! let set: serde_json::Value = serde_json::from_slice(&keys.jwks_bytes())?;
+//! assert_eq!(set["keys"].as_array().unwrap().len(), 2);
+//! # let _ = (legacy_signer, modern_signer, jwks);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::convert::Infallible;
 use std::fmt;
@@ -63,13 +95,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::header::HeaderValue;
+use http::{Request, Response};
 use http_body_util::Full;
 use tower_service::Service;
 
 use crate::error::ConfigError;
-use crate::registry::{KeyRegistry, KeySnapshot};
+#[cfg(doc)]
+use crate::registry::KeyRegistry;
+
+mod endpoint;
+mod source;
+
+pub(crate) use endpoint::Endpoint;
+pub use source::JwksSource;
+pub(crate) use source::Published;
 
 /// The default path of the JWKS, as the Otoroshi gateway publishes it.
 pub const JWKS_PATH: &str = "/.well-known/otoroshi/security/jwks.json";
@@ -94,37 +134,37 @@ impl JwksContentType {
     }
 }
 
-/// Serves the JWK Set of a [`KeyRegistry`]. See the [module docs](self).
+/// Serves the JWK Set of a [`KeyRegistry`], or of
+/// several merged ([`JwksSource::merged`]). See the [module docs](self).
 ///
-/// [`new`](Self::new) serves at [`JWKS_PATH`] with the registry's max-age;
+/// [`new`](Self::new) serves at [`JWKS_PATH`] with the registries' max-age;
 /// [`builder`](Self::builder) sets another path, a shorter max-age or the
 /// RFC 7517 media type. Cloning is cheap: clones share the settings.
 #[derive(Clone)]
 pub struct JwksService {
-    registry: KeyRegistry,
-    config: Arc<Config>,
-}
-
-struct Config {
-    path: String,
-    max_age: Duration,
-    content_type: HeaderValue,
-    cache_control: HeaderValue,
+    source: JwksSource,
+    endpoint: Arc<Endpoint>,
 }
 
 impl JwksService {
-    /// Serves `registry`'s keys at [`JWKS_PATH`], as `application/json`,
+    /// Serves the keys of `source` (a [`KeyRegistry`],
+    /// or a [`JwksSource`]) at [`JWKS_PATH`], as `application/json`,
     /// cacheable for the registry's
-    /// [`jwks_max_age`](KeyRegistry::jwks_max_age).
-    pub fn new(registry: KeyRegistry) -> Self {
-        let max_age = registry.jwks_max_age();
+    /// [`jwks_max_age`](KeyRegistry::jwks_max_age) (the shortest of
+    /// the registries').
+    pub fn new(source: impl Into<JwksSource>) -> Self {
+        let source = source.into();
+        let max_age = source.jwks_max_age();
+        let endpoint = Endpoint::new(
+            JWKS_PATH.to_owned(),
+            None,
+            max_age,
+            JwksContentType::Json.header_value(),
+        )
+        .expect("the default path and max-age are valid");
         JwksService {
-            registry,
-            config: Arc::new(Config::new(
-                JWKS_PATH.to_owned(),
-                max_age,
-                JwksContentType::Json,
-            )),
+            source,
+            endpoint: Arc::new(endpoint),
         }
     }
 
@@ -155,9 +195,9 @@ impl JwksService {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn builder(registry: KeyRegistry) -> JwksServiceBuilder {
+    pub fn builder(source: impl Into<JwksSource>) -> JwksServiceBuilder {
         JwksServiceBuilder {
-            registry,
+            source: source.into(),
             path: JWKS_PATH.to_owned(),
             max_age: None,
             content_type: JwksContentType::Json,
@@ -166,80 +206,41 @@ impl JwksService {
 
     /// The exact path this service answers.
     pub fn path(&self) -> &str {
-        &self.config.path
+        &self.endpoint.path
     }
 
     /// The `Cache-Control` max-age it sends.
     pub fn max_age(&self) -> Duration {
-        self.config.max_age
+        self.endpoint.max_age
     }
 
-    /// The registry whose keys are served.
-    pub fn registry(&self) -> &KeyRegistry {
-        &self.registry
+    /// The keys it serves.
+    pub fn source(&self) -> &JwksSource {
+        &self.source
     }
 
-    fn respond(
-        &self,
-        method: &Method,
-        path: &str,
-        if_none_match: IfNoneMatch<'_>,
-    ) -> Response<Full<Bytes>> {
-        if path != self.config.path {
-            return empty(StatusCode::NOT_FOUND);
-        }
-        let head = match *method {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => {
-                let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                return response;
-            }
+    fn respond<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+        let head = match self.endpoint.route(request.method(), request.uri().path()) {
+            Ok(head) => head,
+            Err(refused) => return refused.into_response(),
         };
-        let snapshot = self.registry.current();
-        let not_modified = if_none_match.matches(&snapshot);
+        let published = self.source.current();
+        let response = self.endpoint.serve(
+            head,
+            request.headers(),
+            published.jwks_bytes(),
+            published.etag(),
+        );
         #[cfg(feature = "metrics")]
         crate::metrics::jwks_request(
-            not_modified,
-            snapshot.keys().len(),
-            snapshot
+            response.status() == http::StatusCode::NOT_MODIFIED,
+            published.keys().len(),
+            published
                 .active()
                 .map(|key| key.activated_at().unwrap_or_else(|| key.created_at())),
-            self.registry.clock().now(),
+            self.source.registries()[0].clock().now(),
         );
-        let mut response = if not_modified {
-            empty(StatusCode::NOT_MODIFIED)
-        } else {
-            let len = snapshot.jwks_bytes().len();
-            let body = if head {
-                Full::default()
-            } else {
-                Full::new(snapshot.jwks_bytes().clone())
-            };
-            let mut response = Response::new(body);
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, self.config.content_type.clone());
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            response
-        };
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, self.config.cache_control.clone());
-        headers.insert(header::ETAG, snapshot.etag().clone());
         response
-    }
-}
-
-impl Config {
-    fn new(path: String, max_age: Duration, content_type: JwksContentType) -> Self {
-        Config {
-            path,
-            max_age,
-            content_type: content_type.header_value(),
-            cache_control: cache_control(max_age),
-        }
     }
 }
 
@@ -250,7 +251,7 @@ impl Config {
 #[must_use]
 #[derive(Debug, Clone)]
 pub struct JwksServiceBuilder {
-    registry: KeyRegistry,
+    source: JwksSource,
     path: String,
     max_age: Option<Duration>,
     content_type: JwksContentType,
@@ -265,8 +266,8 @@ impl JwksServiceBuilder {
     }
 
     /// The `Cache-Control` max-age (default: the registry's
-    /// [`jwks_max_age`](KeyRegistry::jwks_max_age)); whole seconds, at most
-    /// the registry's.
+    /// [`jwks_max_age`](KeyRegistry::jwks_max_age), the shortest of
+    /// the registries' for a merged source); whole seconds, at most that.
     ///
     /// Verifiers may keep the set this long. The
     /// [`KeyRotator`](crate::KeyRotator) publishes each next key the
@@ -293,42 +294,20 @@ impl JwksServiceBuilder {
     /// [`jwks_max_age`](KeyRegistry::jwks_max_age)).
     pub fn build(self) -> Result<JwksService, ConfigError> {
         let JwksServiceBuilder {
-            registry,
+            source,
             path,
             max_age,
             content_type,
         } = self;
-        let valid = path.starts_with('/')
-            && path
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
-        if !valid {
-            return Err(ConfigError::new(
-                "path",
-                path,
-                "it must start with '/' and hold only visible ASCII, without '?' or '#'",
-            ));
-        }
-        let ceiling = registry.jwks_max_age();
-        let max_age = max_age.unwrap_or(ceiling);
-        if max_age.subsec_nanos() != 0 {
-            return Err(ConfigError::new("max_age", max_age, "use whole seconds"));
-        }
-        if max_age > ceiling {
-            return Err(ConfigError::new(
-                "max_age",
-                max_age,
-                format!(
-                    "longer than the registry's JWKS max-age ({} s): verifiers would cache the \
-                     keys longer than the rotator publishes them ahead; use at most that, or \
-                     raise KeyRegistryBuilder::jwks_max_age",
-                    ceiling.as_secs()
-                ),
-            ));
-        }
+        let endpoint = Endpoint::new(
+            path,
+            max_age,
+            source.jwks_max_age(),
+            content_type.header_value(),
+        )?;
         Ok(JwksService {
-            registry,
-            config: Arc::new(Config::new(path, max_age, content_type)),
+            source,
+            endpoint: Arc::new(endpoint),
         })
     }
 }
@@ -336,9 +315,10 @@ impl JwksServiceBuilder {
 impl fmt::Debug for JwksService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwksService")
-            .field("path", &self.config.path)
-            .field("max_age", &self.config.max_age)
-            .field("content_type", &self.config.content_type)
+            .field("path", &self.endpoint.path)
+            .field("max_age", &self.endpoint.max_age)
+            .field("content_type", &self.endpoint.content_type)
+            .field("registries", &self.source.registries().len())
             .finish_non_exhaustive()
     }
 }
@@ -353,41 +333,8 @@ impl<B> Service<Request<B>> for JwksService {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let if_none_match = IfNoneMatch(req.headers().get_all(header::IF_NONE_MATCH));
-        ready(Ok(self.respond(
-            req.method(),
-            req.uri().path(),
-            if_none_match,
-        )))
+        ready(Ok(self.respond(&req)))
     }
-}
-
-/// The `If-None-Match` header lines of a request.
-struct IfNoneMatch<'a>(header::GetAll<'a, HeaderValue>);
-
-impl IfNoneMatch<'_> {
-    /// RFC 9110 section 13.1.2: `*`, or any listed tag equal to ours under
-    /// weak comparison (a `W/` prefix is ignored).
-    fn matches(&self, snapshot: &KeySnapshot) -> bool {
-        let ours = snapshot.etag().as_bytes();
-        self.0.iter().any(|line| {
-            line.as_bytes()
-                .split(|&b| b == b',')
-                .map(|tag| tag.trim_ascii())
-                .any(|tag| tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == ours)
-        })
-    }
-}
-
-fn empty(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::default());
-    *response.status_mut() = status;
-    response
-}
-
-fn cache_control(max_age: Duration) -> HeaderValue {
-    HeaderValue::from_str(&format!("public, max-age={}", max_age.as_secs()))
-        .expect("digits are a valid header value")
 }
 
 #[cfg(test)]
@@ -395,7 +342,10 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
+    use http::StatusCode;
+
     use super::*;
+    use crate::KeyRegistry;
     use crate::keys::{Algorithm, SigningKey};
 
     fn service() -> (KeyRegistry, JwksService) {
@@ -535,7 +485,7 @@ mod tests {
             .unwrap();
         let svc = JwksService::new(registry.clone());
         assert_eq!(svc.max_age(), Duration::from_secs(120));
-        assert_eq!(svc.config.cache_control, "public, max-age=120");
+        assert_eq!(svc.endpoint.cache_control(), "public, max-age=120");
         for shorter in [Duration::ZERO, Duration::from_secs(120)] {
             let svc = JwksService::builder(registry.clone())
                 .max_age(shorter)

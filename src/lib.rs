@@ -50,7 +50,8 @@
 //! |---|---|
 //! | [`SigningKey`]: a private key with its [`Algorithm`] and [`Kid`] (generate, import PKCS#8 or JWK, export); any [`SigningBackend`](keys::SigningBackend) (an HSM, a KMS) can stand in for it | [`keys`] |
 //! | [`KeyRegistry`]: the shared keys (next, active, retiring), read as lock-free snapshots and rotated atomically; the one home of the token lifetime and the JWKS max-age | [`registry`] |
-//! | [`JwksService`]: serves the registry's public keys with `Cache-Control` and `ETag` | [`jwks`] |
+//! | [`JwksService`]: serves the registry's public keys with `Cache-Control` and `ETag`; [`JwksSource`](jwks::JwksSource): the keys of several registries as one set | [`jwks`] |
+//! | [`DiscoveryService`]: the OpenID discovery document (`issuer`, `jwks_uri`, the algorithms), with the JWKS's HTTP semantics | [`discovery`] |
 //! | [`JwtSignerLayer`] / [`JwtSigner`]: signs every forwarded request, fails closed | [`signer`] |
 //! | [`JwtVerifierLayer`], [`Verifier`] (also a tower-http authorizer), [`RemoteJwks`]: the backend side; [`VerifiedClaims`] (and, with `axum`, `Claims<T>`) in the handler | [`verifier`] |
 //! | [`DirKeyStore`] and any [`KeyStore`](store::KeyStore): keys that survive restarts, shared by replicas; `RedisKeyStore` (feature `redis`): one key set for a fleet of gateways | [`store`] |
@@ -97,6 +98,7 @@
 mod answer;
 mod b64;
 pub mod clock;
+pub mod discovery;
 mod error;
 #[cfg(feature = "josekit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "josekit")))]
@@ -118,6 +120,8 @@ pub mod store;
 pub mod upstream;
 pub mod verifier;
 
+#[doc(inline)]
+pub use discovery::DiscoveryService;
 #[doc(inline)]
 pub use error::ConfigError;
 #[doc(inline)]

@@ -24,7 +24,10 @@
 //! `_seconds` and base units); the constants below hold them. Labels never
 //! hold a token, a claim or key material: `kid` is the key's public id.
 //! The gauges describe one registry: a process with several registries
-//! sees the last one set.
+//! sees the last one set. A `JwksService` on several registries
+//! ([`JwksSource::merged`](crate::jwks::JwksSource::merged)) sets
+//! `tjs_published_keys` to the merged count and leaves the active key's age
+//! to the signers.
 //!
 //! Handles are made when a key first signs: install the recorder before
 //! the first request (at start-up), as every recorder asks.

@@ -97,6 +97,7 @@ pub(crate) fn flag_of(setting: &str) -> Option<&'static str> {
         "follower_poll_interval" => "--redis-poll",
         "leeway" => "--leeway",
         "refresh_cooldown" => "--refresh-cooldown",
+        "jwks_uri" => "--jwks-uri",
         _ => return None,
     })
 }

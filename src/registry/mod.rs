@@ -100,3 +100,4 @@ pub use registry::KeyRegistry;
 pub use snapshot::KeySnapshot;
 
 pub(crate) use lifecycle::{ensure_unique, is_expired, oldest_next, promote, retain_until};
+pub(crate) use snapshot::{jwk_set, strong_etag};

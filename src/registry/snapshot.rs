@@ -33,17 +33,12 @@ impl KeySnapshot {
             KeyState::Next => 1,
             KeyState::Retiring => 2,
         });
-        let jwks = serde_json::to_vec(&serde_json::json!({
-            "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>(),
-        }))
-        .expect("public JWKs always serialise");
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &jwks);
-        let etag = format!("\"{}\"", b64::encode(&digest.as_ref()[..18]));
+        let (jwks, etag) = jwk_set(&keys);
         KeySnapshot {
             version,
             keys,
-            jwks: Bytes::from(jwks),
-            etag: HeaderValue::from_str(&etag).expect("base64url is a valid header value"),
+            jwks,
+            etag,
         }
     }
 
@@ -78,6 +73,25 @@ impl KeySnapshot {
     pub fn etag(&self) -> &HeaderValue {
         &self.etag
     }
+}
+
+/// The JWK Set (`{"keys":[...]}`) of `keys`, in their order, and its strong
+/// ETag: what a snapshot, and a set merged from several registries
+/// ([`JwksSource::merged`](crate::jwks::JwksSource::merged)), serve.
+pub(crate) fn jwk_set(keys: &[PublishedKey]) -> (Bytes, HeaderValue) {
+    let jwks = serde_json::to_vec(&serde_json::json!({
+        "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>(),
+    }))
+    .expect("public JWKs always serialise");
+    let etag = strong_etag(&jwks);
+    (Bytes::from(jwks), etag)
+}
+
+/// A strong ETag of `bytes`: 144 bits of their SHA-256, base64url, quoted.
+pub(crate) fn strong_etag(bytes: &[u8]) -> HeaderValue {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let etag = format!("\"{}\"", b64::encode(&digest.as_ref()[..18]));
+    HeaderValue::from_str(&etag).expect("base64url is a valid header value")
 }
 
 impl fmt::Debug for KeySnapshot {

@@ -141,7 +141,7 @@ pub use extract::{Claims, ClaimsError};
 pub use future::ResponseFuture;
 pub use jwk::{JwkSet, JwkSetError, SkippedKey, VerifyingKey};
 pub use layer::{JwtVerifierLayer, JwtVerifierLayerBuilder};
-pub use remote::{FetchError, RemoteJwks, RemoteJwksBuilder};
+pub use remote::{DiscoveryError, FetchError, RemoteJwks, RemoteJwksBuilder};
 pub use service::JwtVerifier;
 pub use source::TokenSource;
 pub use token::{KeySource, Verifier, VerifierBuilder, VerifyError};

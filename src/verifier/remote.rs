@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use super::jwk::{JwkSet, JwkSetError};
+use crate::discovery::{absolute_http_url, discovery_url, is_loopback, issuer_uri};
 use crate::error::{ConfigError, truncate};
 use crate::keys::OutOfTime;
 
@@ -24,6 +25,8 @@ use crate::keys::OutOfTime;
 const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default response size limit: 1 MiB.
 const DEFAULT_MAX_JWKS_LEN: usize = 1024 * 1024;
+/// The default size limit of a discovery document: 64 KiB.
+const DEFAULT_MAX_DISCOVERY_LEN: usize = 64 * 1024;
 /// The default shortest cache lifetime, whatever `Cache-Control` says: 60 s.
 const DEFAULT_MIN_CACHE_TTL: Duration = Duration::from_secs(60);
 /// The default longest cache lifetime, whatever `Cache-Control` says: 24 h.
@@ -43,7 +46,9 @@ const MAX_SETTING: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// A remote JWK Set (for example a gateway's
-/// [`JWKS_PATH`](crate::JWKS_PATH)), fetched with a hyper client and cached.
+/// [`JWKS_PATH`](crate::JWKS_PATH)), fetched with a hyper client and cached;
+/// or found through an issuer's OpenID discovery document
+/// ([`from_issuer`](Self::from_issuer)).
 ///
 /// Cloning is cheap; clones share the cache. Readers take the cached set
 /// from an atomic snapshot: a request never waits for a lock, and no lock
@@ -87,6 +92,51 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Cache times follow `tokio::time::Instant`, so tests with paused time can
 /// age the cache.
 ///
+/// # From an issuer URL
+///
+/// [`from_issuer`](Self::from_issuer) (or
+/// [`issuer_builder`](Self::issuer_builder)) starts from the issuer: each
+/// fetch first reads `ISSUER/.well-known/openid-configuration` (the
+/// [discovery](crate::discovery) document; no redirects, only `200`, at
+/// most 64 KiB by default,
+/// [`max_discovery_len`](RemoteJwksBuilder::max_discovery_len)), then the
+/// JWKS at its `jwks_uri` (the [`timeout`](RemoteJwksBuilder::timeout)
+/// bounds both requests together), so the document is refetched on the JWKS's
+/// schedule (cache lifetime, unknown kids, cooldown, single flight), and a
+/// failure keeps the last good set as any failed fetch does. The document
+/// is refused, with [`FetchError::Discovery`], when:
+///
+/// * its `issuer` is not exactly the configured issuer (RFC 8414 §3.3, the
+///   mix-up defence: a document of another issuer never chooses the keys),
+///   with a `warn` event naming both;
+/// * it is not a JSON object, or `issuer` or `jwks_uri` is missing or not a
+///   string;
+/// * `jwks_uri` is not an absolute `http(s)` URL, or holds credentials;
+/// * `jwks_uri` is plain `http` while either it or the issuer is not on a
+///   loopback address (`localhost`, 127.0.0.0/8, `::1`), unless
+///   [`allow_http`](RemoteJwksBuilder::allow_http) says otherwise: the keys
+///   must come over TLS.
+///
+/// ```
+/// use tower_jwt_signer::RemoteJwks;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A gateway on this host: plain http is allowed on loopback.
+/// let jwks = RemoteJwks::from_issuer("http://127.0.0.1:8080")?;
+/// assert_eq!(jwks.issuer(), Some("http://127.0.0.1:8080"));
+/// assert_eq!(jwks.url(), "http://127.0.0.1:8080/.well-known/openid-configuration");
+///
+/// // Elsewhere, https (feature `rustls`), unless you opt in.
+/// let err = RemoteJwks::from_issuer("http://gateway.internal").unwrap_err();
+/// assert_eq!(err.setting(), "issuer");
+/// let jwks = RemoteJwks::issuer_builder("http://gateway.internal")
+///     .allow_http(true)
+///     .build()?;
+/// # let _ = jwks;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// # Example
 ///
 /// ```
@@ -117,7 +167,9 @@ type Connector = HttpConnector;
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 struct Remote {
+    /// The JWKS, or with discovery the discovery document.
     uri: Uri,
+    discovery: Option<Discovery>,
     client: Client<Connector, Empty<Bytes>>,
     config: Config,
     cache: ArcSwap<Cache>,
@@ -135,10 +187,24 @@ struct Config {
     max_stale: Duration,
 }
 
+/// Where the JWKS is found through discovery.
+#[derive(Debug)]
+struct Discovery {
+    /// As configured: the document's `issuer` must be exactly this.
+    issuer: String,
+    /// Whether `jwks_uri` may be plain http off loopback.
+    allow_http: bool,
+    /// The issuer is on a loopback address.
+    loopback: bool,
+    max_len: usize,
+}
+
 /// What readers see. Replaced whole after each fetch; only the fetch task
 /// writes it, and only one fetch runs at a time.
 struct Cache {
     set: Option<Arc<JwkSet>>,
+    /// Where `set` came from (with discovery, the last `jwks_uri`).
+    source: Option<Uri>,
     etag: Option<HeaderValue>,
     fresh_until: Instant,
     usable_until: Instant,
@@ -183,6 +249,7 @@ enum Trigger {
 enum Fetched {
     Fresh {
         set: JwkSet,
+        source: Uri,
         etag: Option<HeaderValue>,
         ttl: Duration,
     },
@@ -211,6 +278,9 @@ impl RemoteJwks {
             #[cfg(feature = "rustls")]
             tls: None,
             url: url.as_ref().to_owned(),
+            issuer: None,
+            allow_http: false,
+            max_discovery_len: DEFAULT_MAX_DISCOVERY_LEN,
             config: Config {
                 timeout: DEFAULT_FETCH_TIMEOUT,
                 max_len: DEFAULT_MAX_JWKS_LEN,
@@ -223,9 +293,46 @@ impl RemoteJwks {
         }
     }
 
-    /// The URL of the set.
+    /// The keys of `issuer`, found through its OpenID discovery document,
+    /// with the default settings. See [From an issuer URL](Self#from-an-issuer-url).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] as [`RemoteJwksBuilder::build`]; setting
+    /// `"issuer"`: not an absolute `http(s)` URL, with credentials, a query
+    /// or a fragment, or plain `http` to a host that is not loopback.
+    pub fn from_issuer(issuer: impl AsRef<str>) -> Result<Self, ConfigError> {
+        Self::issuer_builder(issuer).build()
+    }
+
+    /// A builder for the keys of `issuer`, found through its discovery
+    /// document; the settings of [`builder`](Self::builder), plus
+    /// [`allow_http`](RemoteJwksBuilder::allow_http) and
+    /// [`max_discovery_len`](RemoteJwksBuilder::max_discovery_len).
+    pub fn issuer_builder(issuer: impl AsRef<str>) -> RemoteJwksBuilder {
+        let issuer = issuer.as_ref();
+        let mut builder = Self::builder(discovery_url(issuer));
+        builder.issuer = Some(issuer.to_owned());
+        builder
+    }
+
+    /// The URL fetched first: the set's, or with discovery the discovery
+    /// document's.
     pub fn url(&self) -> &Uri {
         &self.inner.uri
+    }
+
+    /// The issuer the keys are discovered from, if built with
+    /// [`from_issuer`](Self::from_issuer).
+    pub fn issuer(&self) -> Option<&str> {
+        self.inner.discovery.as_ref().map(|d| d.issuer.as_str())
+    }
+
+    /// Where the last good set came from: the configured URL, or with
+    /// discovery the `jwks_uri` the document gave; `None` before the first
+    /// successful fetch.
+    pub fn jwks_uri(&self) -> Option<Uri> {
+        self.inner.cache.load().source.clone()
     }
 
     /// Fetches the set now (or waits for the fetch already running), so
@@ -380,7 +487,12 @@ async fn fetch_task(remote: Arc<Remote>) -> Result<(), FetchError> {
     let now = Instant::now();
     let old = remote.cache.load_full();
     let outcome = match result {
-        Ok(Fetched::Fresh { set, etag, ttl }) => {
+        Ok(Fetched::Fresh {
+            set,
+            source,
+            etag,
+            ttl,
+        }) => {
             // Keys anyone could forge for were logged as they were refused.
             for skipped in set.skipped().iter().filter(|s| s.weakness().is_none()) {
                 tracing::warn!(url = %remote.uri, "JWKS key skipped: {skipped}");
@@ -388,6 +500,7 @@ async fn fetch_task(remote: Arc<Remote>) -> Result<(), FetchError> {
             tracing::debug!(url = %remote.uri, keys = set.len(), ttl = ?ttl, "JWKS fetched");
             remote.cache.store(Arc::new(Cache {
                 set: Some(Arc::new(set)),
+                source: Some(source),
                 etag,
                 fresh_until: now + ttl,
                 usable_until: now + remote.config.max_stale,
@@ -399,6 +512,7 @@ async fn fetch_task(remote: Arc<Remote>) -> Result<(), FetchError> {
             tracing::debug!(url = %remote.uri, ttl = ?ttl, "JWKS not modified");
             remote.cache.store(Arc::new(Cache {
                 set: old.set.clone(),
+                source: old.source.clone(),
                 etag: etag.or_else(|| old.etag.clone()),
                 fresh_until: now + ttl,
                 usable_until: now + remote.config.max_stale,
@@ -415,6 +529,7 @@ async fn fetch_task(remote: Arc<Remote>) -> Result<(), FetchError> {
             );
             remote.cache.store(Arc::new(Cache {
                 set: old.set.clone(),
+                source: old.source.clone(),
                 etag: old.etag.clone(),
                 fresh_until: old.fresh_until,
                 usable_until: old.usable_until,
@@ -456,21 +571,29 @@ async fn fetch_once(remote: &Remote) -> Result<Fetched, FetchError> {
     // The parse runs on a blocking thread, which the timeout below cannot
     // stop: it gives up by itself at the same deadline.
     let deadline = std::time::Instant::now().checked_add(config.timeout);
-    let revalidate = {
-        let cache = remote.cache.load();
-        cache.set.as_ref().and(cache.etag.clone())
-    };
-    let mut request = Request::get(remote.uri.clone()).header(
-        header::ACCEPT,
-        HeaderValue::from_static("application/jwk-set+json, application/json"),
-    );
-    if let Some(etag) = &revalidate {
-        request = request.header(header::IF_NONE_MATCH, etag);
-    }
-    let request = request
-        .body(Empty::new())
-        .map_err(|err| FetchError::Http(err.to_string()))?;
     let work = async {
+        let source = match &remote.discovery {
+            None => remote.uri.clone(),
+            Some(discovery) => discover(remote, discovery).await?,
+        };
+        // Revalidate only a set that came from this very URL.
+        let revalidate = {
+            let cache = remote.cache.load();
+            match &cache.set {
+                Some(_) if cache.source.as_ref() == Some(&source) => cache.etag.clone(),
+                _ => None,
+            }
+        };
+        let mut request = Request::get(source.clone()).header(
+            header::ACCEPT,
+            HeaderValue::from_static("application/jwk-set+json, application/json"),
+        );
+        if let Some(etag) = &revalidate {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|err| FetchError::Http(err.to_string()))?;
         let response = remote
             .client
             .request(request)
@@ -482,39 +605,11 @@ async fn fetch_once(remote: &Remote) -> Result<Fetched, FetchError> {
         if status == StatusCode::NOT_MODIFIED && revalidate.is_some() {
             return Ok(Fetched::NotModified { etag, ttl });
         }
-        if status.is_redirection() {
-            return Err(FetchError::Redirect(status.as_u16()));
-        }
-        if status != StatusCode::OK {
-            return Err(FetchError::Status(status.as_u16()));
-        }
-        let declared = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > config.max_len as u64) {
-            return Err(FetchError::TooLarge {
-                limit: config.max_len,
-            });
-        }
-        let body = Limited::new(response.into_body(), config.max_len)
-            .collect()
-            .await
-            .map_err(|err| {
-                if err.downcast_ref::<LengthLimitError>().is_some() {
-                    FetchError::TooLarge {
-                        limit: config.max_len,
-                    }
-                } else {
-                    FetchError::Http(error_chain(&*err))
-                }
-            })?
-            .to_bytes();
+        let body = ok_body(response, config.max_len).await?;
         // Checking the keys costs CPU (the RSA prime test: about 7 ms for a
         // 2048-bit key, 0.37 s for 8192 bits; a large set, seconds): off the
         // runtime's workers, and within the fetch's time bound.
-        let url = remote.uri.clone();
+        let url = source.clone();
         let parsed = tokio::task::spawn_blocking(move || {
             tracing::debug!(url = %url, bytes = body.len(), "parsing the JWKS");
             JwkSet::parse_until(&body, deadline)
@@ -525,11 +620,125 @@ async fn fetch_once(remote: &Remote) -> Result<Fetched, FetchError> {
             Ok(result) => result.map_err(FetchError::InvalidSet)?,
             Err(OutOfTime) => return Err(FetchError::Timeout(config.timeout)),
         };
-        Ok(Fetched::Fresh { set, etag, ttl })
+        Ok(Fetched::Fresh {
+            set,
+            source,
+            etag,
+            ttl,
+        })
     };
     tokio::time::timeout(config.timeout, work)
         .await
         .map_err(|_| FetchError::Timeout(config.timeout))?
+}
+
+/// The body of a `200 OK`, at most `max_len` bytes; a redirect, another
+/// status or a larger body is an error.
+async fn ok_body(
+    response: http::Response<hyper::body::Incoming>,
+    max_len: usize,
+) -> Result<Bytes, FetchError> {
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(FetchError::Redirect(status.as_u16()));
+    }
+    if status != StatusCode::OK {
+        return Err(FetchError::Status(status.as_u16()));
+    }
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_len as u64) {
+        return Err(FetchError::TooLarge { limit: max_len });
+    }
+    Ok(Limited::new(response.into_body(), max_len)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.downcast_ref::<LengthLimitError>().is_some() {
+                FetchError::TooLarge { limit: max_len }
+            } else {
+                FetchError::Http(error_chain(&*err))
+            }
+        })?
+        .to_bytes())
+}
+
+/// Reads the discovery document and returns its `jwks_uri`, checked.
+async fn discover(remote: &Remote, discovery: &Discovery) -> Result<Uri, FetchError> {
+    let request = Request::get(remote.uri.clone())
+        .header(header::ACCEPT, HeaderValue::from_static("application/json"))
+        .body(Empty::new())
+        .map_err(|err| FetchError::Http(err.to_string()))?;
+    let response = remote
+        .client
+        .request(request)
+        .await
+        .map_err(|err| FetchError::Http(error_chain(&err)))?;
+    let body = ok_body(response, discovery.max_len).await?;
+    let jwks_uri = discovery.jwks_uri(&body).map_err(|err| {
+        if let DiscoveryError::IssuerMismatch { expected, found } = &err {
+            tracing::warn!(
+                url = %remote.uri,
+                expected = %expected,
+                found = ?found,
+                "the discovery document names another issuer; refusing its jwks_uri (RFC 8414 section 3.3)"
+            );
+        }
+        FetchError::Discovery(err)
+    })?;
+    tracing::debug!(url = %remote.uri, jwks_uri = %jwks_uri, "discovery document read");
+    Ok(jwks_uri)
+}
+
+impl Discovery {
+    /// The `jwks_uri` of the document `body`, if the document is this
+    /// issuer's and the URL is acceptable.
+    fn jwks_uri(&self, body: &[u8]) -> Result<Uri, DiscoveryError> {
+        /// The members read; any other is ignored, a repeated one refused.
+        #[derive(serde::Deserialize)]
+        struct Document {
+            issuer: Option<serde_json::Value>,
+            jwks_uri: Option<serde_json::Value>,
+        }
+        let document: Document = serde_json::from_slice(body)
+            .map_err(|err| DiscoveryError::Malformed(truncate(&err.to_string())))?;
+        let string = |value: Option<serde_json::Value>, member: &'static str| match value {
+            Some(serde_json::Value::String(text)) => Ok(text),
+            Some(_) => Err(DiscoveryError::Malformed(format!(
+                "`{member}` is not a string"
+            ))),
+            None => Err(DiscoveryError::Malformed(format!("no `{member}`"))),
+        };
+        let issuer = string(document.issuer, "issuer")?;
+        if issuer != self.issuer {
+            return Err(DiscoveryError::IssuerMismatch {
+                expected: self.issuer.clone(),
+                found: truncate(&issuer),
+            });
+        }
+        let text = string(document.jwks_uri, "jwks_uri")?;
+        let uri = absolute_http_url(&text).map_err(|reason| DiscoveryError::InvalidJwksUri {
+            uri: masked_url(&text),
+            reason,
+        })?;
+        if uri.scheme_str() == Some("http")
+            && !self.allow_http
+            && !(self.loopback && is_loopback(&uri))
+        {
+            return Err(DiscoveryError::InsecureJwksUri(masked_url(&text)));
+        }
+        #[cfg(not(feature = "rustls"))]
+        if uri.scheme_str() == Some("https") {
+            return Err(DiscoveryError::InvalidJwksUri {
+                uri: masked_url(&text),
+                reason: "https needs the rustls feature",
+            });
+        }
+        Ok(uri)
+    }
 }
 
 /// The cache lifetime a response asks for, clamped to the configured range.
@@ -589,6 +798,10 @@ impl fmt::Debug for RemoteJwks {
 #[derive(Debug, Clone)]
 pub struct RemoteJwksBuilder {
     url: String,
+    /// With discovery: the issuer (`url` is its discovery document).
+    issuer: Option<String>,
+    allow_http: bool,
+    max_discovery_len: usize,
     config: Config,
     #[cfg(feature = "rustls")]
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -649,6 +862,23 @@ impl RemoteJwksBuilder {
         self
     }
 
+    /// With discovery ([`RemoteJwks::issuer_builder`]): accept plain `http`
+    /// for the issuer and the `jwks_uri` off loopback addresses (default
+    /// `false`: `http` only when both are on loopback, https otherwise).
+    /// Anyone on the network path could then choose the keys your tokens are
+    /// verified with; only for a network you trust end to end.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// With discovery: the largest discovery document accepted, in bytes
+    /// (default 64 KiB; more than zero).
+    pub fn max_discovery_len(mut self, max: usize) -> Self {
+        self.max_discovery_len = max;
+        self
+    }
+
     /// The TLS settings for `https` URLs (default: rustls with aws-lc-rs,
     /// its safe default protocol versions, and Mozilla's root store from
     /// `webpki-roots`). Use it to trust a private CA.
@@ -664,6 +894,10 @@ impl RemoteJwksBuilder {
     /// # Errors
     ///
     /// A [`ConfigError`] for the first refused setting, in this order:
+    /// with discovery, `issuer` (not an absolute `http(s)` URL, with
+    /// credentials, a query or a fragment; `http` to a host that is not
+    /// loopback without [`allow_http`](Self::allow_http); `https` without
+    /// the `rustls` feature) and `max_discovery_len` (zero);
     /// `url` (not an absolute `http` URL, or `https` with the `rustls`
     /// feature; or it holds credentials, which the error never repeats),
     /// `timeout` (zero), `max_response_len` (zero), `cache_ttl_bounds`
@@ -672,6 +906,7 @@ impl RemoteJwksBuilder {
     /// `refresh_cooldown`, `max_stale`), and `tls_config` (no TLS protocol
     /// version available).
     pub fn build(self) -> Result<RemoteJwks, ConfigError> {
+        let discovery = self.discovery()?;
         let invalid_url = || {
             ConfigError::new(
                 "url",
@@ -772,10 +1007,12 @@ impl RemoteJwksBuilder {
         Ok(RemoteJwks {
             inner: Arc::new(Remote {
                 uri,
+                discovery,
                 client,
                 config,
                 cache: ArcSwap::from_pointee(Cache {
                     set: None,
+                    source: None,
                     etag: None,
                     fresh_until: now,
                     usable_until: now,
@@ -784,6 +1021,49 @@ impl RemoteJwksBuilder {
                 control: Mutex::new(Control::default()),
             }),
         })
+    }
+}
+
+impl RemoteJwksBuilder {
+    /// The discovery settings, checked (`None` without an issuer).
+    fn discovery(&self) -> Result<Option<Discovery>, ConfigError> {
+        let Some(issuer) = &self.issuer else {
+            return Ok(None);
+        };
+        let uri = issuer_uri(issuer)?;
+        let loopback = is_loopback(&uri);
+        match uri.scheme_str() {
+            Some("http") if !loopback && !self.allow_http => {
+                return Err(ConfigError::new(
+                    "issuer",
+                    issuer,
+                    "plain http to a host that is not loopback: use https (feature rustls), or \
+                     allow_http(true) on a network you trust end to end",
+                ));
+            }
+            #[cfg(not(feature = "rustls"))]
+            Some("https") => {
+                return Err(ConfigError::new(
+                    "issuer",
+                    issuer,
+                    "https needs the rustls feature",
+                ));
+            }
+            _ => {}
+        }
+        if self.max_discovery_len == 0 {
+            return Err(ConfigError::new(
+                "max_discovery_len",
+                self.max_discovery_len,
+                "must be at least 1 byte",
+            ));
+        }
+        Ok(Some(Discovery {
+            issuer: issuer.clone(),
+            allow_http: self.allow_http,
+            loopback,
+            max_len: self.max_discovery_len,
+        }))
     }
 }
 
@@ -833,6 +1113,9 @@ pub enum FetchError {
     },
     /// The body is not an acceptable JWK Set.
     InvalidSet(JwkSetError),
+    /// The discovery document is refused (see
+    /// [From an issuer URL](RemoteJwks#from-an-issuer-url)).
+    Discovery(DiscoveryError),
     /// The fetch task ended without an answer (the runtime shut down).
     Aborted(String),
     /// No tokio runtime to run the fetch on.
@@ -855,6 +1138,7 @@ impl fmt::Display for FetchError {
                 write!(f, "the response is larger than {limit} bytes")
             }
             FetchError::InvalidSet(err) => err.fmt(f),
+            FetchError::Discovery(err) => err.fmt(f),
             FetchError::Aborted(err) => write!(f, "the fetch was aborted: {err}"),
             FetchError::NoRuntime => f.write_str("no tokio runtime to fetch on"),
         }
@@ -865,10 +1149,66 @@ impl std::error::Error for FetchError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             FetchError::InvalidSet(err) => Some(err),
+            FetchError::Discovery(err) => Some(err),
             _ => None,
         }
     }
 }
+
+/// Why a discovery document was refused
+/// ([`FetchError::Discovery`]). Values copied from the document are cut to
+/// 200 characters; credentials in a URL are masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// Not a JSON object, a member repeated, or `issuer` or `jwks_uri`
+    /// missing or not a string.
+    Malformed(String),
+    /// The document names another issuer than the configured one (RFC 8414
+    /// §3.3): it may be another issuer's, and its `jwks_uri` is not used.
+    IssuerMismatch {
+        /// The configured issuer.
+        expected: String,
+        /// The document's.
+        found: String,
+    },
+    /// `jwks_uri` is not an absolute `http(s)` URL (a relative one, another
+    /// scheme, credentials, https without the `rustls` feature).
+    InvalidJwksUri {
+        /// The URL, credentials masked.
+        uri: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// `jwks_uri` is plain `http` and not between loopback addresses, and
+    /// [`allow_http`](RemoteJwksBuilder::allow_http) is off.
+    InsecureJwksUri(String),
+}
+
+impl fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiscoveryError::Malformed(why) => write!(f, "malformed discovery document: {why}"),
+            DiscoveryError::IssuerMismatch { expected, found } => write!(
+                f,
+                "the discovery document names the issuer {found:?}, not {expected:?}"
+            ),
+            DiscoveryError::InvalidJwksUri { uri, reason } => {
+                write!(
+                    f,
+                    "the discovery document's jwks_uri {uri:?} is refused: {reason}"
+                )
+            }
+            DiscoveryError::InsecureJwksUri(uri) => write!(
+                f,
+                "the discovery document's jwks_uri {uri:?} is plain http off loopback: keys must \
+                 come over https (or allow_http)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DiscoveryError {}
 
 #[cfg(test)]
 mod tests {

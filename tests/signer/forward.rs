@@ -219,6 +219,24 @@ impl Gateway {
             .fallback_service(forwarder)
             .layer(signer)
             .route_service(JWKS_PATH, JwksService::new(registry.clone()));
+        // The forwarder reads axum's `ConnectInfo` only with the crate's
+        // `axum` feature; without it, the address is handed over as
+        // `ClientAddr`, as the upstream module docs say.
+        #[cfg(not(feature = "axum"))]
+        let app = app.layer(axum::middleware::map_request(
+            |mut request: AxumRequest| async move {
+                let client = request
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                    .map(|info| info.0);
+                if let Some(client) = client {
+                    request
+                        .extensions_mut()
+                        .insert(tower_jwt_signer::upstream::ClientAddr(client));
+                }
+                request
+            },
+        ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -341,9 +359,6 @@ async fn bodies_stream_both_ways() {
     assert_eq!(body, "one+two");
 }
 
-// The client's address comes from axum's `ConnectInfo`, which the
-// forwarder reads with the `axum` feature (`.ci/run`'s --all-features run).
-#[cfg(feature = "axum")]
 #[tokio::test]
 async fn hop_by_hop_headers_never_cross_and_forwarding_headers_are_ours() {
     let upstream = TestUpstream::start().await;
@@ -399,9 +414,6 @@ async fn hop_by_hop_headers_never_cross_and_forwarding_headers_are_ours() {
     }
 }
 
-// The client's address comes from axum's `ConnectInfo`, which the
-// forwarder reads with the `axum` feature (`.ci/run`'s --all-features run).
-#[cfg(feature = "axum")]
 #[tokio::test]
 async fn a_trusted_chain_is_appended_to() {
     let upstream = TestUpstream::start().await;

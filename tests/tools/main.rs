@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod discovery_proxy;
 mod harness;
 mod lifecycle_proxy;
 #[cfg(feature = "metrics")]

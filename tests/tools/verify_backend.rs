@@ -71,7 +71,7 @@ fn bad_flags_are_refused_before_it_listens() {
         ),
         (
             &["--listen", "127.0.0.1:0"][..],
-            "the following required arguments were not provided:\n  --jwks-url <URL>",
+            "the following required arguments were not provided:\n  <--jwks-url <URL>|--discover <ISSUER_URL>>",
         ),
         (
             &["--listen", "nowhere", "--jwks-url", "x"][..],

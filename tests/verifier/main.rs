@@ -8,11 +8,13 @@ mod support;
 #[cfg(feature = "axum")]
 mod axum_extractor;
 mod config;
+mod discovery;
 mod hardening;
 mod hostile_tokens;
 mod interop_josekit;
 mod interop_jsonwebtoken;
 mod jwks_http;
+mod merged_jwks;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod remote_jwks;
