@@ -333,3 +333,53 @@ async fn with_a_key_dir_each_route_algorithm_keeps_its_keys_in_a_subdirectory() 
     assert_eq!(kids_of(&set), kids);
     verify_against(&legacy, &set).unwrap();
 }
+
+#[tokio::test]
+async fn with_rotate_every_each_route_registry_rotates_on_its_own() {
+    let upstream = Upstream::start().await;
+    let upstream_url = upstream.url();
+    let (_proxy, addr) = crate::signing_proxy::proxy(&[
+        "--upstream",
+        &upstream_url,
+        "--route",
+        "/legacy=RS256",
+        "--rotate-every",
+        "2",
+        "--ttl",
+        "5",
+    ])
+    .await;
+    let kid_of = |token: &str| {
+        segment(token.split('.').next().unwrap())["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first_legacy = token_for(addr, &upstream, "/legacy/1").await;
+    let first_default = token_for(addr, &upstream, "/").await;
+    assert_eq!(alg_of(&first_legacy), "RS256");
+    assert_eq!(alg_of(&first_default), "ES256");
+
+    // Each route's registry has its own rotator: both algorithms move on
+    // to a new key, and the tokens signed before still verify with the one
+    // JWKS (their keys are retained).
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let (legacy, default) = loop {
+        let legacy = token_for(addr, &upstream, "/legacy/1").await;
+        let default = token_for(addr, &upstream, "/").await;
+        if kid_of(&legacy) != kid_of(&first_legacy) && kid_of(&default) != kid_of(&first_default) {
+            break (legacy, default);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rotation of both registries within {LIMIT:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(alg_of(&legacy), "RS256");
+    assert_eq!(alg_of(&default), "ES256");
+    let set = jwks(addr).await;
+    for token in [&first_legacy, &first_default, &legacy, &default] {
+        verify_against(token, &set).unwrap();
+    }
+}
