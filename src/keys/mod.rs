@@ -39,6 +39,7 @@
 mod algorithm;
 mod asn1;
 mod backend;
+mod certificate;
 mod error;
 mod factory;
 mod jwk;
@@ -52,6 +53,7 @@ mod weak;
 
 pub use algorithm::{Algorithm, EcCurve, KeyKind, UnknownAlgorithm};
 pub use backend::SigningBackend;
+pub use certificate::{CertificateChain, MAX_CERTIFICATE_LEN, MAX_CERTIFICATES};
 pub use error::{KeyError, SignError};
 pub use factory::{InProcessKeys, KeyFactory};
 pub use jwk::PublicJwk;

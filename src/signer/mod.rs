@@ -174,6 +174,7 @@
 //! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` | [`ClaimsFailed`](Refusal::ClaimsFailed) |
 //! | the token would be longer than [`max_token_len`](JwtSignerLayerBuilder::max_token_len) (8 KiB by default) | 400 | `token_too_large` | [`TokenTooLarge`](Refusal::TokenTooLarge) |
 //! | the registry has no active key | 503 | `no_signing_key` | [`NoSigningKey`](Refusal::NoSigningKey) |
+//! | the active key is certificate-backed and its chain has expired / is not valid yet | 503 | `certificate_expired` / `certificate_not_yet_valid` | [`CertificateExpired`](Refusal::CertificateExpired) / [`CertificateNotYetValid`](Refusal::CertificateNotYetValid) |
 //! | signing fails (the key backend, the random source) | 500 | `signing_failed` | [`SigningFailed`](Refusal::SigningFailed) |
 //!
 //! The response extensions hold the typed cause, a [`Refusal`] (as the
