@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod certificate;
 mod config;
 mod faults;
 mod key_store_crash;
