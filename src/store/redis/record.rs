@@ -350,6 +350,56 @@ mod tests {
         }
     }
 
+    /// A key with a self-signed certificate made with rcgen.
+    fn certified() -> StoredKey {
+        let rc_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["gateway.test".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+        let chain = params.self_signed(&rc_key).unwrap().pem();
+        let key = SigningKey::from_pem_with_certificate_chain(
+            rc_key.serialize_pem(),
+            chain,
+            Algorithm::ES256,
+        )
+        .unwrap();
+        StoredKey::new(key, KeyState::Active, SystemTime::now())
+    }
+
+    #[test]
+    fn a_key_with_its_chain_is_a_record_of_format_3_whose_chain_is_sealed() {
+        let kek = Kek::generate();
+        let key = certified();
+        let kid = key.kid().as_str().as_bytes().to_vec();
+        let sealed = seal("fleet", &key, &kek).unwrap();
+        let record: Value = serde_json::from_slice(&sealed).unwrap();
+        assert_eq!(record["v"], 3);
+        // The chain is inside the ciphertext, not beside it.
+        let x5t = key.public_jwk().certificate_chain().unwrap().x5t_s256();
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        assert!(!text.contains(x5t), "{text}");
+        let opened = open("fleet", &kid, &sealed, std::slice::from_ref(&kek), "s").unwrap();
+        assert_eq!(opened.key, key);
+        assert_eq!(
+            opened.key.key().unwrap().certificate_chain(),
+            key.key().unwrap().certificate_chain()
+        );
+        // Relabelled as format 1 (an older build's format): the associated
+        // data says 3, so it does not decrypt.
+        let relabelled = text.replace("\"v\":3", "\"v\":1");
+        let err = reason(
+            open(
+                "fleet",
+                &kid,
+                relabelled.as_bytes(),
+                std::slice::from_ref(&kek),
+                "s",
+            )
+            .unwrap_err(),
+        );
+        assert!(err.contains("does not decrypt"), "{err}");
+    }
+
     #[test]
     fn a_record_opens_under_its_prefix_kid_and_kek_only() {
         let (kek, other) = (Kek::generate(), Kek::generate());
