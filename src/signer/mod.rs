@@ -49,7 +49,12 @@
 //! The JWT header is exactly `{"alg","typ","kid"}`: the algorithm and kid of
 //! the active key (never anything taken from the request) and `typ` (`JWT`
 //! by default, see [`JwtSignerLayerBuilder::token_type`]). It is encoded once per
-//! key, not per request.
+//! key, not per request. For a certificate-backed key (see
+//! [`CertificateChain`](crate::keys::CertificateChain)),
+//! [`header_x5t_s256`](JwtSignerLayerBuilder::header_x5t_s256) adds the
+//! certificate's `x5t#S256` (off by default). Such a key signs only while
+//! its chain is valid: before `notBefore` or after `notAfter` the signer
+//! answers 503 (see the [status table](#answers-the-signer-gives-itself)).
 //!
 //! | claim | value |
 //! |---|---|
