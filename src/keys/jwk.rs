@@ -138,6 +138,26 @@ impl PublicJwk {
         self
     }
 
+    /// Whether `parts` (a certificate's public key) is this key: compared
+    /// member by member, without the public-key checks (this key passed
+    /// them), so a huge modulus in a certificate costs nothing.
+    pub(crate) fn holds(&self, parts: &PublicParts) -> bool {
+        match (&self.params, parts) {
+            (PublicParams::Rsa { n, e }, PublicParts::Rsa { n: n2, e: e2 }) => {
+                n.as_slice() == minimal(n2) && e.as_slice() == minimal(e2)
+            }
+            (PublicParams::Ec { crv, x, y }, PublicParts::Ec { curve, point }) => {
+                *curve == Some(*crv)
+                    && point.len() == 1 + x.len() + y.len()
+                    && point[0] == 0x04
+                    && point[1..=x.len()] == x[..]
+                    && point[1 + x.len()..] == y[..]
+            }
+            (PublicParams::Ed25519 { x }, PublicParts::Ed25519 { x: x2 }) => x == x2,
+            _ => false,
+        }
+    }
+
     /// The certificate chain published with this key (`x5c`), if it is a
     /// certificate-backed key.
     pub fn certificate_chain(&self) -> Option<&CertificateChain> {
