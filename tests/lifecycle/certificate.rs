@@ -190,3 +190,75 @@ async fn no_warning_before_the_configured_time() {
     );
     rotator.stop().await;
 }
+
+#[test]
+fn a_renewed_certificate_of_the_same_key_replaces_the_chain_and_is_kept() {
+    let pki = Pki::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let (rc_key, key_pem) = certs::key(Algorithm::ES256);
+    let soon = SystemTime::now() + Duration::from_secs(3600);
+    let old_chain = pki.chain_pem(&rc_key, rcgen::date_time_ymd(2020, 1, 1), at(soon));
+    let key = SigningKey::from_pem_with_certificate_chain(&key_pem, &old_chain, Algorithm::ES256)
+        .unwrap();
+    let kid = key.kid().clone();
+    let registry = KeyRegistry::builder()
+        .store(DirKeyStore::open(&dir).unwrap())
+        .active(key)
+        .build()
+        .unwrap();
+    let etag = registry.current().etag().clone();
+
+    // The same key, a certificate valid for a year.
+    let renewed = SigningKey::from_pem_with_certificate_chain(
+        &key_pem,
+        pki.valid_chain_pem(&rc_key),
+        Algorithm::ES256,
+    )
+    .unwrap();
+    let renewed_chain = renewed.certificate_chain().unwrap().clone();
+    registry.renew_certificate(renewed).unwrap();
+    let snapshot = registry.current();
+    let active = snapshot.active().unwrap();
+    assert_eq!(active.kid(), &kid, "same key, same kid");
+    assert_eq!(active.state(), KeyState::Active);
+    assert_eq!(
+        active.public_jwk().certificate_chain(),
+        Some(&renewed_chain)
+    );
+    assert_ne!(snapshot.etag(), &etag, "the JWKS changed");
+
+    // Another key with this kid's certificate is not a renewal; an unknown
+    // kid neither.
+    let (other, other_pem) = certs::key(Algorithm::ES256);
+    let stranger = SigningKey::from_pem_with_certificate_chain(
+        &other_pem,
+        pki.valid_chain_pem(&other),
+        Algorithm::ES256,
+    )
+    .unwrap();
+    let err = registry.renew_certificate(stranger.clone()).unwrap_err();
+    assert!(matches!(err, RegistryError::UnknownKid(_)), "{err:?}");
+    let impostor = stranger.with_kid(kid.clone());
+    let err = registry.renew_certificate(impostor).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::Key(tower_jwt_signer::KeyError::CertificateKeyMismatch { .. })
+        ),
+        "{err:?}"
+    );
+    drop(registry);
+
+    // A restart loads the renewed chain.
+    let registry = open(&dir).unwrap();
+    assert_eq!(
+        registry
+            .current()
+            .active()
+            .unwrap()
+            .public_jwk()
+            .certificate_chain(),
+        Some(&renewed_chain)
+    );
+}

@@ -21,6 +21,7 @@ use super::signing_proxy::{get, jwks, proxy};
 use crate::support::certs::{self, Pki, days_from_now};
 use crate::support::lifecycle::published_kids;
 use crate::support::process::{Example, LIMIT};
+use crate::support::upstream::Upstream;
 
 /// Writes `tls.crt` and `tls.key` into `dir` as the kubelet updates a
 /// Secret volume: the files in a new `..N` directory, a `..data` symlink
@@ -254,7 +255,8 @@ async fn a_renewed_certificate_becomes_the_next_key_then_the_active_one_with_no_
 }
 
 #[tokio::test]
-async fn an_expired_certificate_is_refused_with_503_and_a_mismatched_pair_does_not_start() {
+async fn an_expired_certificate_is_refused_with_503_until_renewed_and_a_mismatched_pair_does_not_start()
+ {
     let pki = Pki::new();
     let tmp = tempfile::tempdir().unwrap();
     let (key, pem) = certs::key(Algorithm::EdDSA);
@@ -266,26 +268,49 @@ async fn an_expired_certificate_is_refused_with_503_and_a_mismatched_pair_does_n
     )
     .unwrap();
     std::fs::write(&key_file, &pem).unwrap();
+    let upstream = Upstream::start().await;
     let (running, addr) = proxy(&[
         "--upstream",
-        "http://127.0.0.1:1",
+        &upstream.url(),
         "--alg",
         "EdDSA",
         "--cert-file",
         &path(&crt),
         "--key-file",
         &path(&key_file),
+        "--cert-poll",
+        "1",
     ])
     .await;
     let (status, body) = get(addr, "/orders").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"], "certificate_expired");
+    assert!(upstream.tokens().is_empty(), "never forwarded unsigned");
     running
         .line_async("the refusal's log line", |line| {
             line.contains("certificate has expired")
         })
         .await;
+    let kids = published_kids(&jwks(addr).await);
+
+    // The same key's certificate renewed (the file rewritten in place):
+    // the same kid signs again, with the new chain.
+    let renewed = pki.valid_chain_pem(&key);
+    let staged = tmp.path().join(".tls.crt.new");
+    std::fs::write(&staged, &renewed).unwrap();
+    std::fs::rename(&staged, &crt).unwrap();
+    running
+        .line_async("the renewal line", |line| {
+            line.contains("renewed certificate of the same key published")
+        })
+        .await;
+    let (status, _) = get(addr, "/orders").await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(published_kids(&jwks(addr).await), kids);
+    let token = upstream.tokens()[0].clone();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(kids[0].as_str()));
     drop(running);
 
     // Another key's certificate: the proxy does not start.
