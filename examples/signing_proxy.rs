@@ -103,7 +103,9 @@ gives 502, one that does not answer within --timeout 504, a body over
 --max-body 413. One line per request goes to stderr (Authorization and
 Cookie never shown). SIGTERM or Ctrl-C stops accepting connections and lets
 the requests in flight finish. Without --key-dir or --redis-url the key
-lives in memory and a restart publishes a new one.
+lives in memory and a restart publishes a new one. With --cert-file and
+--key-file the key and its certificate chain come from those files (a
+cert-manager Secret), polled every --cert-poll seconds for a renewal.
 
 With --redis-url, every replica runs with the same flags: --ttl and
 --jwks-max-age set each replica's registry and the leader's rotation plans
