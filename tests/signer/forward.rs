@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Request as AxumRequest;
+use axum::extract::{ConnectInfo, Request as AxumRequest};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, StreamBody};
@@ -22,7 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_jwt_signer::upstream::{ForwardError, ForwardedHeaders};
+use tower_jwt_signer::upstream::{ClientAddr, ForwardError, ForwardedHeaders};
 use tower_jwt_signer::{Algorithm, Forwarder, JWKS_PATH, JwksService, JwtSignerLayer, KeyRegistry};
 
 use crate::support::signer::{AbortOnDrop, verify_against};
@@ -215,6 +215,21 @@ impl Gateway {
             .audience("orders-api")
             .build()
             .unwrap();
+        // The client's address as the library takes it (`ClientAddr`), from
+        // axum's `ConnectInfo`: the forwarder reads `ConnectInfo` itself
+        // only with the `axum` feature, and these tests run without it too.
+        let forwarder = ServiceBuilder::new()
+            .map_request(|mut request: AxumRequest| {
+                if let Some(ConnectInfo(client)) = request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .copied()
+                {
+                    request.extensions_mut().insert(ClientAddr(client));
+                }
+                request
+            })
+            .service(forwarder);
         let app = Router::new()
             .fallback_service(forwarder)
             .layer(signer)
