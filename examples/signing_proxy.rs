@@ -356,6 +356,14 @@ impl std::fmt::Debug for RedisOptions {
 impl Cli {
     /// The options, or why not (what clap's attributes cannot say).
     fn options(self) -> Result<Options, String> {
+        // First: whatever the features, these flags never go with a store
+        // or a token.
+        let cert = self.cert.check(
+            self.key_dir.is_some(),
+            self.rotate_every.is_some(),
+            self.redis_url.is_some(),
+            self.pkcs11.is_given(),
+        )?;
         if self.redis_url.is_some() && !cfg!(feature = "redis") {
             return Err(
                 "--redis-url needs the `redis` feature: cargo run --features redis --example signing_proxy"
@@ -368,12 +376,6 @@ impl Cli {
                     .to_owned(),
             );
         }
-        let cert = self.cert.check(
-            self.key_dir.is_some(),
-            self.rotate_every.is_some(),
-            self.redis_url.is_some(),
-            self.pkcs11.is_given(),
-        )?;
         let pkcs11 = self.pkcs11.check(
             self.key_dir.is_some(),
             self.rotate_every.is_some(),
