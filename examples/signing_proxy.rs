@@ -47,6 +47,17 @@
 //!     --issuer http://127.0.0.1:8080 --route /legacy=RS256 --route /partners=EdDSA
 //! ```
 //!
+//! With `--cert-file FILE --key-file FILE` it signs with a key issued by
+//! a PKI (the `tls.crt` / `tls.key` pair cert-manager writes) and
+//! publishes its chain (`x5c`, `x5t#S256`); the files are polled
+//! (`--cert-poll`), and a renewed certificate with a new key becomes the
+//! next key, then the active one:
+//!
+//! ```text
+//! cargo run --example signing_proxy -- --upstream http://127.0.0.1:3000 \
+//!     --cert-file /etc/gateway/tls/tls.crt --key-file /etc/gateway/tls/tls.key
+//! ```
+//!
 //! It is a real proxy: the library's `upstream::Forwarder` (hop-by-hop
 //! headers removed, `X-Forwarded-For`/`Forwarded`, 502/504), tower-http's
 //! `TraceLayer` (one line per request on stderr, `Authorization` and
@@ -103,7 +114,9 @@ gives 502, one that does not answer within --timeout 504, a body over
 --max-body 413. One line per request goes to stderr (Authorization and
 Cookie never shown). SIGTERM or Ctrl-C stops accepting connections and lets
 the requests in flight finish. Without --key-dir or --redis-url the key
-lives in memory and a restart publishes a new one.
+lives in memory and a restart publishes a new one. With --cert-file and
+--key-file the key and its certificate chain come from those files (a
+cert-manager Secret), polled every --cert-poll seconds for a renewal.
 
 With --redis-url, every replica runs with the same flags: --ttl and
 --jwks-max-age set each replica's registry and the leader's rotation plans
@@ -286,6 +299,9 @@ pub(crate) struct Cli {
     /// Per-route algorithms and OpenID discovery
     #[command(flatten)]
     disco: disco::DiscoFlags,
+    /// Sign with a key and its certificate chain from files
+    #[command(flatten)]
+    cert: certs::CertFlags,
 }
 
 /// `NAME=VALUE`.
@@ -325,6 +341,7 @@ pub(crate) struct Options {
     pub(crate) redis: Option<RedisOptions>,
     pub(crate) pkcs11: Option<hsm::Pkcs11Options>,
     pub(crate) disco: disco::DiscoOptions,
+    pub(crate) cert: Option<certs::CertOptions>,
 }
 
 /// The fleet's flags: `--redis-url` and its companions.
@@ -359,8 +376,22 @@ impl Cli {
         let disco = self.disco.check(
             self.issuer.as_deref(),
             self.redis_url.is_some(),
-            self.pkcs11.given(),
+            self.pkcs11.is_given(),
         )?;
+        // Whatever the features, these flags never go with a store or a
+        // token.
+        let cert = self.cert.check(
+            self.key_dir.is_some(),
+            self.rotate_every.is_some(),
+            self.redis_url.is_some(),
+            self.pkcs11.is_given(),
+        )?;
+        if cert.is_some() && disco.has_routes() {
+            return Err(
+                "--route and --cert-file are exclusive in this proxy: the routes' keys are not certificate-backed"
+                    .to_owned(),
+            );
+        }
         if self.redis_url.is_some() && !cfg!(feature = "redis") {
             return Err(
                 "--redis-url needs the `redis` feature: cargo run --features redis --example signing_proxy"
@@ -421,6 +452,7 @@ impl Cli {
             redis,
             pkcs11,
             disco,
+            cert,
         })
     }
 }
@@ -504,6 +536,9 @@ pub(crate) fn open_registry(
     if let Some(pkcs11) = &options.pkcs11 {
         return hsm::open_registry(options, pkcs11, clock);
     }
+    if let Some(cert) = &options.cert {
+        return certs::open_registry(options, cert, clock);
+    }
     let builder = registry_builder(options, clock);
     match &options.key_dir {
         // Keys of another algorithm than --alg in the directory stop the
@@ -523,7 +558,8 @@ pub(crate) fn signer_layer(
 ) -> Result<JwtSignerLayer, ConfigError> {
     let mut layer = JwtSignerLayer::builder(registry)
         .existing_token(options.existing)
-        .offload(options.offload);
+        .offload(options.offload)
+        .header_x5t_s256(options.cert.as_ref().is_some_and(|cert| cert.header_x5t));
     if options.reuse {
         layer = layer.reuse_tokens(TokenReuse::new());
     }
@@ -695,6 +731,17 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     if let Some(pkcs11) = &options.pkcs11 {
         println!("{}", pkcs11.describe());
     }
+    // Watches the certificate files for as long as the proxy serves.
+    let _reloader = match &options.cert {
+        Some(cert) => {
+            println!("{}", cert.describe(&options));
+            Some(
+                certs::spawn_reloader(registry.clone(), cert, &options)
+                    .map_err(|err| err as Box<dyn std::error::Error>)?,
+            )
+        }
+        None => None,
+    };
     let signer = signer_layer(&options, registry.clone())?;
     let forwarder = forwarder(&options)?;
     // --route: a registry and a signer per algorithm besides --alg's.
@@ -963,7 +1010,7 @@ mod hsm {
 
     impl Pkcs11Flags {
         /// Whether any `--pkcs11-*` flag is given.
-        pub(crate) fn given(&self) -> bool {
+        pub(crate) fn is_given(&self) -> bool {
             self.module.is_some()
                 || self.token.is_some()
                 || self.pin_file.is_some()
@@ -1153,6 +1200,13 @@ mod disco {
         /// `--issuer`, when it is an http(s) URL: the discovery document is
         /// served.
         issuer_url: Option<String>,
+    }
+
+    impl DiscoOptions {
+        /// Whether any `--route` was given.
+        pub(crate) fn has_routes(&self) -> bool {
+            !self.routes.is_empty()
+        }
     }
 
     impl DiscoFlags {
@@ -1442,4 +1496,399 @@ mod metrics_listener {
             }
         }))
     }
+}
+
+/// `--cert-file` / `--key-file`: sign with a key issued by a PKI (the
+/// `tls.crt` / `tls.key` pair cert-manager writes in a Secret) and publish
+/// its chain; a renewal becomes a rotation.
+mod certs {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use clap::builder::BoolishValueParser;
+    use tower_jwt_signer::clock::Clock;
+    use tower_jwt_signer::registry::KeyState;
+    use tower_jwt_signer::{Algorithm, KeyRegistry, Kid, SigningKey};
+
+    use super::Options;
+
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    /// The largest key or certificate file read, in bytes.
+    const MAX_FILE_LEN: u64 = 256 * 1024;
+
+    /// The verifiers' leeway on `exp` assumed when an old key retires (as
+    /// the rotation policy's default): it stays published for the token
+    /// lifetime plus this.
+    const VERIFIER_LEEWAY: Duration = Duration::from_secs(60);
+
+    /// The certificate flags as given.
+    #[derive(Debug, clap::Args)]
+    pub(crate) struct CertFlags {
+        /// Sign with the key of --key-file and publish this certificate
+        /// chain with it (PEM, leaf first: cert-manager's tls.crt); the
+        /// leaf must be the key's. The key signs only while every
+        /// certificate of the chain is valid (503 otherwise)
+        #[arg(
+            long = "cert-file",
+            env = "TJS_CERT_FILE",
+            value_name = "FILE",
+            requires = "key_file"
+        )]
+        cert_file: Option<PathBuf>,
+        /// The private key of --cert-file (PEM: PKCS#8, PKCS#1 or SEC 1,
+        /// unencrypted: cert-manager's tls.key); --alg must fit it
+        #[arg(
+            long = "key-file",
+            env = "TJS_KEY_FILE",
+            value_name = "FILE",
+            requires = "cert_file"
+        )]
+        key_file: Option<PathBuf>,
+        /// Look at --cert-file and --key-file every SECS (modification time
+        /// and SHA-256 of their content). Polling, not SIGHUP: Kubernetes
+        /// updates a Secret volume by swapping a symlink and sends no
+        /// signal. A renewed pair with a new key is published as the next
+        /// key, signs --cert-prepublish later, and the old key stays
+        /// published for --ttl + 60 s; a renewed certificate of the same
+        /// key replaces the old chain at once
+        #[arg(long = "cert-poll", env = "TJS_CERT_POLL", value_name = "SECS", default_value = "10", value_parser = super::support::positive_seconds)]
+        cert_poll: Duration,
+        /// Publish a renewed certificate's key SECS before it signs
+        /// [default: --jwks-max-age, so that verifiers' caches see it first]
+        #[arg(long = "cert-prepublish", env = "TJS_CERT_PREPUBLISH", value_name = "SECS", value_parser = super::support::seconds)]
+        cert_prepublish: Option<Duration>,
+        /// Also put the certificate's x5t#S256 in every token's header
+        /// (default: the header is {alg, typ, kid})
+        #[arg(long = "header-x5t", env = "TJS_HEADER_X5T", value_parser = BoolishValueParser::new())]
+        header_x5t: bool,
+    }
+
+    /// The certificate options, checked.
+    #[derive(Debug, Clone)]
+    pub(crate) struct CertOptions {
+        pub(crate) cert_file: PathBuf,
+        pub(crate) key_file: PathBuf,
+        pub(crate) poll: Duration,
+        pub(crate) prepublish: Option<Duration>,
+        pub(crate) header_x5t: bool,
+    }
+
+    impl CertFlags {
+        /// The options, or why the flags do not go together.
+        pub(crate) fn check(
+            self,
+            key_dir: bool,
+            rotate: bool,
+            redis: bool,
+            pkcs11: bool,
+        ) -> Result<Option<CertOptions>, String> {
+            let (cert_file, key_file) = match (self.cert_file, self.key_file) {
+                (Some(cert), Some(key)) => (cert, key),
+                (None, None) => {
+                    if self.cert_prepublish.is_some() || self.header_x5t {
+                        return Err(
+                            "--cert-prepublish and --header-x5t need --cert-file and --key-file"
+                                .to_owned(),
+                        );
+                    }
+                    return Ok(None);
+                }
+                _ => return Err("--cert-file and --key-file go together".to_owned()),
+            };
+            let exclusive = [
+                (
+                    pkcs11,
+                    "--pkcs11-module: the key is in the token, not in --key-file",
+                ),
+                (
+                    redis,
+                    "--redis-url: a fleet shares generated keys; give each replica the same files instead",
+                ),
+                (key_dir, "--key-dir: the files are where the key is kept"),
+                (
+                    rotate,
+                    "--rotate-every: a certificate's key rotates when the certificate is renewed",
+                ),
+            ];
+            if let Some((_, why)) = exclusive.iter().find(|(given, _)| *given) {
+                return Err(format!("--cert-file cannot go with {why}"));
+            }
+            Ok(Some(CertOptions {
+                cert_file,
+                key_file,
+                poll: self.cert_poll,
+                prepublish: self.cert_prepublish,
+                header_x5t: self.header_x5t,
+            }))
+        }
+    }
+
+    /// The two files, as read once.
+    struct Pair {
+        cert: Vec<u8>,
+        key: Vec<u8>,
+        /// SHA-256 of both, to see a change.
+        digest: Vec<u8>,
+    }
+
+    /// Reads a file of at most [`MAX_FILE_LEN`] bytes (following symlinks:
+    /// Kubernetes' `..data` layout).
+    fn read_bounded(path: &Path) -> Result<Vec<u8>, Error> {
+        use std::io::Read as _;
+        let file = std::fs::File::open(path)
+            .map_err(|err| format!("cannot open {}: {err}", path.display()))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        if bytes.len() as u64 > MAX_FILE_LEN {
+            return Err(format!(
+                "{} is larger than {} KiB: not a key or a certificate chain",
+                path.display(),
+                MAX_FILE_LEN / 1024
+            )
+            .into());
+        }
+        Ok(bytes)
+    }
+
+    fn read_pair(options: &CertOptions) -> Result<Pair, Error> {
+        let cert = read_bounded(&options.cert_file)?;
+        let key = read_bounded(&options.key_file)?;
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        context.update(&(cert.len() as u64).to_be_bytes());
+        context.update(&cert);
+        context.update(&key);
+        let digest = context.finish().as_ref().to_vec();
+        Ok(Pair { cert, key, digest })
+    }
+
+    /// The key of a pair, with its chain.
+    fn key_of(pair: &Pair, options: &CertOptions, alg: Algorithm) -> Result<SigningKey, Error> {
+        SigningKey::from_pem_with_certificate_chain(&pair.key, &pair.cert, alg).map_err(|err| {
+            format!(
+                "{} and {}: {err}",
+                options.key_file.display(),
+                options.cert_file.display()
+            )
+            .into()
+        })
+    }
+
+    /// The modification times of the two files, for the log.
+    fn modified(options: &CertOptions) -> (Option<SystemTime>, Option<SystemTime>) {
+        let of = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        (of(&options.cert_file), of(&options.key_file))
+    }
+
+    /// The registry with the files' key active. Blocking.
+    pub(crate) fn open_registry(
+        options: &Options,
+        certs: &CertOptions,
+        clock: Clock,
+    ) -> Result<KeyRegistry, Error> {
+        let pair = read_pair(certs)?;
+        let key = key_of(&pair, certs, options.alg)?;
+        let chain = key.certificate_chain().expect("imported with its chain");
+        if !chain.is_valid_at(clock.now()) {
+            tracing::error!(
+                kid = %key.kid(),
+                "the certificate of {} is not valid now: every request is refused (503) until it is renewed",
+                certs.cert_file.display()
+            );
+        }
+        Ok(KeyRegistry::builder()
+            .clock(clock)
+            .token_ttl(options.ttl)
+            .jwks_max_age(options.jwks_max_age)
+            .active(key)
+            .build()?)
+    }
+
+    /// What the reloader is doing with a renewal.
+    struct Reloader {
+        registry: KeyRegistry,
+        options: CertOptions,
+        alg: Algorithm,
+        prepublish: Duration,
+        retain: Duration,
+        /// The digest of the pair last acted on (loaded, or refused).
+        seen: Vec<u8>,
+        /// The renewal published as next, and when it signs.
+        pending: Option<(Kid, SystemTime)>,
+        modified: (Option<SystemTime>, Option<SystemTime>),
+    }
+
+    impl Reloader {
+        /// One poll: activate a renewal that is due, drop retired keys,
+        /// then look at the files.
+        async fn poll(&mut self) {
+            let now = self.registry.clock().now();
+            if let Some((kid, at)) = self.pending.clone()
+                && now >= at
+            {
+                match self.registry.rotate(self.retain) {
+                    Ok(active) => {
+                        tracing::info!(kid = %active, previous_retained_for = ?self.retain, "renewed certificate's key activated");
+                        self.pending = None;
+                    }
+                    Err(err) => {
+                        tracing::error!(kid = %kid, error = %err, "cannot activate the renewed certificate's key; will retry")
+                    }
+                }
+            }
+            let snapshot = self.registry.current();
+            for key in snapshot.keys() {
+                if key.state() == KeyState::Retiring && key.retires_at().is_some_and(|at| at <= now)
+                {
+                    match self.registry.remove(key.kid()) {
+                        Ok(()) => tracing::info!(kid = %key.kid(), "old key removed"),
+                        Err(err) => {
+                            tracing::warn!(kid = %key.kid(), error = %err, "cannot remove an old key")
+                        }
+                    }
+                }
+            }
+            let options = self.options.clone();
+            let alg = self.alg;
+            let read = tokio::task::spawn_blocking(move || {
+                let pair = read_pair(&options)?;
+                Ok::<_, Error>((pair.digest.clone(), key_of(&pair, &options, alg)))
+            })
+            .await;
+            let (digest, key) = match read {
+                Ok(Ok(read)) => read,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "cannot read the certificate files; keeping the current key");
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "the certificate reload failed");
+                    return;
+                }
+            };
+            let modified = modified(&self.options);
+            if digest == self.seen {
+                self.modified = modified;
+                return;
+            }
+            tracing::info!(
+                cert_file = %self.options.cert_file.display(),
+                changed_since = ?self.modified,
+                modified = ?modified,
+                "the certificate files changed"
+            );
+            let key = match key {
+                Ok(key) => key,
+                Err(err) => {
+                    // A writer that replaces the files one by one: the
+                    // next poll sees the pair whole.
+                    tracing::warn!(error = %err, "the changed certificate files are refused; keeping the current key, looking again next poll");
+                    return;
+                }
+            };
+            self.seen = digest;
+            self.modified = modified;
+            self.renewed(key);
+        }
+
+        /// A pair that loads: the same key with a new chain, or a new key.
+        fn renewed(&mut self, key: SigningKey) {
+            let kid = key.kid().clone();
+            let not_after = key
+                .certificate_chain()
+                .map(|chain| super::support_unix(chain.not_after()));
+            if self.registry.current().get(kid.as_str()).is_some() {
+                match self.registry.renew_certificate(key) {
+                    Ok(()) => {
+                        tracing::info!(kid = %kid, not_after, "renewed certificate of the same key published")
+                    }
+                    Err(err) => {
+                        tracing::error!(kid = %kid, error = %err, "cannot publish the renewed certificate")
+                    }
+                }
+                return;
+            }
+            // A renewal not yet active is withdrawn (it never signed).
+            if let Some((pending, _)) = self.pending.take()
+                && let Err(err) = self.registry.remove(&pending)
+            {
+                tracing::warn!(kid = %pending, error = %err, "cannot withdraw the previous renewal");
+            }
+            let at = self.registry.clock().now() + self.prepublish;
+            match self.registry.add_next_due(key, Some(at)) {
+                Ok(kid) => {
+                    tracing::info!(kid = %kid, not_after, activates_in = ?self.prepublish, "renewed certificate's key published as the next key");
+                    self.pending = Some((kid, at));
+                }
+                Err(err) => {
+                    tracing::error!(kid = %kid, error = %err, "cannot publish the renewed certificate's key")
+                }
+            }
+        }
+    }
+
+    /// Watches the files for as long as the proxy runs (aborted when the
+    /// handle is dropped).
+    pub(crate) fn spawn_reloader(
+        registry: KeyRegistry,
+        certs: &CertOptions,
+        options: &Options,
+    ) -> Result<AbortOnDrop, Error> {
+        let seen = read_pair(certs)?.digest;
+        let mut reloader = Reloader {
+            registry,
+            options: certs.clone(),
+            alg: options.alg,
+            prepublish: certs.prepublish.unwrap_or(options.jwks_max_age),
+            retain: options.ttl + VERIFIER_LEEWAY,
+            seen,
+            pending: None,
+            modified: modified(certs),
+        };
+        let poll = certs.poll;
+        let task = tokio::spawn(async move {
+            loop {
+                let wait = match &reloader.pending {
+                    Some((_, at)) => at
+                        .duration_since(reloader.registry.clock().now())
+                        .unwrap_or(Duration::ZERO)
+                        .min(poll),
+                    None => poll,
+                };
+                tokio::time::sleep(wait).await;
+                reloader.poll().await;
+            }
+        });
+        Ok(AbortOnDrop(Arc::new(task)))
+    }
+
+    /// Stops the reloader when dropped.
+    pub(crate) struct AbortOnDrop(Arc<tokio::task::JoinHandle<()>>);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    impl CertOptions {
+        pub(crate) fn describe(&self, options: &Options) -> String {
+            format!(
+                "key and certificate from {} and {}, looked at every {} s; a renewed key is published {} s before it signs",
+                self.key_file.display(),
+                self.cert_file.display(),
+                self.poll.as_secs(),
+                self.prepublish.unwrap_or(options.jwks_max_age).as_secs(),
+            )
+        }
+    }
+}
+
+/// Unix seconds of `time`, for log fields.
+fn support_unix(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }

@@ -48,7 +48,7 @@
 //!
 //! | piece | module |
 //! |---|---|
-//! | [`SigningKey`]: a private key with its [`Algorithm`] and [`Kid`] (generate, import PKCS#8 or JWK, export); any [`SigningBackend`](keys::SigningBackend) (an HSM, a KMS) can stand in for it | [`keys`] |
+//! | [`SigningKey`]: a private key with its [`Algorithm`] and [`Kid`] (generate, import PKCS#8 or JWK, export; with its X.509 chain, published as `x5c`); any [`SigningBackend`](keys::SigningBackend) (an HSM, a KMS) can stand in for it | [`keys`] |
 //! | [`KeyRegistry`]: the shared keys (next, active, retiring), read as lock-free snapshots and rotated atomically; the one home of the token lifetime and the JWKS max-age | [`registry`] |
 //! | [`JwksService`]: serves the registry's public keys with `Cache-Control` and `ETag`; [`JwksSource`](jwks::JwksSource): the keys of several registries as one set | [`jwks`] |
 //! | [`DiscoveryService`]: the OpenID discovery document (`issuer`, `jwks_uri`, the algorithms), with the JWKS's HTTP semantics | [`discovery`] |
@@ -89,6 +89,9 @@
 //!   signer answers the request itself. (Under
 //!   [`ExistingToken::Keep`](signer::ExistingToken::Keep), a client's own token is forwarded as it came,
 //!   not signed by the signer; its claims closure still decides.)
+//! * A key with a certificate chain signs only while every certificate of
+//!   the chain is valid (503 otherwise). The chain is published for
+//!   verifiers that want it; the crate does not validate it to a root.
 //! * The verifier takes the algorithm from the key a token's `kid` selects,
 //!   and never fetches or trusts a key a token names (`jku`, `x5u`, `jwk`,
 //!   `x5c`).

@@ -274,6 +274,16 @@ fn describe_other(algorithm: &AlgorithmIdentifierRef<'_>) -> String {
     }
 }
 
+/// The curve a SEC 1 `ECPrivateKey` names in its parameters (`None` for
+/// a key without parameters or on a curve we do not sign with).
+pub(crate) fn sec1_curve(der: &[u8]) -> Result<Option<EcCurve>, String> {
+    let key = sec1::EcPrivateKey::from_der(der)
+        .map_err(|err| format!("not a SEC 1 ECPrivateKey: {}", reason(err)))?;
+    Ok(key
+        .parameters
+        .and_then(|sec1::EcParameters::NamedCurve(oid)| EcCurve::from_oid(oid)))
+}
+
 /// The SEC 1 `ECPrivateKey` of the scalar `d` (fixed length) on `curve`,
 /// without its public key: aws-lc-rs derives the public point from it.
 pub(crate) fn sec1_private_key(curve: EcCurve, d: &[u8]) -> Result<Vec<u8>, String> {

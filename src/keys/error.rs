@@ -76,6 +76,20 @@ pub enum KeyError {
     /// A key backend outside this process (an HSM, a KMS) failed to make,
     /// find or destroy a key; the error names the device and the key.
     Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// A certificate chain that cannot be read: not PEM or DER X.509, too
+    /// large, too long, or not in order (leaf first, each certificate
+    /// issued by the next). See [`CertificateChain`](super::CertificateChain).
+    CertificateMalformed {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The leaf certificate of a chain does not hold the public key of the
+    /// private key it was given with (the wrong `tls.crt` for the
+    /// `tls.key`), or holds a key that does not fit the algorithm.
+    CertificateKeyMismatch {
+        /// What did not match.
+        reason: String,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -128,6 +142,12 @@ impl fmt::Display for KeyError {
             KeyError::InvalidKid(err) => err.fmt(f),
             KeyError::Crypto(reason) => write!(f, "cryptographic library error: {reason}"),
             KeyError::Backend(err) => err.fmt(f),
+            KeyError::CertificateMalformed { reason } => {
+                write!(f, "not a valid certificate chain: {reason}")
+            }
+            KeyError::CertificateKeyMismatch { reason } => {
+                write!(f, "the certificate does not match the key: {reason}")
+            }
         }
     }
 }

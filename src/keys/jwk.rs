@@ -1,11 +1,12 @@
 //! Public JWKs (RFC 7517) and their thumbprints (RFC 7638).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::ser::SerializeMap;
 
 use super::asn1::{self, PublicParts};
-use super::{Algorithm, EcCurve, KeyError, KeyKind, Kid};
+use super::{Algorithm, CertificateChain, EcCurve, KeyError, KeyKind, Kid};
 use crate::b64;
 
 /// The public half of a signing key, as published in the JWKS.
@@ -16,6 +17,12 @@ use crate::b64;
 /// a private JWK, so a private member can never leak into it. EC
 /// coordinates are always full length and the RSA modulus has no leading
 /// zero octet.
+///
+/// A certificate-backed key's JWK also carries its chain: `x5c` (each
+/// certificate's DER in standard base64, leaf first) and `x5t#S256` (the
+/// base64url SHA-256 of the leaf's DER), RFC 7517 sections 4.7 and 4.9.
+/// They are public data; the thumbprint and the default kid cover only the
+/// required members (RFC 7638), so attaching a chain never changes them.
 ///
 /// ```
 /// use tower_jwt_signer::{Algorithm, SigningKey};
@@ -33,6 +40,8 @@ pub struct PublicJwk {
     kid: Kid,
     alg: Algorithm,
     params: PublicParams,
+    /// The certificate chain of a certificate-backed key.
+    chain: Option<Arc<CertificateChain>>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -89,6 +98,7 @@ impl PublicJwk {
             kid,
             alg: algorithm,
             params,
+            chain: None,
         })
     }
 
@@ -126,6 +136,47 @@ impl PublicJwk {
     pub fn with_kid(mut self, kid: Kid) -> Self {
         self.kid = kid;
         self
+    }
+
+    /// Whether `parts` (a certificate's public key) is this key: compared
+    /// member by member, without the public-key checks (this key passed
+    /// them), so a huge modulus in a certificate costs nothing.
+    pub(crate) fn holds(&self, parts: &PublicParts) -> bool {
+        match (&self.params, parts) {
+            (PublicParams::Rsa { n, e }, PublicParts::Rsa { n: n2, e: e2 }) => {
+                n.as_slice() == minimal(n2) && e.as_slice() == minimal(e2)
+            }
+            (PublicParams::Ec { crv, x, y }, PublicParts::Ec { curve, point }) => {
+                *curve == Some(*crv)
+                    && point.len() == 1 + x.len() + y.len()
+                    && point[0] == 0x04
+                    && point[1..=x.len()] == x[..]
+                    && point[1 + x.len()..] == y[..]
+            }
+            (PublicParams::Ed25519 { x }, PublicParts::Ed25519 { x: x2 }) => x == x2,
+            _ => false,
+        }
+    }
+
+    /// The certificate chain published with this key (`x5c`), if it is a
+    /// certificate-backed key.
+    pub fn certificate_chain(&self) -> Option<&CertificateChain> {
+        self.chain.as_deref()
+    }
+
+    /// Returns a copy that publishes `chain` (`x5c`, `x5t#S256`), after
+    /// checking that its leaf certificate holds this public key. The kid is
+    /// unchanged. A [`SigningBackend`](super::SigningBackend) whose key has
+    /// a certificate builds its JWK this way.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::CertificateKeyMismatch`] when the leaf holds another
+    /// key.
+    pub fn with_certificate_chain(mut self, chain: CertificateChain) -> Result<Self, KeyError> {
+        chain.check_leaf(&self)?;
+        self.chain = Some(Arc::new(chain));
+        Ok(self)
     }
 }
 
@@ -179,6 +230,10 @@ impl serde::Serialize for PublicJwk {
         map.serialize_entry("kid", self.kid.as_str())?;
         map.serialize_entry("alg", self.alg.as_str())?;
         map.serialize_entry("use", "sig")?;
+        if let Some(chain) = &self.chain {
+            map.serialize_entry("x5c", &chain.x5c())?;
+            map.serialize_entry("x5t#S256", chain.x5t_s256())?;
+        }
         map.end()
     }
 }
@@ -189,6 +244,10 @@ impl fmt::Debug for PublicJwk {
             .field("kty", &self.key_type())
             .field("kid", &self.kid)
             .field("alg", &self.alg)
+            .field(
+                "certificates",
+                &self.chain.as_ref().map(|c| c.certificates().len()),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -13,6 +13,13 @@
 //! moduli with the ROCA fingerprint. The verifier skips the same keys in a
 //! JWK Set, so a JWKS built from these keys never publishes one.
 //!
+//! A key can carry its X.509 certificate chain ([`CertificateChain`]):
+//! imported with [`SigningKey::from_pem_with_certificate_chain`] (the
+//! `tls.key` / `tls.crt` pair cert-manager or any PKI writes), its JWK also
+//! publishes `x5c` and `x5t#S256`, its kid stays the thumbprint, and it
+//! signs only while every certificate of the chain is valid. See
+//! [certificate-backed keys](#certificate-backed-keys).
+//!
 //! # Example
 //!
 //! ```
@@ -35,10 +42,44 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Certificate-backed keys
+//!
+//! The leaf certificate must hold the key (else
+//! [`KeyError::CertificateKeyMismatch`]); the chain is kept in the order
+//! given, leaf first, and must be in order (each certificate issued by the
+//! next; else [`KeyError::CertificateMalformed`]). Nothing here validates
+//! the chain's signatures or a root: the chain tells verifiers which
+//! certificate the key was issued, it does not make the key trusted.
+//!
+//! ```
+//! use tower_jwt_signer::{Algorithm, KeyError, SigningKey};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A key and its certificate (here self-signed with rcgen; in production
+//! // the tls.key / tls.crt files your PKI writes).
+//! let issued = rcgen::generate_simple_self_signed(vec!["gateway.example".to_owned()])?;
+//! let (key_pem, cert_pem) = (issued.key_pair.serialize_pem(), issued.cert.pem());
+//!
+//! let key = SigningKey::from_pem_with_certificate_chain(&key_pem, &cert_pem, Algorithm::ES256)?;
+//! let jwk = key.public_jwk().to_value();
+//! assert_eq!(jwk["x5c"].as_array().map(Vec::len), Some(1));
+//! assert_eq!(jwk["x5t#S256"], key.certificate_chain().unwrap().x5t_s256());
+//! // The kid is still the thumbprint of the public key.
+//! assert_eq!(key.kid(), SigningKey::from_pkcs8_pem(&key_pem, Algorithm::ES256)?.kid());
+//!
+//! // Another key's certificate is refused.
+//! let other = SigningKey::generate(Algorithm::ES256)?.to_pkcs8_pem()?;
+//! let err = SigningKey::from_pem_with_certificate_chain(&other, &cert_pem, Algorithm::ES256);
+//! assert!(matches!(err, Err(KeyError::CertificateKeyMismatch { .. })));
+//! # Ok(())
+//! # }
+//! ```
 
 mod algorithm;
 mod asn1;
 mod backend;
+mod certificate;
 mod error;
 mod factory;
 mod jwk;
@@ -52,6 +93,7 @@ mod weak;
 
 pub use algorithm::{Algorithm, EcCurve, KeyKind, UnknownAlgorithm};
 pub use backend::SigningBackend;
+pub use certificate::{CertificateChain, MAX_CERTIFICATE_LEN, MAX_CERTIFICATES};
 pub use error::{KeyError, SignError};
 pub use factory::{InProcessKeys, KeyFactory};
 pub use jwk::PublicJwk;

@@ -9,7 +9,10 @@ use serde_json::{Map, Value};
 
 use super::asn1::{self, PrivateParts, PublicParts};
 use super::jwk::{MAX_RSA_EXPONENT_BITS, bit_len, describe, minimal};
-use super::{Algorithm, EcCurve, KeyError, KeyKind, Kid, PublicJwk, SignError, SigningBackend};
+use super::{
+    Algorithm, CertificateChain, EcCurve, KeyError, KeyKind, Kid, PublicJwk, SignError,
+    SigningBackend,
+};
 use crate::b64;
 
 /// The largest RSA modulus accepted on import, in bits: aws-lc-rs signs
@@ -237,6 +240,76 @@ impl SigningKey {
         Self::from_der(der, algorithm, "PKCS#8 DER")
     }
 
+    /// Imports a private key with its X.509 certificate chain, both PEM:
+    /// the `tls.key` / `tls.crt` pair that cert-manager (or any PKI) writes.
+    ///
+    /// The key may be PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or
+    /// SEC 1 (`EC PRIVATE KEY`, with its named curve), unencrypted; the
+    /// chain is one or more `CERTIFICATE` blocks, leaf first (see
+    /// [`CertificateChain::from_pem`]). The leaf must hold this key's public
+    /// key. The kid stays the RFC 7638 thumbprint of the public key: use
+    /// [`with_kid`](Self::with_kid) for another one.
+    ///
+    /// The key signs only while every certificate of the chain is valid:
+    /// the signer refuses to sign with it before `notBefore` or after
+    /// `notAfter` (see the [signer's status table](crate::signer#answers-the-signer-gives-itself)).
+    ///
+    /// # Errors
+    ///
+    /// A [`KeyError`] for the key as [`from_pkcs8_pem`](Self::from_pkcs8_pem)
+    /// gives; [`KeyError::CertificateMalformed`] for a chain that cannot be
+    /// read; [`KeyError::CertificateKeyMismatch`] when the leaf certificate
+    /// is not this key's.
+    pub fn from_pem_with_certificate_chain(
+        key_pem: impl AsRef<[u8]>,
+        chain_pem: impl AsRef<[u8]>,
+        algorithm: Algorithm,
+    ) -> Result<Self, KeyError> {
+        let key_pem = key_pem.as_ref();
+        let key = match pem_label(key_pem) {
+            Some(label @ ("RSA PRIVATE KEY" | "EC PRIVATE KEY")) => {
+                const FORMAT: &str = "PKCS#1/SEC 1 PEM";
+                let malformed = |reason: String| KeyError::Malformed {
+                    format: FORMAT,
+                    reason,
+                };
+                let der = asn1::pem_decode(key_pem, label).map_err(malformed)?;
+                let curve = if label == "EC PRIVATE KEY" {
+                    Some(asn1::sec1_curve(&der).map_err(malformed)?.ok_or_else(|| {
+                        KeyError::WrongKeyType {
+                            algorithm,
+                            found: "an EC key without a named curve we sign with".to_owned(),
+                        }
+                    })?)
+                } else {
+                    None
+                };
+                let pkcs8 = super::spki::pkcs8_of_traditional(&der, curve);
+                Self::from_der(&pkcs8, algorithm, FORMAT)?
+            }
+            _ => Self::from_pkcs8_pem(key_pem, algorithm)?,
+        };
+        key.with_certificate_chain(CertificateChain::from_pem(chain_pem)?)
+    }
+
+    /// Returns this key with its X.509 certificate chain: its JWK then
+    /// publishes `x5c` and `x5t#S256`, and the key signs only while the
+    /// chain is valid. The kid does not change.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::CertificateKeyMismatch`] when the chain's leaf
+    /// certificate does not hold this key's public key.
+    pub fn with_certificate_chain(mut self, chain: CertificateChain) -> Result<Self, KeyError> {
+        self.jwk = self.jwk.with_certificate_chain(chain)?;
+        Ok(self)
+    }
+
+    /// The key's certificate chain, for a certificate-backed key.
+    pub fn certificate_chain(&self) -> Option<&CertificateChain> {
+        self.jwk.certificate_chain()
+    }
+
     /// Checks a PKCS#8 key against `algorithm` and parses it for signing.
     fn from_der(der: &[u8], algorithm: Algorithm, format: &'static str) -> Result<Self, KeyError> {
         let parts = match asn1::parse_pkcs8(der) {
@@ -333,7 +406,10 @@ impl SigningKey {
     ///
     /// RSA JWKs need all of `n e d p q dp dq qi`; EC JWKs need full-length
     /// `x y d`; Ed25519 JWKs need `x d`. The public members must match the
-    /// private key.
+    /// private key. An `x5c` member (as [`to_private_jwk`](Self::to_private_jwk)
+    /// writes for a certificate-backed key) is read as the key's
+    /// certificate chain, checked as [`with_certificate_chain`](Self::with_certificate_chain)
+    /// does; an `x5t#S256` beside it must be the leaf's.
     ///
     /// # Errors
     ///
@@ -416,7 +492,7 @@ impl SigningKey {
             return Err(KeyError::PublicOnly { format: "JWK" });
         }
         let signer = match kty {
-            "RSA" => return rsa_from_jwk(map, algorithm, kid),
+            "RSA" => return rsa_from_jwk(map, algorithm, kid)?.with_jwk_chain(map),
             "EC" => {
                 let crv = crv.ok_or_else(|| jwk_malformed("\"crv\" is missing"))?;
                 let Some(curve) = EcCurve::from_name(crv) else {
@@ -444,7 +520,51 @@ impl SigningKey {
                 });
             }
         };
-        Self::from_signer(signer, algorithm, kid)
+        let key = Self::from_signer(signer, algorithm, kid)?;
+        key.with_jwk_chain(map)
+    }
+
+    /// Attaches the chain of a JWK's `x5c` member, if it has one.
+    fn with_jwk_chain(self, map: &Map<String, Value>) -> Result<Self, KeyError> {
+        let Some(x5c) = map.get("x5c") else {
+            if map.contains_key("x5t#S256") {
+                return Err(jwk_malformed("\"x5t#S256\" without \"x5c\""));
+            }
+            return Ok(self);
+        };
+        let Value::Array(entries) = x5c else {
+            return Err(jwk_malformed("\"x5c\" is not an array"));
+        };
+        if entries.len() > super::MAX_CERTIFICATES {
+            return Err(KeyError::CertificateMalformed {
+                reason: format!("more than {} certificates", super::MAX_CERTIFICATES),
+            });
+        }
+        let mut certificates = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            let der = entry
+                .as_str()
+                .filter(|text| text.len() <= super::MAX_CERTIFICATE_LEN.div_ceil(3) * 4)
+                .and_then(|text| {
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text).ok()
+                })
+                .ok_or_else(|| KeyError::CertificateMalformed {
+                    reason: format!(
+                        "\"x5c\" entry {index} is not a certificate in standard base64 (at most {} KiB)",
+                        super::MAX_CERTIFICATE_LEN / 1024
+                    ),
+                })?;
+            certificates.push(der);
+        }
+        let chain = CertificateChain::from_der(certificates)?;
+        if let Some(x5t) = map.get("x5t#S256")
+            && x5t.as_str() != Some(chain.x5t_s256())
+        {
+            return Err(KeyError::CertificateMalformed {
+                reason: "\"x5t#S256\" is not the SHA-256 of the leaf certificate".to_owned(),
+            });
+        }
+        self.with_certificate_chain(chain)
     }
 
     /// Returns this key with a custom key id instead of the thumbprint.

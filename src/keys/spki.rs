@@ -49,6 +49,17 @@ pub(crate) fn ed25519(x: &[u8]) -> Vec<u8> {
     spki(&tlv(0x30, &oid(ED25519)), x)
 }
 
+/// The PKCS#8 `PrivateKeyInfo` (v1) around a traditional private key: a
+/// PKCS#1 `RSAPrivateKey` (`curve` `None`) or a SEC 1 `ECPrivateKey` on
+/// `curve`. The key itself is checked by the PKCS#8 importer.
+pub(crate) fn pkcs8_of_traditional(key: &[u8], curve: Option<EcCurve>) -> Vec<u8> {
+    let algorithm = match curve {
+        None => tlv(0x30, &[oid(RSA_ENCRYPTION), tlv(0x05, &[])].concat()),
+        Some(curve) => tlv(0x30, &[oid(EC_PUBLIC_KEY), oid(curve_oid(curve))].concat()),
+    };
+    tlv(0x30, &[tlv(0x02, &[0]), algorithm, tlv(0x04, key)].concat())
+}
+
 /// `OBJECT IDENTIFIER` of the content octets `content`.
 pub(crate) fn oid(content: &[u8]) -> Vec<u8> {
     tlv(0x06, content)

@@ -87,6 +87,14 @@ impl PublishedKey {
         }
     }
 
+    /// Replaces the key by the same key with another certificate chain
+    /// (checked by the caller), keeping the state and times.
+    pub(crate) fn replace_signing_key(&mut self, key: Arc<SigningKey>) {
+        self.backend = Arc::clone(&key) as Arc<dyn SigningBackend>;
+        self.key = Some(key);
+        self.reference = None;
+    }
+
     /// Sets when the key became active.
     #[must_use]
     pub fn with_activated_at(mut self, at: Option<SystemTime>) -> Self {

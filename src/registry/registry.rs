@@ -12,7 +12,7 @@ use super::published::PublishedKey;
 use super::snapshot::KeySnapshot;
 use super::write::WriteThrough;
 use crate::clock::Clock;
-use crate::keys::{KeyFactory, KeyReference, KeyState, Kid, SigningBackend};
+use crate::keys::{KeyError, KeyFactory, KeyReference, KeyState, Kid, SigningBackend, SigningKey};
 use crate::store::KeyStore;
 
 /// The settings a registry is built with, checked by its builder.
@@ -233,6 +233,44 @@ impl KeyRegistry {
                 }
             }
         }
+    }
+
+    /// Gives a published key its renewed certificate: `key` is the same
+    /// private key (same public key, same kid) with a new certificate
+    /// chain, as a renewal that keeps the key writes it (cert-manager's
+    /// `rotationPolicy: Never`). The key keeps its state and times; the JWKS
+    /// publishes the new `x5c` and `x5t#S256`, and the key signs for as long
+    /// as the new chain is valid. A renewal with a **new** key is a
+    /// rotation instead: [`add_next_due`](Self::add_next_due), then
+    /// [`rotate`](Self::rotate) once it has been published long enough.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::UnknownKid`] if no key with `key`'s kid is
+    /// published; [`RegistryError::Key`] with
+    /// [`KeyError::CertificateKeyMismatch`](crate::KeyError::CertificateKeyMismatch)
+    /// if the published key with that kid is another key, or `key` has no
+    /// chain.
+    pub fn renew_certificate(&self, key: SigningKey) -> Result<(), RegistryError> {
+        let kid = key.kid().clone();
+        if key.certificate_chain().is_none() {
+            return Err(RegistryError::Key(KeyError::CertificateKeyMismatch {
+                reason: "the renewed key has no certificate chain".to_owned(),
+            }));
+        }
+        let key = Arc::new(key);
+        self.update(|keys| {
+            let published = find_mut(keys, &kid)?;
+            if published.public_jwk().thumbprint() != key.public_jwk().thumbprint()
+                || published.algorithm() != key.algorithm()
+            {
+                return Err(RegistryError::Key(KeyError::CertificateKeyMismatch {
+                    reason: format!("the published key {kid} is another key"),
+                }));
+            }
+            published.replace_signing_key(Arc::clone(&key));
+            Ok(())
+        })
     }
 
     /// Stops a key from signing: it becomes **retiring** until `until`. A

@@ -118,6 +118,21 @@
 //! you set must be at least that long (the builder refuses a shorter one):
 //! every replica publishes the next key before any replica signs with it.
 //!
+//! # Certificate-backed keys
+//!
+//! An active key with a certificate chain
+//! ([`CertificateChain`](crate::keys::CertificateChain)) is due by the
+//! chain's `notAfter` at the latest, whatever the period: the next key is
+//! published `prepublish` before and signs from then on (the signer never
+//! signs with an expired certificate). The rotator logs a `tracing` warning
+//! once per key when its certificate ends within
+//! [`certificate_warning`](RotationPolicyBuilder::certificate_warning)
+//! (7 days by default): renew it. A key made by the rotator has no
+//! certificate; a renewed certificate becomes the next key by
+//! [`KeyRegistry::add_next_due`](crate::KeyRegistry::add_next_due) (with a
+//! new key) or [`KeyRegistry::renew_certificate`](crate::KeyRegistry::renew_certificate)
+//! (the same key), as `signing_proxy --cert-file --key-file` does.
+//!
 //! # Rotating by hand
 //!
 //! [`KeyRotator::rotate_now`] follows the same rules: it publishes a next

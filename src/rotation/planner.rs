@@ -37,12 +37,50 @@ pub(super) fn oldest_next(keys: &[PublishedKey]) -> Option<&PublishedKey> {
     registry::oldest_next(keys).map(|index| &keys[index])
 }
 
-/// When `active` is due to be replaced.
+/// When `active` is due to be replaced: after its period, and by its
+/// certificate's `notAfter` at the latest (a certificate-backed key never
+/// signs past it).
 fn due_time(active: &PublishedKey, policy: &ResolvedPolicy) -> Option<SystemTime> {
-    active
+    let period = active
         .activated_at()
         .unwrap_or(active.created_at())
-        .checked_add(policy.rotate_every())
+        .checked_add(policy.rotate_every());
+    let expiry = active
+        .public_jwk()
+        .certificate_chain()
+        .map(|chain| chain.not_after());
+    match (period, expiry) {
+        (Some(period), Some(expiry)) => Some(period.min(expiry)),
+        (period, expiry) => period.or(expiry),
+    }
+}
+
+/// The keys whose certificate expires within the policy's
+/// [`certificate_warning`](ResolvedPolicy::certificate_warning) of `now`
+/// (or has expired), with their `notAfter`; and the earliest time a key
+/// not yet in that window enters it.
+pub(super) fn expiring_certificates(
+    keys: &[PublishedKey],
+    policy: &ResolvedPolicy,
+    now: SystemTime,
+) -> (Vec<(Kid, SystemTime)>, Option<SystemTime>) {
+    let mut expiring = Vec::new();
+    let mut next_warning: Option<SystemTime> = None;
+    for key in keys.iter().filter(|k| k.state() != KeyState::Retiring) {
+        let Some(chain) = key.public_jwk().certificate_chain() else {
+            continue;
+        };
+        let not_after = chain.not_after();
+        let warn_at = not_after
+            .checked_sub(policy.certificate_warning())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        if now >= warn_at {
+            expiring.push((key.kid().clone(), not_after));
+        } else {
+            next_warning = Some(next_warning.map_or(warn_at, |at| at.min(warn_at)));
+        }
+    }
+    (expiring, next_warning)
 }
 
 /// When `next` may become active: when scheduled (or when the active key

@@ -17,6 +17,10 @@ const DEFAULT_VERIFIER_LEEWAY: Duration = Duration::from_secs(60);
 /// another: 30 seconds.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// How long before a certificate-backed key's certificate expires the
+/// rotator warns, unless told another: 7 days.
+const DEFAULT_CERTIFICATE_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// No duration of a policy may be longer (100 years).
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -39,6 +43,7 @@ pub struct RotationPolicy {
     retain: Option<Duration>,
     algorithm: Option<Algorithm>,
     retry_after: Duration,
+    certificate_warning: Duration,
 }
 
 impl RotationPolicy {
@@ -53,7 +58,14 @@ impl RotationPolicy {
             retain: None,
             algorithm: None,
             retry_after: DEFAULT_RETRY_AFTER,
+            certificate_warning: DEFAULT_CERTIFICATE_WARNING,
         }
+    }
+
+    /// How long before a key's certificate expires the rotator warns
+    /// (default 7 days).
+    pub fn certificate_warning(&self) -> Duration {
+        self.certificate_warning
     }
 
     /// How long each key is active.
@@ -209,6 +221,7 @@ pub struct RotationPolicyBuilder {
     retain: Option<Duration>,
     algorithm: Option<Algorithm>,
     retry_after: Duration,
+    certificate_warning: Duration,
 }
 
 impl RotationPolicyBuilder {
@@ -267,6 +280,17 @@ impl RotationPolicyBuilder {
         self
     }
 
+    /// How long before the certificate of a certificate-backed key expires
+    /// the rotator warns about it (a `tracing` warning, once per key and
+    /// process), default 7 days. Whatever this says, the rotator replaces
+    /// a certificate-backed active key by its certificate's `notAfter` at
+    /// the latest (the next key published `prepublish` before), and the
+    /// signer never signs with an expired certificate.
+    pub fn certificate_warning(mut self, ahead: Duration) -> Self {
+        self.certificate_warning = ahead;
+        self
+    }
+
     /// Checks what the policy can check alone and builds it.
     ///
     /// # Errors
@@ -274,7 +298,8 @@ impl RotationPolicyBuilder {
     /// A [`ConfigError`] for the first refused setting, in this order:
     /// `rotate_every` (zero), `retry_after` (zero), any duration longer than
     /// 100 years (`rotate_every`, `verifier_leeway`,
-    /// `follower_poll_interval`, `prepublish`, `retain`, `retry_after`),
+    /// `follower_poll_interval`, `prepublish`, `retain`, `retry_after`,
+    /// `certificate_warning`),
     /// `follower_poll_interval` (longer than the period), `prepublish` (set
     /// longer than the period, or shorter than the followers' poll
     /// interval: a follower that misses a change notification must still
@@ -303,6 +328,7 @@ impl RotationPolicyBuilder {
             ("prepublish", self.prepublish),
             ("retain", self.retain),
             ("retry_after", Some(self.retry_after)),
+            ("certificate_warning", Some(self.certificate_warning)),
         ] {
             if let Some(value) = value
                 && value > MAX_DURATION
@@ -357,6 +383,7 @@ impl RotationPolicyBuilder {
             retain: self.retain,
             algorithm: self.algorithm,
             retry_after: self.retry_after,
+            certificate_warning: self.certificate_warning,
         })
     }
 }
@@ -401,6 +428,11 @@ impl ResolvedPolicy {
     /// How long the rotator waits before retrying a failed step.
     pub fn retry_after(&self) -> Duration {
         self.policy.retry_after
+    }
+
+    /// How long before a key's certificate expires the rotator warns.
+    pub fn certificate_warning(&self) -> Duration {
+        self.policy.certificate_warning
     }
 }
 

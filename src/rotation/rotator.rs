@@ -11,7 +11,7 @@ use super::apply::{
     OldKeys, ScheduledRotation, emergency_blocking, rotate_now_blocking, step_blocking,
 };
 use super::events::emit;
-use super::planner::{Step, plan};
+use super::planner::{Step, expiring_certificates, plan};
 use super::policy::{ResolvedPolicy, RotationPolicy};
 use crate::error::ConfigError;
 use crate::keys::{KeyError, Kid};
@@ -207,10 +207,25 @@ impl fmt::Debug for KeyRotator {
 
 async fn run(registry: KeyRegistry, policy: Arc<ResolvedPolicy>) {
     let mut changes = registry.subscribe();
+    // The keys whose expiring certificate was warned about.
+    let mut warned: std::collections::HashSet<Kid> = std::collections::HashSet::new();
     loop {
         changes.borrow_and_update();
         let snapshot = registry.current();
         let now = registry.clock().now();
+        let (expiring, next_warning) = expiring_certificates(snapshot.keys(), &policy, now);
+        for (kid, not_after) in expiring {
+            if !warned.contains(&kid) {
+                tracing::warn!(
+                    kid = %kid,
+                    not_after = crate::clock::unix_seconds(not_after),
+                    expires_in = ?not_after.duration_since(now).unwrap_or(Duration::ZERO),
+                    "the key's certificate expires soon: renew it (the key stops signing at its notAfter; the rotator replaces it by then)"
+                );
+                warned.insert(kid);
+            }
+        }
+        warned.retain(|kid| snapshot.get(kid.as_str()).is_some());
         match plan(snapshot.keys(), &policy, now) {
             Step::Act(_) => {
                 // Only the leader of a shared store rotates; the others
@@ -270,6 +285,10 @@ async fn run(registry: KeyRegistry, policy: Arc<ResolvedPolicy>) {
                 }
             }
             Step::Wait(until) => {
+                let until = match (until, next_warning) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 let delay = until
                     .map_or(MAX_SLEEP, |until| {
                         until.duration_since(now).unwrap_or(Duration::ZERO)

@@ -165,6 +165,8 @@ pub(crate) struct Config {
     pub(crate) reuse: Option<Reuse>,
     /// The longest token made, in bytes (without the scheme).
     pub(crate) max_token_len: usize,
+    /// `x5t#S256` in the header of a certificate-backed key's tokens.
+    pub(crate) header_x5t_s256: bool,
 }
 
 impl Config {
@@ -191,6 +193,7 @@ impl Config {
             offload: Offload::Auto,
             reuse: None,
             max_token_len: crate::limits::DEFAULT_MAX_TOKEN_LEN,
+            header_x5t_s256: false,
         };
         config.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         config.compile();
@@ -458,6 +461,7 @@ impl fmt::Debug for Config {
             .field("header_name", &self.header_name)
             .field("scheme", &self.prefix.trim_end())
             .field("token_type", &self.token_type)
+            .field("header_x5t_s256", &self.header_x5t_s256)
             .field("ttl", &self.ttl)
             .field("backdate", &self.backdate)
             .field("existing", &self.existing)

@@ -4,12 +4,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::SystemTime;
 
 use http::header::HeaderName;
 use http::{Response, StatusCode};
 
 use super::body::ResponseBody;
 use super::claims::ClaimsRejection;
+use crate::keys::{CertificateChain, Kid};
 
 /// Why the signer answered a request itself instead of forwarding it: the
 /// typed cause of each of its refusals (see the
@@ -85,6 +87,24 @@ pub enum Refusal {
     ClaimsFailed,
     /// The registry has no active key. 503 `no_signing_key`.
     NoSigningKey,
+    /// The active key is certificate-backed and its certificate chain has
+    /// expired (now is after the earliest `notAfter` of the chain): the key
+    /// never signs again. 503 `certificate_expired`.
+    CertificateExpired {
+        /// The active key.
+        kid: Kid,
+        /// The end of the chain's validity.
+        not_after: SystemTime,
+    },
+    /// The active key is certificate-backed and its certificate chain is not
+    /// valid yet (now is before the latest `notBefore` of the chain).
+    /// 503 `certificate_not_yet_valid`.
+    CertificateNotYetValid {
+        /// The active key.
+        kid: Kid,
+        /// The start of the chain's validity.
+        not_before: SystemTime,
+    },
     /// Signing failed (the key backend, the random source); the cause is
     /// only logged. 500 `signing_failed`.
     SigningFailed,
@@ -100,13 +120,17 @@ impl Refusal {
             Refusal::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
             Refusal::ClaimsFailed | Refusal::SigningFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            Refusal::NoSigningKey => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::NoSigningKey
+            | Refusal::CertificateExpired { .. }
+            | Refusal::CertificateNotYetValid { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The `error` of the signer's JSON body: `token_present`,
     /// `claim_unavailable`, `token_too_large`, `unauthorized`,
-    /// `forbidden`, `claims_failed`, `no_signing_key` or `signing_failed`.
+    /// `forbidden`, `claims_failed`, `no_signing_key`,
+    /// `certificate_expired`, `certificate_not_yet_valid` or
+    /// `signing_failed`.
     pub fn error_code(&self) -> &'static str {
         match self {
             Refusal::TokenPresent { .. } => "token_present",
@@ -116,6 +140,8 @@ impl Refusal {
             Refusal::Forbidden { .. } => "forbidden",
             Refusal::ClaimsFailed => "claims_failed",
             Refusal::NoSigningKey => "no_signing_key",
+            Refusal::CertificateExpired { .. } => "certificate_expired",
+            Refusal::CertificateNotYetValid { .. } => "certificate_not_yet_valid",
             Refusal::SigningFailed => "signing_failed",
         }
     }
@@ -137,6 +163,12 @@ impl Refusal {
             }
             Refusal::ClaimsFailed => "the token claims could not be built".into(),
             Refusal::NoSigningKey => "no active signing key".into(),
+            Refusal::CertificateExpired { .. } => {
+                "the signing key's certificate has expired".into()
+            }
+            Refusal::CertificateNotYetValid { .. } => {
+                "the signing key's certificate is not valid yet".into()
+            }
             Refusal::SigningFailed => "the request could not be signed".into(),
         }
     }
@@ -201,6 +233,37 @@ impl Failure {
         Failure {
             refusal: Refusal::NoSigningKey,
         }
+    }
+
+    /// `503 certificate_expired` / `certificate_not_yet_valid`: the active
+    /// key's certificate chain is not valid now.
+    pub(crate) fn certificate_not_valid(
+        kid: &Kid,
+        chain: &CertificateChain,
+        expired: bool,
+    ) -> Self {
+        let refusal = if expired {
+            tracing::error!(
+                kid = %kid,
+                not_after = chain.not_after_secs(),
+                "request refused: the signing key's certificate has expired; it never signs again (renew the certificate, or rotate to another key)"
+            );
+            Refusal::CertificateExpired {
+                kid: kid.clone(),
+                not_after: chain.not_after(),
+            }
+        } else {
+            tracing::error!(
+                kid = %kid,
+                not_before = chain.not_before_secs(),
+                "request refused: the signing key's certificate is not valid yet"
+            );
+            Refusal::CertificateNotYetValid {
+                kid: kid.clone(),
+                not_before: chain.not_before(),
+            }
+        };
+        Failure { refusal }
     }
 
     /// `500 signing_failed`. The caller logs why.

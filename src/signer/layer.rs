@@ -66,6 +66,7 @@ impl JwtSignerLayer {
             offload: Offload::Auto,
             reuse: None,
             max_token_len: None,
+            header_x5t_s256: false,
         }
     }
 
@@ -179,6 +180,7 @@ pub struct JwtSignerLayerBuilder {
     offload: Offload,
     reuse: Option<Reuse>,
     max_token_len: Option<usize>,
+    header_x5t_s256: bool,
 }
 
 impl JwtSignerLayerBuilder {
@@ -317,6 +319,18 @@ impl JwtSignerLayerBuilder {
     /// (RFC 9068): 1 to 64 characters of `A-Z a-z 0-9 ! # $ & - ^ _ . + /`.
     pub fn token_type(mut self, token_type: impl Into<String>) -> Self {
         self.token_type = Some(token_type.into());
+        self
+    }
+
+    /// Puts the signing key's certificate thumbprint, `x5t#S256` (RFC 7515
+    /// section 4.1.8), in the token header of a certificate-backed key, for
+    /// verifiers that pick the key by certificate rather than by `kid`. Off
+    /// by default: the header stays `{alg, typ, kid}`. A key without a
+    /// certificate chain signs with the plain header either way.
+    ///
+    /// The header is built once per key, never per request.
+    pub fn header_x5t_s256(mut self, on: bool) -> Self {
+        self.header_x5t_s256 = on;
         self
     }
 
@@ -464,8 +478,10 @@ impl JwtSignerLayerBuilder {
             offload,
             reuse,
             max_token_len,
+            header_x5t_s256,
         } = self;
         let mut config = Config::new(registry);
+        config.header_x5t_s256 = header_x5t_s256;
         if let Some(name) = header_name {
             config.set_header_name(&name)?;
         }

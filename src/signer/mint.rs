@@ -33,7 +33,7 @@ use super::pool;
 use super::reuse::{Lookup, NewEntry, TokenCache};
 use super::template::RequestValues;
 use crate::b64;
-use crate::keys::{EcCurve, KeyKind, SigningBackend};
+use crate::keys::{CertificateChain, EcCurve, KeyKind, SigningBackend};
 use crate::metrics;
 use crate::registry::PublishedKey;
 
@@ -81,6 +81,8 @@ struct JoseHeader<'a> {
     alg: &'a str,
     typ: &'a str,
     kid: &'a str,
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    x5t_s256: Option<&'a str>,
 }
 
 /// The claims of one token, as JSON, while they are written.
@@ -164,6 +166,12 @@ impl Minter {
         let snapshot = self.config.registry.current();
         let active = snapshot.active().ok_or_else(Failure::no_signing_key)?;
         let now = self.config.registry.clock().unix_seconds();
+        // A certificate-backed key signs only while its chain is valid.
+        if let Some(chain) = active.public_jwk().certificate_chain() {
+            chain
+                .validity_at(now)
+                .map_err(|expired| Failure::certificate_not_valid(active.kid(), chain, expired))?;
+        }
         let claims = self.write_claims(parts, per_request, now)?;
         let remember = match self.look_up(&claims, active) {
             Reused::Hit(value) => return Ok(Token::Ready(value)),
@@ -392,6 +400,12 @@ impl Minter {
             alg: active.algorithm().as_str(),
             typ: &self.config.token_type,
             kid: active.kid().as_str(),
+            x5t_s256: self
+                .config
+                .header_x5t_s256
+                .then(|| active.public_jwk().certificate_chain())
+                .flatten()
+                .map(CertificateChain::x5t_s256),
         };
         let json = serde_json::to_vec(&header).expect("the JOSE header serialises");
         let encoded = Arc::new(EncodedHeader {

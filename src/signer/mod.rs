@@ -49,7 +49,12 @@
 //! The JWT header is exactly `{"alg","typ","kid"}`: the algorithm and kid of
 //! the active key (never anything taken from the request) and `typ` (`JWT`
 //! by default, see [`JwtSignerLayerBuilder::token_type`]). It is encoded once per
-//! key, not per request.
+//! key, not per request. For a certificate-backed key (see
+//! [`CertificateChain`](crate::keys::CertificateChain)),
+//! [`header_x5t_s256`](JwtSignerLayerBuilder::header_x5t_s256) adds the
+//! certificate's `x5t#S256` (off by default). Such a key signs only while
+//! its chain is valid: before `notBefore` or after `notAfter` the signer
+//! answers 503 (see the [status table](#answers-the-signer-gives-itself)).
 //!
 //! | claim | value |
 //! |---|---|
@@ -174,6 +179,7 @@
 //! | the claims closure returns [`ClaimsRejection::internal`] (or a [`ReservedClaim`] error) | 500 | `claims_failed` | [`ClaimsFailed`](Refusal::ClaimsFailed) |
 //! | the token would be longer than [`max_token_len`](JwtSignerLayerBuilder::max_token_len) (8 KiB by default) | 400 | `token_too_large` | [`TokenTooLarge`](Refusal::TokenTooLarge) |
 //! | the registry has no active key | 503 | `no_signing_key` | [`NoSigningKey`](Refusal::NoSigningKey) |
+//! | the active key is certificate-backed and its chain has expired / is not valid yet | 503 | `certificate_expired` / `certificate_not_yet_valid` | [`CertificateExpired`](Refusal::CertificateExpired) / [`CertificateNotYetValid`](Refusal::CertificateNotYetValid) |
 //! | signing fails (the key backend, the random source) | 500 | `signing_failed` | [`SigningFailed`](Refusal::SigningFailed) |
 //!
 //! The response extensions hold the typed cause, a [`Refusal`] (as the

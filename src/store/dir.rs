@@ -42,6 +42,12 @@ const FORMAT_VERSION: u64 = 1;
 /// written); private keys keep format 1, so builds that predate references
 /// still read them.
 const REFERENCE_FORMAT_VERSION: u64 = 2;
+/// The key file format of a private key with its X.509 certificate chain
+/// (read and written): format 1 with `x5c` in the private JWK. Keys without
+/// a chain keep format 1; a build older than certificate chains refuses a
+/// file of format 3 (its version) instead of loading the key without its
+/// chain, which would sign past the certificate's expiry.
+const CHAIN_FORMAT_VERSION: u64 = 3;
 /// No key file is larger (an RSA-8192 private JWK, the largest key, is about 10 KiB).
 const MAX_FILE_LEN: u64 = 256 * 1024;
 
@@ -128,6 +134,14 @@ const MAX_FILE_LEN: u64 = 256 * 1024;
 /// same. Private keys are still written in format 1, which every build
 /// reads; a build older than references refuses a file of format 2 (its
 /// version), loudly.
+///
+/// A certificate-backed key (see
+/// [`SigningKey::with_certificate_chain`]) is a file of format version 3:
+/// format 1 whose `private_jwk` also holds the chain as `x5c` (leaf first,
+/// standard base64 DER) and `x5t#S256`, as RFC 7517 writes them. A restart
+/// loads the key with its chain. A build older than chains refuses the
+/// file (its version) rather than load the key without its chain; a file
+/// of format 1 with `x5c` is refused too.
 ///
 /// # Writes
 ///
@@ -737,7 +751,12 @@ fn encode(key: &StoredKey) -> Result<Vec<u8>, crate::keys::KeyError> {
             let jwk: Value = serde_json::from_str(&private.to_private_jwk()?).map_err(|_| {
                 crate::keys::KeyError::Crypto("the private JWK is not JSON".to_owned())
             })?;
-            (FORMAT_VERSION, None, Some(jwk), None)
+            let version = if private.certificate_chain().is_some() {
+                CHAIN_FORMAT_VERSION
+            } else {
+                FORMAT_VERSION
+            };
+            (version, None, Some(jwk), None)
         }
         (None, Some(reference)) => (
             REFERENCE_FORMAT_VERSION,
@@ -839,11 +858,14 @@ fn parse_key_file(
     };
     let mut members = Members { path, map };
     let version = members.take("version")?.as_u64();
-    if version != Some(FORMAT_VERSION) && version != Some(REFERENCE_FORMAT_VERSION) {
+    if version != Some(FORMAT_VERSION)
+        && version != Some(REFERENCE_FORMAT_VERSION)
+        && version != Some(CHAIN_FORMAT_VERSION)
+    {
         return Err(StoreError::corrupt(
             path,
             format!(
-                "\"version\" is neither {FORMAT_VERSION} (a private key) nor {REFERENCE_FORMAT_VERSION} (a reference to a key in a device), the key file formats this build reads"
+                "\"version\" is not {FORMAT_VERSION} (a private key), {REFERENCE_FORMAT_VERSION} (a reference to a key in a device) or {CHAIN_FORMAT_VERSION} (a private key with its certificate chain), the key file formats this build reads"
             ),
         ));
     }
@@ -907,6 +929,28 @@ fn parse_key_file(
                 key.kid()
             ),
         ));
+    }
+    match (
+        version == Some(CHAIN_FORMAT_VERSION),
+        key.certificate_chain().is_some(),
+    ) {
+        (true, false) => {
+            return Err(StoreError::corrupt(
+                path,
+                format!(
+                    "a file of format {CHAIN_FORMAT_VERSION} without \"x5c\" in its private JWK"
+                ),
+            ));
+        }
+        (false, true) => {
+            return Err(StoreError::corrupt(
+                path,
+                format!(
+                    "a certificate chain (\"x5c\") in a file of format {FORMAT_VERSION}: a key with a chain is format {CHAIN_FORMAT_VERSION}"
+                ),
+            ));
+        }
+        _ => {}
     }
     if let Some(expected) = expected
         && key.algorithm() != expected

@@ -48,6 +48,8 @@ pub(crate) fn keeps_the_contract(backend: &dyn Backend) {
     readers_never_see_half_a_change(backend);
     backend.wipe();
     a_store_found_empty_gets_the_keys_back(backend);
+    backend.wipe();
+    a_certificate_chain_survives_a_restart(backend);
 }
 
 fn empty_then_saved_then_removed(backend: &dyn Backend) {
@@ -138,6 +140,50 @@ fn a_registry_restarts_with_the_same_keys(backend: &dyn Backend) {
         again.current().active().unwrap().kid(),
         before.active().unwrap().kid()
     );
+}
+
+/// A key with its certificate chain (a self-signed leaf made with rcgen):
+/// after a restart the store gives back the same chain, published as
+/// before (`x5c`, `x5t#S256`).
+fn a_certificate_chain_survives_a_restart(backend: &dyn Backend) {
+    let rc_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["gateway.test".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+    let chain = params.self_signed(&rc_key).unwrap().pem();
+    let key = SigningKey::from_pem_with_certificate_chain(
+        rc_key.serialize_pem(),
+        chain,
+        Algorithm::ES256,
+    )
+    .unwrap();
+    let expected = key.certificate_chain().unwrap().clone();
+    let (store, keep) = backend.writer();
+    let registry = KeyRegistry::builder()
+        .store(Arc::clone(&store))
+        .active(key)
+        .build()
+        .unwrap();
+    let before = registry.current();
+    drop((registry, store, keep));
+    // Another handle reads it as it was written.
+    let loaded = backend.reader().load().unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(
+        loaded[0].key().unwrap().certificate_chain(),
+        Some(&expected)
+    );
+    // A restart publishes the same chain.
+    let (store, _keep) = backend.writer();
+    let again = KeyRegistry::builder()
+        .store(store)
+        .generate_if_missing(Algorithm::ES256)
+        .build()
+        .unwrap();
+    assert_eq!(again.current().jwks_bytes(), before.jwks_bytes());
+    let active = again.current();
+    let active = active.active().unwrap();
+    assert_eq!(active.public_jwk().certificate_chain(), Some(&expected));
 }
 
 fn readers_never_see_half_a_change(backend: &dyn Backend) {

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod certificate;
 mod config;
 mod fuzz_inputs;
 #[cfg(feature = "josekit")]

@@ -7,6 +7,7 @@
 mod support;
 
 mod algorithm_change;
+mod certificate;
 mod config;
 mod faults;
 mod key_store_crash;

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod certificate;
 mod chain;
 mod composition;
 mod config;

@@ -3,6 +3,7 @@
 //! uses a part of it, hence the `dead_code` allowance.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod certs;
 pub mod chain;
 pub mod disk;
 pub mod fuzz;

@@ -6,6 +6,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[cfg(unix)]
+mod cert_proxy;
 mod cli;
 mod discovery_proxy;
 mod harness;

@@ -19,6 +19,13 @@
 //! both kinds bound to their metadata the same way, so a reference edited
 //! in Redis (pointed at another key of the token) does not open either.
 //! Records of format 1 read as before.
+//!
+//! A certificate-backed key is a record of format 3: format 1 whose sealed
+//! private JWK also holds the key's X.509 chain (`x5c`, `x5t#S256`). The
+//! chain is public, but it travels inside the ciphertext, so it is bound to
+//! the key and its metadata like the rest: it cannot be swapped for another
+//! in Redis. A build older than chains refuses the record (its version)
+//! instead of loading the key without its chain.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +43,9 @@ const FORMAT_VERSION: u64 = 1;
 /// The record format of a reference to a key kept in a device (read and
 /// written).
 const REFERENCE_FORMAT_VERSION: u64 = 2;
+/// The record format of a private key with its certificate chain (read and
+/// written).
+const CHAIN_FORMAT_VERSION: u64 = 3;
 /// No record is larger (an RSA-8192 private JWK, the largest key, is about
 /// 10 KiB before encryption).
 pub(super) const MAX_RECORD_LEN: usize = 256 * 1024;
@@ -78,7 +88,11 @@ impl Meta<'_> {
 pub(super) fn seal(prefix: &str, key: &StoredKey, kek: &Kek) -> Result<Vec<u8>, StoreError> {
     let (version, plaintext) = match (key.key(), key.reference()) {
         (Some(private), _) => (
-            FORMAT_VERSION,
+            if private.certificate_chain().is_some() {
+                CHAIN_FORMAT_VERSION
+            } else {
+                FORMAT_VERSION
+            },
             private.to_private_jwk().map_err(|err| {
                 StoreError::Other(format!("key {:?} cannot be exported: {err}", key.kid()).into())
             })?,
@@ -158,10 +172,12 @@ pub(super) fn open(
         corrupt: &corrupt,
     };
     let version = match members.take("v")?.as_u64() {
-        Some(version @ (FORMAT_VERSION | REFERENCE_FORMAT_VERSION)) => version,
+        Some(version @ (FORMAT_VERSION | REFERENCE_FORMAT_VERSION | CHAIN_FORMAT_VERSION)) => {
+            version
+        }
         _ => {
             return Err(corrupt(format!(
-                "has a \"v\" other than {FORMAT_VERSION} (a private key) or {REFERENCE_FORMAT_VERSION} (a reference to a key in a device), the record formats this build reads"
+                "has a \"v\" other than {FORMAT_VERSION} (a private key), {REFERENCE_FORMAT_VERSION} (a reference to a key in a device) or {CHAIN_FORMAT_VERSION} (a private key with its certificate chain), the record formats this build reads"
             )));
         }
     };
@@ -247,6 +263,16 @@ pub(super) fn open(
                 key.kid().as_str()
             )));
         }
+        if (version == CHAIN_FORMAT_VERSION) != key.certificate_chain().is_some() {
+            return Err(corrupt(format!(
+                "is of format {version} but its key {} a certificate chain",
+                if key.certificate_chain().is_some() {
+                    "has"
+                } else {
+                    "has no"
+                }
+            )));
+        }
         StoredKey::new(key, state, created_at)
     };
     Ok(Opened {
@@ -322,6 +348,56 @@ mod tests {
             StoreError::CorruptRecord { reason, .. } => reason,
             other => panic!("not a corrupt record: {other}"),
         }
+    }
+
+    /// A key with a self-signed certificate made with rcgen.
+    fn certified() -> StoredKey {
+        let rc_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["gateway.test".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+        let chain = params.self_signed(&rc_key).unwrap().pem();
+        let key = SigningKey::from_pem_with_certificate_chain(
+            rc_key.serialize_pem(),
+            chain,
+            Algorithm::ES256,
+        )
+        .unwrap();
+        StoredKey::new(key, KeyState::Active, SystemTime::now())
+    }
+
+    #[test]
+    fn a_key_with_its_chain_is_a_record_of_format_3_whose_chain_is_sealed() {
+        let kek = Kek::generate();
+        let key = certified();
+        let kid = key.kid().as_str().as_bytes().to_vec();
+        let sealed = seal("fleet", &key, &kek).unwrap();
+        let record: Value = serde_json::from_slice(&sealed).unwrap();
+        assert_eq!(record["v"], 3);
+        // The chain is inside the ciphertext, not beside it.
+        let x5t = key.public_jwk().certificate_chain().unwrap().x5t_s256();
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        assert!(!text.contains(x5t), "{text}");
+        let opened = open("fleet", &kid, &sealed, std::slice::from_ref(&kek), "s").unwrap();
+        assert_eq!(opened.key, key);
+        assert_eq!(
+            opened.key.key().unwrap().certificate_chain(),
+            key.key().unwrap().certificate_chain()
+        );
+        // Relabelled as format 1 (an older build's format): the associated
+        // data says 3, so it does not decrypt.
+        let relabelled = text.replace("\"v\":3", "\"v\":1");
+        let err = reason(
+            open(
+                "fleet",
+                &kid,
+                relabelled.as_bytes(),
+                std::slice::from_ref(&kek),
+                "s",
+            )
+            .unwrap_err(),
+        );
+        assert!(err.contains("does not decrypt"), "{err}");
     }
 
     #[test]
